@@ -1,0 +1,5 @@
+"""Entry point for `python -m lzarchive`."""
+
+from .cli.app import main
+
+main()

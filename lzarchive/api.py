@@ -1,0 +1,295 @@
+"""Public API: pack, extract, list, info, verify and cat as plain functions; the CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .archive.extract import Extractor, plan, select_entries
+from .archive.progress import NULL_PROGRESS, Progress
+from .archive.reader import ArchiveReader, ChunkSource, content_order
+from .archive.tree import walk
+from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
+from .codecs import Codec, ZstdCodec, codec_name
+from .errors import (
+    ChunkCorrupt,
+    EntryCorrupt,
+    InputError,
+    IntegrityError,
+    OutputError,
+    PathRefused,
+    UsageError,
+    describe_paths,
+)
+from .format import constants as C
+from .format.records import Entry
+from .format.wire import hasher
+
+CODEC_CHOICES = ("auto", "zstd", "store")
+
+
+def resolve_codecs(name: str, zstd_level: int | None = None) -> list[Codec]:
+    """The candidate codecs for a --codec choice; store is always the implicit floor."""
+    zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
+    choices: dict[str, list[Codec]] = {"auto": [zstd], "zstd": [zstd], "store": []}
+    if name not in choices:
+        raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
+    return choices[name]
+
+
+# ------------------------------------------------------------------------------------------------------ pack
+
+
+def pack(
+    sources: Sequence[str],
+    output: str,
+    *,
+    codec: str = "auto",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    excludes: Sequence[str] = (),
+    force: bool = False,
+    zstd_level: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> WriteStats:
+    """Archive files and directory trees into `output`, atomically: on any failure nothing appears there."""
+    if not sources:
+        raise UsageError(reason="nothing to pack: name at least one file or directory")
+    if os.path.lexists(output) and not force:
+        raise OutputError(path=output, reason="already exists (use --force to replace it)")
+    codecs = resolve_codecs(codec, zstd_level)
+    for source in sources:
+        if not os.path.lexists(source):
+            raise InputError(path=source, reason="no such file or directory")
+    with atomic_output(output) as out:
+        skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
+        items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
+        progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
+        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), progress=progress)
+        first_link: dict[tuple[int, int], Entry] = {}
+        for item in items:
+            _add_item(writer, item, first_link)
+        stats = writer.finish()
+        progress.finish()
+    return stats
+
+
+def _batch_for(codecs: Sequence[Codec]) -> int:
+    return max([8] + [getattr(c, "batch_chunks", 8) for c in codecs])
+
+
+def _inode(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _inode_of(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry]) -> None:
+    st, path = item.st, item.archive_path
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        writer.add_dir(path, mode=mode, mtime_ns=st.st_mtime_ns)
+    elif stat.S_ISLNK(st.st_mode):
+        target = os.readlink(item.fs_path)
+        writer.add_symlink(path, target, mode=mode, mtime_ns=st.st_mtime_ns)
+    else:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in first_link:
+            writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=st.st_mtime_ns)
+            return
+        try:
+            with open(item.fs_path, "rb") as stream:
+                entry = writer.add_file(path, stream, mode=mode, mtime_ns=st.st_mtime_ns, size_hint=st.st_size)
+        except OSError as exc:
+            raise InputError(path=item.fs_path, reason=exc.strerror or str(exc)) from None
+        if st.st_nlink > 1:
+            first_link[key] = entry
+
+
+# ------------------------------------------------------------------------------------------------------ read side
+
+
+def open_archive(path: str) -> ArchiveReader:
+    return ArchiveReader.open(path)
+
+
+def extract(
+    archive: str,
+    dest: str = ".",
+    paths: Sequence[str] = (),
+    *,
+    overwrite: bool = False,
+    skip_unsafe: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> int:
+    """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written."""
+    with open_archive(archive) as reader:
+        entries = select_entries(reader.entries, paths)
+        refusals = plan(entries, dest, overwrite=overwrite)
+        if refusals and skip_unsafe:
+            for refusal in refusals:
+                progress.warn(f"{refusal.path}: skipped: {refusal.reason}")
+            refused = {r.path for r in refusals}
+            entries = [e for e in entries if e.path not in refused]
+        elif refusals:
+            more = f" (and {len(refusals) - 1} more; nothing was written)" if len(refusals) > 1 else " (nothing was written)"
+            raise PathRefused(path=refusals[0].path, reason=refusals[0].reason + more)
+        return Extractor(reader, dest, overwrite=overwrite, progress=progress).run(entries)
+
+
+def list_entries(archive: str) -> list[Entry]:
+    with open_archive(archive) as reader:
+        return list(reader.entries)
+
+
+def cat(archive: str, path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """Bytes [start, end) of one file, decoding only the chunks that hold them."""
+    with open_archive(archive) as reader:
+        matches = [e for e in reader.entries if e.path == path.strip("/")]
+        if not matches:
+            raise PathRefused(path=path, reason="not found in the archive")
+        entry = matches[0]
+        if not entry.has_content:
+            raise PathRefused(path=path, reason=f"is a {entry.type.name.lower()}, not a file")
+        if start < 0 or (end is not None and end < start):
+            raise UsageError(reason=f"invalid range {start}:{end}")
+        source = ChunkSource(reader, content_order([entry]))
+        whole = start == 0 and (end is None or end >= entry.size)
+        content = hasher(C.CONTEXT_ENTRY) if whole else None
+        for piece in source.content(entry, start, end):
+            if content:
+                content.update(piece)
+            yield piece
+        if content and content.digest() != entry.content_hash:
+            raise EntryCorrupt(archive=archive, path=entry.path, reason="hash of the decoded bytes differs")
+
+
+@dataclass
+class ArchiveInfo:
+    path: str
+    version: str
+    flags: dict[str, int]
+    models: list[dict]
+    entries: dict[str, int]
+    codecs: dict[str, dict[str, int]]
+    content_bytes: int
+    archive_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.archive_bytes / self.content_bytes if self.content_bytes else 0.0
+
+
+def info(archive: str) -> ArchiveInfo:
+    with open_archive(archive) as reader:
+        header = reader.header
+        entries: dict[str, int] = {}
+        for entry in reader.entries:
+            kind = entry.type.name.lower()
+            entries[kind] = entries.get(kind, 0) + 1
+        codecs: dict[str, dict[str, int]] = {}
+        for chunk in reader.index.chunks:
+            row = codecs.setdefault(codec_name(chunk.codec), {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
+            row["chunks"] += 1
+            row["raw_bytes"] += chunk.raw_size
+            row["stored_bytes"] += chunk.stored_size
+        return ArchiveInfo(
+            path=archive,
+            version=f"{header.major}.{header.minor}",
+            flags={"incompat": header.incompat_flags, "write_incompat": header.write_incompat_flags,
+                   "compat": header.compat_flags},
+            models=[{"name": m.name, "source": m.source, "model_hash": m.model_hash.hex(),
+                     "tokenizer_hash": m.tokenizer_hash.hex(), "numerics": m.numerics} for m in header.models],
+            entries=entries,
+            codecs=codecs,
+            content_bytes=sum(e.size for e in reader.entries if e.type is C.EntryType.FILE),
+            archive_bytes=reader.file_size,
+        )
+
+
+# ------------------------------------------------------------------------------------------------------ verify
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    chunk: int | None = None
+    paths: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        where = f"chunk {self.chunk}: " if self.chunk is not None else ""
+        return f"{where}{self.reason}; affects {describe_paths(self.paths)}"
+
+
+@dataclass
+class VerifyReport:
+    archive: str
+    full: bool
+    chunks: int = 0
+    entries: int = 0
+    bytes_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(archive: str, *, full: bool = False, progress: Progress = NULL_PROGRESS) -> VerifyReport:
+    """Quick: structure and stored-bytes hashes. Full: also decode every chunk and check every content hash.
+
+    Structural damage (header, index, footer) raises; damage confined to chunks is collected in the report.
+    """
+    with open_archive(archive) as reader:
+        report = VerifyReport(archive, full, chunks=len(reader.index.chunks), entries=len(reader.entries))
+        bad_chunks: dict[int, ChunkCorrupt] = {}
+        progress.start("verify", sum(c.stored_size for c in reader.index.chunks))
+        if not full:
+            for i, chunk in enumerate(reader.index.chunks):
+                try:
+                    reader.read_stored(i)
+                except ChunkCorrupt as exc:
+                    bad_chunks[i] = exc
+                progress.advance(chunk.stored_size)
+        else:
+            content = [e for e in reader.entries if e.has_content]
+            order = content_order(content) + list(range(len(reader.index.chunks)))
+            source = ChunkSource(reader, order)
+            for entry in content:
+                _verify_entry(entry, source, bad_chunks, report)
+            for i, chunk in enumerate(reader.index.chunks):
+                try:
+                    source.get(i)
+                except ChunkCorrupt as exc:
+                    bad_chunks.setdefault(i, exc)
+                progress.advance(chunk.stored_size)
+        for i, exc in sorted(bad_chunks.items()):
+            report.problems.insert(0, Problem(exc.fields["reason"], i, tuple(reader.chunk_paths(i))))
+        progress.finish()
+        report.problems.sort(key=lambda p: (p.chunk is None, p.chunk or 0))
+        return report
+
+
+def _verify_entry(entry: Entry, source: ChunkSource, bad_chunks: dict[int, ChunkCorrupt], report: VerifyReport) -> None:
+    content = hasher(C.CONTEXT_ENTRY)
+    try:
+        for piece in source.content(entry):
+            content.update(piece)
+            report.bytes_checked += len(piece)
+    except ChunkCorrupt as exc:
+        bad_chunks.setdefault(exc.fields["chunk"], exc)
+        return
+    if content.digest() != entry.content_hash:
+        report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
+
+
+def raise_for(report: VerifyReport) -> None:
+    """Turn a failed report into the integrity error the CLI exits with."""
+    if report.problems:
+        first = report.problems[0]
+        raise IntegrityError(archive=report.archive, reason=f"{len(report.problems)} problem(s); first: {first.describe()}")

@@ -1,0 +1,1 @@
+"""Container layer: entries, chunks and the index on top of the format layer; writer, reader, safe extraction."""

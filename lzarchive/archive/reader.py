@@ -1,0 +1,234 @@
+"""Container layer: opens an archive, validates header, footer and index, and serves verified chunks by random access."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ..codecs import Codec, CodecError, StoreCodec, ZstdCodec
+from ..errors import (
+    ChunkCorrupt,
+    CorruptArchive,
+    InputError,
+    NotAnArchive,
+    TruncatedArchive,
+    UnsupportedFeature,
+    UnsupportedVersion,
+)
+from ..format import constants as C
+from ..format.records import ChunkHeader, Entry, Footer, Header, Index
+from ..format.wire import digest
+
+CodecProvider = Callable[[int, Header], Codec]
+
+
+def builtin_codecs(codec_id: int, header: Header) -> Codec:
+    """Decoders that need nothing but the archive; the lm codec is provided by the layer that owns models."""
+    if codec_id == C.CodecId.STORE:
+        return StoreCodec()
+    if codec_id == C.CodecId.ZSTD:
+        return ZstdCodec()
+    raise UnsupportedFeature(archive="", reason=f"codec {codec_id} needs a model provider")
+
+
+@dataclass
+class ArchiveReader:
+    """An open archive. Construct with ArchiveReader.open(path); use as a context manager."""
+
+    path: str
+    stream: BinaryIO
+    header: Header
+    header_size: int
+    index: Index
+    file_size: int
+    codec_provider: CodecProvider = builtin_codecs
+    _codecs: dict[int, Codec] = field(default_factory=dict)
+    _chunk_paths: dict[int, list[str]] | None = None
+
+    @classmethod
+    def open(cls, path: str, codec_provider: CodecProvider = builtin_codecs) -> ArchiveReader:
+        try:
+            stream = open(path, "rb")
+        except OSError as exc:
+            raise InputError(path=path, reason=exc.strerror or str(exc)) from None
+        try:
+            return cls._parse(path, stream, codec_provider)
+        except BaseException:
+            stream.close()
+            raise
+
+    @classmethod
+    def _parse(cls, path: str, stream: BinaryIO, codec_provider: CodecProvider) -> ArchiveReader:
+        file_size = os.fstat(stream.fileno()).st_size
+        fixed = stream.read(C.HEADER_FIXED_SIZE)
+        footer_bytes = _read_at(stream, max(0, file_size - C.FOOTER_SIZE), C.FOOTER_SIZE)
+        if fixed[:8] != C.HEADER_MAGIC:
+            if 0 < len(fixed) < len(C.HEADER_MAGIC) and C.HEADER_MAGIC.startswith(fixed):
+                raise TruncatedArchive(archive=path, reason=f"only {len(fixed)} bytes")
+            if footer_bytes.endswith(C.FOOTER_MAGIC):
+                raise CorruptArchive(archive=path, reason="the header magic is damaged")
+            raise NotAnArchive(archive=path, reason="no lza magic at the start")
+        if len(fixed) < C.HEADER_FIXED_SIZE:
+            raise TruncatedArchive(archive=path, reason="the header is incomplete")
+        try:
+            body_size = Header.body_size(fixed)
+        except ValueError as exc:
+            raise CorruptArchive(archive=path, reason=str(exc)) from None
+        header_size = C.HEADER_FIXED_SIZE + body_size + C.HASH_SIZE
+        if file_size < header_size + C.INDEX_HEADER_SIZE + C.FOOTER_SIZE:
+            raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold a header, an index and a footer")
+        try:
+            header = Header.from_wire(_read_at(stream, 0, header_size))
+        except ValueError as exc:
+            raise CorruptArchive(archive=path, reason=str(exc)) from None
+        if header.major != C.FORMAT_MAJOR:
+            raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=f"{C.FORMAT_MAJOR}.x")
+        unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS
+        if unknown:
+            raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
+        if not footer_bytes.endswith(C.FOOTER_MAGIC):
+            raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
+        try:
+            footer = Footer.from_wire(footer_bytes)
+        except ValueError as exc:
+            raise CorruptArchive(archive=path, reason=str(exc)) from None
+        index_end = file_size - C.FOOTER_SIZE
+        if footer.index_offset < header_size or footer.index_offset + footer.index_size != index_end:
+            raise CorruptArchive(archive=path, reason="the footer's index position does not fit the file")
+        index_region = _read_at(stream, footer.index_offset, footer.index_size)
+        if digest(C.CONTEXT_INDEX, index_region) != footer.index_hash:
+            raise CorruptArchive(archive=path, reason="index checksum mismatch")
+        try:
+            index = Index.from_wire(
+                index_region, data_start=header_size, data_end=footer.index_offset, strict=header.minor <= C.FORMAT_MINOR
+            )
+        except ValueError as exc:
+            raise CorruptArchive(archive=path, reason=f"invalid index: {exc}") from None
+        return cls(path, stream, header, header_size, index, file_size, codec_provider)
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return self.index.entries
+
+    def chunk_paths(self, chunk: int) -> list[str]:
+        """Entry paths whose content lies (partly) in a chunk: what a damaged chunk costs."""
+        if self._chunk_paths is None:
+            self._chunk_paths = {}
+            for entry in self.entries:
+                for ref in entry.chunks:
+                    paths = self._chunk_paths.setdefault(ref.chunk, [])
+                    if not paths or paths[-1] != entry.path:
+                        paths.append(entry.path)
+        return self._chunk_paths.get(chunk, [])
+
+    def _corrupt(self, chunk: int, reason: str) -> ChunkCorrupt:
+        return ChunkCorrupt(archive=self.path, chunk=chunk, reason=reason, paths=self.chunk_paths(chunk))
+
+    def read_stored(self, chunk: int) -> tuple[ChunkHeader, bytes]:
+        """Read one chunk's header and payload, check them against the index and the stored-bytes hash."""
+        info = self.index.chunks[chunk]
+        data = _read_at(self.stream, info.offset, C.CHUNK_HEADER_SIZE + info.stored_size)
+        if len(data) != C.CHUNK_HEADER_SIZE + info.stored_size:
+            raise self._corrupt(chunk, "cut short")
+        try:
+            head = ChunkHeader.from_wire(data[: C.CHUNK_HEADER_SIZE])
+        except ValueError as exc:
+            raise self._corrupt(chunk, str(exc)) from None
+        if (head.codec, head.raw_size, head.stored_size) != (info.codec, info.raw_size, info.stored_size):
+            raise self._corrupt(chunk, "its header disagrees with the index")
+        payload = data[C.CHUNK_HEADER_SIZE :]
+        if not head.stored_hash_ok(payload):
+            raise self._corrupt(chunk, "stored-bytes checksum mismatch")
+        return head, payload
+
+    def codec(self, codec_id: int) -> Codec:
+        if codec_id not in self._codecs:
+            self._codecs[codec_id] = self.codec_provider(codec_id, self.header)
+        return self._codecs[codec_id]
+
+    def decode_chunks(self, chunks: Sequence[int]) -> dict[int, bytes | ChunkCorrupt]:
+        """Decode chunks in batches per codec; each result is the verified plaintext or the error for that chunk."""
+        results: dict[int, bytes | ChunkCorrupt] = {}
+        by_codec: dict[int, list[tuple[int, ChunkHeader, bytes]]] = {}
+        for chunk in chunks:
+            try:
+                head, payload = self.read_stored(chunk)
+            except ChunkCorrupt as exc:
+                results[chunk] = exc
+                continue
+            by_codec.setdefault(head.codec, []).append((chunk, head, payload))
+        for codec_id, items in by_codec.items():
+            codec = self.codec(codec_id)
+            try:
+                plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items])
+            except CodecError:
+                plains = [self._decode_one(codec, h, p) for _, h, p in items]  # attribute the failure to its chunk
+            for (chunk, head, _), plain in zip(items, plains):
+                if isinstance(plain, CodecError):
+                    results[chunk] = self._corrupt(chunk, str(plain))
+                elif not head.plain_hash_ok(plain):
+                    results[chunk] = self._corrupt(chunk, "decoded bytes do not match the plaintext checksum")
+                else:
+                    results[chunk] = plain
+        return results
+
+    @staticmethod
+    def _decode_one(codec: Codec, head: ChunkHeader, payload: bytes) -> bytes | CodecError:
+        try:
+            return codec.decode_batch([payload], [head.raw_size])[0]
+        except CodecError as exc:
+            return exc
+
+
+class ChunkSource:
+    """Decoded chunks for reads that follow a known order: decodes ahead in batches and keeps one batch."""
+
+    def __init__(self, reader: ArchiveReader, order: Sequence[int], batch: int = 8) -> None:
+        self._reader = reader
+        self._order = list(dict.fromkeys(order))
+        self._position = {chunk: i for i, chunk in enumerate(self._order)}
+        self._batch = max(1, batch)
+        self._cache: dict[int, bytes | ChunkCorrupt] = {}
+
+    def get(self, chunk: int) -> bytes:
+        if chunk not in self._cache:
+            start = self._position.get(chunk)
+            wanted = self._order[start : start + self._batch] if start is not None else [chunk]
+            self._cache = self._reader.decode_chunks(wanted)
+        result = self._cache[chunk]
+        if isinstance(result, ChunkCorrupt):
+            raise result
+        return result
+
+    def content(self, entry: Entry, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes [start, end) of an entry, touching only the chunks that hold them."""
+        end = entry.size if end is None else min(end, entry.size)
+        position = 0
+        for ref in entry.chunks:
+            lo, hi = max(start, position), min(end, position + ref.length)
+            if lo < hi:
+                data = self.get(ref.chunk)
+                yield data[ref.offset + lo - position : ref.offset + hi - position]
+            position += ref.length
+            if position >= end:
+                break
+
+
+def content_order(entries: Sequence[Entry]) -> list[int]:
+    return [ref.chunk for entry in entries for ref in entry.chunks]
+
+
+def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
+    stream.seek(offset)
+    return stream.read(size)

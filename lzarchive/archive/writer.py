@@ -1,0 +1,194 @@
+"""Container layer: streams entries into chunks, codes chunks in batches, writes header, chunks, index and footer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ..codecs import Codec, codec_name
+from ..format.constants import CONTEXT_ENTRY, CONTEXT_INDEX, MAX_CHUNK_RAW, CodecId, EntryType, IndexEncoding
+from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef
+from ..format.wire import digest, hasher
+from .progress import NULL_PROGRESS, Progress
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+READ_BLOCK = 1 << 20
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """A file that appears at `path` only when the block succeeds: temp file, fsync, rename, fsync directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class CodecStats:
+    chunks: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+
+
+@dataclass
+class WriteStats:
+    entries: int = 0
+    chunks: int = 0
+    raw_bytes: int = 0
+    archive_bytes: int = 0
+    per_codec: dict[str, CodecStats] = field(default_factory=dict)
+
+
+def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec]) -> list[tuple[int, bytes]]:
+    """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands."""
+    best: list[tuple[int, bytes]] = [(CodecId.STORE, bytes(c)) for c in chunks]
+    for codec in codecs:
+        if codec.codec_id == CodecId.STORE:
+            continue
+        for i, payload in enumerate(codec.encode_batch(chunks)):
+            if payload is not None and len(payload) < len(best[i][1]):
+                best[i] = (codec.codec_id, payload)
+    return best
+
+
+class ArchiveWriter:
+    """Writes one archive to a binary stream. Memory is bounded by chunk_size × batch_chunks."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        codecs: Sequence[Codec],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        batch_chunks: int = 8,
+        models: Sequence[ModelRef] = (),
+        index_encoding: IndexEncoding = IndexEncoding.MSGPACK_ZSTD,
+        progress: Progress = NULL_PROGRESS,
+    ) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK_RAW:
+            raise ValueError(f"chunk size must be 1..{MAX_CHUNK_RAW} bytes, got {chunk_size}")
+        self._out = out
+        self._codecs = list(codecs)
+        self._chunk_size = chunk_size
+        self._batch_chunks = max(1, batch_chunks)
+        self._progress = progress
+        self._index_encoding = index_encoding
+        self._entries: list[Entry] = []
+        self._chunks: list[ChunkInfo] = []
+        self._open = bytearray()  # plaintext of the chunk being filled
+        self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
+        self.stats = WriteStats()
+        header = Header(models=tuple(models)).to_wire()
+        out.write(header)
+        self._position = len(header)
+
+    @property
+    def _next_chunk(self) -> int:
+        return len(self._chunks) + len(self._sealed)
+
+    def _seal(self) -> None:
+        if self._open:
+            self._sealed.append(bytes(self._open))
+            self._open.clear()
+        if len(self._sealed) >= self._batch_chunks:
+            self._flush()
+
+    def _flush(self) -> None:
+        for plaintext, (codec_id, payload) in zip(self._sealed, choose_payloads(self._sealed, self._codecs)):
+            head, data = ChunkHeader.seal(codec_id, plaintext, payload)
+            self._out.write(data)
+            self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec))
+            self._position += len(data)
+            stats = self.stats.per_codec.setdefault(codec_name(codec_id), CodecStats())
+            stats.chunks += 1
+            stats.raw_bytes += head.raw_size
+            stats.stored_bytes += head.stored_size
+        self._sealed.clear()
+
+    def _append(self, data: bytes) -> list[ChunkRef]:
+        refs = []
+        view = memoryview(data)
+        while view:
+            room = self._chunk_size - len(self._open)
+            piece = view[:room]
+            refs.append(ChunkRef(self._next_chunk, len(self._open), len(piece)))
+            self._open += piece
+            view = view[len(piece):]
+            if len(self._open) == self._chunk_size:
+                self._seal()
+        return refs
+
+    def add_file(self, path: str, stream: BinaryIO, *, mode: int, mtime_ns: int, size_hint: int) -> Entry:
+        """Stream a regular file. A file that fits in one chunk never straddles two (random access stays cheap)."""
+        if self._open and len(self._open) + size_hint > self._chunk_size >= size_hint:
+            self._seal()
+        content = hasher(CONTEXT_ENTRY)
+        refs: list[ChunkRef] = []
+        size = 0
+        while block := stream.read(READ_BLOCK):
+            content.update(block)
+            refs.extend(self._append(block))
+            size += len(block)
+            self._progress.advance(len(block))
+        entry = Entry(path, EntryType.FILE, mode, mtime_ns, size, content.digest(), _merge(refs))
+        return self._add(entry)
+
+    def add_dir(self, path: str, *, mode: int, mtime_ns: int) -> Entry:
+        return self._add(Entry(path, EntryType.DIR, mode, mtime_ns))
+
+    def add_symlink(self, path: str, target: str, *, mode: int, mtime_ns: int) -> Entry:
+        return self._add(Entry(path, EntryType.SYMLINK, mode, mtime_ns, target=target))
+
+    def add_hardlink(self, path: str, target: Entry, *, mode: int, mtime_ns: int) -> Entry:
+        """A second name for an earlier file; it shares that file's chunk slices, so it costs no data."""
+        entry = Entry(path, EntryType.HARDLINK, mode, mtime_ns, target.size, target.content_hash, target.chunks, target.path)
+        return self._add(entry)
+
+    def _add(self, entry: Entry) -> Entry:
+        self._entries.append(entry)
+        self.stats.entries += 1
+        self.stats.raw_bytes += entry.size if entry.type is EntryType.FILE else 0
+        return entry
+
+    def finish(self) -> WriteStats:
+        self._seal()
+        self._flush()
+        index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._index_encoding)
+        footer = Footer(self._position, len(index), digest(CONTEXT_INDEX, index)).to_wire()
+        self._out.write(index)
+        self._out.write(footer)
+        self.stats.chunks = len(self._chunks)
+        self.stats.archive_bytes = self._position + len(index) + len(footer)
+        return self.stats
+
+
+def _merge(refs: list[ChunkRef]) -> tuple[ChunkRef, ...]:
+    """Join consecutive slices of the same chunk (a file read in several blocks)."""
+    merged: list[ChunkRef] = []
+    for ref in refs:
+        last = merged[-1] if merged else None
+        if last and last.chunk == ref.chunk and last.offset + last.length == ref.offset:
+            merged[-1] = ChunkRef(last.chunk, last.offset, last.length + ref.length)
+        else:
+            merged.append(ref)
+    return tuple(merged)

@@ -1,0 +1,1 @@
+"""CLI layer: typer commands over lzarchive.api; imports nothing below the API."""

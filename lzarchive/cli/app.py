@@ -1,0 +1,55 @@
+"""CLI layer: the typer application, its one error handler (errors → exit codes) and the entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import EXIT_INTERRUPTED, LzaError
+from . import cat, extract, inspect, pack, verify
+from .render import stderr
+
+
+class LzaGroup(TyperGroup):
+    """Maps library errors to one clear line and their exit codes, for every command in one place."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LzaError as exc:
+            stderr.print(f"lza: error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("lza: interrupted", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader of our stdout went away (lza cat | head): not an error
+            raise typer.Exit(0) from None
+
+
+app = typer.Typer(
+    cls=LzaGroup,
+    name="lza",
+    help="Archive files with a language model: compact, verifiable, random access, safe to extract.\n\n"
+    "Examples:\n\n"
+    "  lza pack docs/ -o docs.lza          pack a tree\n\n"
+    "  lza list -l docs.lza                see what is inside\n\n"
+    "  lza cat docs.lza docs/README.md     read one file without extracting\n\n"
+    "  lza verify docs.lza                 decode everything and check every checksum\n\n"
+    "  lza extract docs.lza -C restored/   extract safely\n\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 integrity failure, 10 not an lza archive, "
+    "11 unsupported version or feature, 12 model missing or mismatched, 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+for command in (pack, extract, inspect, verify, cat):
+    command.register(app)
+
+
+def main() -> None:
+    app()

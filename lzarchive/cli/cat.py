@@ -1,0 +1,39 @@
+"""CLI layer: `lza cat`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import api
+from ..errors import UsageError
+
+
+def parse_range(text: str) -> tuple[int, int | None]:
+    """'START:END', 'START:' or ':END' → (start, end); END is exclusive."""
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start or 0), (int(end) if end else None)
+    except ValueError:
+        raise UsageError(reason=f"invalid --range {text!r}: use START:END, START: or :END (bytes, END exclusive)") from None
+
+
+def cat(
+    archive: Annotated[str, typer.Argument(help="The archive to read.")],
+    path: Annotated[str, typer.Argument(help="The file inside the archive.")],
+    byte_range: Annotated[Optional[str], typer.Option("--range", help="Only bytes START:END (END exclusive).")] = None,
+) -> None:
+    """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it."""
+    start, end = parse_range(byte_range) if byte_range else (0, None)
+    out = sys.stdout.buffer
+    for piece in api.cat(archive, path, start, end):
+        out.write(piece)
+    out.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cat", no_args_is_help=True)(cat)

@@ -1,0 +1,40 @@
+"""CLI layer: `lza extract`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import api
+from .render import BarProgress, emit_json, stderr
+
+
+def extract(
+    archive: Annotated[str, typer.Argument(help="The archive to read.")],
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Entries to extract (a directory brings its contents); all if none.")] = None,
+    directory: Annotated[str, typer.Option("-C", "--directory", help="Destination directory (created if missing).")] = ".",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing files instead of refusing.")] = False,
+    skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,
+) -> None:
+    """Extract all entries, or the ones named, under a directory, safely.
+
+    Refused before anything is written: paths leaving the destination, absolute or escaping symlinks, and existing
+    files (unless --overwrite). No write ever follows a symlink. Every file's checksum is verified before it appears
+    under its name. Example: lza extract project.lza src/lib -C restored/
+    """
+    progress = BarProgress(enabled=not (quiet or json_output))
+    try:
+        count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, progress=progress)
+    finally:
+        progress.finish()
+    if json_output:
+        emit_json("extract", archive=archive, directory=directory, entries=count)
+    elif not quiet:
+        stderr.print(f"extracted {count} entries to {directory}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("extract", no_args_is_help=True)(extract)

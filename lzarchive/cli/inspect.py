@@ -1,0 +1,68 @@
+"""CLI layer: `lza list` and `lza info`."""
+
+from __future__ import annotations
+
+import stat
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import api
+from ..format.constants import EntryType
+from .render import emit_json, human_bytes, stdout
+
+_TYPE_BITS = {EntryType.FILE: stat.S_IFREG, EntryType.HARDLINK: stat.S_IFREG, EntryType.DIR: stat.S_IFDIR,
+              EntryType.SYMLINK: stat.S_IFLNK}
+
+
+def list_command(
+    archive: Annotated[str, typer.Argument(help="The archive to read.")],
+    long: Annotated[bool, typer.Option("--long", "-l", help="Mode, size, mtime and link targets too.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per entry.")] = False,
+) -> None:
+    """List the entries of an archive (reads only the index)."""
+    for entry in api.list_entries(archive):
+        if json_output:
+            emit_json("entry", path=entry.path, kind=entry.type.name.lower(), mode=entry.mode, mtime_ns=entry.mtime_ns,
+                      size=entry.size, hash=entry.content_hash.hex() if entry.content_hash else None,
+                      target=entry.target, chunks=[[r.chunk, r.offset, r.length] for r in entry.chunks])
+        elif long:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
+            arrow = {EntryType.SYMLINK: " -> ", EntryType.HARDLINK: " link to "}.get(entry.type, "")
+            line = f"{stat.filemode(_TYPE_BITS[entry.type] | entry.mode)} {entry.size:>12} {when} {entry.path}"
+            stdout.print(line + (arrow + entry.target if arrow else ""), markup=False, highlight=False, soft_wrap=True)
+        else:
+            stdout.print(entry.path, markup=False, highlight=False, soft_wrap=True)
+
+
+def info_command(
+    archive: Annotated[str, typer.Argument(help="The archive to read.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print as one JSON Lines record.")] = False,
+) -> None:
+    """Show the header (format version, flags, models), entry counts, per-codec statistics and the ratio."""
+    result = api.info(archive)
+    if json_output:
+        emit_json("info", archive=result.path, format_version=result.version, flags=result.flags, models=result.models,
+                  entries=result.entries, codecs=result.codecs, content_bytes=result.content_bytes,
+                  archive_bytes=result.archive_bytes, ratio=round(result.ratio, 6))
+        return
+    stdout.print(f"archive      {result.path}", markup=False)
+    stdout.print(f"format       lza {result.version}  flags {result.flags}", markup=False)
+    for model in result.models:
+        stdout.print(f"model        {model['name']} ({model['source']}) {model['numerics']} "
+                     f"hash {model['model_hash'][:16]}… tokenizer {model['tokenizer_hash'][:16]}…", markup=False)
+    stdout.print("entries      " + ", ".join(f"{n} {k}" for k, n in sorted(result.entries.items())), markup=False)
+    stdout.print(f"content      {human_bytes(result.content_bytes)} → archive {human_bytes(result.archive_bytes)}"
+                 f" ({result.ratio * 100:.2f} %)", markup=False)
+    table = Table("codec", "chunks", "raw", "stored", "stored/raw")
+    for name, row in sorted(result.codecs.items()):
+        share = row["stored_bytes"] / row["raw_bytes"] * 100 if row["raw_bytes"] else 0.0
+        table.add_row(name, str(row["chunks"]), human_bytes(row["raw_bytes"]), human_bytes(row["stored_bytes"]), f"{share:.1f} %")
+    stdout.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list", no_args_is_help=True)(list_command)
+    app.command("info", no_args_is_help=True)(info_command)

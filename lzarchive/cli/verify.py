@@ -1,0 +1,42 @@
+"""CLI layer: `lza verify`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..errors import EXIT_INTEGRITY
+from .render import BarProgress, emit_json, stderr
+
+
+def verify(
+    archive: Annotated[str, typer.Argument(help="The archive to check.")],
+    full: Annotated[bool, typer.Option("--full/--quick", help="--full (default) decodes every chunk and checks every plaintext and file checksum; --quick checks structure and stored-bytes checksums only.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only problems.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per problem, then a summary.")] = False,
+) -> None:
+    """Check an archive; every damaged chunk is reported with the files it affects. Exit 3 on any problem."""
+    progress = BarProgress(enabled=not (quiet or json_output))
+    try:
+        report = api.verify(archive, full=full, progress=progress)
+    finally:
+        progress.finish()
+    for problem in report.problems:
+        if json_output:
+            emit_json("problem", chunk=problem.chunk, reason=problem.reason, paths=list(problem.paths))
+        else:
+            stderr.print(f"lza: {archive}: {problem.describe()}", markup=False)
+    mode = "full" if full else "quick"
+    if json_output:
+        emit_json("verify", archive=archive, mode=mode, ok=report.ok, chunks=report.chunks, entries=report.entries,
+                  problems=len(report.problems))
+    elif not quiet and report.ok:
+        stderr.print(f"ok ({mode}): {report.chunks} chunks, {report.entries} entries: {archive}", markup=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_INTEGRITY)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify", no_args_is_help=True)(verify)

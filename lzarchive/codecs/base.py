@@ -1,0 +1,26 @@
+"""Codec layer: the interface every chunk codec implements; batch-shaped so the lm codec can run many chunks at once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from ..format.constants import CodecId
+
+
+class CodecError(ValueError):
+    """A payload that the codec cannot decode (damaged data or a codec bug); the reader names the chunk."""
+
+
+class Codec(ABC):
+    codec_id: ClassVar[CodecId]
+    name: ClassVar[str]
+
+    @abstractmethod
+    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
+        """Code each chunk independently; None where this codec declines a chunk (the writer falls back)."""
+
+    @abstractmethod
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+        """Invert encode_batch; raw_sizes come from the chunk headers. Raise CodecError on a bad payload."""

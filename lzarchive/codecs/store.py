@@ -1,0 +1,19 @@
+"""Codec layer: store, the identity codec and the floor every chunk falls back to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..format.constants import CodecId
+from .base import Codec
+
+
+class StoreCodec(Codec):
+    codec_id = CodecId.STORE
+    name = "store"
+
+    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
+        return [bytes(c) for c in chunks]
+
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+        return [bytes(p) for p in payloads]

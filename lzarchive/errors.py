@@ -1,0 +1,114 @@
+"""Error classes shared by every layer: each class's docstring is its message template and each carries its exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTEGRITY = 3
+EXIT_NOT_ARCHIVE = 10
+EXIT_UNSUPPORTED = 11
+EXIT_MODEL = 12
+EXIT_INTERRUPTED = 130
+
+
+class LzaError(Exception):
+    """{reason}"""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, **fields: object) -> None:
+        self.fields = fields
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return (self.__doc__ or "").format(**self.fields)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LzaError):
+    """{reason}"""
+
+    exit_code = EXIT_USAGE
+
+
+class NotAnArchive(LzaError):
+    """{archive}: not an lza archive ({reason})"""
+
+    exit_code = EXIT_NOT_ARCHIVE
+
+
+class UnsupportedVersion(LzaError):
+    """{archive}: format version {major}.{minor} is not supported (this lza reads {supported})"""
+
+    exit_code = EXIT_UNSUPPORTED
+
+
+class UnsupportedFeature(LzaError):
+    """{archive}: {reason}"""
+
+    exit_code = EXIT_UNSUPPORTED
+
+
+class IntegrityError(LzaError):
+    """{archive}: {reason}"""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class CorruptArchive(IntegrityError):
+    """{archive}: damaged or invalid archive: {reason}"""
+
+
+class TruncatedArchive(IntegrityError):
+    """{archive}: truncated archive: {reason}"""
+
+
+def describe_paths(paths: Iterable[str], limit: int = 5) -> str:
+    """Shorten a list of entry paths for a one-line message."""
+    paths = list(paths)
+    if not paths:
+        return "no entries"
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+class ChunkCorrupt(IntegrityError):
+    """{archive}: chunk {chunk} is damaged ({reason}); affects {affected}"""
+
+    def __init__(self, *, archive: str, chunk: int, reason: str, paths: Iterable[str] = ()) -> None:
+        self.paths = list(paths)
+        super().__init__(archive=archive, chunk=chunk, reason=reason, affected=describe_paths(self.paths))
+
+
+class EntryCorrupt(IntegrityError):
+    """{archive}: {path}: content does not match its checksum ({reason})"""
+
+
+class PathRefused(LzaError):
+    """{path}: refused: {reason}"""
+
+
+class ModelUnavailable(LzaError):
+    """{reason}"""
+
+    exit_code = EXIT_MODEL
+
+
+class InputError(LzaError):
+    """{path}: {reason}"""
+
+
+class OutputError(LzaError):
+    """{path}: {reason}"""
+
+
+class Interrupted(LzaError):
+    """interrupted"""
+
+    exit_code = EXIT_INTERRUPTED
