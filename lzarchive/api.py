@@ -51,6 +51,7 @@ def pack(
     excludes: Sequence[str] = (),
     force: bool = False,
     zstd_level: int | None = None,
+    index_encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
     """Archive files and directory trees into `output`, atomically: on any failure nothing appears there."""
@@ -66,7 +67,8 @@ def pack(
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
         progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
-        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), progress=progress)
+        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs),
+                               index_encoding=index_encoding, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..codecs import Codec, CodecError, StoreCodec, ZstdCodec
+from ..codecs import Codec, CodecError, StoreCodec, ZstdCodec, codec_name
 from ..errors import (
     ChunkCorrupt,
     CorruptArchive,
@@ -30,7 +30,7 @@ def builtin_codecs(codec_id: int, header: Header) -> Codec:
         return StoreCodec()
     if codec_id == C.CodecId.ZSTD:
         return ZstdCodec()
-    raise UnsupportedFeature(archive="", reason=f"codec {codec_id} needs a model provider")
+    raise LookupError(f"chunk codec {codec_name(codec_id)} is not supported by this version of lza")
 
 
 @dataclass
@@ -154,7 +154,10 @@ class ArchiveReader:
 
     def codec(self, codec_id: int) -> Codec:
         if codec_id not in self._codecs:
-            self._codecs[codec_id] = self.codec_provider(codec_id, self.header)
+            try:
+                self._codecs[codec_id] = self.codec_provider(codec_id, self.header)
+            except LookupError as exc:
+                raise UnsupportedFeature(archive=self.path, reason=str(exc)) from None
         return self._codecs[codec_id]
 
     def decode_chunks(self, chunks: Sequence[int]) -> dict[int, bytes | ChunkCorrupt]:

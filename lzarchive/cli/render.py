@@ -13,8 +13,8 @@ from ..archive.progress import Progress
 
 JSON_SCHEMA = "lza.cli/1"
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
 
 
 def emit_json(record_type: str, /, **fields: Any) -> None:

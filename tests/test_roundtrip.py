@@ -1,0 +1,124 @@
+"""Round trips: generated trees (odd names, empty files and dirs, large files, links, modes, mtimes) come back exactly."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lzarchive import api
+
+from .conftest import snapshot
+
+NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")
+names = st.text(NAME_CHARS, min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..") and len(n.encode()) <= 255 and not n.endswith(".lza-partial")
+)
+mtimes = st.integers(min_value=0, max_value=4_000_000_000 * 10**9)
+file_modes = st.sampled_from([0o644, 0o600, 0o755, 0o400, 0o777, 0o640])
+dir_modes = st.sampled_from([0o755, 0o700, 0o750, 0o777])
+
+
+@st.composite
+def trees(draw, depth=0):
+    """A directory as {name: node}; node = ("file", bytes, mode, mtime) | ("dir", tree, mode, mtime) | ("link", target, mtime)."""
+    children = draw(st.dictionaries(names, st.just(None), max_size=5 if depth < 2 else 3))
+    tree = {}
+    for name in children:
+        kind = draw(st.sampled_from(["file", "file", "bigfile", "dir", "link"] if depth < 2 else ["file", "link"]))
+        if kind == "file":
+            tree[name] = ("file", draw(st.binary(max_size=300)), draw(file_modes), draw(mtimes))
+        elif kind == "bigfile":
+            seed = draw(st.binary(min_size=1, max_size=16))
+            tree[name] = ("file", seed * draw(st.integers(200, 4000)), draw(file_modes), draw(mtimes))
+        elif kind == "dir":
+            tree[name] = ("dir", draw(trees(depth=depth + 1)), draw(dir_modes), draw(mtimes))
+        else:
+            tree[name] = ("link", draw(names), draw(mtimes))
+    return tree
+
+
+def materialize(root: str, tree: dict, hardlinks: list[str]) -> None:
+    """Create the tree; then, deepest first, fix modes and mtimes (writing inside a dir changes its mtime)."""
+    os.makedirs(root, exist_ok=True)
+    for name, node in tree.items():
+        path = os.path.join(root, name)
+        if node[0] == "file":
+            with open(path, "wb") as f:
+                f.write(node[1])
+            os.chmod(path, node[2])
+            os.utime(path, ns=(node[3], node[3]))
+        elif node[0] == "dir":
+            materialize(path, node[1], hardlinks)
+            os.chmod(path, node[2])
+            os.utime(path, ns=(node[3], node[3]))
+        else:
+            os.symlink(node[1], path)
+            os.utime(path, ns=(node[2], node[2]), follow_symlinks=False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees(), chunk_size=st.sampled_from([64, 1000, 4096, 1 << 20]), codec=st.sampled_from(["auto", "store", "zstd"]),
+       link_count=st.integers(0, 3))
+def test_tree_round_trip(tree, chunk_size, codec, link_count):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "src")
+        materialize(src, tree, [])
+        files = [n for n, node in tree.items() if node[0] == "file"]
+        for i in range(min(link_count, len(files))):  # extra names for top-level files: hardlinks
+            os.link(os.path.join(src, files[i]), os.path.join(src, f"hardlink-{i}"))
+        os.utime(src, ns=(10**18, 10**18))
+        archive = os.path.join(tmp, "out.lza")
+        api.pack([src], archive, codec=codec, chunk_size=chunk_size)
+        assert api.verify(archive, full=True).ok
+        api.extract(archive, os.path.join(tmp, "dest"))
+        assert snapshot(os.path.join(tmp, "dest", "src")) == snapshot(src)
+
+
+def test_large_file_spans_many_chunks(tmp_path):
+    data = os.urandom(300_000) + b"text " * 50_000
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    archive = str(tmp_path / "big.lza")
+    stats = api.pack([str(src)], archive, chunk_size=16 * 1024)
+    assert stats.chunks == -(-len(data) // (16 * 1024))
+    [entry] = api.list_entries(archive)
+    assert len(entry.chunks) == stats.chunks
+    api.extract(archive, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
+
+
+def test_small_files_share_chunks_without_straddling(tmp_path):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(50):
+        (src / f"f{i:02}.txt").write_bytes(f"file {i}\n".encode() * (i + 1) * 10)
+    archive = str(tmp_path / "many.lza")
+    api.pack([str(src)], archive, chunk_size=4096)
+    entries = [e for e in api.list_entries(archive) if e.size]
+    assert all(len(e.chunks) == 1 for e in entries)  # every file fits a chunk, so none is split
+    assert len({e.chunks[0].chunk for e in entries}) < len(entries)  # and small files share chunks
+
+
+def test_several_sources_and_excludes(tmp_path, cli):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("keep")
+    (tmp_path / "a" / "skip.o").write_text("skip")
+    (tmp_path / "a" / "cache").mkdir()
+    (tmp_path / "a" / "cache" / "x").write_text("x")
+    (tmp_path / "b.txt").write_text("b")
+    out = str(tmp_path / "o.lza")
+    result = cli("pack", str(tmp_path / "a"), str(tmp_path / "b.txt"), "-o", out, "-x", "*.o", "--exclude", "a/cache", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert [e.path for e in api.list_entries(out)] == ["a", "a/keep.txt", "b.txt"]
+
+
+def test_archive_inside_its_own_source_is_not_packed_into_itself(tmp_path):
+    (tmp_path / "f.txt").write_text("hello")
+    archive = str(tmp_path / "self.lza")
+    api.pack([str(tmp_path)], archive)
+    api.pack([str(tmp_path)], archive, force=True)  # the old archive and the temp file are both skipped
+    names = [e.path.rsplit("/", 1)[-1] for e in api.list_entries(archive)]
+    assert "self.lza" not in names and not any(n.endswith(".partial") for n in names)
