@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Container benchmark: per-entry and per-chunk overhead, and pack / extract / random-access speed with zstd at
+several chunk sizes on a real tree (default: this Python's standard library, without site-packages). Prints a Markdown table.
+
+Usage: python tools/bench_container.py [--tree DIR] [--chunk-sizes 64K,256K,1M,4M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sysconfig
+import tempfile
+import time
+
+from lzarchive import api
+from lzarchive.cli.render import parse_size
+
+
+def overheads(tmp: str) -> tuple[float, float]:
+    """Bytes per extra empty-file entry, and per extra chunk (store codec, 1-byte chunks)."""
+    def size_of(n_files: int, chunk_size: int, content: bytes) -> int:
+        src = os.path.join(tmp, f"o{n_files}-{chunk_size}")
+        os.makedirs(src)
+        for i in range(n_files):
+            with open(os.path.join(src, f"file{i:05}"), "wb") as f:
+                f.write(content)
+        out = src + ".lza"
+        api.pack([src], out, codec="store", chunk_size=chunk_size)
+        return os.path.getsize(out)
+
+    per_entry = (size_of(1001, 1 << 20, b"") - size_of(1, 1 << 20, b"")) / 1000
+    # 1000 one-byte files with 1-byte chunks vs the same files sharing one chunk: the difference is 999 chunks
+    per_chunk = (size_of(1000, 1, b"x") - size_of(1000, 1 << 20, b"x")) / 999
+    return per_entry, per_chunk
+
+
+def bench_tree(tree: str, chunk_size: int, tmp: str) -> dict:
+    out = os.path.join(tmp, f"tree-{chunk_size}.lza")
+    started = time.perf_counter()
+    stats = api.pack([tree], out, codec="zstd", chunk_size=chunk_size, excludes=["__pycache__", "site-packages"],
+                     force=True)
+    pack_s = time.perf_counter() - started
+    dest = os.path.join(tmp, f"x{chunk_size}")
+    started = time.perf_counter()
+    api.extract(out, dest)
+    extract_s = time.perf_counter() - started
+    shutil.rmtree(dest)
+    small = [e for e in api.list_entries(out) if e.has_content and 1000 < e.size < 10000]
+    sample = random.Random(0).sample(small, min(50, len(small)))
+    started = time.perf_counter()
+    for entry in sample:
+        b"".join(api.cat(out, entry.path))
+    cat_ms = (time.perf_counter() - started) / len(sample) * 1000
+    with api.open_archive(out) as reader:
+        index_bytes = reader.file_size - reader.index.chunks[-1].end - 64 if reader.index.chunks else 0
+    return {"index_per_entry": index_bytes / stats.entries, "chunk": chunk_size, "content": stats.raw_bytes, "archive": stats.archive_bytes, "pack_s": pack_s,
+            "extract_s": extract_s, "cat_ms": cat_ms, "entries": stats.entries, "chunks": stats.chunks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", default=sysconfig.get_paths()["stdlib"])
+    parser.add_argument("--chunk-sizes", default="64K,256K,1M,4M")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        per_entry, per_chunk = overheads(tmp)
+        print(f"overhead: {per_entry:.1f} bytes per entry (empty file), {per_chunk:.1f} bytes per chunk\n")
+        print(f"tree: {args.tree}\n")
+        print("| chunk size | content MB | ratio | pack MB/s | extract MB/s | cat small file ms | chunks | index B/entry |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size in args.chunk_sizes.split(","):
+            r = bench_tree(args.tree, parse_size(size), tmp)
+            mb = r["content"] / 1e6
+            print(f"| {size} | {mb:.1f} | {r['archive'] / r['content']:.4f} | {mb / r['pack_s']:.1f} | "
+                  f"{mb / r['extract_s']:.1f} | {r['cat_ms']:.2f} | {r['chunks']} | {r['index_per_entry']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
