@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 
 from .archive.extract import Extractor, plan, select_entries
 from .archive.progress import NULL_PROGRESS, Progress
-from .archive.reader import ArchiveReader, ChunkSource, content_order
+from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import Codec, ZstdCodec, codec_name
+from .codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK_SIZE
+from .codecs.lm import LmCodec
+from .engine import registry
+from .engine.compiler import NUMERICS, CompiledModel, CompileError, read_compiled
 from .errors import (
     ChunkCorrupt,
     EntryCorrupt,
     InputError,
     IntegrityError,
+    ModelUnavailable,
     OutputError,
     PathRefused,
     UsageError,
@@ -27,16 +32,60 @@ from .format import constants as C
 from .format.records import Entry
 from .format.wire import hasher
 
-CODEC_CHOICES = ("auto", "zstd", "store")
+CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 
 
-def resolve_codecs(name: str, zstd_level: int | None = None) -> list[Codec]:
-    """The candidate codecs for a --codec choice; store is always the implicit floor."""
-    zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
-    choices: dict[str, list[Codec]] = {"auto": [zstd], "zstd": [zstd], "store": []}
-    if name not in choices:
+def load_model(model: str | None = None) -> CompiledModel:
+    """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache."""
+    try:
+        if model is None:
+            path = registry.default_model_path()
+        elif model.endswith(".lzm") and os.path.isfile(model):
+            path = model
+        elif os.path.exists(model):
+            path = registry.compile_source(model).path
+        else:
+            raise registry.ModelNotFound(f"{model}: no such model file or directory")
+        return read_compiled(path)
+    except registry.ModelNotFound as exc:
+        raise ModelUnavailable(reason=str(exc)) from None
+    except CompileError as exc:
+        raise ModelUnavailable(reason=str(exc)) from None
+
+
+def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu") -> list[Codec]:
+    """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins."""
+    if name not in CODEC_CHOICES:
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
-    return choices[name]
+    zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
+    codecs: list[Codec] = []
+    if name in ("auto", "lm"):
+        codecs.append(LmCodec(load_model(model), device=device))
+    if name in ("auto", "zstd"):
+        codecs.append(zstd)
+    return codecs
+
+
+def model_codecs(device: str = "cpu"):
+    """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash."""
+
+    def provide(codec_id: int, header) -> Codec:
+        if codec_id != C.CodecId.LM:
+            return builtin_codecs(codec_id, header)
+        if not header.models:
+            raise LookupError("lm chunks but no model in the header")
+        ref = header.models[0]
+        try:
+            model = read_compiled(registry.resolve(ref.model_hash))
+        except registry.ModelNotFound:
+            raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
+                                          f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
+                                          f"with: lza model compile SOURCE") from None
+        if model.tokenizer_hash != ref.tokenizer_hash:
+            raise ModelUnavailable(reason=f"model {ref.name}: tokenizer hash mismatch")
+        return LmCodec(model, device=device)
+
+    return provide
 
 
 # ------------------------------------------------------------------------------------------------------ pack
@@ -47,10 +96,12 @@ def pack(
     output: str,
     *,
     codec: str = "auto",
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     excludes: Sequence[str] = (),
     force: bool = False,
     zstd_level: int | None = None,
+    model: str | None = None,
+    device: str = "cpu",
     index_encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
@@ -59,7 +110,10 @@ def pack(
         raise UsageError(reason="nothing to pack: name at least one file or directory")
     if os.path.lexists(output) and not force:
         raise OutputError(path=output, reason="already exists (use --force to replace it)")
-    codecs = resolve_codecs(codec, zstd_level)
+    codecs = resolve_codecs(codec, zstd_level, model=model, device=device)
+    if chunk_size is None:
+        chunk_size = LM_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
+    models = [c.model_ref for c in codecs if isinstance(c, LmCodec)]
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
@@ -67,7 +121,7 @@ def pack(
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
         progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
-        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs),
+        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
                                index_encoding=index_encoding, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
@@ -116,8 +170,8 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
 # ------------------------------------------------------------------------------------------------------ read side
 
 
-def open_archive(path: str) -> ArchiveReader:
-    return ArchiveReader.open(path)
+def open_archive(path: str, device: str = "cpu") -> ArchiveReader:
+    return ArchiveReader.open(path, model_codecs(device))
 
 
 def extract(
@@ -127,10 +181,11 @@ def extract(
     *,
     overwrite: bool = False,
     skip_unsafe: bool = False,
+    device: str = "cpu",
     progress: Progress = NULL_PROGRESS,
 ) -> int:
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written."""
-    with open_archive(archive) as reader:
+    with open_archive(archive, device) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite)
         if refusals and skip_unsafe:
@@ -149,9 +204,9 @@ def list_entries(archive: str) -> list[Entry]:
         return list(reader.entries)
 
 
-def cat(archive: str, path: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, device: str = "cpu") -> Iterator[bytes]:
     """Bytes [start, end) of one file, decoding only the chunks that hold them."""
-    with open_archive(archive) as reader:
+    with open_archive(archive, device) as reader:
         matches = [e for e in reader.entries if e.path == path.strip("/")]
         if not matches:
             raise PathRefused(path=path, reason="not found in the archive")
@@ -242,12 +297,12 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(archive: str, *, full: bool = False, progress: Progress = NULL_PROGRESS) -> VerifyReport:
+def verify(archive: str, *, full: bool = False, device: str = "cpu", progress: Progress = NULL_PROGRESS) -> VerifyReport:
     """Quick: structure and stored-bytes hashes. Full: also decode every chunk and check every content hash.
 
     Structural damage (header, index, footer) raises; damage confined to chunks is collected in the report.
     """
-    with open_archive(archive) as reader:
+    with open_archive(archive, device) as reader:
         report = VerifyReport(archive, full, chunks=len(reader.index.chunks), entries=len(reader.entries))
         bad_chunks: dict[int, ChunkCorrupt] = {}
         progress.start("verify", sum(c.stored_size for c in reader.index.chunks))

@@ -25,7 +25,7 @@ def slow_source(tmp_path_factory):
 
 
 def start_pack(src, out):
-    return subprocess.Popen([sys.executable, "-m", "lzarchive", "pack", str(src), "-o", str(out), "--level", "19", "-q"],
+    return subprocess.Popen([sys.executable, "-m", "lzarchive", "pack", str(src), "-o", str(out), "--codec", "zstd", "--level", "19", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

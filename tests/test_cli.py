@@ -25,7 +25,7 @@ def tree(tmp_path):
 
 def test_pack_list_info_json(tree, tmp_path):
     out = tmp_path / "p.lza"
-    result = run_cli("pack", str(tree), str(out), "--json")  # output given positionally, ending in .lza
+    result = run_cli("pack", "--codec", "zstd", str(tree), str(out), "--json")  # output given positionally, ending in .lza
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["schema"] == "lza.cli/1" and summary["type"] == "pack" and summary["entries"] == 4
@@ -41,29 +41,29 @@ def test_pack_list_info_json(tree, tmp_path):
 
 
 def test_usage_errors_exit_2(tree, tmp_path):
-    assert run_cli("pack", str(tree)).exit_code == EXIT_USAGE  # no output named
-    assert run_cli("pack", str(tree), "-o", str(tmp_path / "x.lza"), "--codec", "nope").exit_code == EXIT_USAGE
-    assert run_cli("pack", str(tree), "-o", str(tmp_path / "x.lza"), "--chunk-size", "big").exit_code == EXIT_USAGE
+    assert run_cli("pack", "--codec", "zstd", str(tree)).exit_code == EXIT_USAGE  # no output named
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--codec", "nope").exit_code == EXIT_USAGE
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--chunk-size", "big").exit_code == EXIT_USAGE
     assert run_cli("frobnicate").exit_code == EXIT_USAGE
     assert not (tmp_path / "x.lza").exists()
 
 
 def test_errors_are_one_line(tree, tmp_path):
-    result = run_cli("pack", str(tmp_path / "missing"), "-o", str(tmp_path / "m.lza"))
+    result = run_cli("pack", "--codec", "zstd", str(tmp_path / "missing"), "-o", str(tmp_path / "m.lza"))
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
     assert "missing" in result.stderr and "no such file" in result.stderr.lower()
     out = tmp_path / "p.lza"
-    assert run_cli("pack", str(tree), "-o", str(out), "-q").exit_code == 0
-    again = run_cli("pack", str(tree), "-o", str(out))
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "-q").exit_code == 0
+    again = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
     assert again.exit_code == 1 and "--force" in again.stderr
-    assert run_cli("pack", str(tree), "-o", str(out), "--force", "-q").exit_code == 0
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "-q").exit_code == 0
     result = run_cli("extract", str(out), "proj/nothing", "-C", str(tmp_path / "d"))
     assert result.exit_code == 1 and "not found in the archive" in result.stderr
 
 
 def test_selective_extract(tree, tmp_path):
     out = tmp_path / "p.lza"
-    api.pack([str(tree)], str(out))
+    api.pack([str(tree)], str(out), codec="zstd")
     dest = tmp_path / "d"
     assert run_cli("extract", str(out), "proj/docs", "-C", str(dest), "-q").exit_code == 0
     assert (dest / "proj" / "docs" / "a.md").read_text() == "# title\n" * 100
@@ -75,7 +75,7 @@ def test_unreadable_source_is_named(tmp_path):
     src.mkdir()
     with open(os.path.join(os.fsencode(src), b"bad\xffname"), "wb") as f:
         f.write(b"x")
-    result = run_cli("pack", str(src), "-o", str(tmp_path / "o.lza"))
+    result = run_cli("pack", "--codec", "zstd", str(src), "-o", str(tmp_path / "o.lza"))
     assert result.exit_code == 1 and "not valid UTF-8" in result.stderr
     assert not (tmp_path / "o.lza").exists()
 

@@ -32,7 +32,7 @@ def small_archive(tmp_path_factory):
     (src / "emptydir").mkdir()
     os.symlink("alpha.txt", src / "link")
     archive = root / "small.lza"
-    api.pack([str(src)], str(archive), chunk_size=300)
+    api.pack([str(src)], str(archive), codec="zstd", chunk_size=300)
     data = archive.read_bytes()
     assert len({c.codec for c in api.open_archive(str(archive)).index.chunks}) == 2
     return src, data
@@ -102,7 +102,7 @@ def test_cat_reads_one_file_while_every_other_chunk_is_damaged(tmp_path):
     for name, data in contents.items():
         (src / name).write_bytes(data)
     archive = str(tmp_path / "a.lza")
-    api.pack([str(src)], archive, chunk_size=512)
+    api.pack([str(src)], archive, codec="zstd", chunk_size=512)
     with api.open_archive(archive) as reader:
         target = next(e for e in reader.entries if e.path == "src/f3.txt")
         keep = {r.chunk for r in target.chunks}
@@ -124,7 +124,7 @@ def test_cat_ranges(tmp_path):
     data = bytes(range(256)) * 100
     (tmp_path / "d.bin").write_bytes(data)
     archive = str(tmp_path / "d.lza")
-    api.pack([str(tmp_path / "d.bin")], archive, chunk_size=1000)
+    api.pack([str(tmp_path / "d.bin")], archive, codec="zstd", chunk_size=1000)
     for start, end in [(0, None), (0, 1), (999, 1001), (5000, 12345), (25599, None), (30000, None), (7, 7)]:
         assert b"".join(api.cat(archive, "d.bin", start, end)) == data[start:end]
     assert run_cli("cat", archive, "d.bin", "--range", "10:").stdout == data[10:]

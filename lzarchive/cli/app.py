@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import EXIT_INTERRUPTED, LzaError
-from . import cat, extract, inspect, pack, verify
+from . import cat, extract, inspect, model, pack, verify
 from .render import stderr
 
 
@@ -47,7 +47,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (pack, extract, inspect, verify, cat):
+for command in (pack, extract, inspect, verify, cat, model):
     command.register(app)
 
 

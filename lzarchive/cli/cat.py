@@ -26,11 +26,12 @@ def cat(
     archive: Annotated[str, typer.Argument(help="The archive to read.")],
     path: Annotated[str, typer.Argument(help="The file inside the archive.")],
     byte_range: Annotated[Optional[str], typer.Option("--range", help="Only bytes START:END (END exclusive).")] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
 ) -> None:
     """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it."""
     start, end = parse_range(byte_range) if byte_range else (0, None)
     out = sys.stdout.buffer
-    for piece in api.cat(archive, path, start, end):
+    for piece in api.cat(archive, path, start, end, device=device):
         out.write(piece)
     out.flush()
 

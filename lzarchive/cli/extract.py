@@ -17,6 +17,7 @@ def extract(
     overwrite: Annotated[bool, typer.Option(help="Replace existing files instead of refusing.")] = False,
     skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,
 ) -> None:
     """Extract all entries, or the ones named, under a directory, safely.
@@ -27,7 +28,7 @@ def extract(
     """
     progress = BarProgress(enabled=not (quiet or json_output))
     try:
-        count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, progress=progress)
+        count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, device=device, progress=progress)
     finally:
         progress.finish()
     if json_output:

@@ -10,6 +10,7 @@ import typer
 
 from .. import api
 from ..archive.writer import DEFAULT_CHUNK_SIZE
+from ..codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK_SIZE
 from ..errors import UsageError
 from .render import BarProgress, emit_json, human_bytes, parse_size, stderr
 
@@ -18,9 +19,11 @@ def pack(
     sources: Annotated[list[str], typer.Argument(help="Files and directories to archive; each is stored under its own name.")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Archive to write (may also be given as the last argument ending in .lza).")] = None,
     codec: Annotated[str, typer.Option(help=f"Chunk codec: {', '.join(api.CODEC_CHOICES)}. auto keeps the smallest per chunk.")] = "auto",
-    chunk_size: Annotated[str, typer.Option(help="Plaintext bytes per chunk (e.g. 256K, 1M): larger packs tighter, smaller reads one file faster.")] = str(DEFAULT_CHUNK_SIZE),
+    chunk_size: Annotated[Optional[str], typer.Option(help=f"Plaintext bytes per chunk (e.g. 16K, 1M): larger packs tighter, smaller reads one file faster. Default {LM_CHUNK_SIZE // 1024}K with the lm codec, {DEFAULT_CHUNK_SIZE // 1024}K otherwise.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Skip paths or names matching this glob (repeatable).")] = None,
     level: Annotated[Optional[int], typer.Option(help="zstd level, 1..22.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model for the lm codec: a compiled .lzm, a GGUF file or a Hugging Face directory (default: SmolLM2-135M-Instruct).")] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda. Archives are identical either way.")] = "cpu",
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,
@@ -28,21 +31,22 @@ def pack(
     """Pack files and directory trees into an archive (written atomically: a failed pack leaves nothing).
 
     Regular files, directories (empty ones too), symlinks (stored as links) and hardlinks are kept with their
-    mode and mtime. Example: lza pack src/ docs/README.md -o project.lza
+    mode and mtime. With --codec auto (the default) every chunk is coded by the language model and by zstd and the
+    smaller wins. Example: lza pack src/ docs/README.md -o project.lza
     """
     if output is None and len(sources) >= 2 and sources[-1].endswith(".lza") and not os.path.isdir(sources[-1]):
         sources, output = sources[:-1], sources[-1]
     if output is None:
         raise UsageError(reason="no output archive: use -o OUT.lza")
     try:
-        size = parse_size(chunk_size)
+        size = parse_size(chunk_size) if chunk_size else None
     except ValueError as exc:
         raise UsageError(reason=str(exc)) from None
     progress = BarProgress(enabled=not (quiet or json_output))
     started = time.perf_counter()
     try:
         stats = api.pack(sources, output, codec=codec, chunk_size=size, excludes=exclude or (), force=force,
-                         zstd_level=level, progress=progress)
+                         zstd_level=level, model=model, device=device, progress=progress)
     finally:
         progress.finish()
     elapsed = time.perf_counter() - started

@@ -15,12 +15,13 @@ def verify(
     archive: Annotated[str, typer.Argument(help="The archive to check.")],
     full: Annotated[bool, typer.Option("--full/--quick", help="--full (default) decodes every chunk and checks every plaintext and file checksum; --quick checks structure and stored-bytes checksums only.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only problems.")] = False,
+    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per problem, then a summary.")] = False,
 ) -> None:
     """Check an archive; every damaged chunk is reported with the files it affects. Exit 3 on any problem."""
     progress = BarProgress(enabled=not (quiet or json_output))
     try:
-        report = api.verify(archive, full=full, progress=progress)
+        report = api.verify(archive, full=full, device=device, progress=progress)
     finally:
         progress.finish()
     for problem in report.problems:

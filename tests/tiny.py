@@ -1,0 +1,56 @@
+"""A tiny randomly initialized Llama-architecture model, built from a fixed seed, for fast engine tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+
+import torch
+
+from lzarchive.engine import compiler
+from lzarchive.engine.model import ModelConfig
+from lzarchive.engine.tokenizer import TokenTable
+
+ESCAPE, BOS = 0, 1
+MISSING_BYTES = (0xFF, 0x00)  # bytes with no token of their own: the codec must escape them
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    values = dict(vocab_size=2 + 256 - len(MISSING_BYTES) + 6, hidden=64, intermediate=160, layers=2, heads=4,
+                  kv_heads=2, head_dim=16, rope_theta=10000.0, norm_eps=1e-5, max_positions=128, bos_token=BOS,
+                  escape_token=ESCAPE)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def tiny_table(vocab_size: int) -> TokenTable:
+    pieces = [b"<esc>", b"<s>"] + [bytes([b]) for b in range(256) if b not in MISSING_BYTES]
+    pieces += [b"the", b" the", b"ing", b"  ", b"\n", b"e "][: vocab_size - len(pieces)]
+    return TokenTable.from_list(pieces)
+
+
+def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    d, kv = config.hidden, config.kv_heads * config.head_dim
+
+    def w(*shape, scale=0.2):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    weights = {"tok_embeddings": w(config.vocab_size, d, scale=1.0), "norm": 1 + w(d, scale=0.1)}
+    for layer in range(config.layers):
+        p = f"layers.{layer}."
+        weights.update({p + "wq": w(d, d), p + "wk": w(kv, d), p + "wv": w(kv, d), p + "wo": w(d, d),
+                        p + "w_gate": w(config.intermediate, d), p + "w_up": w(config.intermediate, d),
+                        p + "w_down": w(d, config.intermediate), p + "attn_norm": 1 + w(d, scale=0.1),
+                        p + "ffn_norm": 1 + w(d, scale=0.1)})
+    return weights
+
+
+@lru_cache(maxsize=4)
+def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
+    config = tiny_config(**overrides)
+    path = os.path.join(tempfile.mkdtemp(prefix="lza-tiny-"), "tiny.lzm")
+    compiler.compile_to(path, (config, random_weights(config, seed), tiny_table(config.vocab_size), None),
+                        name=f"tiny-{seed}", source="test:random")
+    return compiler.read_compiled(path)
