@@ -41,7 +41,7 @@ def load_model(model: str | None = None) -> CompiledModel:
         if model is None:
             path = registry.default_model_path()
         elif model.endswith(".lzm") and os.path.isfile(model):
-            path = model
+            path = registry.import_compiled(model)
         elif os.path.exists(model):
             path = registry.compile_source(model).path
         else:

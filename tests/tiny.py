@@ -18,7 +18,7 @@ MISSING_BYTES = (0xFF, 0x00)  # bytes with no token of their own: the codec must
 
 def tiny_config(**overrides) -> ModelConfig:
     values = dict(vocab_size=2 + 256 - len(MISSING_BYTES) + 6, hidden=64, intermediate=160, layers=2, heads=4,
-                  kv_heads=2, head_dim=16, rope_theta=10000.0, norm_eps=1e-5, max_positions=128, bos_token=BOS,
+                  kv_heads=2, head_dim=16, rope_theta=10000.0, norm_eps=1e-5, max_positions=512, bos_token=BOS,
                   escape_token=ESCAPE)
     values.update(overrides)
     return ModelConfig(**values)
@@ -37,7 +37,8 @@ def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
     def w(*shape, scale=0.2):
         return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
 
-    weights = {"tok_embeddings": w(config.vocab_size, d, scale=1.0), "norm": 1 + w(d, scale=0.1)}
+    # large embeddings (the tied output head) make the model confident, so text it generates compresses well
+    weights = {"tok_embeddings": w(config.vocab_size, d, scale=4.0), "norm": 1 + w(d, scale=0.1)}
     for layer in range(config.layers):
         p = f"layers.{layer}."
         weights.update({p + "wq": w(d, d), p + "wk": w(kv, d), p + "wv": w(kv, d), p + "wo": w(d, d),
@@ -54,3 +55,20 @@ def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
     compiler.compile_to(path, (config, random_weights(config, seed), tiny_table(config.vocab_size), None),
                         name=f"tiny-{seed}", source="test:random")
     return compiler.read_compiled(path)
+
+
+def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:
+    """Text the model itself finds likely: greedy decoding (control tokens excluded), so the lm codec must win."""
+    from lzarchive.engine.model import ExactLlama
+    from lzarchive.rangecoder import TOTAL_BITS
+
+    engine = ExactLlama(model.config, model.tensors)
+    cache = engine.new_cache(1, tokens + 2)
+    out, token = [seed_token], [[BOS, seed_token]]
+    for _ in range(tokens):
+        q, s = engine.forward(torch.tensor(token), cache)
+        freq = engine.frequencies(q[0, -1:], s[0, -1:], TOTAL_BITS)[0]
+        freq[[ESCAPE, BOS]] = 0
+        out.append(int(freq.argmax()))
+        token = [[out[-1]]]
+    return model.token_table.decode(out)

@@ -66,8 +66,8 @@ class LmCodec(Codec):
     model: CompiledModel
     model_index: int = 0
     device: str = "cpu"
-    window: int = DEFAULT_WINDOW
-    overlap: int = DEFAULT_OVERLAP
+    window: int | None = None  # default: DEFAULT_WINDOW, or the model's positions if fewer
+    overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window
     batch_tokens: int = 8192  # tokens per forward pass when compressing
 
     codec_id = CodecId.LM
@@ -76,6 +76,10 @@ class LmCodec(Codec):
 
     def __post_init__(self) -> None:
         cfg = self.model.config
+        if self.window is None:
+            self.window = min(DEFAULT_WINDOW, cfg.max_positions)
+        if self.overlap is None:
+            self.overlap = DEFAULT_OVERLAP * self.window // DEFAULT_WINDOW
         if not 2 <= self.window <= cfg.max_positions or not 0 <= self.overlap < self.window - 1:
             raise ValueError(f"lm window {self.window}/{self.overlap} does not fit the model ({cfg.max_positions} positions)")
         self.engine = ExactLlama(cfg, self.model.tensors, self.device)
@@ -126,7 +130,7 @@ class LmCodec(Codec):
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
-        hidden_q, hidden_s = self.engine.forward(inputs, self.engine.new_cache(len(group)))  # right padding is inert
+        hidden_q, hidden_s = self.engine.forward(inputs, self.engine.new_cache(len(group), longest))  # right padding is inert
         rows, targets = [], []
         for b, (_, start, end, window_input) in enumerate(group):
             first = len(window_input) - (end - start) - 1  # position whose output predicts the first body token
@@ -188,7 +192,7 @@ class LmCodec(Codec):
         while active:
             if step in restarts:
                 primer = [[cfg.bos_token] + tokens[i][max(0, step - overlap) : step] for i in active] if step else [[cfg.bos_token]] * len(active)
-                cache = self.engine.new_cache(len(active))
+                cache = self.engine.new_cache(len(active), window)
                 inputs = torch.tensor(primer, device=self.engine.device)
             else:
                 inputs = torch.tensor([[tokens[i][-1]] for i in active], device=self.engine.device)

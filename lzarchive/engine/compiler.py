@@ -99,9 +99,10 @@ def build_tensors(config: ModelConfig, weights: dict[str, torch.Tensor], token_t
 def write_compiled(path: str, config: ModelConfig, tensors: dict[str, torch.Tensor], *, name: str, source: str,
                    tokenizer_json: str | None) -> bytes:
     """Serialize deterministically; returns the model hash (blake3 of the file)."""
-    metadata = {"format": FILE_FORMAT, "numerics": NUMERICS, "config": config.to_json(), "name": name,
-                "source": source, "tokenizer_json": tokenizer_json or ""}
-    data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata=metadata)
+    fields = {"format": FILE_FORMAT, "numerics": NUMERICS, "config": config.to_json(), "name": name,
+              "source": source, "tokenizer_json": tokenizer_json or ""}
+    # one metadata key: safetensors writes several keys in hash-map order, which would make the bytes vary
+    data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={"lza": json.dumps(fields, sort_keys=True)})
     temp = path + ".partial"
     with open(temp, "wb") as f:
         f.write(data)
@@ -114,7 +115,10 @@ def read_header(path: str) -> dict[str, str]:
     from safetensors import safe_open
 
     with safe_open(path, "pt") as f:
-        metadata = f.metadata() or {}
+        try:
+            metadata = json.loads((f.metadata() or {}).get("lza", "{}"))
+        except ValueError:
+            metadata = {}
     if metadata.get("format") != FILE_FORMAT or metadata.get("numerics") != NUMERICS:
         raise CompileError(f"{path}: not a compiled model of format {FILE_FORMAT} / {NUMERICS}")
     return metadata

@@ -62,13 +62,13 @@ class IntMatmul:
         shape = a.shape
         flat = a.reshape(-1, shape[-1]).to(torch.int32)
         rows = flat.shape[0]
-        if rows <= 16:  # the int8 GEMM wants more than 16 rows
-            flat = torch.cat([flat, flat.new_zeros(17 - rows, flat.shape[1])])
         lo = torch.remainder(flat + 128, 256) - 128
         hi = (flat - lo) // 256
-        wt = w.T
-        acc = torch._int_mm(hi.to(torch.int8), wt).to(torch.int64) * 256 + torch._int_mm(lo.to(torch.int8), wt)
-        return acc[:rows].to(F64).reshape(*shape[:-1], w.shape[0])
+        halves = torch.cat([hi, lo]).to(torch.int8)  # one GEMM for both halves
+        if halves.shape[0] <= 16:  # the int8 GEMM wants more than 16 rows
+            halves = torch.cat([halves, halves.new_zeros(17 - halves.shape[0], halves.shape[1])])
+        acc = torch._int_mm(halves, w.T).to(torch.int64)
+        return (acc[:rows] * 256 + acc[rows : 2 * rows]).to(F64).reshape(*shape[:-1], w.shape[0])
 
     def __call__(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self._int8(a, w) if self.use_int8 else self._float64(a, w)

@@ -43,19 +43,18 @@ class ModelConfig:
 
 @dataclass
 class KVCache:
-    """Per layer: keys and values quantized per (token, kv head): int16 values and float64 scales."""
+    """Per layer: keys and values quantized per (token, kv head), integer-valued float64, with their scales.
+    Preallocated for `capacity` positions; `length` are filled."""
 
-    k: list[torch.Tensor]  # (B, KVH, T, hd) int16
-    k_scale: list[torch.Tensor]  # (B, KVH, T, 1) float64
+    k: list[torch.Tensor]  # (B, KVH, capacity, hd)
+    k_scale: list[torch.Tensor]  # (B, KVH, capacity, 1)
     v: list[torch.Tensor]
     v_scale: list[torch.Tensor]
-
-    @property
-    def length(self) -> int:
-        return self.k[0].shape[2] if self.k else 0
+    length: int = 0
 
     def select(self, rows: torch.Tensor) -> KVCache:
-        return KVCache(*[[t[rows] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)])
+        groups = [[t[rows] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)]
+        return KVCache(*groups, length=self.length)
 
 
 class ExactLlama:
@@ -67,6 +66,11 @@ class ExactLlama:
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
+        for layer in range(config.layers):  # output channels are independent, so fused weights give the same integers
+            p = f"layers.{layer}."
+            for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
+                for suffix in (".q", ".scale"):
+                    self.t[p + fused + suffix] = torch.cat([self.t[p + part + suffix] for part in parts])
         self.tables = Tables(self.t["table.exp2_frac"], self.t["table.sigmoid"], self.t["table.rope_cos"],
                              self.t["table.rope_sin"])
         self.matmul = IntMatmul(self.device)
@@ -101,75 +105,74 @@ class ExactLlama:
         r1 = x0 * sin + x1 * cos
         return torch.stack([r0, r1], dim=-1).flatten(-2)
 
-    def _attention(self, q: torch.Tensor, cache_k, cache_ks, cache_v, cache_vs, q_pos: torch.Tensor,
-                   k_valid: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) int16 + scales. q_pos: (B, T) position of each query,
-        k_valid: (B, S) mask of usable keys. Returns (B, T, H*hd) real."""
+    def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
+                   q_pos: torch.Tensor, k_valid: torch.Tensor) -> torch.Tensor:
+        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales. The queries
+        of the heads sharing a kv head are stacked as rows (group * T). q_pos: (B, T); k_valid: (B, S).
+        Returns (B, T, H*hd) real."""
         cfg = self.config
+        batch, _, steps, hd = q.shape
         group = cfg.heads // cfg.kv_heads
-        q_q, q_s = quantize(q)  # (B, H, T, hd), (B, H, T, 1)
-        k = cache_k.to(F64).repeat_interleave(group, dim=1)  # (B, H, S, hd)
-        ks = cache_ks.repeat_interleave(group, dim=1)  # (B, H, S, 1)
-        v = cache_v.to(F64).repeat_interleave(group, dim=1)
-        vs = cache_vs.repeat_interleave(group, dim=1)
-        scores = q_q @ k.transpose(-1, -2)  # (B, H, T, S) exact: |.| <= 64 * QMAX^2 < 2^37
+        q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group * steps, hd))  # rows: (group, T)
+        scores = q_q @ k.transpose(-1, -2)  # (B, KVH, group*T, S) exact: |.| <= hd * QMAX^2 < 2^37
         z = scores * (q_s * (1.0 / cfg.head_dim ** 0.5)) * ks.transpose(-1, -2)
         key_pos = torch.arange(k.shape[2], device=self.device)
         allowed = (key_pos[None, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]  # (B, T, S)
-        allowed = allowed[:, None]  # (B, 1, T, S)
+        allowed = allowed[:, None, None].expand(batch, 1, group, steps, k.shape[2]).reshape(batch, 1, group * steps, -1)
         z = torch.where(allowed, z, torch.full_like(z, -1e300))
         d = z - z.amax(dim=-1, keepdim=True)
-        p = self.tables.exp_neg(d, extra_shift=15)  # (B, H, T, S) int64 <= 2^15
-        p = torch.where(allowed, p, torch.zeros_like(p))
+        p = torch.where(allowed, self.tables.exp_neg(d, extra_shift=15), 0)  # int64 <= 2^15
         p_sum = p.sum(dim=-1, keepdim=True).to(F64)  # exact
         w_q, w_s = quantize(p.to(F64) * vs.transpose(-1, -2))  # per query row
-        out = (w_q @ v) * (w_s / p_sum)  # (B, H, T, hd): |w_q @ v| <= S * QMAX^2 < 2^41
-        return out.transpose(1, 2).flatten(2)
+        out = (w_q @ v) * (w_s / p_sum)  # (B, KVH, group*T, hd): |w_q @ v| <= S * QMAX^2 < 2^41
+        return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
 
     # ------------------------------------------------------------------------------------------ forward
 
-    def new_cache(self, batch: int) -> KVCache:
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         cfg = self.config
-        empty = lambda dtype, last: torch.zeros(batch, cfg.kv_heads, 0, last, dtype=dtype, device=self.device)  # noqa: E731
-        return KVCache(*[[empty(dt, last) for _ in range(cfg.layers)]
-                         for dt, last in ((torch.int16, cfg.head_dim), (F64, 1), (torch.int16, cfg.head_dim), (F64, 1))])
+        capacity = capacity or cfg.max_positions
+
+        def zeros(last: int) -> torch.Tensor:
+            return torch.zeros(batch, cfg.kv_heads, capacity, last, dtype=F64, device=self.device)
+
+        return KVCache(*[[zeros(last) for _ in range(cfg.layers)] for last in (cfg.head_dim, 1, cfg.head_dim, 1)])
 
     def forward(self, tokens: torch.Tensor, cache: KVCache, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append tokens (B, T) at positions cache.length ..; extends the cache in place.
+        """Append tokens (B, T) at positions cache.length ..; fills the cache in place.
 
         valid: (B, cache.length + T) bool, False for padding positions that must never be attended to.
         Returns the final normalized hidden state quantized per token: q (B, T, d) and scale (B, T, 1).
         """
         cfg = self.config
         batch, steps = tokens.shape
-        start = cache.length
-        positions = torch.arange(start, start + steps, device=self.device).expand(batch, steps)
+        start, end = cache.length, cache.length + steps
+        if end > cache.k[0].shape[2]:
+            raise ValueError(f"{end} positions exceed the cache capacity {cache.k[0].shape[2]}")
+        positions = torch.arange(start, end, device=self.device).expand(batch, steps)
         if valid is None:
-            valid = torch.ones(batch, start + steps, dtype=torch.bool, device=self.device)
+            valid = torch.ones(batch, end, dtype=torch.bool, device=self.device)
         emb_rows = self.t["tok_embeddings.q"][tokens].to(F64)  # (B, T, d)
         x = torch.round(emb_rows * self.t["tok_embeddings.scale"][tokens][..., None] * (1 << RESIDUAL_BITS)).to(torch.int64)
+        q_width, kv_width = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         for layer in range(cfg.layers):
             p = f"layers.{layer}."
             a, s = self._norm_quantize(x, p + "attn_norm")
-            q = self._linear(a, s, p + "wq").view(batch, steps, cfg.heads, cfg.head_dim).transpose(1, 2)
-            k = self._linear(a, s, p + "wk").view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-            v = self._linear(a, s, p + "wv").view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-            q = self._rope(q, positions)
-            k_q, k_s = quantize(self._rope(k, positions))
-            v_q, v_s = quantize(v)
-            cache.k[layer] = torch.cat([cache.k[layer], k_q.to(torch.int16)], dim=2)
-            cache.k_scale[layer] = torch.cat([cache.k_scale[layer], k_s], dim=2)
-            cache.v[layer] = torch.cat([cache.v[layer], v_q.to(torch.int16)], dim=2)
-            cache.v_scale[layer] = torch.cat([cache.v_scale[layer], v_s], dim=2)
-            attn = self._attention(q, cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer],
-                                   positions, valid)
+            q, k, v = self._linear(a, s, p + "wqkv").split([q_width, kv_width, kv_width], dim=-1)
+            q = self._rope(q.view(batch, steps, cfg.heads, cfg.head_dim).transpose(1, 2), positions)
+            k = self._rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2), positions)
+            v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+            cache.k[layer][:, :, start:end], cache.k_scale[layer][:, :, start:end] = quantize(k)
+            cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = quantize(v)
+            attn = self._attention(q, cache.k[layer][:, :, :end], cache.k_scale[layer][:, :, :end],
+                                   cache.v[layer][:, :, :end], cache.v_scale[layer][:, :, :end], positions, valid)
             a, s = quantize(attn)
             x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
             a, s = self._norm_quantize(x, p + "ffn_norm")
-            gate = self._linear(a, s, p + "w_gate")
-            up = self._linear(a, s, p + "w_up")
+            gate, up = self._linear(a, s, p + "w_gate_up").split([cfg.intermediate, cfg.intermediate], dim=-1)
             a, s = quantize(self.tables.silu(gate) * up)
             x = x + torch.round(self._linear(a, s, p + "w_down") * (1 << RESIDUAL_BITS)).to(torch.int64)
+        cache.length = end
         return self._norm_quantize(x, "norm")
 
     def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int) -> torch.Tensor:

@@ -97,6 +97,19 @@ def _remember_default(source_path: str, model_hash: bytes) -> None:
         f.write(model_hash.hex())
 
 
+def import_compiled(path: str) -> str:
+    """Copy a compiled model file into the cache under its hash, so archives made with it can be read later."""
+    import shutil
+
+    model = compiler.read_compiled(path)
+    target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
+    if not os.path.exists(target):
+        temp = target + ".partial"
+        shutil.copyfile(path, temp)
+        os.replace(temp, target)
+    return target
+
+
 def find(model_hash: bytes) -> str | None:
     path = os.path.join(cache_dir(), model_hash.hex() + ".lzm")
     return path if os.path.exists(path) else None

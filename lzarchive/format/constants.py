@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1 defines the lm codec; writers still write 1.0 for archives without models
 
 HEADER_MAGIC = b"\x89LZA\r\n\x1a\n"
 CHUNK_MAGIC = b"LZAC"

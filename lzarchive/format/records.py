@@ -88,17 +88,18 @@ class ModelRef:
 class Header:
     models: tuple[ModelRef, ...] = ()
     major: int = C.FORMAT_MAJOR
-    minor: int = C.FORMAT_MINOR
+    minor: int = -1  # -1: the lowest minor version that can express this header (1.0 without models, else 1.1)
     incompat_flags: int = 0
     write_incompat_flags: int = 0
     compat_flags: int = 0
 
     def to_wire(self) -> bytes:
         body = pack({"models": [m.to_wire() for m in self.models]})
+        minor = self.minor if self.minor >= 0 else (1 if self.models else 0)
         fixed = _HEADER_FIXED.pack(
             C.HEADER_MAGIC,
             self.major,
-            self.minor,
+            minor,
             self.incompat_flags,
             self.write_incompat_flags,
             self.compat_flags,

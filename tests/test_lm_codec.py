@@ -1,0 +1,96 @@
+"""The lm codec in the container, with the tiny model: round trips through the CLI (text, invalid UTF-8, NUL bytes,
+bytes that need escapes), chunks decoded alone equal chunks decoded among others, and a missing model exits 12."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lzarchive import api
+from lzarchive.codecs.lm import LmCodec, window_bodies
+from lzarchive.errors import EXIT_MODEL
+
+from .conftest import run_cli
+from .tiny import greedy_text, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def private_model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("model") / "tiny.lzm"
+    from lzarchive.engine import compiler
+
+    compiler.write_compiled(str(path), model.config, model.tensors, name=model.name, source=model.source,
+                            tokenizer_json=None)
+    return str(path)
+
+
+def test_window_bodies_cover_every_token_once():
+    for count in (0, 1, 5, 47, 48, 200):
+        bodies = window_bodies(count, 48, 16)
+        covered = [i for start, end in bodies for i in range(start, end)]
+        assert covered == list(range(count))
+        assert all(end - start <= (47 if i == 0 else 31) for i, (start, end) in enumerate(bodies))
+
+
+@settings(max_examples=25, deadline=None)
+@given(chunks=st.lists(st.binary(min_size=1, max_size=150) | st.text(max_size=120).map(str.encode).filter(bool),
+                       min_size=1, max_size=5))
+def test_codec_round_trip_alone_and_in_batches(chunks):
+    codec = LmCodec(tiny_model(), window=32, overlap=8)
+    payloads = codec.encode_batch(chunks)
+    coded = [(c, p) for c, p in zip(chunks, payloads) if p is not None]
+    assert all(p is not None for c, p in zip(chunks, payloads) if sum(b in (0, 255) for b in c) <= 0.05 * len(c))
+    if coded:
+        together = codec.decode_batch([p for _, p in coded], [len(c) for c, _ in coded])
+        assert together == [c for c, _ in coded]
+        assert [codec.decode_batch([p], [len(c)])[0] for c, p in coded] == together
+
+
+def test_cli_round_trip_with_lm(tiny_path, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(3)
+    # last in the stream and too big for the rest of the last random.bin chunk: it gets a chunk of its own
+    (src / "z-prose.txt").write_bytes(greedy_text(tiny_model(), 400))
+    (src / "mixed.bin").write_bytes(b"text with \x00 NUL and \xff\xfe invalid \xc3\x28 utf-8 " * 4)
+    (src / "random.bin").write_bytes(bytes(rng.randrange(256) for _ in range(3128)))  # 172 + 3128 = 7 * 450 + 150
+    out = str(tmp_path / "lm.lza")
+    result = run_cli("pack", str(src), "-o", out, "--codec", "auto", "--model", tiny_path, "--chunk-size", "450", "-q")
+    assert result.exit_code == 0, result.stderr
+    info = api.info(out)
+    assert info.version == "1.1" and info.models[0]["name"] == "tiny-0"
+    assert "lm" in info.codecs  # the tiny model wins some chunks (repetitive text), zstd or store the others
+    assert run_cli("verify", out, "-q").exit_code == 0
+    assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0
+    for name in ("z-prose.txt", "mixed.bin", "random.bin"):
+        assert (tmp_path / "x" / "src" / name).read_bytes() == (src / name).read_bytes()
+    assert run_cli("cat", out, "src/z-prose.txt", "--range", "5:25").stdout == (src / "z-prose.txt").read_bytes()[5:25]
+
+
+def test_missing_model_exits_12_and_names_it(tiny_path, tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_bytes(greedy_text(tiny_model(), 100))
+    out = str(tmp_path / "a.lza")
+    assert run_cli("pack", str(tmp_path / "a.txt"), "-o", out, "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(api.registry, "default_model_path", lambda: (_ for _ in ()).throw(api.registry.ModelNotFound("x")))
+    result = run_cli("extract", out, "-C", str(tmp_path / "x"))
+    assert result.exit_code == EXIT_MODEL
+    assert "tiny-0" in result.stderr and tiny_model().model_hash.hex() in result.stderr
+    assert not (tmp_path / "x" / "a.txt").exists()
+    assert run_cli("list", out).exit_code == 0  # listing needs no model
+
+
+def test_lm_codec_declines_binary(tiny_path):
+    codec = LmCodec(tiny_model(), window=32, overlap=8)
+    assert codec.encode_batch([bytes([0, 255]) * 100]) == [None]
+    assert os.path.exists(tiny_path)
