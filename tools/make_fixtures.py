@@ -38,6 +38,8 @@ ARCHIVES = {
     # so its bytes are reproducible anywhere and the tests regenerate it byte for byte.
     "v1-store.lza": ("store", 64, IndexEncoding.MSGPACK),
     "v1-zstd.lza": ("zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
+    "v1-lm.lza": ("lm", 64, IndexEncoding.MSGPACK),
 }
 
 
