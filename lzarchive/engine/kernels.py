@@ -79,7 +79,7 @@ class Tables:
 
     def __init__(self, exp2_frac: torch.Tensor, sigmoid: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor):
         self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
-        self._exp_tables: dict[int, torch.Tensor] = {}
+        self._exp_tables: dict = {}
         self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
         self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
         self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
@@ -93,6 +93,18 @@ class Tables:
         table = self._shifted(extra_shift)
         k = torch.clamp(d * (-LOG2E * tables.EXP2_FRAC_STEPS), max=float(len(table) - 1))
         return table[k.to(torch.int64)]
+
+    def exp_neg_f64(self, d: torch.Tensor, extra_shift: int) -> torch.Tensor:
+        """exp_neg as float64 (exact: the values are integers below 2^31); overwrites d."""
+        table = self._shifted_f64(extra_shift)
+        k = d.mul_(-LOG2E * tables.EXP2_FRAC_STEPS).clamp_(max=float(len(table) - 1))
+        return table[k.to(torch.int64)]
+
+    def _shifted_f64(self, extra_shift: int) -> torch.Tensor:
+        key = ("f64", extra_shift)
+        if key not in self._exp_tables:
+            self._exp_tables[key] = self._shifted(extra_shift).to(F64)
+        return self._exp_tables[key]
 
     def _shifted(self, extra_shift: int) -> torch.Tensor:
         if extra_shift not in self._exp_tables:

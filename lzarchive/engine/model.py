@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .kernels import F64, IntMatmul, Tables, frequency_table, quantize
+from .kernels import F64, QMAX, IntMatmul, Tables, frequency_table, quantize
 
 RESIDUAL_BITS = 16
+ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
 
 
 @dataclass(frozen=True)
@@ -107,24 +108,38 @@ class ExactLlama:
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
                    q_pos: torch.Tensor, k_valid: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales. The queries
-        of the heads sharing a kv head are stacked as rows (group * T). q_pos: (B, T); k_valid: (B, S).
-        Returns (B, T, H*hd) real."""
+        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales.
+        q_pos: (B, T) query positions (equal across the batch); k_valid: (B, S). Returns (B, T, H*hd) real.
+
+        Queries are processed in blocks of positions, each against the keys up to its last position only (the
+        others are masked anyway); every row's arithmetic is the same as for the whole matrix at once."""
         cfg = self.config
         batch, _, steps, hd = q.shape
         group = cfg.heads // cfg.kv_heads
-        q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group * steps, hd))  # rows: (group, T)
-        scores = q_q @ k.transpose(-1, -2)  # (B, KVH, group*T, S) exact: |.| <= hd * QMAX^2 < 2^37
-        z = scores * (q_s * (1.0 / cfg.head_dim ** 0.5)) * ks.transpose(-1, -2)
-        key_pos = torch.arange(k.shape[2], device=self.device)
-        allowed = (key_pos[None, None, :] <= q_pos[:, :, None]) & k_valid[:, None, :]  # (B, T, S)
-        allowed = allowed[:, None, None].expand(batch, 1, group, steps, k.shape[2]).reshape(batch, 1, group * steps, -1)
-        z = torch.where(allowed, z, torch.full_like(z, -1e300))
-        d = z - z.amax(dim=-1, keepdim=True)
-        p = torch.where(allowed, self.tables.exp_neg(d, extra_shift=15), 0)  # int64 <= 2^15
-        p_sum = p.sum(dim=-1, keepdim=True).to(F64)  # exact
-        w_q, w_s = quantize(p.to(F64) * vs.transpose(-1, -2))  # per query row
-        out = (w_q @ v) * (w_s / p_sum)  # (B, KVH, group*T, hd): |w_q @ v| <= S * QMAX^2 < 2^41
+        q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
+        row_factor = q_s * (1.0 / cfg.head_dim ** 0.5)
+        col_factor = ks.transpose(-1, -2)  # (B, KVH, 1, S)
+        v_scale = vs.transpose(-1, -2)
+        out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
+        for lo in range(0, steps, ATTENTION_BLOCK):
+            hi = min(steps, lo + ATTENTION_BLOCK)
+            rows = group * (hi - lo)
+            keys = int(q_pos[0, hi - 1]) + 1
+            # 4-D products over views of the cache (no copies): rows are (head in group, position)
+            block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, hd)
+            z = block @ k[:, :, :keys].transpose(-1, -2)  # exact: |.| <= hd * QMAX^2
+            z.mul_(row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, 1)).mul_(col_factor[..., :keys])
+            allowed = (torch.arange(keys, device=self.device)[None, None, :] <= q_pos[:, lo:hi, None]) & k_valid[:, None, :keys]
+            z.view(batch, cfg.kv_heads, group, hi - lo, keys).masked_fill_(~allowed[:, None, None], -1e300)
+            z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
+            p = self.tables.exp_neg_f64(z, extra_shift=15)  # integers <= 2^15, as float64
+            p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
+            w = p.mul_(v_scale[..., :keys])  # >= 0, so quantize needs no abs
+            m = w.amax(dim=-1, keepdim=True)
+            m = torch.where(m > 0, m, torch.ones_like(m))
+            w_q = w.mul_(QMAX / m).round_()
+            result = (w_q @ v[:, :, :keys]).mul_((m / QMAX) / p_sum)  # exact product < 2^41
+            out[:, :, :, lo:hi] = result.view(batch, cfg.kv_heads, group, hi - lo, hd)
         return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
 
     # ------------------------------------------------------------------------------------------ forward
