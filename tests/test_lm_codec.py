@@ -94,3 +94,17 @@ def test_lm_codec_declines_binary(tiny_path):
     codec = LmCodec(tiny_model(), window=32, overlap=8)
     assert codec.encode_batch([bytes([0, 255]) * 100]) == [None]
     assert os.path.exists(tiny_path)
+
+
+def test_model_commands(tiny_path):
+    result = run_cli("model", "info", tiny_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    record = json.loads(result.stdout)
+    assert record["model_hash"] == tiny_model().model_hash.hex() and record["numerics"] == "lza-int-v1"
+    assert record["config"]["layers"] == 2
+    listed = run_cli("model", "list").stdout.decode()
+    assert tiny_model().model_hash.hex()[:16] in listed and "tiny-0" in listed
+    missing = run_cli("model", "info", "/nonexistent/model.gguf")
+    assert missing.exit_code == EXIT_MODEL and "no such model" in missing.stderr

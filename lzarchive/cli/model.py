@@ -46,14 +46,18 @@ def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON L
             stdout.print(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}", markup=False)
 
 
+def _load_and_describe(model: str | None, json_output: bool) -> None:
+    loaded = api.load_model(model)
+    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+
+
 @model_app.command("info")
 def info(
     model: Annotated[Optional[str], typer.Argument(help="A compiled .lzm, GGUF file or HF directory; default model if omitted.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
 ) -> None:
     """Show a model's hashes, numerics and architecture (compiling it first if needed)."""
-    loaded = api.load_model(model)
-    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+    _load_and_describe(model, json_output)
 
 
 @model_app.command("compile")
@@ -62,8 +66,7 @@ def compile_command(
     json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
 ) -> None:
     """Compile a source model into the cache (deterministic: the same source always gives the same model hash)."""
-    loaded = api.load_model(source)
-    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+    _load_and_describe(source, json_output)
 
 
 def register(app: typer.Typer) -> None:

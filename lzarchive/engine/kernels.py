@@ -62,8 +62,8 @@ class IntMatmul:
         shape = a.shape
         flat = a.reshape(-1, shape[-1]).to(torch.int32)
         rows = flat.shape[0]
-        lo = torch.remainder(flat + 128, 256) - 128
-        hi = (flat - lo) // 256
+        lo = torch.bitwise_and(flat + 128, 255) - 128  # two's complement: the same as (flat + 128) mod 256 - 128
+        hi = torch.bitwise_right_shift(flat - lo, 8)  # exact division by 256
         halves = torch.cat([hi, lo]).to(torch.int8)  # one GEMM for both halves
         if halves.shape[0] <= 16:  # the int8 GEMM wants more than 16 rows
             halves = torch.cat([halves, halves.new_zeros(17 - halves.shape[0], halves.shape[1])])

@@ -107,7 +107,7 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     future = tmp_path / "future.lza"
     future.write_bytes(craft([], header=header_with(b"", major=2)))
     result = run_cli("list", str(future))
-    assert result.exit_code == EXIT_UNSUPPORTED and "version 2.0" in result.stderr
+    assert result.exit_code == EXIT_UNSUPPORTED and "format version 2." in result.stderr
     flagged = tmp_path / "flagged.lza"
     flagged.write_bytes(craft([], header=header_with(pack({"models": []}), incompat=1)))
     assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED
