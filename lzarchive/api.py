@@ -21,7 +21,6 @@ from .errors import (
     ChunkCorrupt,
     EntryCorrupt,
     InputError,
-    IntegrityError,
     ModelUnavailable,
     OutputError,
     PathRefused,
@@ -343,10 +342,3 @@ def _verify_entry(entry: Entry, source: ChunkSource, bad_chunks: dict[int, Chunk
         return
     if content.digest() != entry.content_hash:
         report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
-
-
-def raise_for(report: VerifyReport) -> None:
-    """Turn a failed report into the integrity error the CLI exits with."""
-    if report.problems:
-        first = report.problems[0]
-        raise IntegrityError(archive=report.archive, reason=f"{len(report.problems)} problem(s); first: {first.describe()}")

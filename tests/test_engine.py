@@ -5,7 +5,6 @@ deterministic; the compiler refuses bounds that would not be exact."""
 from __future__ import annotations
 
 import math
-import os
 import random
 
 import pytest
