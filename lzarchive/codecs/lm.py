@@ -22,7 +22,7 @@ from .base import Codec, CodecError
 
 DEFAULT_WINDOW = 1024
 DEFAULT_OVERLAP = 256
-DEFAULT_CHUNK_SIZE = 16 * 1024
+DEFAULT_CHUNK_SIZE = 8 * 1024  # measured: same ratio as 16 KiB on real text, half the cost of reading one chunk
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
 FREQ_ROWS = 256  # rows of frequency tables computed at once (each row is vocab_size int64)
