@@ -3,7 +3,7 @@
 decompression tokens/s as a fraction of this machine's measured fp32 GEMM FLOP/s; peak memory of pack and extract.
 
 The sample is real text already on the machine: Python standard library code, CPython's licence, and man pages.
-Usage: python tools/bench_lm.py [--bytes 65536] [--float-reference]
+Usage: python tools/bench_lm.py [--bytes 65536] [--float-reference]   (the float reference needs: pip install -e '.[bench]')
 """
 
 from __future__ import annotations
