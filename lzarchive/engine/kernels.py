@@ -79,39 +79,29 @@ class Tables:
 
     def __init__(self, exp2_frac: torch.Tensor, sigmoid: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor):
         self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
-        self._exp_tables: dict = {}
+        self._exp_tables: dict[tuple[int, torch.dtype], torch.Tensor] = {}
         self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
         self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
         self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
 
-    def exp_neg(self, d: torch.Tensor, extra_shift: int = 0) -> torch.Tensor:
-        """e^d for d <= 0 as an int64 in units of 2^-(30 - extra_shift): with y = -d * LOG2E, n = floor(y) and
-        f = y - n, the value is E[floor(f * 4096)] >> (n + extra_shift); 0 once n >= 31 (E < 2^31).
+    def exp_neg(self, d: torch.Tensor, extra_shift: int = 0, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """e^d for d <= 0 as an integer in units of 2^-(30 - extra_shift): with y = -d * LOG2E, n = floor(y) and
+        f = y - n, the value is E[floor(f * 4096)] >> (n + extra_shift); 0 once n >= 31 (E < 2^31). Returned as
+        `dtype` (float64 holds these integers exactly). Overwrites d.
 
         Computed as one gather from the table of all E[i] >> (n + extra_shift), indexed by k = floor(y * 4096)
         (the same integers: scaling by 4096 is exact, so floor(y * 4096) = 4096 * n + floor(f * 4096))."""
-        table = self._shifted(extra_shift)
-        k = torch.clamp(d * (-LOG2E * tables.EXP2_FRAC_STEPS), max=float(len(table) - 1))
-        return table[k.to(torch.int64)]
-
-    def exp_neg_f64(self, d: torch.Tensor, extra_shift: int) -> torch.Tensor:
-        """exp_neg as float64 (exact: the values are integers below 2^31); overwrites d."""
-        table = self._shifted_f64(extra_shift)
+        table = self._shifted(extra_shift, dtype)
         k = d.mul_(-LOG2E * tables.EXP2_FRAC_STEPS).clamp_(max=float(len(table) - 1))
         return table[k.to(torch.int64)]
 
-    def _shifted_f64(self, extra_shift: int) -> torch.Tensor:
-        key = ("f64", extra_shift)
+    def _shifted(self, extra_shift: int, dtype: torch.dtype) -> torch.Tensor:
+        key = (extra_shift, dtype)
         if key not in self._exp_tables:
-            self._exp_tables[key] = self._shifted(extra_shift).to(F64)
-        return self._exp_tables[key]
-
-    def _shifted(self, extra_shift: int) -> torch.Tensor:
-        if extra_shift not in self._exp_tables:
             n = torch.arange(EXP_TABLE_SHIFTS, device=self.exp2_frac.device)[:, None]
             shifted = torch.bitwise_right_shift(self.exp2_frac[None, :], n + extra_shift).flatten()
-            self._exp_tables[extra_shift] = torch.cat([shifted, shifted.new_zeros(1)])
-        return self._exp_tables[extra_shift]
+            self._exp_tables[key] = torch.cat([shifted, shifted.new_zeros(1)]).to(dtype)
+        return self._exp_tables[key]
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """x * sigmoid(x), sigmoid linearly interpolated in the table; exact 0 / 1 beyond +-16."""

@@ -72,7 +72,7 @@ class ExactLlama:
             p = f"layers.{layer}."
             for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
                 for suffix in (".q", ".scale"):
-                    self.t[p + fused + suffix] = torch.cat([self.t[p + part + suffix] for part in parts])
+                    self.t[p + fused + suffix] = torch.cat([self.t.pop(p + part + suffix) for part in parts])
         self.tables = Tables(self.t["table.exp2_frac"], self.t["table.sigmoid"], self.t["table.rope_cos"],
                              self.t["table.rope_sin"])
         self.matmul = IntMatmul(self.device)
@@ -108,9 +108,9 @@ class ExactLlama:
         return torch.stack([r0, r1], dim=-1).flatten(-2)
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
-                   q_pos: torch.Tensor, k_valid: torch.Tensor) -> torch.Tensor:
+                   q_pos: torch.Tensor) -> torch.Tensor:
         """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales.
-        q_pos: (B, T) query positions (equal across the batch); k_valid: (B, S). Returns (B, T, H*hd) real.
+        q_pos: (B, T) query positions (equal across the batch). Returns (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
         others are masked anyway); every row's arithmetic is the same as for the whole matrix at once."""
@@ -130,10 +130,10 @@ class ExactLlama:
             block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, hd)
             z = block @ k[:, :, :keys].transpose(-1, -2)  # exact: |.| <= hd * QMAX^2
             z.mul_(row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, 1)).mul_(col_factor[..., :keys])
-            allowed = (torch.arange(keys, device=self.device)[None, None, :] <= q_pos[:, lo:hi, None]) & k_valid[:, None, :keys]
+            allowed = torch.arange(keys, device=self.device)[None, None, :] <= q_pos[:, lo:hi, None]  # causal
             z.view(batch, cfg.kv_heads, group, hi - lo, keys).masked_fill_(~allowed[:, None, None], -1e300)
             z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
-            p = self.tables.exp_neg_f64(z, extra_shift=15)  # integers <= 2^15, as float64
+            p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
             p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
             w = p.mul_(v_scale[..., :keys])  # >= 0, so quantize needs no abs
             m = w.amax(dim=-1, keepdim=True)
@@ -154,10 +154,9 @@ class ExactLlama:
 
         return KVCache(*[[zeros(last) for _ in range(cfg.layers)] for last in (cfg.head_dim, 1, cfg.head_dim, 1)])
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append tokens (B, T) at positions cache.length ..; fills the cache in place.
-
-        valid: (B, cache.length + T) bool, False for padding positions that must never be attended to.
+    def forward(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append tokens (B, T) at positions cache.length ..; fills the cache in place. Right padding is inert:
+        causal attention never lets an earlier position see a later one.
         Returns the final normalized hidden state quantized per token: q (B, T, d) and scale (B, T, 1).
         """
         cfg = self.config
@@ -166,8 +165,6 @@ class ExactLlama:
         if end > cache.k[0].shape[2]:
             raise ValueError(f"{end} positions exceed the cache capacity {cache.k[0].shape[2]}")
         positions = torch.arange(start, end, device=self.device).expand(batch, steps)
-        if valid is None:
-            valid = torch.ones(batch, end, dtype=torch.bool, device=self.device)
         emb_rows = self.t["tok_embeddings.q"][tokens].to(F64)  # (B, T, d)
         x = torch.round(emb_rows * self.t["tok_embeddings.scale"][tokens][..., None] * (1 << RESIDUAL_BITS)).to(torch.int64)
         q_width, kv_width = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
@@ -181,7 +178,7 @@ class ExactLlama:
             cache.k[layer][:, :, start:end], cache.k_scale[layer][:, :, start:end] = quantize(k)
             cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = quantize(v)
             attn = self._attention(q, cache.k[layer][:, :, :end], cache.k_scale[layer][:, :, :end],
-                                   cache.v[layer][:, :, :end], cache.v_scale[layer][:, :, :end], positions, valid)
+                                   cache.v[layer][:, :, :end], cache.v_scale[layer][:, :, :end], positions)
             a, s = quantize(attn)
             x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
             # the MLP is row-wise: blocks of positions keep its float64 intermediates in cache
