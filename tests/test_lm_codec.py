@@ -54,6 +54,8 @@ def test_codec_round_trip_alone_and_in_batches(chunks):
         together = codec.decode_batch([p for _, p in coded], [len(c) for c, _ in coded])
         assert together == [c for c, _ in coded]
         assert [codec.decode_batch([p], [len(c)])[0] for c, p in coded] == together
+        codec.batch_chunks = 2  # lockstep groups of two
+        assert codec.decode_batch([p for _, p in coded], [len(c) for c, _ in coded]) == together
 
 
 def test_cli_round_trip_with_lm(tiny_path, tmp_path):

@@ -19,7 +19,7 @@ from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
 from .progress import NULL_PROGRESS, Progress
-from .reader import ArchiveReader, ChunkSource, content_order
+from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order
 
 FILE_MODE_MASK = 0o777
 DIR_MODE_MASK = 0o1777
@@ -76,7 +76,7 @@ class Extractor:
     """Writes selected entries under a destination directory, verifying every file's content hash."""
 
     def __init__(self, reader: ArchiveReader, dest: str, *, overwrite: bool, progress: Progress = NULL_PROGRESS,
-                 batch: int = 8) -> None:
+                 batch: int = DECODE_AHEAD) -> None:
         self.reader = reader
         self.dest = dest
         self.overwrite = overwrite

@@ -194,10 +194,13 @@ class ArchiveReader:
             return exc
 
 
+DECODE_AHEAD = 32  # chunks decoded together: lm decodes them in lockstep (throughput grows with the batch)
+
+
 class ChunkSource:
     """Decoded chunks for reads that follow a known order: decodes ahead in batches and keeps one batch."""
 
-    def __init__(self, reader: ArchiveReader, order: Sequence[int], batch: int = 8) -> None:
+    def __init__(self, reader: ArchiveReader, order: Sequence[int], batch: int = DECODE_AHEAD) -> None:
         self._reader = reader
         self._order = list(dict.fromkeys(order))
         self._position = {chunk: i for i, chunk in enumerate(self._order)}

@@ -67,8 +67,9 @@ class IntMatmul:
         halves = torch.cat([hi, lo]).to(torch.int8)  # one GEMM for both halves
         if halves.shape[0] <= 16:  # the int8 GEMM wants more than 16 rows
             halves = torch.cat([halves, halves.new_zeros(17 - halves.shape[0], halves.shape[1])])
-        acc = torch._int_mm(halves, w.T).to(torch.int64)
-        return (acc[:rows] * 256 + acc[rows : 2 * rows]).to(F64).reshape(*shape[:-1], w.shape[0])
+        acc = torch._int_mm(halves, w.T).to(F64)
+        # 256 * hi + lo: integers below 2^34, exact however the add is evaluated
+        return torch.add(acc[rows : 2 * rows], acc[:rows], alpha=256).reshape(*shape[:-1], w.shape[0])
 
     def __call__(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return self._int8(a, w) if self.use_int8 else self._float64(a, w)
@@ -81,6 +82,7 @@ class Tables:
         self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
         self._exp_tables: dict[tuple[int, torch.dtype], torch.Tensor] = {}
         self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
+        self.sigmoid_step = self.sigmoid[1:] - self.sigmoid[:-1]  # hi - lo of each interval, exact
         self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
         self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
 
@@ -98,20 +100,20 @@ class Tables:
     def _shifted(self, extra_shift: int, dtype: torch.dtype) -> torch.Tensor:
         key = (extra_shift, dtype)
         if key not in self._exp_tables:
-            n = torch.arange(EXP_TABLE_SHIFTS, device=self.exp2_frac.device)[:, None]
+            n = torch.arange(EXP_TABLE_SHIFTS - extra_shift, device=self.exp2_frac.device)[:, None]  # then all zero
             shifted = torch.bitwise_right_shift(self.exp2_frac[None, :], n + extra_shift).flatten()
             self._exp_tables[key] = torch.cat([shifted, shifted.new_zeros(1)]).to(dtype)
         return self._exp_tables[key]
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
-        """x * sigmoid(x), sigmoid linearly interpolated in the table; exact 0 / 1 beyond +-16."""
-        t = (torch.clamp(x, -tables.SIGMOID_RANGE, tables.SIGMOID_RANGE) + tables.SIGMOID_RANGE) * tables.SIGMOID_STEPS_PER_UNIT
-        i = torch.clamp(torch.floor(t), max=float(len(self.sigmoid) - 2))
-        f = t - i
-        lo = self.sigmoid[i.to(torch.int64)]
-        hi = self.sigmoid[i.to(torch.int64) + 1]
-        sig = (lo + (hi - lo) * f) / (1 << tables.TABLE_BITS)
-        return x * sig
+        """x * sigmoid(x), sigmoid linearly interpolated in the table as lo + (hi - lo) * f; exact 0 / 1 beyond +-16."""
+        t = torch.clamp(x, -tables.SIGMOID_RANGE, tables.SIGMOID_RANGE).add_(tables.SIGMOID_RANGE)
+        t.mul_(tables.SIGMOID_STEPS_PER_UNIT)
+        i = torch.floor(t).clamp_(max=float(len(self.sigmoid) - 2))
+        index = i.to(torch.int64)
+        f = t.sub_(i)
+        sig = self.sigmoid_step[index].mul_(f).add_(self.sigmoid[index]).div_(1 << tables.TABLE_BITS)
+        return sig.mul_(x)
 
 
 def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> torch.Tensor:
