@@ -1,10 +1,11 @@
-# Set-up and the two jobs a new user needs: `make demo` (pack + extract a sample) and `make test`.
+# Set-up and the two jobs a new user needs: `make demo` (pack + extract a sample) and `make test`;
+# `make bench` regenerates the benchmark report (tools/bench.py; SIZE=quick|full|BYTES, DEVICE=cpu|cuda).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test
+.PHONY: demo test bench
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+SIZE ?= quick
+DEVICE ?= cpu
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python tools/bench.py --size $(SIZE) --device $(DEVICE) --out tools/results/$$(date +%F)-bench-$(DEVICE)

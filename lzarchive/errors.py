@@ -112,3 +112,7 @@ class Interrupted(LzaError):
     """interrupted"""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class BenchmarkFailed(LzaError):
+    """benchmark of {tool}: {reason}"""

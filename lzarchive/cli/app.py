@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import EXIT_INTERRUPTED, LzaError
-from . import cat, extract, inspect, model, pack, verify
+from . import bench, cat, extract, inspect, model, pack, verify
 from .render import stderr
 
 
@@ -39,6 +39,7 @@ app = typer.Typer(
     "  lza cat docs.lza docs/README.md     read one file without extracting\n\n"
     "  lza verify docs.lza                 decode everything and check every checksum\n\n"
     "  lza extract docs.lza -C restored/   extract safely\n\n"
+    "  lza bench ~/notes                   estimate lza against xz and zstd on your own files\n\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 integrity failure, 10 not an lza archive, "
     "11 unsupported version or feature, 12 model missing or mismatched, 130 interrupted.",
     no_args_is_help=True,
@@ -47,7 +48,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (pack, extract, inspect, verify, cat, model):
+for command in (pack, extract, inspect, verify, cat, model, bench):
     command.register(app)
 
 

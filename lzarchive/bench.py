@@ -1,0 +1,177 @@
+"""Benchmark helpers shared by `lza bench` and tools/bench.py: the classical compressors, and measured round trips of
+lza and of them on the same bytes. Every run decompresses and compares: a benchmark that loses data raises."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import zstandard
+
+from .errors import BenchmarkFailed
+
+
+def _brotli(method: str) -> Callable[..., bytes] | None:
+    try:
+        import brotli
+    except ImportError:
+        return None
+    return getattr(brotli, method)
+
+
+@dataclass(frozen=True)
+class Classical:
+    """A classical compressor: its command (stdin → stdout) and the same algorithm in-process where the command is
+    missing (`None` when neither is available here)."""
+
+    name: str
+    compress: tuple[str, ...]
+    decompress: tuple[str, ...]
+    compress_py: Callable[[bytes], bytes] | None
+    decompress_py: Callable[[bytes], bytes] | None
+
+
+def _zstd(level: int) -> Callable[[bytes], bytes]:
+    return lambda data: zstandard.ZstdCompressor(level=level).compress(data)
+
+
+_brotli_compress = _brotli("compress")
+CLASSICAL = (
+    Classical("xz -9e", ("xz", "-9e", "-c"), ("xz", "-dc"), lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME),
+              lzma.decompress),
+    Classical("zstd -19", ("zstd", "-19", "-c", "-q"), ("zstd", "-dc", "-q"), _zstd(19), zstandard.decompress),
+    Classical("zstd --ultra -22", ("zstd", "--ultra", "-22", "-c", "-q"), ("zstd", "-dc", "-q"), _zstd(22),
+              zstandard.decompress),
+    Classical("brotli -q 11", ("brotli", "-q", "11", "-c"), ("brotli", "-dc"),
+              (lambda d: _brotli_compress(d, quality=11)) if _brotli_compress else None, _brotli("decompress")),
+    Classical("bzip2 -9", ("bzip2", "-9", "-c"), ("bzip2", "-dc"), lambda d: bz2.compress(d, 9), bz2.decompress),
+    Classical("gzip -9", ("gzip", "-9", "-c", "-n"), ("gzip", "-dc"), lambda d: gzip.compress(d, 9, mtime=0),
+              gzip.decompress),
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    tool: str
+    raw_bytes: int
+    stored_bytes: int
+    compress_s: float
+    decompress_s: float
+    peak_rss: int | None  # bytes, the larger of the two processes; None when measured in this process
+    how: str  # "command", "python" (in-process fallback) or "lza"
+
+    @property
+    def bits_per_byte(self) -> float:
+        return 8 * self.stored_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+
+def run_measured(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run a command; wall seconds and that process's own peak RSS in bytes (os.wait4, so earlier runs don't count)."""
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
+        stderr = proc.stderr.read() if proc.stderr else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+    finally:
+        for stream in (stdin, stdout):
+            if stream is not subprocess.DEVNULL:
+                stream.close()
+    if proc.returncode:
+        raise BenchmarkFailed(tool=" ".join(argv[:4]), reason=f"exit {proc.returncode}: {stderr.decode(errors='replace')[-500:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def measure_classical(tool: Classical, data: bytes, tmp: str) -> Measurement | None:
+    """Compress and decompress `data` with `tool`; None when it is not available on this machine."""
+    if shutil.which(tool.compress[0]):
+        raw, packed, back = (os.path.join(tmp, f"classical.{suffix}") for suffix in ("raw", "packed", "back"))
+        with open(raw, "wb") as f:
+            f.write(data)
+        compress_s, rss_c = run_measured(list(tool.compress), raw, packed)
+        decompress_s, rss_d = run_measured(list(tool.decompress), packed, back)
+        with open(back, "rb") as f:
+            _check(tool.name, f.read() == data)
+        return Measurement(tool.name, len(data), os.path.getsize(packed), compress_s, decompress_s, max(rss_c, rss_d),
+                           "command")
+    if tool.compress_py is None or tool.decompress_py is None:
+        return None
+    started = time.perf_counter()
+    packed_bytes = tool.compress_py(data)
+    middle = time.perf_counter()
+    _check(tool.name, tool.decompress_py(packed_bytes) == data)
+    return Measurement(tool.name, len(data), len(packed_bytes), middle - started, time.perf_counter() - middle, None,
+                       "python")
+
+
+def write_tree(files: dict[str, bytes], root: str) -> None:
+    for name, content in files.items():
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content)
+
+
+def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] = (), *, label: str = "lza",
+                device: str = "cpu", env: dict[str, str] | None = None) -> Measurement:
+    """Pack the tree `files` with `lza pack`, extract it, and compare every file; sizes are of the whole archive."""
+    src, archive, out = (os.path.join(tmp, name) for name in ("lza-src", "bench.lza", "lza-out"))
+    for path in (src, out):
+        shutil.rmtree(path, ignore_errors=True)
+    write_tree(files, src)
+    lza = [sys.executable, "-m", "lzarchive"]
+    compress_s, rss_c = run_measured(lza + ["pack", src, "-o", archive, "-q", "--force", "--device", device,
+                                            *pack_options], env=env)
+    decompress_s, rss_d = run_measured(lza + ["extract", archive, "-C", out, "-q", "--device", device], env=env)
+    for name, content in files.items():
+        with open(os.path.join(out, "lza-src", name), "rb") as f:
+            _check(label, f.read() == content, name)
+    return Measurement(label, sum(map(len, files.values())), os.path.getsize(archive), compress_s, decompress_s,
+                       max(rss_c, rss_d), "lza")
+
+
+def sample_files(paths: Iterable[str], budget: int, per_file: int) -> dict[str, bytes]:
+    """Up to `per_file` bytes from each regular file under `paths` (walked in sorted order) until `budget` bytes."""
+    files: dict[str, bytes] = {}
+    remaining = budget
+    for path in _walk(paths):
+        if remaining <= 0:
+            break
+        try:
+            with open(path, "rb") as f:
+                data = f.read(min(per_file, remaining))
+        except OSError:
+            continue
+        if data:
+            files[f"{len(files):05d}-{os.path.basename(path)}"] = data
+            remaining -= len(data)
+    return files
+
+
+def _walk(paths: Iterable[str]):
+    for path in paths:
+        if os.path.isfile(path):
+            yield path
+        for root, dirs, names in os.walk(path):
+            dirs.sort()
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                if os.path.isfile(full) and not os.path.islink(full):
+                    yield full
+
+
+def _check(tool: str, same: bool, name: str = "") -> None:
+    if not same:
+        raise BenchmarkFailed(tool=tool, reason=f"decompressed bytes differ{' in ' + name if name else ''}")

@@ -1,0 +1,52 @@
+"""The benchmark helpers and `lza bench`: every tool's output is decompressed and compared, a tool that loses data
+fails the benchmark, and `lza bench` reports lza next to xz and zstd on the same sampled bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lzarchive import bench
+from lzarchive.errors import BenchmarkFailed
+
+from .conftest import run_cli
+
+TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 200
+
+
+@pytest.mark.parametrize("tool", bench.CLASSICAL, ids=lambda t: t.name)
+def test_classical_round_trip_on_the_same_bytes(tool, tmp_path):
+    m = bench.measure_classical(tool, TEXT, str(tmp_path))
+    if m is None:  # neither the command nor its library is on this machine
+        assert tool.compress_py is None
+        return
+    assert m.raw_bytes == len(TEXT) and 0 < m.stored_bytes < len(TEXT) // 10
+
+
+def test_a_tool_that_loses_data_fails_the_benchmark(tmp_path):
+    lossy = bench.Classical("lossy", ("no-such-command-lza",), ("no-such-command-lza",), lambda d: d[:-1], lambda d: d)
+    with pytest.raises(BenchmarkFailed, match="differ"):
+        bench.measure_classical(lossy, TEXT, str(tmp_path))
+
+
+def test_sample_files_takes_a_prefix_of_each_file_within_the_budget(tmp_path):
+    for name, size in (("a.txt", 100), ("b.txt", 50), ("c.txt", 80)):
+        (tmp_path / name).write_bytes(bytes([ord(name[0])]) * size)
+    files = bench.sample_files([str(tmp_path)], budget=150, per_file=60)
+    assert list(files.values()) == [b"a" * 60, b"b" * 50, b"c" * 40]
+
+
+def test_lza_bench_reports_lza_xz_and_zstd(tmp_path):
+    (tmp_path / "notes.txt").write_bytes(TEXT)
+    result = run_cli("bench", str(tmp_path), "--codec", "zstd", "--json")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["tool"] for r in records] == ["lza --codec zstd", "xz -9e", "zstd -19"]
+    assert all(r["raw_bytes"] == len(TEXT) for r in records)
+    assert records[0]["stored_bytes"] < len(TEXT)
+
+
+def test_lza_bench_refuses_a_missing_path(tmp_path):
+    result = run_cli("bench", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and "no such file" in result.stderr

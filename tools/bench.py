@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""lza benchmark suite: ratio, speed, memory and random-access cost of lza against xz, zstd, brotli, bzip2 and gzip on
+the same bytes, with sweeps over chunk size, context window, decode batch and device; writes a Markdown report with
+PNG charts.
+
+Corpora are assembled from real material already on the machine (see CORPORA for provenance and licences), never from
+lza's own tests. Every lza run extracts and compares bytes; every classical run decompresses and compares.
+
+    python tools/bench.py --size quick --out tools/results/DATE-bench-cpu      # minutes on 2 CPU cores
+    python tools/bench.py --size 1M --device cuda --out tools/results/DATE-bench-gpu
+Needs the bench extra: pip install -e '.[bench]' (matplotlib, brotli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lzarchive import api, bench
+from lzarchive.codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK, LmCodec
+
+SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~25 minutes on 2 cores)
+PER_FILE = 16 << 10  # at most this much of each file, so a corpus spans many files
+TEXT = ("prose", "code", "man", "structured")
+
+
+def _stdlib(pattern: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], pattern)))
+
+
+def _site(pattern: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], pattern), recursive=True))
+
+
+# name → (what and where from, licence, how to list the files)
+CORPORA = {
+    "prose": ("licence texts: Debian's /usr/share/common-licenses and CPython's LICENSE.txt",
+              "the licences themselves permit verbatim copies",
+              lambda: [os.path.join(sysconfig.get_paths()["stdlib"], "LICENSE.txt")] + sorted(glob.glob("/usr/share/common-licenses/*"))),
+    "code": ("Python standard library modules (*.py at the top of the stdlib)", "PSF License",
+             lambda: _stdlib("*.py")),
+    "man": ("section 1 man pages of the installed Debian packages (/usr/share/man/man1, gunzipped roff)",
+            "each package's own licence (free software, see /usr/share/doc/*/copyright)",
+            lambda: sorted(glob.glob("/usr/share/man/man1/*.gz"))),
+    "structured": ("JSON, CSV and logs: package metadata and data files in site-packages, dpkg/apt logs",
+                   "each package's own licence (open source); logs are machine-generated",
+                   lambda: _site("**/*.json") + _site("**/*.csv") + ["/var/log/dpkg.log", "/var/log/apt/history.log"]),
+    "binary": ("shared libraries (/usr/lib/x86_64-linux-gnu), PNG images and already-gzipped man pages",
+               "each package's own licence",
+               lambda: sorted(glob.glob("/usr/lib/x86_64-linux-gnu/*.so*")) + _site("**/*.png")
+               + sorted(glob.glob("/usr/share/man/man8/*.gz"))),
+}
+
+
+def build_corpus(name: str, size: int) -> dict[str, bytes]:
+    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; man pages are gunzipped."""
+    files: dict[str, bytes] = {}
+    remaining = size
+    for path in CORPORA[name][2]():
+        if remaining <= 0:
+            break
+        if not os.path.isfile(path) or "lzarchive" in path:
+            continue
+        opener = gzip.open if name in TEXT and path.endswith(".gz") else open
+        try:
+            with opener(path, "rb") as f:
+                data = f.read(min(PER_FILE, remaining))
+        except OSError:
+            continue
+        if data:
+            files[f"{name}/{len(files):04d}-{os.path.basename(path)}"] = data
+            remaining -= len(data)
+    return files
+
+
+@dataclass
+class Row:
+    corpus: str
+    tool: str
+    raw_bytes: int
+    stored_bytes: int
+    bits_per_byte: float
+    compress_s: float
+    decompress_s: float
+    peak_rss_mib: float | None
+    tokens: int | None = None
+
+
+def gemm_flops() -> float:
+    """Best fp32 GEMM rate over shapes like the model's (2 * M * K * N per product)."""
+    best = 0.0
+    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (4096, 1024, 1024)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        started = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 2 * m * k * n * 5 / (time.perf_counter() - started))
+    return best
+
+
+def model_flops_per_token(model) -> int:
+    """2 x parameters that run per token: every linear layer and the output head (the embedding table when tied)."""
+    tied = "output.q" not in model.tensors
+    params = sum(t.numel() for name, t in model.tensors.items()
+                 if name.endswith(".q") and (tied or name != "tok_embeddings.q"))
+    return 2 * params
+
+
+def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None) -> Row:
+    return Row(corpus, m.tool, m.raw_bytes, m.stored_bytes, round(m.bits_per_byte, 4), round(m.compress_s, 3),
+               round(m.decompress_s, 3), round(m.peak_rss / 2**20, 1) if m.peak_rss else None, tokens)
+
+
+def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str) -> list[Row]:
+    rows = []
+    for name, files in corpora.items():
+        data = b"".join(files.values())
+        for codec in ("auto", "lm", "zstd", "store"):
+            label = "lza" if codec == "auto" else f"lza --codec {codec}"
+            print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
+            m = bench.measure_lza(files, tmp, ["--codec", codec], label=label, device=device)
+            rows.append(row_of(name, m, tokens[name] if codec in ("auto", "lm") else None))
+        for tool in bench.CLASSICAL:
+            if m := bench.measure_classical(tool, data, tmp):
+                rows.append(row_of(name, m))
+    return rows
+
+
+def chunk_size_sweep(files: dict[str, bytes], device: str, tmp: str) -> list[dict]:
+    """Ratio against the bytes decoded (and time taken) to read one small file with `lza cat`."""
+    small = min(files, key=lambda n: len(files[n]))
+    out = []
+    for codec, sizes in (("lm", (4 << 10, 8 << 10, 16 << 10)), ("zstd", (64 << 10, 256 << 10, 1 << 20, 4 << 20))):
+        for size in sizes:
+            print(f"[chunk size] {codec} {size} ...", file=sys.stderr, flush=True)
+            m = bench.measure_lza(files, tmp, ["--codec", codec, "--chunk-size", str(size)], label=codec, device=device)
+            started = time.perf_counter()
+            read = b"".join(api.cat(os.path.join(tmp, "bench.lza"), f"lza-src/{small}", device=device))
+            assert read == files[small]
+            cat_s = time.perf_counter() - started
+            out.append({"codec": codec, "chunk_size": size, "bits_per_byte": round(m.bits_per_byte, 4),
+                        "decoded_to_read_one_file": min(size, sum(map(len, files.values()))), "cat_seconds": round(cat_s, 3)})
+    return out
+
+
+def model_sweeps(files: dict[str, bytes], model, device: str) -> dict[str, list[dict]]:
+    """In-process with the codec itself: context window (ratio and speed), decode batch (throughput), device."""
+    data = b"".join(files.values())
+    chunks = [data[i : i + LM_CHUNK] for i in range(0, len(data), LM_CHUNK)]
+    sizes = [len(c) for c in chunks]
+
+    def run(codec: LmCodec) -> tuple[float, float, float, int]:
+        started = time.perf_counter()
+        payloads = codec.encode_batch(chunks)
+        middle = time.perf_counter()
+        kept = [(c, p) for c, p in zip(chunks, payloads) if p is not None]
+        decoded = codec.decode_batch([p for _, p in kept], [len(c) for c, _ in kept])
+        assert decoded == [c for c, _ in kept], "lm sweep lost data"
+        tokens = sum(len(codec.encoder.encode(c)[0]) for c, _ in kept)
+        bits = 8 * sum(len(p) for _, p in kept) / max(1, sum(len(c) for c, _ in kept))
+        return bits, tokens / (middle - started), tokens / (time.perf_counter() - middle), tokens
+
+    sweeps: dict[str, list[dict]] = {"window": [], "decode_batch": [], "device": []}
+    for window in (256, 512, 1024):
+        print(f"[window] {window} ...", file=sys.stderr, flush=True)
+        bits, enc, dec, _ = run(LmCodec(model, window=window, overlap=window // 4, device=device))
+        sweeps["window"].append({"window": window, "overlap": window // 4, "bits_per_byte": round(bits, 4),
+                                 "compress_tokens_per_s": round(enc, 1), "decompress_tokens_per_s": round(dec, 1)})
+    codec = LmCodec(model, device=device)
+    for batch in sorted({1, 8, len(chunks)}):
+        print(f"[decode batch] {batch} ...", file=sys.stderr, flush=True)
+        codec.batch_chunks = batch
+        payloads = codec.encode_batch(chunks)
+        started = time.perf_counter()
+        assert codec.decode_batch(payloads, sizes) == chunks, "lm sweep lost data"
+        tokens = sum(len(codec.encoder.encode(c)[0]) for c in chunks)
+        sweeps["decode_batch"].append({"chunks_in_lockstep": batch,
+                                       "decompress_tokens_per_s": round(tokens / (time.perf_counter() - started), 1)})
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        print(f"[device] {dev} ...", file=sys.stderr, flush=True)
+        bits, enc, dec, _ = run(LmCodec(model, device=dev))
+        sweeps["device"].append({"device": dev, "bits_per_byte": round(bits, 4), "compress_tokens_per_s": round(enc, 1),
+                                 "decompress_tokens_per_s": round(dec, 1)})
+    return sweeps
+
+
+def charts(rows: list[Row], chunk_sweep: list[dict], out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = list(dict.fromkeys(r.corpus for r in rows))
+    tools = list(dict.fromkeys(r.tool for r in rows))
+    made = []
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(tools)
+    for t, tool in enumerate(tools):
+        values = [next((r.bits_per_byte for r in rows if r.corpus == c and r.tool == tool), 0) for c in corpora]
+        ax.bar([i + t * width for i in range(len(corpora))], values, width, label=tool)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(corpora))], corpora)
+    ax.set_ylabel("bits per byte (lower is better)")
+    ax.legend(fontsize=7, ncol=5)
+    ax.set_title("Ratio per corpus per tool")
+    made.append(_save(fig, out, "ratio.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    text = [r for r in rows if r.corpus in TEXT]
+    for tool in tools:
+        mine = [r for r in text if r.tool == tool]
+        raw = sum(r.raw_bytes for r in mine)
+        ax.scatter(raw / max(1e-9, sum(r.compress_s for r in mine)) / 2**20,
+                   8 * sum(r.stored_bytes for r in mine) / raw, label=tool)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression speed, MiB/s (log)")
+    ax.set_ylabel("bits per byte on text")
+    ax.legend(fontsize=7)
+    ax.set_title("Speed against ratio (text corpora)")
+    made.append(_save(fig, out, "speed_vs_ratio.png"))
+    if not chunk_sweep:
+        return made
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for codec in dict.fromkeys(p["codec"] for p in chunk_sweep):
+        points = [p for p in chunk_sweep if p["codec"] == codec]
+        ax.plot([p["decoded_to_read_one_file"] / 1024 for p in points], [p["bits_per_byte"] for p in points], "o-",
+                label=f"lza --codec {codec}")
+    ax.set_xscale("log")
+    ax.set_xlabel("KiB decoded to read one small file (chunk size, log)")
+    ax.set_ylabel("bits per byte")
+    ax.legend()
+    ax.set_title("Chunk size: ratio against random-access cost")
+    made.append(_save(fig, out, "chunk_size.png"))
+    return made
+
+
+def _save(fig, out: str, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    return name
+
+
+def summary(rows: list[Row], flops: float, per_token: int) -> dict:
+    text = [r for r in rows if r.corpus in TEXT]
+
+    def total(tool: str, field: str) -> float:
+        return sum(getattr(r, field) for r in text if r.tool == tool)
+
+    lm = [r for r in text if r.tool == "lza --codec lm"]
+    tokens = sum(r.tokens or 0 for r in lm)
+    compress_tps = tokens / total("lza --codec lm", "compress_s")
+    decompress_tps = tokens / total("lza --codec lm", "decompress_s")
+    return {
+        "text_corpora": list(dict.fromkeys(r.corpus for r in text)),
+        "text_bytes": total("lza", "raw_bytes"),
+        "lza_over_xz_text": round(total("lza", "stored_bytes") / total("xz -9e", "stored_bytes"), 4),
+        "lza_lm_over_xz_text": round(total("lza --codec lm", "stored_bytes") / total("xz -9e", "stored_bytes"), 4),
+        "lm_tokens": tokens,
+        "compress_tokens_per_s": round(compress_tps, 1),
+        "decompress_tokens_per_s": round(decompress_tps, 1),
+        "compress_gemm_fraction": round(compress_tps * per_token / flops, 4),
+        "decompress_gemm_fraction": round(decompress_tps * per_token / flops, 4),
+        "gemm_fp32_gflops": round(flops / 1e9, 1),
+        "model_gflops_per_token": round(per_token / 1e9, 4),
+    }
+
+
+def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, made: list[str], out: str) -> str:
+    s = meta["summary"]
+    lines = [
+        f"# lza benchmark report ({meta['date']})", "",
+        f"Machine: {meta['machine']}. Command: `{meta['command']}`.", "",
+        "## Summary", "",
+        f"- Text ({s['text_bytes']} bytes over {', '.join(s['text_corpora'])}): lza / xz -9e = **{s['lza_over_xz_text']}** "
+        f"(lm codec alone: {s['lza_lm_over_xz_text']}; sizes are whole archives, header and index included).",
+        f"- lm codec: compression {s['compress_tokens_per_s']} tokens/s = **{100 * s['compress_gemm_fraction']:.1f} %**, "
+        f"decompression {s['decompress_tokens_per_s']} tokens/s = **{100 * s['decompress_gemm_fraction']:.1f} %** of "
+        f"this machine's measured fp32 GEMM rate ({s['gemm_fp32_gflops']} GFLOP/s; model FLOPs = "
+        f"{s['model_gflops_per_token']} GFLOP per token). Times are of the whole `lza pack` / `lza extract` processes, "
+        "model loading included.", "",
+        "## Ratio, speed and memory per corpus", "",
+        "| corpus | tool | bytes | stored | bits/byte | compress s | decompress s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rss = "" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.0f}"
+        lines.append(f"| {r.corpus} | {r.tool} | {r.raw_bytes} | {r.stored_bytes} | {r.bits_per_byte:.3f} | "
+                     f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {rss} |")
+    for name in made:
+        if name != "chunk_size.png":
+            lines += ["", f"![{name[:-4].replace('_', ' ')}]({name})"]
+    if chunk_sweep:
+        lines += ["", "## Chunk size: ratio against the cost of reading one small file", "",
+                  "| codec | chunk size | bits/byte | bytes decoded to read one file | lza cat s |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {p['codec']} | {p['chunk_size']} | {p['bits_per_byte']:.3f} | {p['decoded_to_read_one_file']} | "
+                  f"{p['cat_seconds']:.2f} |" for p in chunk_sweep]
+        lines += ["", "![chunk size](chunk_size.png)"]
+    lines += [""]
+    for name, points in sweeps.items():
+        lines += [f"## Sweep: {name.replace('_', ' ')} (lm codec, in-process, prose + code)", ""]
+        keys = list(points[0])
+        lines += ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
+        lines += ["| " + " | ".join(str(p[k]) for k in keys) + " |" for p in points] + [""]
+    lines += ["## Corpora", "", "| corpus | files | bytes | source | licence |", "|---|---:|---:|---|---|"]
+    for name, c in meta["corpora"].items():
+        source, licence, _ = CORPORA[name]
+        lines.append(f"| {name} | {c['files']} | {c['bytes']} | {source} | {licence} |")
+    lines += ["", "Classical tools ran as commands where installed, else in-process through the same library "
+              "(peak RSS then blank): " + ", ".join(f"{t}: {h}" for t, h in meta["classical_how"].items()) + "."]
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="quick", help="bytes per corpus: quick (8K), full (1M) or a number")
+    parser.add_argument("--out", required=True, help="directory for report.md, results.json and the charts")
+    parser.add_argument("--device", default="cpu", help="where lza's model runs (the device sweep adds cuda if present)")
+    parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated subset of " + ", ".join(CORPORA))
+    parser.add_argument("--no-sweeps", action="store_true", help="skip the chunk-size, window, batch and device sweeps")
+    args = parser.parse_args()
+    size = SIZES.get(args.size) or int(args.size)
+    os.makedirs(args.out, exist_ok=True)
+
+    model = api.load_model()
+    encoder = LmCodec(model).encoder
+    names = args.corpora.split(",")
+    if unknown := set(names) - set(CORPORA):
+        parser.error(f"unknown corpora {', '.join(sorted(unknown))}; choose from {', '.join(CORPORA)}")
+    if not set(names) & set(TEXT):
+        parser.error(f"include at least one text corpus ({', '.join(TEXT)}): the summary is about text")
+    corpora = {}
+    for name in names:
+        corpora[name] = build_corpus(name, size)
+        if not corpora[name]:
+            parser.error(f"corpus {name}: none of its sources exist on this machine ({CORPORA[name][0]})")
+    tokens = {name: sum(len(e[0]) for d in files.values() if (e := encoder.encode(d))) for name, files in corpora.items()}
+    flops = gemm_flops()
+    with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
+        rows = compare_tools(corpora, tokens, args.device, tmp)
+        sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
+        chunk_sweep = [] if args.no_sweeps else chunk_size_sweep(sweep_files, args.device, tmp)
+    sweeps = {} if args.no_sweeps else model_sweeps(sweep_files, model, args.device)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
+        "command": " ".join(["python"] + sys.argv),
+        "corpora": {n: {"files": len(f), "bytes": sum(map(len, f.values()))} for n, f in corpora.items()},
+        "classical_how": {t.name: ("command" if shutil.which(t.compress[0]) else "python")
+                          for t in bench.CLASSICAL},
+        "summary": summary(rows, flops, model_flops_per_token(model)),
+    }
+    made = charts(rows, chunk_sweep, args.out)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({**meta, "rows": [asdict(r) for r in rows], "chunk_size": chunk_sweep, "sweeps": sweeps}, f, indent=1)
+    print(report(meta, rows, chunk_sweep, sweeps, made, args.out))
+    print(json.dumps(meta["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
