@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import torch
 import zstandard
 
 from .errors import BenchmarkFailed
@@ -71,6 +72,25 @@ class Measurement:
     @property
     def bits_per_byte(self) -> float:
         return 8 * self.stored_bytes / self.raw_bytes if self.raw_bytes else 0.0
+
+
+def gemm_flops() -> float:
+    """This machine's best fp32 GEMM rate (FLOP/s) over shapes like the default model's: the yardstick for lm speed."""
+    best = 0.0
+    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (4096, 1024, 1024)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        started = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 2 * m * k * n * 5 / (time.perf_counter() - started))
+    return best
+
+
+def model_flops_per_token(tensors: dict[str, torch.Tensor]) -> int:
+    """2 x the parameters that run per token: every linear layer and the output head (the embeddings when tied)."""
+    tied = "output.q" not in tensors
+    return 2 * sum(t.numel() for name, t in tensors.items() if name.endswith(".q") and (tied or name != "tok_embeddings.q"))
 
 
 def run_measured(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,

@@ -98,27 +98,6 @@ class Row:
     tokens: int | None = None
 
 
-def gemm_flops() -> float:
-    """Best fp32 GEMM rate over shapes like the model's (2 * M * K * N per product)."""
-    best = 0.0
-    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (4096, 1024, 1024)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        a @ b
-        started = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        best = max(best, 2 * m * k * n * 5 / (time.perf_counter() - started))
-    return best
-
-
-def model_flops_per_token(model) -> int:
-    """2 x parameters that run per token: every linear layer and the output head (the embedding table when tied)."""
-    tied = "output.q" not in model.tensors
-    params = sum(t.numel() for name, t in model.tensors.items()
-                 if name.endswith(".q") and (tied or name != "tok_embeddings.q"))
-    return 2 * params
-
-
 def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None) -> Row:
     return Row(corpus, m.tool, m.raw_bytes, m.stored_bytes, round(m.bits_per_byte, 4), round(m.compress_s, 3),
                round(m.decompress_s, 3), round(m.peak_rss / 2**20, 1) if m.peak_rss else None, tokens)
@@ -352,7 +331,7 @@ def main() -> None:
         if not corpora[name]:
             parser.error(f"corpus {name}: none of its sources exist on this machine ({CORPORA[name][0]})")
     tokens = {name: sum(len(e[0]) for d in files.values() if (e := encoder.encode(d))) for name, files in corpora.items()}
-    flops = gemm_flops()
+    flops = bench.gemm_flops()
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
         rows = compare_tools(corpora, tokens, args.device, tmp)
         sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
@@ -366,7 +345,7 @@ def main() -> None:
         "corpora": {n: {"files": len(f), "bytes": sum(map(len, f.values()))} for n, f in corpora.items()},
         "classical_how": {t.name: ("command" if shutil.which(t.compress[0]) else "python")
                           for t in bench.CLASSICAL},
-        "summary": summary(rows, flops, model_flops_per_token(model)),
+        "summary": summary(rows, flops, bench.model_flops_per_token(model.tensors)),
     }
     made = charts(rows, chunk_sweep, args.out)
     with open(os.path.join(args.out, "results.json"), "w") as f:
