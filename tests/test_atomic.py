@@ -19,7 +19,7 @@ def slow_source(tmp_path_factory):
     src = tmp_path_factory.mktemp("slow") / "data"
     src.mkdir()
     rng = random.Random(7)
-    for i in range(12):
+    for i in range(32):  # 128 MiB: the pack must outlast the signal by a wide margin on a fast, idle machine
         (src / f"part{i}.bin").write_bytes(rng.randbytes(4 << 20))
     return src
 
