@@ -162,20 +162,23 @@ def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] =
                        max(rss_c, rss_d), "lza")
 
 
-def sample_files(paths: Iterable[str], budget: int, per_file: int) -> dict[str, bytes]:
-    """Up to `per_file` bytes from each regular file under `paths` (walked in sorted order) until `budget` bytes."""
+def sample_files(paths: Iterable[str], budget: int, per_file: int, *, prefix: str = "",
+                 gunzip: bool = False) -> dict[str, bytes]:
+    """Up to `per_file` bytes from each regular file under `paths` (walked in sorted order) until `budget` bytes,
+    named `prefix` + sequence number + base name; with `gunzip`, .gz files are read decompressed."""
     files: dict[str, bytes] = {}
     remaining = budget
     for path in _walk(paths):
         if remaining <= 0:
             break
+        opener = gzip.open if gunzip and path.endswith(".gz") else open
         try:
-            with open(path, "rb") as f:
+            with opener(path, "rb") as f:
                 data = f.read(min(per_file, remaining))
         except OSError:
             continue
         if data:
-            files[f"{len(files):05d}-{os.path.basename(path)}"] = data
+            files[f"{prefix}{len(files):04d}-{os.path.basename(path)}"] = data
             remaining -= len(data)
     return files
 

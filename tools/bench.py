@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
 import json
 import os
 import platform
@@ -65,24 +64,9 @@ CORPORA = {
 
 
 def build_corpus(name: str, size: int) -> dict[str, bytes]:
-    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; man pages are gunzipped."""
-    files: dict[str, bytes] = {}
-    remaining = size
-    for path in CORPORA[name][2]():
-        if remaining <= 0:
-            break
-        if not os.path.isfile(path) or "lzarchive" in path:
-            continue
-        opener = gzip.open if name in TEXT and path.endswith(".gz") else open
-        try:
-            with opener(path, "rb") as f:
-                data = f.read(min(PER_FILE, remaining))
-        except OSError:
-            continue
-        if data:
-            files[f"{name}/{len(files):04d}-{os.path.basename(path)}"] = data
-            remaining -= len(data)
-    return files
+    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; text man pages are gunzipped."""
+    paths = [path for path in CORPORA[name][2]() if "lzarchive" not in path]
+    return bench.sample_files(paths, size, PER_FILE, prefix=f"{name}/", gunzip=name in TEXT)
 
 
 @dataclass
