@@ -93,25 +93,35 @@ def model_flops_per_token(tensors: dict[str, torch.Tensor]) -> int:
     return 2 * sum(t.numel() for name, t in tensors.items() if name.endswith(".q") and (tied or name != "tok_embeddings.q"))
 
 
+# Runs the command and reports its own peak RSS. A launcher is needed because a child forked from a large process
+# (this one, with torch and the model loaded) inherits the parent's RSS in ru_maxrss; the command forked from this
+# small launcher inherits only the launcher's (about 8 MiB), so tools smaller than that read as that floor.
+_LAUNCHER = ("import os, sys\n"
+             "pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "sys.stderr.write(f'\\nlza-peak-rss-kib {usage.ru_maxrss}\\n')\n"
+             "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
 def run_measured(argv: list[str], stdin_path: str | None = None, stdout_path: str | None = None,
                  env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run a command; wall seconds and that process's own peak RSS in bytes (os.wait4, so earlier runs don't count)."""
+    """Run a command; wall seconds and that command's own peak RSS in bytes (see _LAUNCHER)."""
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
     try:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
-        stderr = proc.stderr.read() if proc.stderr else b""
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, *argv], stdin=stdin, stdout=stdout,
+                              stderr=subprocess.PIPE, env=env)
         wall = time.perf_counter() - started
     finally:
         for stream in (stdin, stdout):
             if stream is not subprocess.DEVNULL:
                 stream.close()
-    if proc.returncode:
-        raise BenchmarkFailed(tool=" ".join(argv[:4]), reason=f"exit {proc.returncode}: {stderr.decode(errors='replace')[-500:]}")
-    return wall, usage.ru_maxrss * 1024
+    stderr, _, peak = proc.stderr.rpartition(b"\nlza-peak-rss-kib ")
+    if proc.returncode or not peak:
+        reason = f"exit {proc.returncode}: {stderr.decode(errors='replace')[-500:]}"
+        raise BenchmarkFailed(tool=" ".join(argv[:4]), reason=reason)
+    return wall, int(peak) * 1024
 
 
 def measure_classical(tool: Classical, data: bytes, tmp: str) -> Measurement | None:

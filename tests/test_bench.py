@@ -4,6 +4,7 @@ fails the benchmark, and `lza bench` reports lza next to xz and zstd on the same
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -50,3 +51,17 @@ def test_lza_bench_reports_lza_xz_and_zstd(tmp_path):
 def test_lza_bench_refuses_a_missing_path(tmp_path):
     result = run_cli("bench", str(tmp_path / "nope"))
     assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_peak_rss_is_the_commands_own_not_this_process():
+    ballast = bytearray(400 << 20)  # this process is large; a plain fork would report at least this much
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    _, small = bench.run_measured(["true"])
+    _, large = bench.run_measured([sys.executable, "-c", "b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096])"])
+    assert small < 64 << 20
+    assert 200 << 20 <= large < 400 << 20
+
+
+def test_a_failing_command_fails_the_benchmark():
+    with pytest.raises(BenchmarkFailed, match="exit 3"):
+        bench.run_measured(["sh", "-c", "echo broken >&2; exit 3"])

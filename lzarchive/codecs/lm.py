@@ -199,13 +199,14 @@ class LmCodec(Codec):
             if step in restarts:
                 rows = active
                 primer = [[cfg.bos_token] + tokens[i][max(0, step - overlap) : step] for i in rows] if step else [[cfg.bos_token]] * len(rows)
+                cache = None  # free the old cache first: two at once doubled the peak memory of extraction
                 cache = self.engine.new_cache(len(rows), window)
                 inputs = torch.tensor(primer, device=self.engine.device)
             else:
                 if 2 * len(active) <= len(rows):
                     still = set(active)
                     keep = [row for row, i in enumerate(rows) if i in still]
-                    cache = cache.select(torch.tensor(keep, dtype=torch.long, device=self.engine.device))
+                    cache.select(torch.tensor(keep, dtype=torch.long, device=self.engine.device))
                     rows = active
                 inputs = torch.tensor([[tokens[i][-1]] for i in rows], device=self.engine.device)
             hidden_q, hidden_s = self.engine.forward(inputs, cache)

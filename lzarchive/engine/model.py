@@ -54,9 +54,11 @@ class KVCache:
     v_scale: list[torch.Tensor]
     length: int = 0
 
-    def select(self, rows: torch.Tensor) -> KVCache:
-        groups = [[t[rows] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)]
-        return KVCache(*groups, length=self.length)
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows `rows`, one layer at a time (the peak is the old cache plus one layer)."""
+        for group in (self.k, self.k_scale, self.v, self.v_scale):
+            for layer, tensor in enumerate(group):
+                group[layer] = tensor[rows]
 
 
 class ExactLlama:
