@@ -16,7 +16,7 @@ from .kernels import F64, QMAX, IntMatmul, Tables, frequency_table, quantize
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
-MLP_BLOCK = 256  # positions per MLP block
+MLP_BLOCK = 256  # rows (batch x positions) per MLP block
 
 
 @dataclass(frozen=True)
@@ -183,13 +183,14 @@ class ExactLlama:
                                    cache.v[layer][:, :, :end], cache.v_scale[layer][:, :, :end], positions)
             a, s = quantize(attn)
             x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
-            # the MLP is row-wise: blocks of positions keep its float64 intermediates in cache
-            x = torch.cat([rows + self._mlp(rows, p) for rows in x.split(MLP_BLOCK, dim=1)], dim=1)
+            # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch
+            rows = x.reshape(batch * steps, cfg.hidden)
+            x = torch.cat([block + self._mlp(block, p) for block in rows.split(MLP_BLOCK)]).view(batch, steps, cfg.hidden)
         cache.length = end
         return self._norm_quantize(x, "norm")
 
     def _mlp(self, x: torch.Tensor, p: str) -> torch.Tensor:
-        """The residual update of one MLP block for rows x (B, T, d) int64."""
+        """The residual update of one MLP block for rows x (n, d) int64."""
         cfg = self.config
         a, s = self._norm_quantize(x, p + "ffn_norm")
         gate, up = self._linear(a, s, p + "w_gate_up").split([cfg.intermediate, cfg.intermediate], dim=-1)
