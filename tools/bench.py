@@ -31,7 +31,7 @@ from lzarchive import api, bench
 from lzarchive.cli.render import parse_size
 from lzarchive.codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK, DEFAULT_WINDOW, LmCodec
 
-SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~35 minutes on 2 cores)
+SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
 PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of the corpus: a corpus spans many files
 BATCH_SWEEP_CHUNKS = 16  # the decode batch sweep cuts its text into this many chunks
 TEXT = ("prose", "code", "man", "structured")
@@ -311,7 +311,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="quick", help="bytes per corpus: quick (8K), full (1M) or a size (256K)")
     parser.add_argument("--out", required=True, help="directory for report.md, results.json and the charts")
-    parser.add_argument("--device", default="cpu", help="where lza's model runs (the device sweep adds cuda if present)")
+    parser.add_argument("--device", default="cpu", help="where lza's model runs (the device sweep also runs the other of cpu and cuda, if present)")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated subset of " + ", ".join(CORPORA))
     parser.add_argument("--no-sweeps", action="store_true", help="skip the chunk-size, window, batch and device sweeps")
     args = parser.parse_args()
