@@ -154,10 +154,14 @@ def write_tree(files: dict[str, bytes], root: str) -> None:
             f.write(content)
 
 
+LZA_TREE = "lza-src"  # measure_lza's tree under `tmp`, and so the prefix of every path in its archive
+LZA_ARCHIVE = "bench.lza"  # measure_lza's archive under `tmp`, left there until the next measurement
+
+
 def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] = (), *, label: str = "lza",
                 device: str = "cpu", env: dict[str, str] | None = None) -> Measurement:
     """Pack the tree `files` with `lza pack`, extract it, and compare every file; sizes are of the whole archive."""
-    src, archive, out = (os.path.join(tmp, name) for name in ("lza-src", "bench.lza", "lza-out"))
+    src, archive, out = (os.path.join(tmp, name) for name in (LZA_TREE, LZA_ARCHIVE, "lza-out"))
     for path in (src, out):
         shutil.rmtree(path, ignore_errors=True)
     write_tree(files, src)
@@ -166,7 +170,7 @@ def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] =
                                             *pack_options], env=env)
     decompress_s, rss_d = run_measured(lza + ["extract", archive, "-C", out, "-q", "--device", device], env=env)
     for name, content in files.items():
-        with open(os.path.join(out, "lza-src", name), "rb") as f:
+        with open(os.path.join(out, LZA_TREE, name), "rb") as f:
             _check(label, f.read() == content, name)
     return Measurement(label, sum(map(len, files.values())), os.path.getsize(archive), compress_s, decompress_s,
                        max(rss_c, rss_d), "lza")

@@ -100,7 +100,7 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
             label = "lza" if codec == "auto" else f"lza --codec {codec}"
             print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
             m = bench.measure_lza(files, tmp, ["--codec", codec], label=label, device=device)
-            lm = api.info(os.path.join(tmp, "bench.lza")).codecs.get("lm", {}).get("raw_bytes", 0)
+            lm = api.info(os.path.join(tmp, bench.LZA_ARCHIVE)).codecs.get("lm", {}).get("raw_bytes", 0)
             rows.append(row_of(name, m, tokens[name] if lm else None, lm))
         for tool in bench.CLASSICAL:
             if m := bench.measure_classical(tool, data, tmp):
@@ -117,7 +117,7 @@ def chunk_size_sweep(files: dict[str, bytes], device: str, tmp: str) -> list[dic
             print(f"[chunk size] {codec} {size} ...", file=sys.stderr, flush=True)
             m = bench.measure_lza(files, tmp, ["--codec", codec, "--chunk-size", str(size)], label=codec, device=device)
             started = time.perf_counter()
-            read = b"".join(api.cat(os.path.join(tmp, "bench.lza"), f"lza-src/{small}", device=device))
+            read = b"".join(api.cat(os.path.join(tmp, bench.LZA_ARCHIVE), f"{bench.LZA_TREE}/{small}", device=device))
             assert read == files[small]
             cat_s = time.perf_counter() - started
             out.append({"codec": codec, "chunk_size": size, "bits_per_byte": round(m.bits_per_byte, 4),
@@ -268,7 +268,7 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
         f"this machine's measured fp32 GEMM rate ({s['gemm_fp32_gflops']} GFLOP/s; model FLOPs = "
         f"{s['model_gflops_per_token']} GFLOP per token). Times are of the whole `lza pack` / `lza extract` processes, "
         "model loading included. A file of one chunk decodes token by token alone; archives of many chunks decode "
-        "up to 32 of them in lockstep (see the decode batch sweep).", "",
+        f"up to {LmCodec.batch_chunks} of them in lockstep{' (see the decode batch sweep)' if sweeps else ''}.", "",
         "## Ratio, speed and memory per corpus", "",
         "Peak RSS is each process's own, measured through a small launcher (about 8 MiB, which smaller tools read as).",
         "",
