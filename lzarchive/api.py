@@ -50,14 +50,22 @@ def load_model(model: str | None = None) -> CompiledModel:
         raise ModelUnavailable(reason=str(exc)) from None
 
 
-def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu") -> list[Codec]:
-    """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins."""
+def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
+                   window: int | None = None) -> list[Codec]:
+    """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
+    `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default."""
     if name not in CODEC_CHOICES:
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
+    if window is not None and name not in ("auto", "lm"):
+        raise UsageError(reason=f"a window applies to the lm codec only, not to {name}")
     zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
     codecs: list[Codec] = []
     if name in ("auto", "lm"):
-        codecs.append(LmCodec(load_model(model), device=device))
+        loaded = load_model(model)
+        try:
+            codecs.append(LmCodec(loaded, device=device, window=window))
+        except ValueError as exc:
+            raise UsageError(reason=str(exc)) from None
     if name in ("auto", "zstd"):
         codecs.append(zstd)
     return codecs
@@ -99,6 +107,7 @@ def pack(
     zstd_level: int | None = None,
     model: str | None = None,
     device: str = "cpu",
+    window: int | None = None,
     index_encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
@@ -107,7 +116,7 @@ def pack(
         raise UsageError(reason="nothing to pack: name at least one file or directory")
     if os.path.lexists(output) and not force:
         raise OutputError(path=output, reason="already exists (use --force to replace it)")
-    codecs = resolve_codecs(codec, zstd_level, model=model, device=device)
+    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window)
     if chunk_size is None:
         chunk_size = LM_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
     models = [c.model_ref for c in codecs if isinstance(c, LmCodec)]

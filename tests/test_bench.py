@@ -46,6 +46,10 @@ def test_lza_bench_reports_lza_xz_and_zstd(tmp_path):
     assert [r["tool"] for r in records] == ["lza --codec zstd", "xz -9e", "zstd -19"]
     assert all(r["raw_bytes"] == len(TEXT) for r in records)
     assert records[0]["stored_bytes"] < len(TEXT)
+    # pack options reach lza pack: 9 KiB in 1 KiB chunks, each coded alone, store more than one chunk does
+    small = run_cli("bench", str(tmp_path), "--codec", "zstd", "--chunk-size", "1K", "--json")
+    first = json.loads(small.stdout.decode().splitlines()[0])
+    assert first["tool"] == "lza --codec zstd --chunk-size 1K" and first["stored_bytes"] > records[0]["stored_bytes"]
 
 
 def test_lza_bench_refuses_a_missing_path(tmp_path):

@@ -45,6 +45,8 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--codec", "nope").exit_code == EXIT_USAGE
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--chunk-size", "big").exit_code == EXIT_USAGE
     assert run_cli("frobnicate").exit_code == EXIT_USAGE
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--window", "512")
+    assert result.exit_code == EXIT_USAGE and "lm codec only" in result.stderr
     assert not (tmp_path / "x.lza").exists()
 
 

@@ -86,3 +86,21 @@ def test_cli_round_trip_on_real_text(tmp_path):
     assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0
     for name, data in real_text().items():
         assert (tmp_path / "x" / "docs" / name).read_bytes() == data
+
+
+def test_cli_window_option_reaches_the_codec_and_is_checked(tmp_path):
+    src = tmp_path / "prose.txt"
+    src.write_bytes(real_text()["prose.txt"])
+    archives = {}
+    for window in ("64", None):
+        out = str(tmp_path / f"w{window}.lza")
+        result = run_cli("pack", str(src), "-o", out, "--codec", "lm", "-q", *(["--window", window] if window else []))
+        assert result.exit_code == 0, result.stderr
+        assert run_cli("extract", out, "-C", str(tmp_path / f"x{window}"), "-q").exit_code == 0
+        assert (tmp_path / f"x{window}" / "prose.txt").read_bytes() == src.read_bytes()
+        with open(out, "rb") as f:
+            archives[window] = f.read()
+    # ~200 tokens in windows of 64 see less context: a different and larger archive
+    assert len(archives["64"]) > len(archives[None])
+    result = run_cli("pack", str(src), "-o", str(tmp_path / "big.lza"), "--window", "4096")
+    assert result.exit_code == 2 and "does not fit the model (2048 positions)" in result.stderr

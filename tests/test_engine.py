@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 
+import numba
 import pytest
 import torch
 
@@ -72,15 +73,61 @@ def test_batch_and_neighbours_do_not_matter(engine, batch):
 
 def test_thread_count_does_not_matter(engine):
     tokens = random_tokens(80, 4, engine.config.vocab_size)
-    threads = torch.get_num_threads()
+    threads, compiled_threads = torch.get_num_threads(), numba.get_num_threads()
     try:
         torch.set_num_threads(1)
+        numba.set_num_threads(1)
         one = tables_for(engine, [tokens, tokens[::-1]])
         torch.set_num_threads(2)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         two = tables_for(engine, [tokens, tokens[::-1]])
     finally:
         torch.set_num_threads(threads)
+        numba.set_num_threads(compiled_threads)
     assert torch.equal(one, two)
+
+
+def test_compiled_and_torch_attention_agree():
+    """The compiled CPU loops (the default on a CPU) and the torch operations (any device) give the same integers."""
+    model = tiny_model()
+    compiled = ExactLlama(model.config, model.tensors)
+    reference = ExactLlama(model.config, model.tensors, compiled_attention=False)
+    assert compiled.compiled_attention and not reference.compiled_attention
+    vocab = model.config.vocab_size
+    tokens = [random_tokens(200, 7, vocab), random_tokens(200, 8, vocab)]  # 200 positions: two attention blocks
+    assert torch.equal(tables_for(compiled, tokens), tables_for(reference, tokens))
+    tokens = random_tokens(60, 9, vocab)
+    assert torch.equal(incremental_tables(compiled, tokens, prefill=20), incremental_tables(reference, tokens, prefill=20))
+    # extreme blocks: integers at +-QMAX, scales over twelve orders of magnitude (many p = 0, some ties), one head
+    # whose value scales are all 0 (its largest weight is 0)
+    g = torch.Generator().manual_seed(10)
+    batch, heads, keys, hd = 2, 2, 300, 16
+
+    def integers(*shape):
+        x = torch.randint(-QMAX, QMAX + 1, shape, generator=g).to(torch.float64)
+        x.view(-1)[:: 7] = QMAX
+        x.view(-1)[3:: 11] = -QMAX
+        return x
+
+    def scales(*shape):
+        return torch.exp2(torch.randint(-40, 0, shape, generator=g).to(torch.float64)) * torch.rand(shape, generator=g, dtype=torch.float64)
+
+    k, v, ks, vs = integers(batch, heads, keys, hd), integers(batch, heads, keys, hd), scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
+    vs[1, 1] = 0.0
+    for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278)):
+        rows = 3 * len(positions)
+        block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
+        expected = reference._torch_block(block, block_factor, k, ks, v, vs, positions)
+        assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, positions), expected)
+    # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
+    # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
+    k, v = torch.ones(1, 1, 2, hd, dtype=torch.float64), torch.ones(1, 1, 2, hd, dtype=torch.float64)
+    ks = torch.ones(1, 1, 2, 1, dtype=torch.float64)
+    vs = torch.tensor([QMAX, 2.5], dtype=torch.float64).view(1, 1, 2, 1) / 2**15
+    block, block_factor = torch.ones(1, 1, 3, hd, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.float64)
+    expected = reference._torch_block(block, block_factor, k, ks, v, vs, torch.tensor([1]))
+    assert torch.equal(expected, torch.full_like(expected, (QMAX + 2) / 2**16))  # (QMAX + 2) * (1 / (2 * 2^15))
+    assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
 
 
 def test_int8_and_float64_matmul_paths_agree():

@@ -58,6 +58,21 @@ def test_codec_round_trip_alone_and_in_batches(chunks):
         assert codec.decode_batch([p for _, p in coded], [len(c) for c, _ in coded]) == together
 
 
+def test_lockstep_groups_stay_within_the_kv_cache_budget(monkeypatch):
+    codec = LmCodec(tiny_model(), window=32, overlap=8)
+    cache = codec.engine.new_cache(1, 32)
+    assert codec.engine.cache_bytes(32) == sum(t.numel() * t.element_size() for group in (cache.k, cache.k_scale, cache.v,
+                                                                                        cache.v_scale) for t in group)
+    chunks = [greedy_text(tiny_model(), 60 + 10 * i) for i in range(5)]
+    payloads = codec.encode_batch(chunks)
+    groups = []
+    decode_group = codec._decode_group
+    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[2])) or decode_group(*args))
+    monkeypatch.setattr("lzarchive.codecs.lm.DECODE_CACHE_BUDGET", 2 * codec.engine.cache_bytes(32) + 1)
+    assert codec.decode_batch(payloads, [len(c) for c in chunks]) == chunks
+    assert groups == [2, 2, 1]
+
+
 def test_cli_round_trip_with_lm(tiny_path, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

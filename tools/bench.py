@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -29,7 +30,8 @@ import torch
 
 from lzarchive import api, bench
 from lzarchive.cli.render import parse_size
-from lzarchive.codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK, DEFAULT_WINDOW, LmCodec
+from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, DEFAULT_WINDOW, LmCodec
+from lzarchive.codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK
 
 SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
 PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of the corpus: a corpus spans many files
@@ -90,16 +92,19 @@ def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None, lm_byte
                round(m.decompress_s, 3), round(m.peak_rss / 2**20, 1) if m.peak_rss else None, tokens, lm_bytes)
 
 
-def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str) -> list[Row]:
+def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str,
+                  lm_options: list[str]) -> list[Row]:
     """lza (auto), each of its codecs, and the classical tools. On text, auto codes with lm (lm_bytes tells), so a
-    separate --codec lm run would repeat the slowest measurement; it runs on the other corpora, where it differs."""
+    separate --codec lm run would repeat the slowest measurement; it runs on the other corpora, where it differs.
+    `lm_options`: extra `lza pack` options for the runs that use the model (auto, lm)."""
     rows = []
     for name, files in corpora.items():
         data = b"".join(files.values())
         for codec in ("auto", "zstd", "store") if name in TEXT else ("auto", "lm", "zstd", "store"):
             label = "lza" if codec == "auto" else f"lza --codec {codec}"
             print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
-            m = bench.measure_lza(files, tmp, ["--codec", codec], label=label, device=device)
+            options = ["--codec", codec] + (lm_options if codec in ("auto", "lm") else [])
+            m = bench.measure_lza(files, tmp, options, label=label, device=device)
             lm = api.info(os.path.join(tmp, bench.LZA_ARCHIVE)).codecs.get("lm", {}).get("raw_bytes", 0)
             rows.append(row_of(name, m, tokens[name] if lm else None, lm))
         for tool in bench.CLASSICAL:
@@ -146,7 +151,7 @@ def model_sweeps(files: dict[str, bytes], model, device: str) -> dict[str, list[
 
     chunks = cut(LM_CHUNK)
     sweeps: dict[str, list[dict]] = {"window": [], "decode_batch": [], "device": []}
-    for window in (256, 512, 1024):
+    for window in (w for w in (256, 512, 1024, 2048) if w <= model.config.max_positions):
         print(f"[window] {window} ...", file=sys.stderr, flush=True)
         result = run(LmCodec(model, window=window, overlap=window // 4, device=device), chunks)
         sweeps["window"].append({"window": window, "overlap": window // 4, **result})
@@ -268,7 +273,8 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
         f"this machine's measured fp32 GEMM rate ({s['gemm_fp32_gflops']} GFLOP/s; model FLOPs = "
         f"{s['model_gflops_per_token']} GFLOP per token). Times are of the whole `lza pack` / `lza extract` processes, "
         "model loading included. A file of one chunk decodes token by token alone; archives of many chunks decode "
-        f"up to {LmCodec.batch_chunks} of them in lockstep{' (see the decode batch sweep)' if sweeps else ''}.", "",
+        f"up to {LmCodec.batch_chunks} of them in lockstep (fewer at longer windows: their KV caches stay within "
+        f"{DECODE_CACHE_BUDGET >> 30} GiB){' (see the decode batch sweep)' if sweeps else ''}.", "",
         "## Ratio, speed and memory per corpus", "",
         "Peak RSS is each process's own, measured through a small launcher (about 8 MiB, which smaller tools read as).",
         "",
@@ -314,6 +320,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where lza's model runs (the device sweep also runs the other of cpu and cuda, if present)")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated subset of " + ", ".join(CORPORA))
     parser.add_argument("--no-sweeps", action="store_true", help="skip the chunk-size, window, batch and device sweeps")
+    parser.add_argument("--lm-options", default="", help="extra lza pack options for the runs that use the model, "
+                        "e.g. '--chunk-size 32K --window 2048' (the tighter setting)")
     args = parser.parse_args()
     size = SIZES.get(args.size) or parse_size(args.size)
     os.makedirs(args.out, exist_ok=True)
@@ -333,7 +341,7 @@ def main() -> None:
     tokens = {name: sum(len(e[0]) for d in files.values() if (e := encoder.encode(d))) for name, files in corpora.items()}
     flops = bench.gemm_flops()
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        rows = compare_tools(corpora, tokens, args.device, tmp)
+        rows = compare_tools(corpora, tokens, args.device, tmp, shlex.split(args.lm_options))
         sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
         chunk_sweep = [] if args.no_sweeps else chunk_size_sweep(sweep_files, args.device, tmp)
     sweeps = {} if args.no_sweeps else model_sweeps(sweep_files, model, args.device)
@@ -341,7 +349,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
-        "command": " ".join(["python"] + sys.argv),
+        "command": shlex.join(["python"] + sys.argv),
         "corpora": {n: {"files": len(f), "bytes": sum(map(len, f.values()))} for n, f in corpora.items()},
         "classical_how": {t.name: ("command" if shutil.which(t.compress[0]) else "python")
                           for t in bench.CLASSICAL},

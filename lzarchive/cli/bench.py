@@ -21,6 +21,8 @@ def bench_files(
     sample: Annotated[str, typer.Option(help="Bytes to sample in all (on 2 CPU cores the lm codec packs ~220 tokens/s and unpacks far slower: 64K takes several minutes).")] = "64K",
     per_file: Annotated[str, typer.Option(help="At most this many bytes from the start of each file, so the sample spans many files.")] = "16K",
     codec: Annotated[str, typer.Option(help="The lza codec to try: auto, lm, zstd or store.")] = "auto",
+    chunk_size: Annotated[Optional[str], typer.Option(help="Passed to lza pack (e.g. 32K).")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Passed to lza pack: the lm codec's context in tokens (e.g. 2048 with --chunk-size 32K: tighter, slower).")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per tool.")] = False,
 ) -> None:
@@ -43,7 +45,8 @@ def bench_files(
         stderr.print(f"sampled {human_bytes(len(data))} from {len(chosen)} files; packing with lza --codec {codec} ...",
                      markup=False)
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        results = [bench.measure_lza(chosen, tmp, ["--codec", codec], label=f"lza --codec {codec}", device=device)]
+        options = ["--codec", codec] + (["--chunk-size", chunk_size] if chunk_size else []) + (["--window", str(window)] if window else [])
+        results = [bench.measure_lza(chosen, tmp, options, label=" ".join(["lza"] + options), device=device)]
         results += [m for tool in bench.CLASSICAL if tool.name in COMPARED if (m := bench.measure_classical(tool, data, tmp))]
     if json_output:
         for m in results:

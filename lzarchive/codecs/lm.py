@@ -26,6 +26,7 @@ DEFAULT_CHUNK_SIZE = 8 * 1024  # measured: same ratio as 16 KiB on real text, ha
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
 FREQ_ROWS = 16  # rows of frequency tables computed at once: 16 x vocab int64 stays in cache (measured 4x faster than 256)
+DECODE_CACHE_BUDGET = 3 << 30  # bytes of KV cache for the chunks decoded in lockstep: 32 at the default model and window
 
 
 def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -72,7 +73,7 @@ class LmCodec(Codec):
 
     codec_id = CodecId.LM
     name = "lm"
-    batch_chunks = 32  # chunks per lockstep decode (each holds a float64 KV cache of ~94 MB with the default model)
+    batch_chunks = 32  # chunks per lockstep decode at most; fewer where their KV caches would exceed DECODE_CACHE_BUDGET
 
     def __post_init__(self) -> None:
         cfg = self.model.config
@@ -160,8 +161,9 @@ class LmCodec(Codec):
         for i, (window, overlap, _, _) in enumerate(parsed):
             groups.setdefault((window, overlap), []).append(i)
         for (window, overlap), members in groups.items():
-            for lo in range(0, len(members), self.batch_chunks):
-                part = members[lo : lo + self.batch_chunks]
+            lockstep = max(1, min(self.batch_chunks, DECODE_CACHE_BUDGET // self.engine.cache_bytes(window)))
+            for lo in range(0, len(members), lockstep):
+                part = members[lo : lo + lockstep]
                 decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [raw_sizes[i] for i in part])
                 for i, data in zip(part, decoded):
                     results[i] = data

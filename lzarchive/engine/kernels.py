@@ -7,6 +7,8 @@ Integer-valued tensors are held in float64 (exact below 2^53) or int64.
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 
 from . import tables
@@ -15,6 +17,7 @@ QMAX = 32639  # activations: |q| <= QMAX, so q = 256 * hi + lo with hi, lo in in
 WMAX = 127  # weights: int8
 EXP_TABLE_SHIFTS = 31  # E[i] < 2^31, so shifts of 31 and more give 0
 LOG2E = 1.4426950408889634  # the binary64 nearest to log2(e)
+EXP_INDEX_SCALE = -LOG2E * tables.EXP2_FRAC_STEPS  # exact: times a power of two
 F64 = torch.float64
 
 
@@ -93,11 +96,12 @@ class Tables:
 
         Computed as one gather from the table of all E[i] >> (n + extra_shift), indexed by k = floor(y * 4096)
         (the same integers: scaling by 4096 is exact, so floor(y * 4096) = 4096 * n + floor(f * 4096))."""
-        table = self._shifted(extra_shift, dtype)
-        k = d.mul_(-LOG2E * tables.EXP2_FRAC_STEPS).clamp_(max=float(len(table) - 1))
+        table = self.shifted(extra_shift, dtype)
+        k = d.mul_(EXP_INDEX_SCALE).clamp_(max=float(len(table) - 1))
         return table[k.to(torch.int64)]
 
-    def _shifted(self, extra_shift: int, dtype: torch.dtype) -> torch.Tensor:
+    def shifted(self, extra_shift: int, dtype: torch.dtype) -> torch.Tensor:
+        """The table exp_neg gathers from: E[i] >> (n + extra_shift) at index 4096 * n + i, then one 0."""
         key = (extra_shift, dtype)
         if key not in self._exp_tables:
             n = torch.arange(EXP_TABLE_SHIFTS - extra_shift, device=self.exp2_frac.device)[:, None]  # then all zero
@@ -128,3 +132,73 @@ def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> tor
     remainder = (1 << total_bits) - freq.sum(dim=-1, keepdim=True)
     top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
     return freq.scatter_add(-1, top, remainder)
+
+
+# ---------------------------------------------------------------------------------------------- fused CPU attention
+# The same arithmetic as ExactLlama's torch attention, in compiled loops: one pass per row instead of a dozen tensor
+# passes, and no tiny batched GEMMs when decoding. Every operation is a single IEEE operation in the order SPEC.md
+# 9.3 gives; only the integer dot products may be reordered (fastmath), which cannot change an exact sum below 2^53.
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
+def _dot(a, b):
+    total = 0.0
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@numba.njit(parallel=True, cache=True)
+def attention_scores(q, k, z):
+    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1]: exact integer dot products."""
+    batch, heads, rows, keys = z.shape
+    for i in numba.prange(batch * heads):
+        b, h = i // heads, i % heads
+        for j in range(keys):
+            for r in range(rows):
+                z[b, h, r, j] = _dot(q[b, h, r], k[b, h, j])
+
+
+@numba.njit(parallel=True, cache=True)
+def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
+    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
+    row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); visible: (R,) keys row r sees (the
+    rest become 0); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
+    batch, heads, rows, keys = z.shape
+    last = exp15.shape[0] - 1
+    for i in numba.prange(batch * heads * rows):
+        b, h, r = i // (heads * rows), i // rows % heads, i % rows
+        row, seen = z[b, h, r], visible[r]
+        top = -np.inf
+        for j in range(seen):
+            row[j] = (row[j] * row_factor[b, h, r]) * k_scale[b, h, j]
+            top = max(top, row[j])
+        p_sum = 0.0
+        w_max = 0.0
+        for j in range(seen):
+            p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
+            p_sum += p  # exact: integers below 2^53
+            row[j] = p * v_scale[b, h, j]
+            w_max = max(w_max, row[j])
+        if not w_max > 0:
+            w_max = 1.0
+        to_q = QMAX / w_max
+        for j in range(seen):
+            row[j] = np.rint(row[j] * to_q)
+        row[seen:] = 0.0
+        factor[b, h, r] = (w_max / QMAX) / p_sum
+
+
+@numba.njit(parallel=True, cache=True)
+def attention_values(w, v, out):
+    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j]: exact integer sums, accumulated in key order."""
+    batch, heads, rows, keys = w.shape
+    for i in numba.prange(batch * heads):
+        b, h = i // heads, i % heads
+        for r in range(rows):
+            acc = out[b, h, r]
+            acc[:] = 0.0
+            for j in range(keys):
+                weight = w[b, h, r, j]
+                for d in range(acc.shape[0]):
+                    acc[d] += weight * v[b, h, j, d]

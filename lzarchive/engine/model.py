@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .kernels import F64, QMAX, IntMatmul, Tables, frequency_table, quantize
+from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
+                      frequency_table, quantize)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -64,9 +65,12 @@ class KVCache:
 class ExactLlama:
     """Runs a compiled model. Weights: int8 (out, in) with float64 per-output-channel scales."""
 
-    def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
+    def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
+                 compiled_attention: bool | None = None):
         self.config = config
         self.device = torch.device(device)
+        # the compiled CPU loops of kernels.py (the default on a CPU) or torch operations: the same integers
+        self.compiled_attention = self.device.type == "cpu" if compiled_attention is None else compiled_attention
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
@@ -111,7 +115,8 @@ class ExactLlama:
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
                    q_pos: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales.
+        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales, S at least the
+        last query position + 1.
         q_pos: (B, T) query positions (equal across the batch). Returns (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
@@ -121,29 +126,57 @@ class ExactLlama:
         group = cfg.heads // cfg.kv_heads
         q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
         row_factor = q_s * (1.0 / cfg.head_dim ** 0.5)
-        col_factor = ks.transpose(-1, -2)  # (B, KVH, 1, S)
-        v_scale = vs.transpose(-1, -2)
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
+        block_attention = self._compiled_block if self.compiled_attention else self._torch_block
         for lo in range(0, steps, ATTENTION_BLOCK):
             hi = min(steps, lo + ATTENTION_BLOCK)
-            rows = group * (hi - lo)
-            keys = int(q_pos[0, hi - 1]) + 1
-            # 4-D products over views of the cache (no copies): rows are (head in group, position)
-            block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, hd)
-            z = block @ k[:, :, :keys].transpose(-1, -2)  # exact: |.| <= hd * QMAX^2
-            z.mul_(row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, rows, 1)).mul_(col_factor[..., :keys])
-            allowed = torch.arange(keys, device=self.device)[None, None, :] <= q_pos[:, lo:hi, None]  # causal
-            z.view(batch, cfg.kv_heads, group, hi - lo, keys).masked_fill_(~allowed[:, None, None], -1e300)
-            z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
-            p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
-            p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
-            w = p.mul_(v_scale[..., :keys])  # >= 0, so quantize needs no abs
-            m = w.amax(dim=-1, keepdim=True)
-            m = torch.where(m > 0, m, torch.ones_like(m))
-            w_q = w.mul_(QMAX / m).round_()
-            result = (w_q @ v[:, :, :keys]).mul_((m / QMAX) / p_sum)  # exact product < 2^41
+            # rows are (head in group, position)
+            block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo), hd)
+            block_factor = row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo))
+            result = block_attention(block, block_factor, k, ks, v, vs, q_pos[0, lo:hi])
             out[:, :, :, lo:hi] = result.view(batch, cfg.kv_heads, group, hi - lo, hd)
         return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
+
+    def _torch_block(self, block, block_factor, k, ks, v, vs, positions) -> torch.Tensor:
+        """One block of queries (B, KVH, rows, hd) at `positions` against the cache, in torch operations (any device)."""
+        batch, kv_heads, rows, _ = block.shape
+        keys = int(positions[-1]) + 1
+        z = block @ k[:, :, :keys].transpose(-1, -2)  # 4-D products over views of the cache, exact: |.| <= hd * QMAX^2
+        z.mul_(block_factor[..., None]).mul_(ks[:, :, :keys].transpose(-1, -2))
+        visible = int(positions[0]) + 1  # keys every row of the block sees; the causal mask covers only the rest
+        allowed = torch.arange(visible, keys, device=self.device)[None, :] <= positions[:, None]
+        z.view(batch, kv_heads, -1, len(positions), keys)[..., visible:].masked_fill_(~allowed, -1e300)
+        z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
+        p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
+        p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
+        w = p.mul_(vs[:, :, :keys].transpose(-1, -2))  # >= 0, so quantize needs no abs
+        m = w.amax(dim=-1, keepdim=True)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        w_q = w.mul_(QMAX / m).round_()
+        return (w_q @ v[:, :, :keys]).mul_((m / QMAX) / p_sum)  # exact product < 2^41
+
+    def _compiled_block(self, block, block_factor, k, ks, v, vs, positions) -> torch.Tensor:
+        """The same as _torch_block in kernels.py's compiled CPU loops: one pass per row instead of a dozen tensor
+        passes. Decoding (one position) also computes its products there, streaming the cache, where BLAS is slow on
+        products of three rows; longer blocks keep the BLAS products."""
+        batch, kv_heads, rows, hd = block.shape
+        keys = int(positions[-1]) + 1
+        decoding = len(positions) == 1
+        if decoding:
+            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
+            attention_scores(block.numpy(), k.numpy(), z.numpy())
+        else:
+            z = block @ k[:, :, :keys].transpose(-1, -2)
+        factor = torch.empty(batch, kv_heads, rows, dtype=F64)
+        visible = (positions + 1).repeat(rows // len(positions))
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
+                          self.tables.shifted(15, F64).numpy(), factor.numpy())
+        if decoding:
+            result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
+            attention_values(z.numpy(), v.numpy(), result.numpy())
+        else:
+            result = z @ v[:, :, :keys]
+        return result.mul_(factor[..., None])
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -155,6 +188,11 @@ class ExactLlama:
             return torch.zeros(batch, cfg.kv_heads, capacity, last, dtype=F64, device=self.device)
 
         return KVCache(*[[zeros(last) for _ in range(cfg.layers)] for last in (cfg.head_dim, 1, cfg.head_dim, 1)])
+
+    def cache_bytes(self, capacity: int) -> int:
+        """Memory of one batch row of new_cache(batch, capacity)."""
+        cfg = self.config
+        return cfg.layers * 2 * cfg.kv_heads * capacity * (cfg.head_dim + 1) * torch.finfo(F64).bits // 8
 
     def forward(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
         """Append tokens (B, T) at positions cache.length ..; fills the cache in place. Right padding is inert:
@@ -179,8 +217,9 @@ class ExactLlama:
             v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
             cache.k[layer][:, :, start:end], cache.k_scale[layer][:, :, start:end] = quantize(k)
             cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = quantize(v)
-            attn = self._attention(q, cache.k[layer][:, :, :end], cache.k_scale[layer][:, :, :end],
-                                   cache.v[layer][:, :, :end], cache.v_scale[layer][:, :, :end], positions)
+            # the whole cache tensors: each block reads only the keys up to its last position, and whole tensors are
+            # contiguous, which the compiled loops need to vectorize
+            attn = self._attention(q, cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], positions)
             a, s = quantize(attn)
             x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
             # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch
