@@ -202,7 +202,9 @@ class LmCodec(Codec):
                 rows = active
                 primer = [[cfg.bos_token] + tokens[i][max(0, step - overlap) : step] for i in rows] if step else [[cfg.bos_token]] * len(rows)
                 cache = None  # free the old cache first: two at once doubled the peak memory of extraction
-                cache = self.engine.new_cache(len(rows), window)
+                # positions this window can still fill: the primer, then one per token left (short chunks need less)
+                capacity = min(window, len(primer[0]) + max(count[i] for i in rows) - step)
+                cache = self.engine.new_cache(len(rows), capacity)
                 inputs = torch.tensor(primer, device=self.engine.device)
             else:
                 if 2 * len(active) <= len(rows):
