@@ -139,7 +139,7 @@ class ExactLlama:
 
     def _torch_block(self, block, block_factor, k, ks, v, vs, positions) -> torch.Tensor:
         """One block of queries (B, KVH, rows, hd) at `positions` against the cache, in torch operations (any device)."""
-        batch, kv_heads, rows, _ = block.shape
+        batch, kv_heads = block.shape[:2]
         keys = int(positions[-1]) + 1
         z = block @ k[:, :, :keys].transpose(-1, -2)  # 4-D products over views of the cache, exact: |.| <= hd * QMAX^2
         z.mul_(block_factor[..., None]).mul_(ks[:, :, :keys].transpose(-1, -2))
