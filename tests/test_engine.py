@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lzarchive.engine import compiler, tables
-from lzarchive.engine.kernels import QMAX, IntMatmul
+from lzarchive.engine.kernels import QMAX, IntMatmul, find_symbols, frequency_rows, frequency_table, symbol_starts
 from lzarchive.engine.model import ExactLlama
 from lzarchive.rangecoder import TOTAL_BITS
 
@@ -91,8 +91,8 @@ def test_compiled_and_torch_attention_agree():
     """The compiled CPU loops (the default on a CPU) and the torch operations (any device) give the same integers."""
     model = tiny_model()
     compiled = ExactLlama(model.config, model.tensors)
-    reference = ExactLlama(model.config, model.tensors, compiled_attention=False)
-    assert compiled.compiled_attention and not reference.compiled_attention
+    reference = ExactLlama(model.config, model.tensors, compiled_kernels=False)
+    assert compiled.compiled_kernels and not reference.compiled_kernels
     vocab = model.config.vocab_size
     tokens = [random_tokens(200, 7, vocab), random_tokens(200, 8, vocab)]  # 200 positions: two attention blocks
     assert torch.equal(tables_for(compiled, tokens), tables_for(reference, tokens))
@@ -101,7 +101,7 @@ def test_compiled_and_torch_attention_agree():
     # extreme blocks: integers at +-QMAX, scales over twelve orders of magnitude (many p = 0, some ties), one head
     # whose value scales are all 0 (its largest weight is 0)
     g = torch.Generator().manual_seed(10)
-    batch, heads, keys, hd = 2, 2, 300, 16
+    batch, heads, keys, hd = 2, 2, 300, 18  # 18: the kernels handle head dims that are not a multiple of 4
 
     def integers(*shape):
         x = torch.randint(-QMAX, QMAX + 1, shape, generator=g).to(torch.float64)
@@ -112,7 +112,8 @@ def test_compiled_and_torch_attention_agree():
     def scales(*shape):
         return torch.exp2(torch.randint(-40, 0, shape, generator=g).to(torch.float64)) * torch.rand(shape, generator=g, dtype=torch.float64)
 
-    k, v, ks, vs = integers(batch, heads, keys, hd), integers(batch, heads, keys, hd), scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
+    k, v = integers(batch, heads, hd, keys).to(torch.int16), integers(batch, heads, keys, hd).to(torch.int16)  # KVCache
+    ks, vs = scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
     vs[1, 1] = 0.0
     for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278)):
         rows = 3 * len(positions)
@@ -121,13 +122,47 @@ def test_compiled_and_torch_attention_agree():
         assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, positions), expected)
     # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
     # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
-    k, v = torch.ones(1, 1, 2, hd, dtype=torch.float64), torch.ones(1, 1, 2, hd, dtype=torch.float64)
+    k, v = torch.ones(1, 1, hd, 2, dtype=torch.int16), torch.ones(1, 1, 2, hd, dtype=torch.int16)
     ks = torch.ones(1, 1, 2, 1, dtype=torch.float64)
     vs = torch.tensor([QMAX, 2.5], dtype=torch.float64).view(1, 1, 2, 1) / 2**15
     block, block_factor = torch.ones(1, 1, 3, hd, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.float64)
     expected = reference._torch_block(block, block_factor, k, ks, v, vs, torch.tensor([1]))
     assert torch.equal(expected, torch.full_like(expected, (QMAX + 2) / 2**16))  # (QMAX + 2) * (1 / (2 * 2^15))
     assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
+
+
+def test_compiled_and_torch_frequency_tables_agree():
+    """frequency_rows (the CPU default) against frequency_table (torch operations), on crafted logits of the default
+    model's vocabulary size; the interval lookups against cumulative sums."""
+    engine = ExactLlama(tiny_model().config, tiny_model().tensors)
+    vocab, total = 49152, 1 << TOTAL_BITS
+    g = torch.Generator().manual_seed(11)
+    acc = torch.randint(-2**40, 2**40, (5, vocab), generator=g).to(torch.float64)  # output-head products: integers
+    acc[1] = 0.0  # all logits equal: the first token gets the remainder
+    acc[2, 5] = acc[2, 900] = 2.0**42  # two equal maxima
+    acc[3, ::3] = -2.0**52  # far below the maximum: e = 0
+    row_scale = torch.tensor([2.0**-35, 1.0, 3e-12, 1e-9, 7e-10], dtype=torch.float64)
+    channel_scale = torch.rand(vocab, generator=g, dtype=torch.float64) + 0.5
+    channel_scale[900] = channel_scale[5]
+    expected = frequency_table((acc * row_scale[:, None]) * channel_scale, engine.tables, TOTAL_BITS)
+    freq = torch.empty(acc.shape, dtype=torch.int64)
+    frequency_rows(acc.clone().numpy(), row_scale.numpy(), channel_scale.numpy(), engine.tables.shifted(0, torch.int64).numpy(),
+                   TOTAL_BITS, freq.numpy())
+    assert torch.equal(freq, expected)
+    assert torch.all(freq.sum(dim=1) == total) and freq.min() >= 1
+    uniform = 1 + (2**30 * (total - vocab)) // (2**30 * vocab)  # independently: e = 2^30 for every token
+    assert freq[1, 0] == total - (vocab - 1) * uniform and torch.all(freq[1, 1:] == uniform)
+    assert freq[2, 5] > freq[2, 900]  # the remainder goes to the first of the equal maxima
+    cumulative = freq.cumsum(dim=1)
+    symbols = torch.tensor([0, vocab - 1, 5, 900, 77])
+    starts = torch.empty(5, dtype=torch.int64)
+    symbol_starts(freq.numpy(), symbols.numpy(), starts.numpy())
+    assert torch.equal(starts, cumulative[torch.arange(5), symbols] - freq[torch.arange(5), symbols])
+    targets = torch.tensor([0, total - 1, int(cumulative[2, 899]), int(cumulative[3, 10]) - 1, 12345 * 4099])
+    found, found_starts = torch.empty(5, dtype=torch.int64), torch.empty(5, dtype=torch.int64)
+    find_symbols(freq.numpy(), targets.numpy(), found.numpy(), found_starts.numpy())
+    assert torch.equal(found, torch.searchsorted(cumulative, targets[:, None], right=True)[:, 0])
+    assert torch.equal(found_starts, cumulative[torch.arange(5), found] - freq[torch.arange(5), found])
 
 
 def test_int8_and_float64_matmul_paths_agree():

@@ -137,26 +137,29 @@ def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> tor
 # ---------------------------------------------------------------------------------------------- fused CPU attention
 # The same arithmetic as ExactLlama's torch attention, in compiled loops: one pass per row instead of a dozen tensor
 # passes, and no tiny batched GEMMs when decoding. Every operation is a single IEEE operation in the order SPEC.md
-# 9.3 gives; only the integer dot products may be reordered (fastmath), which cannot change an exact sum below 2^53.
-
-
-@numba.njit(fastmath={"reassoc", "contract"}, cache=True)
-def _dot(a, b):
-    total = 0.0
-    for i in range(a.shape[0]):
-        total += a[i] * b[i]
-    return total
+# 9.3 gives. The integer dot products accumulate in whatever order the loops give: their sums are exact below 2^53.
 
 
 @numba.njit(parallel=True, cache=True)
-def attention_scores(q, k, z):
-    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1]: exact integer dot products."""
+def attention_scores(q, k_t, z):
+    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1], with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact
+    integer sums, accumulated along head_dim four components at a time, vectorized across keys."""
     batch, heads, rows, keys = z.shape
+    hd = q.shape[-1]
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
-        for j in range(keys):
-            for r in range(rows):
-                z[b, h, r, j] = _dot(q[b, h, r], k[b, h, j])
+        k = k_t[b, h]
+        for r in range(rows):
+            row, q_row = z[b, h, r], q[b, h, r]
+            row[:] = 0.0
+            for d in range(0, hd - 3, 4):  # four components per pass over the row: a quarter of its loads and stores
+                k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
+                q0, q1, q2, q3 = q_row[d], q_row[d + 1], q_row[d + 2], q_row[d + 3]
+                for j in range(keys):
+                    row[j] += (q0 * k0[j] + q1 * k1[j]) + (q2 * k2[j] + q3 * k3[j])
+            for d in range(hd - hd % 4, hd):
+                for j in range(keys):
+                    row[j] += q_row[d] * k[d, j]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -191,14 +194,71 @@ def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
 
 @numba.njit(parallel=True, cache=True)
 def attention_values(w, v, out):
-    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j]: exact integer sums, accumulated in key order."""
+    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16: exact integer sums, accumulated in key order."""
     batch, heads, rows, keys = w.shape
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
-        for r in range(rows):
-            acc = out[b, h, r]
-            acc[:] = 0.0
-            for j in range(keys):
+        acc = out[b, h]
+        acc[:] = 0.0
+        for j in range(keys):
+            v_row = v[b, h, j]
+            for r in range(rows):
                 weight = w[b, h, r, j]
-                for d in range(acc.shape[0]):
-                    acc[d] += weight * v[b, h, j, d]
+                acc_row = acc[r]
+                for d in range(v_row.shape[0]):
+                    acc_row[d] += weight * v_row[d]
+
+
+# ---------------------------------------------------------------------------------------------- frequency tables
+
+
+@numba.njit(parallel=True, cache=True)
+def frequency_rows(acc, row_scale, channel_scale, exp_table, total_bits, freq):
+    """frequency_table for the logits (acc[i] * row_scale[i]) * channel_scale[j] (the output head's exact products and
+    scales), one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64); acc is
+    overwritten; freq: (rows, vocab) int64."""
+    rows, vocab = acc.shape
+    last = exp_table.shape[0] - 1
+    total = 1 << total_bits
+    free = total - vocab
+    for i in numba.prange(rows):
+        logits, out = acc[i], freq[i]
+        top = -np.inf
+        for j in range(vocab):
+            logits[j] = (logits[j] * row_scale[i]) * channel_scale[j]
+            top = max(top, logits[j])
+        e_sum = 0
+        best = 0  # the first maximal e
+        for j in range(vocab):
+            e = exp_table[int(min((logits[j] - top) * EXP_INDEX_SCALE, last))]
+            out[j] = e
+            e_sum += e
+            if e > out[best]:
+                best = j
+        assigned = 0
+        for j in range(vocab):
+            out[j] = 1 + out[j] * free // e_sum  # e * free < 2^30 * 2^total_bits: exact in int64
+            assigned += out[j]
+        out[best] += total - assigned
+
+
+@numba.njit(parallel=True, cache=True)
+def symbol_starts(freq, symbols, starts):
+    """starts[i] = freq[i, 0] + ... + freq[i, symbols[i] - 1]: where each row's symbol interval begins."""
+    for i in numba.prange(freq.shape[0]):
+        start = 0
+        for j in range(symbols[i]):
+            start += freq[i, j]
+        starts[i] = start
+
+
+@numba.njit(parallel=True, cache=True)
+def find_symbols(freq, targets, symbols, starts):
+    """symbols[i]: the symbol whose interval [starts[i], starts[i] + freq[i, symbol]) holds targets[i] (below the
+    table's total)."""
+    for i in numba.prange(freq.shape[0]):
+        start, symbol = 0, 0
+        while targets[i] >= start + freq[i, symbol]:
+            start += freq[i, symbol]
+            symbol += 1
+        symbols[i], starts[i] = symbol, start

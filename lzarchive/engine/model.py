@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
-                      frequency_table, quantize)
+                      frequency_rows, frequency_table, quantize)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -46,12 +46,13 @@ class ModelConfig:
 
 @dataclass
 class KVCache:
-    """Per layer: keys and values quantized per (token, kv head), integer-valued float64, with their scales.
-    Preallocated for `capacity` positions; `length` are filled."""
+    """Per layer: keys and values quantized per (token, kv head) as int16 (|q| <= QMAX), with float64 scales.
+    Preallocated for `capacity` positions; `length` are filled. Keys are stored transposed: decoding computes a score
+    per key, and reading a key's component d for all keys at once vectorizes."""
 
-    k: list[torch.Tensor]  # (B, KVH, capacity, hd)
-    k_scale: list[torch.Tensor]  # (B, KVH, capacity, 1)
-    v: list[torch.Tensor]
+    k: list[torch.Tensor]  # (B, KVH, hd, capacity) int16
+    k_scale: list[torch.Tensor]  # (B, KVH, capacity, 1) float64
+    v: list[torch.Tensor]  # (B, KVH, capacity, hd) int16
     v_scale: list[torch.Tensor]
     length: int = 0
 
@@ -66,11 +67,12 @@ class ExactLlama:
     """Runs a compiled model. Weights: int8 (out, in) with float64 per-output-channel scales."""
 
     def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
-                 compiled_attention: bool | None = None):
+                 compiled_kernels: bool | None = None):
         self.config = config
         self.device = torch.device(device)
-        # the compiled CPU loops of kernels.py (the default on a CPU) or torch operations: the same integers
-        self.compiled_attention = self.device.type == "cpu" if compiled_attention is None else compiled_attention
+        # attention and frequency tables in the compiled CPU loops of kernels.py (the default on a CPU) or in torch
+        # operations (any device): the same integers
+        self.compiled_kernels = self.device.type == "cpu" if compiled_kernels is None else compiled_kernels
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
@@ -115,8 +117,8 @@ class ExactLlama:
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
                    q_pos: torch.Tensor) -> torch.Tensor:
-        """q: (B, H, T, hd) real. Keys/values: (B, KVH, S, hd) integer-valued with (B, KVH, S, 1) scales, S at least the
-        last query position + 1.
+        """q: (B, H, T, hd) real. Keys (B, KVH, hd, S) and values (B, KVH, S, hd): KVCache tensors, S at least the last
+        query position + 1.
         q_pos: (B, T) query positions (equal across the batch). Returns (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
@@ -127,7 +129,7 @@ class ExactLlama:
         q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
         row_factor = q_s * (1.0 / cfg.head_dim ** 0.5)
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
-        block_attention = self._compiled_block if self.compiled_attention else self._torch_block
+        block_attention = self._compiled_block if self.compiled_kernels else self._torch_block
         for lo in range(0, steps, ATTENTION_BLOCK):
             hi = min(steps, lo + ATTENTION_BLOCK)
             # rows are (head in group, position)
@@ -141,7 +143,7 @@ class ExactLlama:
         """One block of queries (B, KVH, rows, hd) at `positions` against the cache, in torch operations (any device)."""
         batch, kv_heads = block.shape[:2]
         keys = int(positions[-1]) + 1
-        z = block @ k[:, :, :keys].transpose(-1, -2)  # 4-D products over views of the cache, exact: |.| <= hd * QMAX^2
+        z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         z.mul_(block_factor[..., None]).mul_(ks[:, :, :keys].transpose(-1, -2))
         visible = int(positions[0]) + 1  # keys every row of the block sees; the causal mask covers only the rest
         allowed = torch.arange(visible, keys, device=self.device)[None, :] <= positions[:, None]
@@ -153,7 +155,7 @@ class ExactLlama:
         m = w.amax(dim=-1, keepdim=True)
         m = torch.where(m > 0, m, torch.ones_like(m))
         w_q = w.mul_(QMAX / m).round_()
-        return (w_q @ v[:, :, :keys]).mul_((m / QMAX) / p_sum)  # exact product < 2^41
+        return (w_q @ v[:, :, :keys].to(F64)).mul_((m / QMAX) / p_sum)  # exact product < 2^41
 
     def _compiled_block(self, block, block_factor, k, ks, v, vs, positions) -> torch.Tensor:
         """The same as _torch_block in kernels.py's compiled CPU loops: one pass per row instead of a dozen tensor
@@ -166,7 +168,7 @@ class ExactLlama:
             z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
             attention_scores(block.numpy(), k.numpy(), z.numpy())
         else:
-            z = block @ k[:, :, :keys].transpose(-1, -2)
+            z = block @ k[..., :keys].to(F64)
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
         visible = (positions + 1).repeat(rows // len(positions))
         attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
@@ -175,7 +177,7 @@ class ExactLlama:
             result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
             attention_values(z.numpy(), v.numpy(), result.numpy())
         else:
-            result = z @ v[:, :, :keys]
+            result = z @ v[:, :, :keys].to(F64)
         return result.mul_(factor[..., None])
 
     # ------------------------------------------------------------------------------------------ forward
@@ -184,15 +186,17 @@ class ExactLlama:
         cfg = self.config
         capacity = capacity or cfg.max_positions
 
-        def zeros(last: int) -> torch.Tensor:
-            return torch.zeros(batch, cfg.kv_heads, capacity, last, dtype=F64, device=self.device)
+        def zeros(*shape: int, dtype: torch.dtype) -> list[torch.Tensor]:
+            return [torch.zeros(batch, cfg.kv_heads, *shape, dtype=dtype, device=self.device) for _ in range(cfg.layers)]
 
-        return KVCache(*[[zeros(last) for _ in range(cfg.layers)] for last in (cfg.head_dim, 1, cfg.head_dim, 1)])
+        hd = cfg.head_dim
+        return KVCache(zeros(hd, capacity, dtype=torch.int16), zeros(capacity, 1, dtype=F64),
+                       zeros(capacity, hd, dtype=torch.int16), zeros(capacity, 1, dtype=F64))
 
     def cache_bytes(self, capacity: int) -> int:
         """Memory of one batch row of new_cache(batch, capacity)."""
         cfg = self.config
-        return cfg.layers * 2 * cfg.kv_heads * capacity * (cfg.head_dim + 1) * torch.finfo(F64).bits // 8
+        return cfg.layers * 2 * cfg.kv_heads * capacity * (cfg.head_dim * 2 + 8)  # int16 values, a float64 scale
 
     def forward(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
         """Append tokens (B, T) at positions cache.length ..; fills the cache in place. Right padding is inert:
@@ -202,8 +206,8 @@ class ExactLlama:
         cfg = self.config
         batch, steps = tokens.shape
         start, end = cache.length, cache.length + steps
-        if end > cache.k[0].shape[2]:
-            raise ValueError(f"{end} positions exceed the cache capacity {cache.k[0].shape[2]}")
+        if end > cache.v[0].shape[2]:
+            raise ValueError(f"{end} positions exceed the cache capacity {cache.v[0].shape[2]}")
         positions = torch.arange(start, end, device=self.device).expand(batch, steps)
         emb_rows = self.t["tok_embeddings.q"][tokens].to(F64)  # (B, T, d)
         x = torch.round(emb_rows * self.t["tok_embeddings.scale"][tokens][..., None] * (1 << RESIDUAL_BITS)).to(torch.int64)
@@ -215,7 +219,8 @@ class ExactLlama:
             q = self._rope(q.view(batch, steps, cfg.heads, cfg.head_dim).transpose(1, 2), positions)
             k = self._rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2), positions)
             v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-            cache.k[layer][:, :, start:end], cache.k_scale[layer][:, :, start:end] = quantize(k)
+            k_q, cache.k_scale[layer][:, :, start:end] = quantize(k)
+            cache.k[layer][..., start:end] = k_q.transpose(-1, -2)
             cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = quantize(v)
             # the whole cache tensors: each block reads only the keys up to its last position, and whole tensors are
             # contiguous, which the compiled loops need to vectorize
@@ -238,5 +243,10 @@ class ExactLlama:
 
     def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int) -> torch.Tensor:
         """(n, d) final hidden rows → (n, V) int64 frequency tables (the output head shares the embedding)."""
-        logits = self._linear(hidden_q, hidden_scale, "output")
-        return frequency_table(logits, self.tables, total_bits)
+        if not self.compiled_kernels:
+            return frequency_table(self._linear(hidden_q, hidden_scale, "output"), self.tables, total_bits)
+        acc = self.matmul(hidden_q, self.t["output.q"])
+        freq = torch.empty(acc.shape, dtype=torch.int64)
+        frequency_rows(acc.numpy(), hidden_scale[:, 0].numpy(), self.t["output.scale"].numpy(),
+                       self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
+        return freq
