@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 import random
+from decimal import Decimal, getcontext
 
 import numba
 import pytest
 import torch
 
 from lzarchive.engine import compiler, tables
-from lzarchive.engine.kernels import QMAX, IntMatmul, find_symbols, frequency_rows, frequency_table, symbol_starts
+from lzarchive.engine.kernels import (QMAX, IntMatmul, correctly_rounded_sqrt, find_symbols, frequency_rows,
+                                     frequency_table, quantize, silu_product_quantize_rows, symbol_starts)
 from lzarchive.engine.model import ExactLlama
 from lzarchive.rangecoder import TOTAL_BITS
 
@@ -144,10 +146,10 @@ def test_compiled_and_torch_frequency_tables_agree():
     row_scale = torch.tensor([2.0**-35, 1.0, 3e-12, 1e-9, 7e-10], dtype=torch.float64)
     channel_scale = torch.rand(vocab, generator=g, dtype=torch.float64) + 0.5
     channel_scale[900] = channel_scale[5]
-    expected = frequency_table((acc * row_scale[:, None]) * channel_scale, engine.tables, TOTAL_BITS)
+    logits = (acc * row_scale[:, None]) * channel_scale
+    expected = frequency_table(logits.clone(), engine.tables, TOTAL_BITS)
     freq = torch.empty(acc.shape, dtype=torch.int64)
-    frequency_rows(acc.clone().numpy(), row_scale.numpy(), channel_scale.numpy(), engine.tables.shifted(0, torch.int64).numpy(),
-                   TOTAL_BITS, freq.numpy())
+    frequency_rows(logits.numpy(), engine.tables.shifted(0, torch.int64).numpy(), TOTAL_BITS, freq.numpy())
     assert torch.equal(freq, expected)
     assert torch.all(freq.sum(dim=1) == total) and freq.min() >= 1
     uniform = 1 + (2**30 * (total - vocab)) // (2**30 * vocab)  # independently: e = 2^30 for every token
@@ -165,16 +167,77 @@ def test_compiled_and_torch_frequency_tables_agree():
     assert torch.equal(found_starts, cumulative[torch.arange(5), found] - freq[torch.arange(5), found])
 
 
+def test_compiled_and_torch_row_work_agree():
+    """Quantization, RMSNorm and SiLU in the compiled row loops against the torch operations, on crafted rows: zeros,
+    residuals large enough that the sum of squares drops low bits, SiLU inputs beyond the table and on its grid."""
+    model = tiny_model()
+    compiled = ExactLlama(model.config, model.tensors)
+    reference = ExactLlama(model.config, model.tensors, compiled_kernels=False)
+    g = torch.Generator().manual_seed(12)
+    d = model.config.hidden
+    x = torch.randint(-2**20, 2**20, (6, d), generator=g)
+    x[1] = 0
+    x[2] *= 2**30  # |x| near 2^50: the sum of squares needs the shift
+    x[3, ::2] = -(2**40)
+    for rows in (x, x[None, 1:5]):
+        for engine_fn in (lambda e: e._norm_quantize(rows, "norm"), lambda e: e._quantize(rows.to(torch.float64) / 3)):
+            q, s = engine_fn(compiled)
+            q_ref, s_ref = engine_fn(reference)
+            assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+    gate = torch.arange(-20 * 256, 20 * 256, dtype=torch.float64).view(10, 1024) / 256  # the table's grid and beyond
+    gate[9] = torch.randn(1024, generator=g, dtype=torch.float64) * 8  # between grid points
+    gate[0, :5] = torch.tensor([0.0, -0.0, 16.0, -16.0, 1 / 256])
+    up = torch.randn(10, 1024, generator=g, dtype=torch.float64)
+    up[1] = 0.0
+    expected = quantize(reference.tables.silu(gate.clone()) * up)
+    actual = compiled._compiled_rows(silu_product_quantize_rows, gate, gate.numpy(), up.numpy(),
+                                     compiled.tables.sigmoid.numpy(), compiled.tables.sigmoid_step.numpy())
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+
+
+def test_rms_norm_scales_match_the_spec_formula():
+    """The norm scale of SPEC.md 9.3 computed in Python floats (math.sqrt: the IEEE square root) against both paths
+    on 2,000 rows. torch's CPU sqrt is 1 ulp off for about 1 % of float64 inputs; a path using it fails here."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(13)
+    x = torch.randint(-2**26, 2**26, (2000, model.config.hidden), generator=g) >> torch.randint(0, 24, (2000, 1), generator=g)
+    weight = model.tensors["norm"].tolist()
+    expected = []
+    for row in x.tolist():
+        m = max(abs(float(v) * w) for v, w in zip(row, weight)) or 1.0
+        shift = max(math.frexp(float(max(map(abs, row))))[1] - 24, 0)
+        mean = math.ldexp(float(sum((v >> shift) ** 2 for v in row)), 2 * shift - 2 * 16) / len(row)
+        expected.append((m / QMAX) / (math.sqrt(mean + model.config.norm_eps) * 2**16))
+    for compiled in (True, False):
+        engine = ExactLlama(model.config, model.tensors, compiled_kernels=compiled)
+        assert engine._norm_quantize(x, "norm")[1].flatten().tolist() == expected
+
+
+def test_sqrt_rounds_correctly():
+    sqrt = correctly_rounded_sqrt(torch.device("cpu"))
+    x = torch.rand(20000, generator=torch.Generator().manual_seed(14), dtype=torch.float64) * 1e4
+    getcontext().prec = 60
+    assert sqrt(x).tolist() == [float(Decimal(v).sqrt()) for v in x.tolist()]
+
+
 def test_int8_and_float64_matmul_paths_agree():
     matmul = IntMatmul(torch.device("cpu"))
     g = torch.Generator().manual_seed(5)
-    for rows in (1, 2, 16, 17, 300):
+    for rows in (1, 2, 8, 9, 17, 300):
         a = torch.randint(-QMAX, QMAX + 1, (rows, 1536), generator=g).to(torch.float64)
         a[0] = QMAX
+        a[-1, ::2] = -QMAX
         w = torch.randint(-128, 128, (96, 1536), generator=g).to(torch.int8)
+        w[0], w[1] = 127, -128
+        a_scale = torch.rand(rows, 1, generator=g, dtype=torch.float64)
+        w_scale = torch.rand(96, generator=g, dtype=torch.float64)
         assert torch.equal(matmul._float64(a, w), a @ w.to(torch.float64).T)
         if matmul.use_int8:
             assert torch.equal(matmul._int8(a, w), matmul._float64(a, w))
+            # the compiled split and join (a CPU's path), also on a strided view of the rows
+            expected = matmul._float64(a, w) * a_scale * w_scale
+            assert torch.equal(matmul.linear(a, a_scale, w, w_scale), expected)
+            assert torch.equal(matmul.linear(a[::2], a_scale[::2], w, w_scale), expected[::2])
 
 
 def test_table_values_match_independent_computation():

@@ -7,6 +7,8 @@ Integer-valued tensors are held in float64 (exact below 2^53) or int64.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import torch
@@ -19,6 +21,9 @@ EXP_TABLE_SHIFTS = 31  # E[i] < 2^31, so shifts of 31 and more give 0
 LOG2E = 1.4426950408889634  # the binary64 nearest to log2(e)
 EXP_INDEX_SCALE = -LOG2E * tables.EXP2_FRAC_STEPS  # exact: times a power of two
 F64 = torch.float64
+SIGMOID_RANGE = float(tables.SIGMOID_RANGE)
+SIGMOID_STEPS_PER_UNIT = float(tables.SIGMOID_STEPS_PER_UNIT)
+TABLE_UNIT = float(1 << tables.TABLE_BITS)
 
 
 def quantize(x: torch.Tensor, dim: int = -1, qmax: int = QMAX) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,12 +37,25 @@ def quantize(x: torch.Tensor, dim: int = -1, qmax: int = QMAX) -> tuple[torch.Te
     return q, m / qmax
 
 
+def correctly_rounded_sqrt(device: torch.device):
+    """A float64 sqrt on `device` that rounds correctly, as SPEC.md 9.3 requires: torch.sqrt where it agrees with
+    numpy's (the hardware instruction) on a probe, else numpy's on the CPU. torch 2.13's CPU sqrt is 1 ulp off for
+    about 1 % of float64 inputs, 1755.4540978446098 among them."""
+    probe = torch.rand(4096, generator=torch.Generator().manual_seed(0), dtype=F64) * 1e4
+    probe[0] = 1755.4540978446098
+    if torch.equal(torch.sqrt(probe.to(device)).cpu(), torch.from_numpy(np.sqrt(probe.numpy()))):
+        return torch.sqrt
+    return lambda x: torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)
+
+
 class IntMatmul:
-    """acc = a @ w.T for integer-valued a (|a| <= QMAX) and int8 w, exactly, on whichever path this device supports.
+    """(a @ w.T) * a_scale * w_scale for integer-valued a (|a| <= QMAX) and int8 w, with the product exact, on whichever
+    path this device supports.
 
     The int8 path splits a into two int8 halves and uses the int8 GEMM (int32 accumulation, |partial sums| < 2^25);
     the float64 path multiplies integers whose partial sums stay below 2^53. Both give the same integers; the int8
-    path is used only after a self-check on extreme values agrees with the float64 path.
+    path is used only after a self-check on extreme values agrees with the float64 path. On a CPU the split and the
+    join run in compiled loops (one pass each instead of a dozen small tensor operations).
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -61,21 +79,58 @@ class IntMatmul:
         return a @ w.to(F64).T
 
     @staticmethod
-    def _int8(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _halves(rows: int, width: int, device: torch.device) -> torch.Tensor:
+        # the int8 GEMM wants more than 16 rows: padding rows are zero
+        return (torch.zeros if 2 * rows <= 16 else torch.empty)(max(2 * rows, 17), width, dtype=torch.int8, device=device)
+
+    def _int8(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         shape = a.shape
         flat = a.reshape(-1, shape[-1]).to(torch.int32)
         rows = flat.shape[0]
         lo = torch.bitwise_and(flat + 128, 255) - 128  # two's complement: the same as (flat + 128) mod 256 - 128
         hi = torch.bitwise_right_shift(flat - lo, 8)  # exact division by 256
-        halves = torch.cat([hi, lo]).to(torch.int8)  # one GEMM for both halves
-        if halves.shape[0] <= 16:  # the int8 GEMM wants more than 16 rows
-            halves = torch.cat([halves, halves.new_zeros(17 - halves.shape[0], halves.shape[1])])
+        halves = self._halves(rows, shape[-1], a.device)
+        halves[:rows], halves[rows : 2 * rows] = hi, lo  # one GEMM for both halves
         acc = torch._int_mm(halves, w.T).to(F64)
         # 256 * hi + lo: integers below 2^34, exact however the add is evaluated
         return torch.add(acc[rows : 2 * rows], acc[:rows], alpha=256).reshape(*shape[:-1], w.shape[0])
 
-    def __call__(self, a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return self._int8(a, w) if self.use_int8 else self._float64(a, w)
+    def linear(self, a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+        """(a @ w.T) * a_scale * w_scale: a (..., k), a_scale (..., 1), w (n, k) int8, w_scale (n,)."""
+        if not self.use_int8:
+            return self._float64(a, w) * a_scale * w_scale
+        if self.device.type != "cpu":
+            return self._int8(a, w) * a_scale * w_scale
+        flat = a.reshape(-1, a.shape[-1])
+        halves = self._halves(len(flat), flat.shape[1], a.device)
+        split_halves(flat.numpy(), halves.numpy())
+        acc = torch._int_mm(halves, w.T)
+        out = torch.empty(len(flat), w.shape[0], dtype=F64)
+        join_halves(acc.numpy(), a_scale.reshape(-1).numpy(), w_scale.numpy(), out.numpy())
+        return out.view(*a.shape[:-1], w.shape[0])
+
+
+@numba.njit(parallel=True, cache=True)
+def split_halves(a, halves):
+    """halves[i] = hi, halves[rows + i] = lo with a[i] = 256 * hi + lo, lo in [-128, 127]; |a| <= QMAX keeps hi in
+    int8 too."""
+    rows, width = a.shape
+    for i in numba.prange(rows):
+        for j in range(width):
+            x = np.int32(a[i, j])
+            lo = ((x + 128) & 255) - 128
+            halves[i, j] = (x - lo) >> 8
+            halves[rows + i, j] = lo
+
+
+@numba.njit(parallel=True, cache=True)
+def join_halves(acc, a_scale, w_scale, out):
+    """out[i, j] = ((256 * hi + lo) * a_scale[i]) * w_scale[j] from the int32 products of both halves: the exact
+    integer (|.| < 2^34), then the two scale products."""
+    rows, width = out.shape
+    for i in numba.prange(rows):
+        for j in range(width):
+            out[i, j] = (np.float64(acc[i, j]) * 256.0 + np.float64(acc[rows + i, j])) * a_scale[i] * w_scale[j]
 
 
 class Tables:
@@ -132,6 +187,70 @@ def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> tor
     remainder = (1 << total_bits) - freq.sum(dim=-1, keepdim=True)
     top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
     return freq.scatter_add(-1, top, remainder)
+
+
+# ---------------------------------------------------------------------------------------------- fused CPU row work
+# The elementwise steps of quantize, Tables.silu and ExactLlama's RMSNorm in compiled loops, one row at a time: the
+# same single IEEE operations in the same order as the torch code (numba does not contract a * b + c into an FMA
+# without fastmath), one call instead of a dozen tensor operations, each a pass over memory or, when decoding, mostly
+# dispatch overhead.
+
+
+@numba.njit(cache=True)
+def _quantize_row(x, q):
+    """quantize for one row: q = rint(x * (QMAX / m)) (q may be x); returns the scale m / QMAX."""
+    m = 0.0
+    for j in range(x.shape[0]):
+        m = max(m, abs(x[j]))
+    if not m > 0:
+        m = 1.0
+    to_q = QMAX / m
+    for j in range(x.shape[0]):
+        q[j] = np.rint(x[j] * to_q)
+    return m / QMAX
+
+
+@numba.njit(parallel=True, cache=True)
+def quantize_rows(x, q, scale):
+    """quantize along the last axis of (rows, d) x."""
+    for i in numba.prange(x.shape[0]):
+        scale[i] = _quantize_row(x[i], q[i])
+
+
+@numba.njit(parallel=True, cache=True)
+def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
+    """ExactLlama._norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits),
+    with the sum of squares exact in int64 after dropping low bits."""
+    rows, d = x.shape
+    for i in numba.prange(rows):
+        peak = 0
+        for j in range(d):
+            q[i, j] = np.float64(x[i, j]) * weight[j]
+            peak = max(peak, abs(x[i, j]))
+        m_scale = _quantize_row(q[i], q[i])
+        shift = max(math.frexp(np.float64(peak))[1] - 24, 0)
+        sum_sq = 0
+        for j in range(d):
+            reduced = x[i, j] >> shift
+            sum_sq += reduced * reduced
+        mean = math.ldexp(np.float64(sum_sq), 2 * shift - 2 * residual_bits) / d
+        scale[i] = m_scale / (math.sqrt(mean + eps) * (1 << residual_bits))
+
+
+@numba.njit(parallel=True, cache=True)
+def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
+    """quantize(Tables.silu(gate) * up) along the last axis of (rows, d) gate and up."""
+    last = np.float64(sigmoid.shape[0] - 2)
+    for i in numba.prange(gate.shape[0]):
+        row = q[i]
+        for j in range(gate.shape[1]):
+            x = gate[i, j]
+            t = (min(max(x, -SIGMOID_RANGE), SIGMOID_RANGE) + SIGMOID_RANGE) * SIGMOID_STEPS_PER_UNIT
+            index = min(np.floor(t), last)
+            k = int(index)
+            sig = (sigmoid_step[k] * (t - index) + sigmoid[k]) / TABLE_UNIT
+            row[j] = (sig * x) * up[i, j]
+        scale[i] = _quantize_row(row, row)
 
 
 # ---------------------------------------------------------------------------------------------- fused CPU attention
@@ -213,24 +332,22 @@ def attention_values(w, v, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def frequency_rows(acc, row_scale, channel_scale, exp_table, total_bits, freq):
-    """frequency_table for the logits (acc[i] * row_scale[i]) * channel_scale[j] (the output head's exact products and
-    scales), one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64); acc is
-    overwritten; freq: (rows, vocab) int64."""
-    rows, vocab = acc.shape
+def frequency_rows(logits, exp_table, total_bits, freq):
+    """frequency_table, one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64);
+    freq: (rows, vocab) int64."""
+    rows, vocab = logits.shape
     last = exp_table.shape[0] - 1
     total = 1 << total_bits
     free = total - vocab
     for i in numba.prange(rows):
-        logits, out = acc[i], freq[i]
+        row, out = logits[i], freq[i]
         top = -np.inf
         for j in range(vocab):
-            logits[j] = (logits[j] * row_scale[i]) * channel_scale[j]
-            top = max(top, logits[j])
+            top = max(top, row[j])
         e_sum = 0
         best = 0  # the first maximal e
         for j in range(vocab):
-            e = exp_table[int(min((logits[j] - top) * EXP_INDEX_SCALE, last))]
+            e = exp_table[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
             out[j] = e
             e_sum += e
             if e > out[best]:

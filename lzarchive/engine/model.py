@@ -8,12 +8,14 @@ integers. Residual stream: int64 in units of 2^-RESIDUAL_BITS. Matmul inputs: pe
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
-                      frequency_rows, frequency_table, quantize)
+                      correctly_rounded_sqrt, frequency_rows, frequency_table, norm_quantize_rows, quantize, quantize_rows,
+                      silu_product_quantize_rows)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -84,17 +86,33 @@ class ExactLlama:
         self.tables = Tables(self.t["table.exp2_frac"], self.t["table.sigmoid"], self.t["table.rope_cos"],
                              self.t["table.rope_sin"])
         self.matmul = IntMatmul(self.device)
+        self.sqrt = correctly_rounded_sqrt(self.device)
 
     # ------------------------------------------------------------------------------------------ building blocks
 
     def _linear(self, a: torch.Tensor, a_scale: torch.Tensor, name: str) -> torch.Tensor:
         """Real-valued output of a quantized input times an int8 weight: acc * input scale * channel scale."""
-        acc = self.matmul(a, self.t[name + ".q"])  # (..., out) exact integers
-        return acc * a_scale * self.t[name + ".scale"]
+        return self.matmul.linear(a, a_scale, self.t[name + ".q"], self.t[name + ".scale"])
+
+    @staticmethod
+    def _compiled_rows(kernel, x: torch.Tensor, *inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs a row kernel of kernels.py that writes q (rows, d) and scale (rows,) for the rows of x's last axis."""
+        q = torch.empty(x.shape, dtype=F64)
+        scale = torch.empty(*x.shape[:-1], 1, dtype=F64)
+        kernel(*inputs, q.view(-1, x.shape[-1]).numpy(), scale.view(-1).numpy())
+        return q, scale
+
+    def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.compiled_kernels:
+            return quantize(x)
+        return self._compiled_rows(quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy())
 
     def _norm_quantize(self, x: torch.Tensor, weight: str) -> tuple[torch.Tensor, torch.Tensor]:
         """RMSNorm fused with per-token quantization: the 1/rms factor is a per-token scalar, so it moves into the
         scale. x: (..., d) int64 residual. Returns q (..., d) and scale (..., 1) with q * scale = norm(x) * g."""
+        if self.compiled_kernels:
+            return self._compiled_rows(norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), self.t[weight].numpy(),
+                                       self.config.norm_eps, RESIDUAL_BITS)
         u = x.to(F64) * self.t[weight]  # (..., d) rounded products
         q, m_scale = quantize(u)
         # sum of squares exactly in int64 after dropping low bits so that it cannot overflow
@@ -103,7 +121,7 @@ class ExactLlama:
         reduced = torch.bitwise_right_shift(x, shift)
         sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
         mean = torch.ldexp(sum_sq, 2 * shift - 2 * RESIDUAL_BITS) / self.config.hidden
-        rms = torch.sqrt(mean + self.config.norm_eps)
+        rms = self.sqrt(mean + self.config.norm_eps)
         return q, m_scale / (rms * (1 << RESIDUAL_BITS))
 
     def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -126,8 +144,8 @@ class ExactLlama:
         cfg = self.config
         batch, _, steps, hd = q.shape
         group = cfg.heads // cfg.kv_heads
-        q_q, q_s = quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
-        row_factor = q_s * (1.0 / cfg.head_dim ** 0.5)
+        q_q, q_s = self._quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
+        row_factor = q_s * (1.0 / math.sqrt(cfg.head_dim))
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
         block_attention = self._compiled_block if self.compiled_kernels else self._torch_block
         for lo in range(0, steps, ATTENTION_BLOCK):
@@ -219,13 +237,13 @@ class ExactLlama:
             q = self._rope(q.view(batch, steps, cfg.heads, cfg.head_dim).transpose(1, 2), positions)
             k = self._rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2), positions)
             v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-            k_q, cache.k_scale[layer][:, :, start:end] = quantize(k)
+            k_q, cache.k_scale[layer][:, :, start:end] = self._quantize(k)
             cache.k[layer][..., start:end] = k_q.transpose(-1, -2)
-            cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = quantize(v)
+            cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = self._quantize(v)
             # the whole cache tensors: each block reads only the keys up to its last position, and whole tensors are
             # contiguous, which the compiled loops need to vectorize
             attn = self._attention(q, cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], positions)
-            a, s = quantize(attn)
+            a, s = self._quantize(attn)
             x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
             # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch
             rows = x.reshape(batch * steps, cfg.hidden)
@@ -238,15 +256,18 @@ class ExactLlama:
         cfg = self.config
         a, s = self._norm_quantize(x, p + "ffn_norm")
         gate, up = self._linear(a, s, p + "w_gate_up").split([cfg.intermediate, cfg.intermediate], dim=-1)
-        a, s = quantize(self.tables.silu(gate) * up)
+        if self.compiled_kernels:
+            a, s = self._compiled_rows(silu_product_quantize_rows, gate, gate.numpy(), up.numpy(), self.tables.sigmoid.numpy(),
+                                       self.tables.sigmoid_step.numpy())
+        else:
+            a, s = quantize(self.tables.silu(gate) * up)
         return torch.round(self._linear(a, s, p + "w_down") * (1 << RESIDUAL_BITS)).to(torch.int64)
 
     def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int) -> torch.Tensor:
         """(n, d) final hidden rows → (n, V) int64 frequency tables (the output head shares the embedding)."""
+        logits = self._linear(hidden_q, hidden_scale, "output")
         if not self.compiled_kernels:
-            return frequency_table(self._linear(hidden_q, hidden_scale, "output"), self.tables, total_bits)
-        acc = self.matmul(hidden_q, self.t["output.q"])
-        freq = torch.empty(acc.shape, dtype=torch.int64)
-        frequency_rows(acc.numpy(), hidden_scale[:, 0].numpy(), self.t["output.scale"].numpy(),
-                       self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
+            return frequency_table(logits, self.tables, total_bits)
+        freq = torch.empty(logits.shape, dtype=torch.int64)
+        frequency_rows(logits.numpy(), self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
         return freq
