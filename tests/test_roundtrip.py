@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lzarchive import api
+from lzarchive.archive import reader
+from lzarchive.archive.reader import ArchiveReader
 
 from .conftest import snapshot
 
@@ -88,6 +90,25 @@ def test_large_file_spans_many_chunks(tmp_path):
     assert len(entry.chunks) == stats.chunks
     api.extract(archive, str(tmp_path / "out"))
     assert (tmp_path / "out" / "big.bin").read_bytes() == data
+
+
+def test_extraction_decodes_ahead_within_chunk_and_byte_limits(tmp_path, monkeypatch):
+    """Chunks are decoded together (lm decodes them in lockstep) up to DECODE_AHEAD chunks and DECODE_AHEAD_BYTES of
+    plaintext per batch, in file order."""
+    data = os.urandom(150 * 1024)
+    (tmp_path / "big.bin").write_bytes(data)
+    archive = str(tmp_path / "big.lza")
+    api.pack([str(tmp_path / "big.bin")], archive, codec="store", chunk_size=1024)  # 150 chunks
+    batches = []
+    original = ArchiveReader.decode_chunks
+    monkeypatch.setattr(ArchiveReader, "decode_chunks", lambda self, chunks: batches.append(list(chunks)) or original(self, chunks))
+    api.extract(archive, str(tmp_path / "out"))
+    assert [len(b) for b in batches] == [64, 64, 22] and sum(batches, []) == list(range(150))
+    batches.clear()
+    monkeypatch.setattr(reader, "DECODE_AHEAD_BYTES", 10 * 1024 + 1)
+    api.extract(archive, str(tmp_path / "out2"))
+    assert [len(b) for b in batches] == [10] * 15
+    assert (tmp_path / "out2" / "big.bin").read_bytes() == data
 
 
 def test_small_files_share_chunks_without_straddling(tmp_path):

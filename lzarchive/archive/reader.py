@@ -194,7 +194,8 @@ class ArchiveReader:
             return exc
 
 
-DECODE_AHEAD = 32  # chunks decoded together: lm decodes them in lockstep (throughput grows with the batch)
+DECODE_AHEAD = 64  # chunks decoded together at most: lm decodes them in lockstep (throughput grows with the batch)
+DECODE_AHEAD_BYTES = 256 << 20  # and at most this much plaintext held at once (unless one chunk is larger)
 
 
 class ChunkSource:
@@ -210,12 +211,21 @@ class ChunkSource:
     def get(self, chunk: int) -> bytes:
         if chunk not in self._cache:
             start = self._position.get(chunk)
-            wanted = self._order[start : start + self._batch] if start is not None else [chunk]
+            wanted = self._ahead(start) if start is not None else [chunk]
             self._cache = self._reader.decode_chunks(wanted)
         result = self._cache[chunk]
         if isinstance(result, ChunkCorrupt):
             raise result
         return result
+
+    def _ahead(self, start: int) -> list[int]:
+        wanted, held = [], 0
+        for chunk in self._order[start : start + self._batch]:
+            held += self._reader.index.chunks[chunk].raw_size
+            if wanted and held > DECODE_AHEAD_BYTES:
+                break
+            wanted.append(chunk)
+        return wanted
 
     def content(self, entry: Entry, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The bytes [start, end) of an entry, touching only the chunks that hold them."""

@@ -253,6 +253,21 @@ def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
         scale[i] = _quantize_row(row, row)
 
 
+@numba.njit(parallel=True, cache=True)
+def rope_rows(x, start, cos, sin, out):
+    """ExactLlama._rope for x (B, T, H, hd) at positions start + t: out[b, h, t] holds each pair (x0, x1) of x[b, t, h]
+    as (x0 * cos - x1 * sin, x0 * sin + x1 * cos)."""
+    batch, steps, heads, hd = x.shape
+    for n in numba.prange(batch * steps):
+        b, t = n // steps, n % steps
+        c, s = cos[start + t], sin[start + t]
+        for h in range(heads):
+            for i in range(hd // 2):
+                x0, x1 = x[b, t, h, 2 * i], x[b, t, h, 2 * i + 1]
+                out[b, h, t, 2 * i] = x0 * c[i] - x1 * s[i]
+                out[b, h, t, 2 * i + 1] = x0 * s[i] + x1 * c[i]
+
+
 # ---------------------------------------------------------------------------------------------- fused CPU attention
 # The same arithmetic as ExactLlama's torch attention, in compiled loops: one pass per row instead of a dozen tensor
 # passes, and no tiny batched GEMMs when decoding. Every operation is a single IEEE operation in the order SPEC.md

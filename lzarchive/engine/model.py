@@ -15,7 +15,7 @@ import torch
 
 from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
                       correctly_rounded_sqrt, frequency_rows, frequency_table, norm_quantize_rows, quantize, quantize_rows,
-                      silu_product_quantize_rows)
+                      rope_rows, silu_product_quantize_rows)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -125,7 +125,14 @@ class ExactLlama:
         return q, m_scale / (rms * (1 << RESIDUAL_BITS))
 
     def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate adjacent pairs (2i, 2i+1) by position * theta^(-2i/hd). x: (B, H, T, hd), positions: (B, T)."""
+        """Rotate adjacent pairs (2i, 2i+1) by position * theta^(-2i/hd). x: (B, T, H, hd), positions: (B, T), the same
+        consecutive positions in every row. Returns (B, H, T, hd)."""
+        if self.compiled_kernels:
+            batch, steps, heads, hd = x.shape
+            out = torch.empty(batch, heads, steps, hd, dtype=F64)
+            rope_rows(x.numpy(), int(positions[0, 0]), self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out.numpy())
+            return out
+        x = x.transpose(1, 2)
         cos = self.tables.rope_cos[positions][:, None]  # (B, 1, T, hd/2)
         sin = self.tables.rope_sin[positions][:, None]
         x0, x1 = x[..., 0::2], x[..., 1::2]
@@ -234,8 +241,8 @@ class ExactLlama:
             p = f"layers.{layer}."
             a, s = self._norm_quantize(x, p + "attn_norm")
             q, k, v = self._linear(a, s, p + "wqkv").split([q_width, kv_width, kv_width], dim=-1)
-            q = self._rope(q.view(batch, steps, cfg.heads, cfg.head_dim).transpose(1, 2), positions)
-            k = self._rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2), positions)
+            q = self._rope(q.view(batch, steps, cfg.heads, cfg.head_dim), positions)
+            k = self._rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim), positions)
             v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
             k_q, cache.k_scale[layer][:, :, start:end] = self._quantize(k)
             cache.k[layer][..., start:end] = k_q.transpose(-1, -2)
