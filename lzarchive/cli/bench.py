@@ -18,7 +18,7 @@ COMPARED = ("xz -9e", "zstd -19")
 
 def bench_files(
     files: Annotated[list[str], typer.Argument(help="Files and directories to sample.")],
-    sample: Annotated[str, typer.Option(help="Bytes to sample in all (on 2 CPU cores the lm codec packs ~220 tokens/s and unpacks far slower: 64K takes several minutes).")] = "64K",
+    sample: Annotated[str, typer.Option(help="Bytes to sample in all (on 2 CPU cores the lm codec packs ~500 tokens/s and unpacks a few chunks at ~40-100: 64K takes several minutes).")] = "64K",
     per_file: Annotated[str, typer.Option(help="At most this many bytes from the start of each file, so the sample spans many files.")] = "16K",
     codec: Annotated[str, typer.Option(help="The lza codec to try: auto, lm, zstd or store.")] = "auto",
     chunk_size: Annotated[Optional[str], typer.Option(help="Passed to lza pack (e.g. 32K).")] = None,

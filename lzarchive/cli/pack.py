@@ -25,7 +25,7 @@ def pack(
     level: Annotated[Optional[int], typer.Option(help="zstd level, 1..22.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model for the lm codec: a compiled .lzm, a GGUF file or a Hugging Face directory (default: SmolLM2-135M-Instruct).")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda. Archives are identical either way.")] = "cpu",
-    window: Annotated[Optional[int], typer.Option(help=f"Tokens the model sees at once (lm codec; default {LM_WINDOW}, at most the model's positions: 2048 for the default model). Measured on prose and Python code: 2048 with --chunk-size 32K packs 4-13 % tighter than the defaults, compresses 1.3x and extracts 1.5x slower (each chunk's cache is twice as large, so half as many decode together).")] = None,
+    window: Annotated[Optional[int], typer.Option(help=f"Tokens the model sees at once (lm codec; default {LM_WINDOW}, at most the model's positions: 2048 for the default model). Measured on prose and Python code: 2048 with --chunk-size 32K packs 4-13 % tighter than the defaults, compresses 1.5x and extracts 1.7x slower (every token attends to up to twice as many positions, and 4x fewer chunks decode together).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,

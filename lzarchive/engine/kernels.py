@@ -2,7 +2,7 @@
 choice can change: reductions only over integers whose partial sums stay exactly representable, elementwise work
 only with single correctly rounded binary64 operations, and tables instead of transcendental functions.
 
-Integer-valued tensors are held in float64 (exact below 2^53) or int64.
+Integer-valued tensors are held in float64 (exact below 2^53), int64, or int16 (the KV cache: |q| <= QMAX).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> tor
 
 
 # ---------------------------------------------------------------------------------------------- fused CPU row work
-# The elementwise steps of quantize, Tables.silu and ExactLlama's RMSNorm in compiled loops, one row at a time: the
+# The elementwise steps of quantize, Tables.silu, ExactLlama's RMSNorm and RoPE in compiled loops, one row at a time: the
 # same single IEEE operations in the same order as the torch code (numba does not contract a * b + c into an FMA
 # without fastmath), one call instead of a dozen tensor operations, each a pass over memory or, when decoding, mostly
 # dispatch overhead.
