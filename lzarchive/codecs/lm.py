@@ -221,10 +221,11 @@ class LmCodec(Codec):
                     rows = active
                 inputs = torch.tensor([[tokens[i][-1]] for i in rows], device=self.engine.device)
             hidden_q, hidden_s = self.engine.forward(inputs, cache)
-            for lo in range(0, len(rows), FREQ_ROWS):
-                block = [(row, i) for row, i in enumerate(rows[lo : lo + FREQ_ROWS]) if len(tokens[i]) < count[i]]
-                freq = self.engine.frequencies(hidden_q[lo : lo + FREQ_ROWS, -1], hidden_s[lo : lo + FREQ_ROWS, -1], TOTAL_BITS)
-                freq = freq.cpu().numpy()[[row for row, _ in block]]
+            unfinished = [(row, i) for row, i in enumerate(rows) if len(tokens[i]) < count[i]]
+            for lo in range(0, len(unfinished), FREQ_ROWS):
+                block = unfinished[lo : lo + FREQ_ROWS]
+                index = torch.tensor([row for row, _ in block], device=self.engine.device)
+                freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
                 targets = np.array([self._target(decoders[i]) for _, i in block], dtype=np.int64)
                 symbols, starts = np.empty_like(targets), np.empty_like(targets)
                 find_symbols(freq, targets, symbols, starts)
