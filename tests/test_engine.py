@@ -221,7 +221,7 @@ def test_sqrt_rounds_correctly():
 
 
 def test_int8_and_float64_matmul_paths_agree():
-    matmul = IntMatmul(torch.device("cpu"))
+    matmul = IntMatmul(torch.device("cpu"), compiled=True)
     g = torch.Generator().manual_seed(5)
     for rows in (1, 2, 8, 9, 17, 300):
         a = torch.randint(-QMAX, QMAX + 1, (rows, 1536), generator=g).to(torch.float64)
@@ -234,10 +234,11 @@ def test_int8_and_float64_matmul_paths_agree():
         assert torch.equal(matmul._float64(a, w), a @ w.to(torch.float64).T)
         if matmul.use_int8:
             assert torch.equal(matmul._int8(a, w), matmul._float64(a, w))
-            # the compiled split and join (a CPU's path), also on a strided view of the rows
+            # the compiled split and join (a CPU's path) and the torch operations, also on a strided view of the rows
             expected = matmul._float64(a, w) * a_scale * w_scale
-            assert torch.equal(matmul.linear(a, a_scale, w, w_scale), expected)
-            assert torch.equal(matmul.linear(a[::2], a_scale[::2], w, w_scale), expected[::2])
+            for path in (matmul, IntMatmul(torch.device("cpu"))):
+                assert torch.equal(path.linear(a, a_scale, w, w_scale), expected)
+                assert torch.equal(path.linear(a[::2], a_scale[::2], w, w_scale), expected[::2])
 
 
 def test_table_values_match_independent_computation():

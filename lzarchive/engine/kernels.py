@@ -54,12 +54,13 @@ class IntMatmul:
 
     The int8 path splits a into two int8 halves and uses the int8 GEMM (int32 accumulation, |partial sums| < 2^25);
     the float64 path multiplies integers whose partial sums stay below 2^53. Both give the same integers; the int8
-    path is used only after a self-check on extreme values agrees with the float64 path. On a CPU the split and the
-    join run in compiled loops (one pass each instead of a dozen small tensor operations).
+    path is used only after a self-check on extreme values agrees with the float64 path. With `compiled` (CPU only)
+    the split and the join run in compiled loops (one pass each instead of a dozen small tensor operations).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, compiled: bool = False) -> None:
         self.device = device
+        self.compiled = compiled
         self.use_int8 = self._int8_exact()
 
     def _int8_exact(self) -> bool:
@@ -99,7 +100,7 @@ class IntMatmul:
         """(a @ w.T) * a_scale * w_scale: a (..., k), a_scale (..., 1), w (n, k) int8, w_scale (n,)."""
         if not self.use_int8:
             return self._float64(a, w) * a_scale * w_scale
-        if self.device.type != "cpu":
+        if not self.compiled:
             return self._int8(a, w) * a_scale * w_scale
         flat = a.reshape(-1, a.shape[-1])
         halves = self._halves(len(flat), flat.shape[1], a.device)

@@ -72,8 +72,8 @@ class ExactLlama:
                  compiled_kernels: bool | None = None):
         self.config = config
         self.device = torch.device(device)
-        # attention and frequency tables in the compiled CPU loops of kernels.py (the default on a CPU) or in torch
-        # operations (any device): the same integers
+        # the elementwise row work, attention and frequency tables in the compiled CPU loops of kernels.py (the default
+        # on a CPU) or in torch operations (any device): the same integers
         self.compiled_kernels = self.device.type == "cpu" if compiled_kernels is None else compiled_kernels
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
@@ -85,7 +85,7 @@ class ExactLlama:
                     self.t[p + fused + suffix] = torch.cat([self.t.pop(p + part + suffix) for part in parts])
         self.tables = Tables(self.t["table.exp2_frac"], self.t["table.sigmoid"], self.t["table.rope_cos"],
                              self.t["table.rope_sin"])
-        self.matmul = IntMatmul(self.device)
+        self.matmul = IntMatmul(self.device, self.compiled_kernels)
         self.sqrt = correctly_rounded_sqrt(self.device)
 
     # ------------------------------------------------------------------------------------------ building blocks
