@@ -211,7 +211,7 @@ def list_entries(archive: str) -> list[Entry]:
 
 
 def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, device: str = "cpu") -> Iterator[bytes]:
-    """Bytes [start, end) of one file, decoding only the chunks that hold them."""
+    """Bytes [start, end) of one file, decoding only the chunks that hold them (the last only up to the file's end)."""
     with open_archive(archive, device) as reader:
         matches = [e for e in reader.entries if e.path == path.strip("/")]
         if not matches:
@@ -221,15 +221,26 @@ def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, devi
             raise PathRefused(path=path, reason=f"is a {entry.type.name.lower()}, not a file")
         if start < 0 or (end is not None and end < start):
             raise UsageError(reason=f"invalid range {start}:{end}")
-        source = ChunkSource(reader, content_order([entry]))
-        whole = start == 0 and (end is None or end >= entry.size)
-        content = hasher(C.CONTEXT_ENTRY) if whole else None
-        for piece in source.content(entry, start, end):
-            if content:
-                content.update(piece)
-            yield piece
-        if content and content.digest() != entry.content_hash:
+        end = entry.size if end is None else min(end, entry.size)
+        if (start > 0 or end < entry.size) and len(entry.chunks) > 1:  # part of a large file: whole chunks, each checked
+            yield from ChunkSource(reader, content_order([entry])).content(entry, start, end)
+            return
+        # the whole file, checked against its hash: decoding its last chunk can then stop where the file ends. That
+        # piece is the only one its chunk's checksum does not cover, so it waits until the file's hash matches.
+        last = entry.chunks[-1] if entry.chunks else None
+        alone = last is not None and all(ref.chunk != last.chunk for ref in entry.chunks[:-1])
+        prefixes = {last.chunk: last.offset + last.length} if alone else None
+        content = hasher(C.CONTEXT_ENTRY)
+        position, held = 0, b""  # the newest piece, and where it starts in the file
+        for piece in ChunkSource(reader, content_order([entry]), prefixes=prefixes).content(entry):
+            content.update(piece)
+            if wanted := held[max(0, start - position) : max(0, end - position)]:
+                yield wanted
+            position, held = position + len(held), piece
+        if content.digest() != entry.content_hash:
             raise EntryCorrupt(archive=archive, path=entry.path, reason="hash of the decoded bytes differs")
+        if wanted := held[max(0, start - position) : max(0, end - position)]:
+            yield wanted
 
 
 @dataclass

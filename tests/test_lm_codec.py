@@ -58,6 +58,20 @@ def test_codec_round_trip_alone_and_in_batches(chunks):
         assert codec.decode_batch([p for _, p in coded], [len(c) for c, _ in coded]) == together
 
 
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_decoding_can_stop_after_a_prefix(data):
+    codec = LmCodec(tiny_model(), window=32, overlap=8)
+    chunks = [greedy_text(tiny_model(), 60 + 20 * i, seed_token=2 + ord(c)) + b"\x00 \xff" for i, c in enumerate("tq")]
+    payloads = codec.encode_batch(chunks)
+    assert None not in payloads
+    limits = [data.draw(st.integers(1, len(c)), label=f"limit {i}") for i, c in enumerate(chunks)]
+    prefixes = codec.decode_batch(payloads, [len(c) for c in chunks], limits)
+    for chunk, limit, prefix in zip(chunks, limits, prefixes):
+        assert limit <= len(prefix) and chunk.startswith(prefix)
+        assert len(prefix) < limit + 16  # stopped within a token (the tiny model's pieces are short) of the limit
+
+
 def test_lockstep_groups_stay_within_the_kv_cache_budget(monkeypatch):
     codec = LmCodec(tiny_model(), window=32, overlap=8)
     cache = codec.engine.new_cache(1, 32)
@@ -125,3 +139,45 @@ def test_model_commands(tiny_path):
     assert tiny_model().model_hash.hex()[:16] in listed and "tiny-0" in listed
     missing = run_cli("model", "info", "/nonexistent/model.gguf")
     assert missing.exit_code == EXIT_MODEL and "no such model" in missing.stderr
+
+
+@pytest.fixture
+def shared_chunk(tiny_path, tmp_path, monkeypatch):
+    """Three files in one lm chunk, and the lengths of what the lm codec returns each time it decodes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, name in enumerate(("a.txt", "b.txt", "c.txt")):
+        (src / name).write_bytes(greedy_text(tiny_model(), 60, seed_token=2 + ord("tqz"[i])))
+    out = str(tmp_path / "lm.lza")
+    assert run_cli("pack", str(src), "-o", out, "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
+    assert len(api.info(out).codecs) == 1 and [c.raw_size for c in api.open_archive(out).index.chunks] == [
+        sum(f.stat().st_size for f in src.iterdir())]
+    decoded: list[int] = []
+    decode_batch = LmCodec.decode_batch
+    monkeypatch.setattr(LmCodec, "decode_batch", lambda self, *args: [decoded.append(len(d)) or d
+                                                                      for d in decode_batch(self, *args)])
+    return src, out, decoded
+
+
+def test_reading_one_file_decodes_its_chunk_only_up_to_the_file(shared_chunk, tmp_path):
+    src, out, decoded = shared_chunk
+    first = (src / "a.txt").read_bytes()
+    assert run_cli("cat", out, "src/a.txt").stdout == first
+    assert run_cli("cat", out, "src/a.txt", "--range", "3:9").stdout == first[3:9]
+    assert run_cli("extract", out, "src/a.txt", "-C", str(tmp_path / "x"), "-q").exit_code == 0
+    assert (tmp_path / "x" / "src" / "a.txt").read_bytes() == first
+    assert all(len(first) <= n < len(first) + 16 for n in decoded) and len(decoded) == 3
+    assert run_cli("cat", out, "src/c.txt").stdout == (src / "c.txt").read_bytes()  # the last file: the whole chunk
+    assert decoded[-1] == sum(f.stat().st_size for f in src.iterdir())
+
+
+def test_a_wrong_prefix_is_caught_by_the_file_hash_and_never_written(shared_chunk, tmp_path, monkeypatch):
+    src, out, _ = shared_chunk
+    decode_batch = LmCodec.decode_batch  # the counting wrapper; flip one byte of what it returns
+    monkeypatch.setattr(LmCodec, "decode_batch", lambda self, *args: [bytes([d[0] ^ 1]) + d[1:]
+                                                                      for d in decode_batch(self, *args)])
+    result = run_cli("cat", out, "src/a.txt")
+    assert result.exit_code == 3 and result.stdout == b"" and "src/a.txt" in result.stderr
+    result = run_cli("extract", out, "src/a.txt", "-C", str(tmp_path / "x"), "-q")
+    assert result.exit_code == 3 and not os.listdir(tmp_path / "x" / "src")
+    assert run_cli("verify", out, "-q").exit_code == 3  # a whole chunk: its own checksum catches it

@@ -101,7 +101,8 @@ def test_extraction_decodes_ahead_within_chunk_and_byte_limits(tmp_path, monkeyp
     api.pack([str(tmp_path / "big.bin")], archive, codec="store", chunk_size=1024)  # 150 chunks
     batches = []
     original = ArchiveReader.decode_chunks
-    monkeypatch.setattr(ArchiveReader, "decode_chunks", lambda self, chunks: batches.append(list(chunks)) or original(self, chunks))
+    monkeypatch.setattr(ArchiveReader, "decode_chunks",
+                        lambda self, chunks, prefixes=None: batches.append(list(chunks)) or original(self, chunks, prefixes))
     api.extract(archive, str(tmp_path / "out"))
     assert [len(b) for b in batches] == [64, 64, 22] and sum(batches, []) == list(range(150))
     batches.clear()

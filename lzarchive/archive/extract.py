@@ -19,7 +19,7 @@ from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
 from .progress import NULL_PROGRESS, Progress
-from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order
+from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order, content_prefixes
 
 FILE_MODE_MASK = 0o777
 DIR_MODE_MASK = 0o1777
@@ -88,7 +88,8 @@ class Extractor:
         self.dest_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
         try:
             written = {e.path for e in entries if e.type is EntryType.FILE}
-            source = ChunkSource(self.reader, content_order(entries), self.batch)
+            # every file is checked against its hash before it gets its name, so decoding may stop where files end
+            source = ChunkSource(self.reader, content_order(entries), self.batch, content_prefixes(entries))
             self.progress.start("extract", sum(e.size for e in entries if e.has_content))
             for entry in entries:
                 self._guarded(entry, lambda: self._extract(entry, source, written))

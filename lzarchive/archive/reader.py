@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -160,8 +160,11 @@ class ArchiveReader:
                 raise UnsupportedFeature(archive=self.path, reason=str(exc)) from None
         return self._codecs[codec_id]
 
-    def decode_chunks(self, chunks: Sequence[int]) -> dict[int, bytes | ChunkCorrupt]:
-        """Decode chunks in batches per codec; each result is the verified plaintext or the error for that chunk."""
+    def decode_chunks(self, chunks: Sequence[int], prefixes: Mapping[int, int] | None = None) -> dict[int, bytes | ChunkCorrupt]:
+        """Decode chunks in batches per codec; each result is the verified plaintext or the error for that chunk.
+        prefixes: chunk → bytes needed from its start; a codec may stop there, and a prefix shorter than the chunk
+        cannot be checked against the chunk's checksum: only callers that check every entry they read may ask."""
+        prefixes = prefixes or {}
         results: dict[int, bytes | ChunkCorrupt] = {}
         by_codec: dict[int, list[tuple[int, ChunkHeader, bytes]]] = {}
         for chunk in chunks:
@@ -173,13 +176,16 @@ class ArchiveReader:
             by_codec.setdefault(head.codec, []).append((chunk, head, payload))
         for codec_id, items in by_codec.items():
             codec = self.codec(codec_id)
+            limits = [prefixes.get(chunk, head.raw_size) for chunk, head, _ in items]
             try:
-                plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items])
-            except CodecError:
-                plains = [self._decode_one(codec, h, p) for _, h, p in items]  # attribute the failure to its chunk
-            for (chunk, head, _), plain in zip(items, plains):
+                plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits)
+            except CodecError:  # attribute the failure to its chunk
+                plains = [self._decode_one(codec, h, p, limit) for (_, h, p), limit in zip(items, limits)]
+            for (chunk, head, _), plain, limit in zip(items, plains, limits):
                 if isinstance(plain, CodecError):
                     results[chunk] = self._corrupt(chunk, str(plain))
+                elif limit <= len(plain) < head.raw_size:
+                    results[chunk] = plain  # a prefix, checked through the entries read from it
                 elif not head.plain_hash_ok(plain):
                     results[chunk] = self._corrupt(chunk, "decoded bytes do not match the plaintext checksum")
                 else:
@@ -187,9 +193,9 @@ class ArchiveReader:
         return results
 
     @staticmethod
-    def _decode_one(codec: Codec, head: ChunkHeader, payload: bytes) -> bytes | CodecError:
+    def _decode_one(codec: Codec, head: ChunkHeader, payload: bytes, limit: int) -> bytes | CodecError:
         try:
-            return codec.decode_batch([payload], [head.raw_size])[0]
+            return codec.decode_batch([payload], [head.raw_size], [limit])[0]
         except CodecError as exc:
             return exc
 
@@ -201,8 +207,10 @@ DECODE_AHEAD_BYTES = 256 << 20  # and at most this much plaintext held at once (
 class ChunkSource:
     """Decoded chunks for reads that follow a known order: decodes ahead in batches and keeps one batch."""
 
-    def __init__(self, reader: ArchiveReader, order: Sequence[int], batch: int = DECODE_AHEAD) -> None:
+    def __init__(self, reader: ArchiveReader, order: Sequence[int], batch: int = DECODE_AHEAD,
+                 prefixes: Mapping[int, int] | None = None) -> None:
         self._reader = reader
+        self._prefixes = prefixes
         self._order = list(dict.fromkeys(order))
         self._position = {chunk: i for i, chunk in enumerate(self._order)}
         self._batch = max(1, batch)
@@ -212,7 +220,7 @@ class ChunkSource:
         if chunk not in self._cache:
             start = self._position.get(chunk)
             wanted = self._ahead(start) if start is not None else [chunk]
-            self._cache = self._reader.decode_chunks(wanted)
+            self._cache = self._reader.decode_chunks(wanted, self._prefixes)
         result = self._cache[chunk]
         if isinstance(result, ChunkCorrupt):
             raise result
@@ -243,6 +251,16 @@ class ChunkSource:
 
 def content_order(entries: Sequence[Entry]) -> list[int]:
     return [ref.chunk for entry in entries for ref in entry.chunks]
+
+
+def content_prefixes(entries: Sequence[Entry]) -> dict[int, int]:
+    """Chunk → the end of the last byte these entries use in it: where decoding can stop for readers that check each
+    entry's content against its checksum."""
+    ends: dict[int, int] = {}
+    for entry in entries:
+        for ref in entry.chunks:
+            ends[ref.chunk] = max(ends.get(ref.chunk, 0), ref.offset + ref.length)
+    return ends
 
 
 def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:

@@ -28,7 +28,9 @@ def cat(
     byte_range: Annotated[Optional[str], typer.Option("--range", help="Only bytes START:END (END exclusive).")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
 ) -> None:
-    """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it."""
+    """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it, and the last of them
+    only up to where the file ends. Nothing is written before it is checked: by the file's hash, or for a range of a
+    file spread over several chunks, by each chunk's checksum."""
     start, end = parse_range(byte_range) if byte_range else (0, None)
     out = sys.stdout.buffer
     for piece in api.cat(archive, path, start, end, device=device):

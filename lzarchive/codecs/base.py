@@ -22,5 +22,8 @@ class Codec(ABC):
         """Code each chunk independently; None where this codec declines a chunk (the writer falls back)."""
 
     @abstractmethod
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
-        """Invert encode_batch; raw_sizes come from the chunk headers. Raise CodecError on a bad payload."""
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
+                     limits: Sequence[int] | None = None) -> list[bytes]:
+        """Invert encode_batch; raw_sizes come from the chunk headers. Raise CodecError on a bad payload.
+        With limits, a codec may stop once a chunk's first `limit` bytes are out and return that prefix (at least
+        `limit` bytes); codecs that gain nothing from stopping early return whole chunks."""

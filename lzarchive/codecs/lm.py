@@ -157,8 +157,12 @@ class LmCodec(Codec):
 
     # ------------------------------------------------------------------------------------------ decode
 
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
+                     limits: Sequence[int] | None = None) -> list[bytes]:
+        """Decodes every chunk whole, or, with limits, each until its first `limit` bytes are out: reading one small
+        file stops where it ends instead of decoding the rest of its chunk token by token."""
         parsed = [self._parse(bytes(p)) for p in payloads]
+        limits = raw_sizes if limits is None else limits
         results: list[bytes | None] = [None] * len(payloads)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (window, overlap, _, _) in enumerate(parsed):
@@ -171,7 +175,8 @@ class LmCodec(Codec):
             lockstep = -(-len(members) // -(-len(members) // most))
             for lo in range(0, len(members), lockstep):
                 part = members[lo : lo + lockstep]
-                decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [raw_sizes[i] for i in part])
+                decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [raw_sizes[i] for i in part],
+                                             [limits[i] for i in part])
                 for i, data in zip(part, decoded):
                     results[i] = data
         return results  # type: ignore[return-value]
@@ -187,8 +192,9 @@ class LmCodec(Codec):
             raise CodecError(f"lm: window {window} / overlap {overlap} outside what the model supports")
         return window, overlap, count, payload[pos:]
 
-    def _decode_group(self, window: int, overlap: int, items, raw_sizes) -> list[bytes]:
-        """Lockstep decoding: every chunk advances one token per step; window restarts fall on the same steps."""
+    def _decode_group(self, window: int, overlap: int, items, raw_sizes, limits) -> list[bytes]:
+        """Lockstep decoding: every chunk advances one token per step; window restarts fall on the same steps. A chunk
+        is done after its last token or once it has produced `limit` bytes."""
         cfg = self.model.config
         count = [item[2] for item in items]
         for n, raw in zip(count, raw_sizes):
@@ -197,10 +203,15 @@ class LmCodec(Codec):
         decoders = [RangeDecoder(item[3]) for item in items]
         tokens: list[list[int]] = [[] for _ in items]
         escaped: list[dict[int, int]] = [{} for _ in items]
+        produced = [0] * len(items)
+
+        def unfinished(i: int) -> bool:
+            return len(tokens[i]) < count[i] and produced[i] < limits[i]
+
         restarts = {start for start, _ in window_bodies(max(count, default=0), window, overlap)}
         # rows: the chunks in the cache, in order; finished chunks keep their row (computing unused values) until the
         # next window restart or until half the rows are finished, since dropping rows copies the whole cache
-        rows = [i for i, n in enumerate(count) if n > 0]
+        rows = [i for i in range(len(items)) if unfinished(i)]
         active = rows
         cache = None
         step = 0
@@ -221,9 +232,9 @@ class LmCodec(Codec):
                     rows = active
                 inputs = torch.tensor([[tokens[i][-1]] for i in rows], device=self.engine.device)
             hidden_q, hidden_s = self.engine.forward(inputs, cache)
-            unfinished = [(row, i) for row, i in enumerate(rows) if len(tokens[i]) < count[i]]
-            for lo in range(0, len(unfinished), FREQ_ROWS):
-                block = unfinished[lo : lo + FREQ_ROWS]
+            pending = [(row, i) for row, i in enumerate(rows) if unfinished(i)]
+            for lo in range(0, len(pending), FREQ_ROWS):
+                block = pending[lo : lo + FREQ_ROWS]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
                 targets = np.array([self._target(decoders[i]) for _, i in block], dtype=np.int64)
@@ -235,9 +246,10 @@ class LmCodec(Codec):
                         byte = self._target(decoders[i], ESCAPED_BYTE_TOTAL)
                         decoders[i].consume(byte, 1)
                         escaped[i][len(tokens[i])] = byte
+                    produced[i] += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
                     tokens[i].append(token)
             step += 1
-            active = [i for i in rows if len(tokens[i]) < count[i]]
+            active = [i for i in rows if unfinished(i)]
         return [self.encoder.decode(t, e) for t, e in zip(tokens, escaped)]
 
     @staticmethod

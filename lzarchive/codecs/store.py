@@ -15,5 +15,6 @@ class StoreCodec(Codec):
     def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
         return [bytes(c) for c in chunks]
 
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
+                     limits: Sequence[int] | None = None) -> list[bytes]:
         return [bytes(p) for p in payloads]

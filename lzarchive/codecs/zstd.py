@@ -39,7 +39,8 @@ class ZstdCodec(Codec):
 
         return self._map(compress, [(c,) for c in chunks])
 
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int]) -> list[bytes]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
+                     limits: Sequence[int] | None = None) -> list[bytes]:
         def decompress(payload: bytes, raw_size: int) -> bytes:
             try:
                 out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw_size)
