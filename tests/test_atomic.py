@@ -25,8 +25,11 @@ def slow_source(tmp_path_factory):
 
 
 def start_pack(src, out):
+    # SIGINT back to its default: a shell starts background jobs with it ignored, and Python keeps it so (the pack
+    # would then run to the end whenever the tests themselves run in the background)
     return subprocess.Popen([sys.executable, "-m", "lzarchive", "pack", str(src), "-o", str(out), "--codec", "zstd", "--level", "19", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_partial(out, proc, minimum=1 << 20):
