@@ -73,6 +73,21 @@ def test_batch_and_neighbours_do_not_matter(engine, batch):
         assert torch.equal(tables_for(engine, rows)[position], alone)
 
 
+def test_long_batches_run_in_passes_of_fewer_rows_with_the_same_results(engine, monkeypatch):
+    vocab = engine.config.vocab_size
+    rows = [random_tokens(24, 200 + i, vocab) for i in range(7)]
+    cache = engine.new_cache(7, 30)
+    q, s = engine.forward(torch.tensor(rows), cache)
+    monkeypatch.setattr("lzarchive.engine.model.FORWARD_TOKENS", 3 * 24)  # passes of 3, 3 and 1 rows
+    passes = engine.new_cache(7, 30)
+    q_passes, s_passes = engine.forward(torch.tensor(rows), passes)
+    assert torch.equal(q, q_passes) and torch.equal(s, s_passes) and passes.length == 24
+    assert all(torch.equal(a, b) for group in ("k", "k_scale", "v", "v_scale")
+               for a, b in zip(getattr(cache, group), getattr(passes, group)))
+    step = torch.tensor([[5]] * 7)  # one more position: both caches hold the same keys at the same length
+    assert torch.equal(engine.forward(step, cache)[0], engine.forward(step, passes)[0])
+
+
 def test_thread_count_does_not_matter(engine):
     tokens = random_tokens(80, 4, engine.config.vocab_size)
     threads, compiled_threads = torch.get_num_threads(), numba.get_num_threads()
