@@ -230,17 +230,20 @@ def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, devi
         last = entry.chunks[-1] if entry.chunks else None
         alone = last is not None and all(ref.chunk != last.chunk for ref in entry.chunks[:-1])
         prefixes = {last.chunk: last.offset + last.length} if alone else None
+        def wanted(piece: bytes, at: int) -> bytes:  # the part of a piece starting at file offset `at` in [start, end)
+            return piece[max(0, start - at) : max(0, end - at)]
+
         content = hasher(C.CONTEXT_ENTRY)
         position, held = 0, b""  # the newest piece, and where it starts in the file
         for piece in ChunkSource(reader, content_order([entry]), prefixes=prefixes).content(entry):
             content.update(piece)
-            if wanted := held[max(0, start - position) : max(0, end - position)]:
-                yield wanted
+            if part := wanted(held, position):
+                yield part
             position, held = position + len(held), piece
         if content.digest() != entry.content_hash:
             raise EntryCorrupt(archive=archive, path=entry.path, reason="hash of the decoded bytes differs")
-        if wanted := held[max(0, start - position) : max(0, end - position)]:
-            yield wanted
+        if part := wanted(held, position):
+            yield part
 
 
 @dataclass
