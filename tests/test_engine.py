@@ -132,11 +132,15 @@ def test_compiled_and_torch_attention_agree():
     k, v = integers(batch, heads, hd, keys).to(torch.int16), integers(batch, heads, keys, hd).to(torch.int16)  # KVCache
     ks, vs = scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
     vs[1, 1] = 0.0
-    for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278)):
+    int8_blocks = compiled._int8_blocks(k, v, keys)  # prefill: both products in the int8 GEMM, halves on both sides
+    assert compiled.matmul.use_int8
+    # 2 positions: 6 rows, fewer than the int8 GEMM's 17 (padded)
+    for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278), torch.arange(150, 152)):
         rows = 3 * len(positions)
         block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
         expected = reference._torch_block(block, block_factor, k, ks, v, vs, positions)
         assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, positions), expected)
+        assert torch.equal(int8_blocks(block, block_factor, k, ks, v, vs, positions), expected)
     # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
     # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
     k, v = torch.ones(1, 1, hd, 2, dtype=torch.int16), torch.ones(1, 1, 2, hd, dtype=torch.int16)
@@ -146,6 +150,7 @@ def test_compiled_and_torch_attention_agree():
     expected = reference._torch_block(block, block_factor, k, ks, v, vs, torch.tensor([1]))
     assert torch.equal(expected, torch.full_like(expected, (QMAX + 2) / 2**16))  # (QMAX + 2) * (1 / (2 * 2^15))
     assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
+    assert torch.equal(compiled._int8_blocks(k, v, 2)(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
 
 
 def test_compiled_and_torch_frequency_tables_agree():

@@ -7,6 +7,7 @@ integers. Residual stream: int64 in units of 2^-RESIDUAL_BITS. Matmul inputs: pe
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -14,12 +15,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
+                      attention_weights_halves, interleave_halves, split_halves,
                       correctly_rounded_sqrt, frequency_rows, frequency_table, norm_quantize_rows, quantize, quantize_rows,
                       rope_rows, silu_product_quantize_rows)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
 MLP_BLOCK = 256  # rows (batch x positions) per MLP block
+INT8_ATTENTION_KEYS = 1 << 17  # the int8 values product sums up to keys x 2^14 in int32
 FORWARD_TOKENS = 1024  # batch x positions per pass at most: 64 windows of 257 positions in one pass took 30.6 s, in
 # passes of 3-4 rows 14-16 s (the intermediates stay in cache), and held 1.3 GB more
 
@@ -160,7 +163,10 @@ class ExactLlama:
         q_q, q_s = self._quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
         row_factor = q_s * (1.0 / math.sqrt(cfg.head_dim))
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
-        block_attention = self._compiled_block if self.compiled_kernels else self._torch_block
+        block_attention = self._torch_block
+        if self.compiled_kernels:
+            int8_products = steps > 1 and self.matmul.use_int8 and cfg.max_positions < INT8_ATTENTION_KEYS
+            block_attention = self._int8_blocks(k, v, int(q_pos[0, -1]) + 1) if int8_products else self._compiled_block
         for lo in range(0, steps, ATTENTION_BLOCK):
             hi = min(steps, lo + ATTENTION_BLOCK)
             # rows are (head in group, position)
@@ -188,10 +194,43 @@ class ExactLlama:
         w_q = w.mul_(QMAX / m).round_()
         return (w_q @ v[:, :, :keys].to(F64)).mul_((m / QMAX) / p_sum)  # exact product < 2^41
 
+    def _int8_blocks(self, k: torch.Tensor, v: torch.Tensor, keys: int):
+        """_compiled_block for blocks of several positions, with both products in the int8 GEMM (IntMatmul's halves
+        on both sides: the same integers). The key and value halves are split once for all blocks."""
+        batch, kv_heads, hd = k.shape[:3]
+        k_halves = torch.empty(batch, kv_heads, hd, 2 * keys, dtype=torch.int8)
+        interleave_halves(k[..., :keys].numpy(), k_halves.numpy())
+        v_halves = torch.empty(batch, kv_heads, keys, 2 * hd, dtype=torch.int8)
+        interleave_halves(v[:, :, :keys].numpy(), v_halves.numpy())
+
+        def block_attention(block, block_factor, _k, ks, _v, vs, positions) -> torch.Tensor:
+            rows, keys = block.shape[2], int(positions[-1]) + 1
+            # at least 17 rows, as IntMatmul gives the int8 GEMM; rows past 2 x rows are padding, their products unread
+            q_halves = torch.empty(batch, kv_heads, max(2 * rows, 17), hd, dtype=torch.int8)
+            w_halves = torch.empty(batch, kv_heads, len(q_halves[0, 0]), keys, dtype=torch.int8)
+            scores = torch.empty(batch, kv_heads, len(q_halves[0, 0]), 2 * keys, dtype=torch.int32)
+            for b, h in itertools.product(range(batch), range(kv_heads)):
+                split_halves(block[b, h].numpy(), q_halves[b, h].numpy())
+                torch._int_mm(q_halves[b, h], k_halves[b, h, :, : 2 * keys], out=scores[b, h])
+            factor = torch.empty(batch, kv_heads, rows, dtype=F64)
+            visible = (positions + 1).repeat(rows // len(positions))
+            attention_weights_halves(scores.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
+                                     visible.numpy(), self.tables.shifted(15, F64).numpy(), w_halves.numpy(),
+                                     factor.numpy())
+            products = torch.stack([torch._int_mm(w_halves[b, h], v_halves[b, h, :keys])
+                                    for b, h in itertools.product(range(batch), range(kv_heads))]).to(F64)
+            hi, lo = (products[:, part : part + rows].reshape(batch, kv_heads, rows, hd, 2) for part in (0, rows))
+            # 65536 hi.hi + 256 (hi.lo + lo.hi) + lo.lo: integers below 2^41
+            result = hi[..., 0] * 65536 + (hi[..., 1] + lo[..., 0]) * 256 + lo[..., 1]
+            return result.mul_(factor[..., None])
+
+        return block_attention
+
     def _compiled_block(self, block, block_factor, k, ks, v, vs, positions) -> torch.Tensor:
         """The same as _torch_block in kernels.py's compiled CPU loops: one pass per row instead of a dozen tensor
         passes. Decoding (one position) also computes its products there, streaming the cache, where BLAS is slow on
-        products of three rows; longer blocks keep the BLAS products."""
+        products of three rows; longer blocks take _int8_blocks, or the float64 BLAS products here where the int8
+        GEMM is not exact."""
         batch, kv_heads, rows, hd = block.shape
         keys = int(positions[-1]) + 1
         decoding = len(positions) == 1
