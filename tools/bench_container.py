@@ -2,7 +2,10 @@
 """Container benchmark: per-entry and per-chunk overhead, and pack / extract / random-access speed with zstd at
 several chunk sizes on a real tree (default: this Python's standard library, without site-packages). Prints a Markdown table.
 
-Usage: python tools/bench_container.py [--tree DIR] [--chunk-sizes 64K,256K,1M,4M]
+Also the memory and time of `lza list` on an index of many entries (--list-entries, default 2^20 directories):
+peak RSS per entry beyond a one-entry archive's, so a hostile or just very large index costs what it declares.
+
+Usage: python tools/bench_container.py [--tree DIR] [--chunk-sizes 64K,256K,1M,4M] [--list-entries N] [--only-list]
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import argparse
 import os
 import random
 import shutil
+import sys
 import sysconfig
 import tempfile
 import time
 
 from lzarchive import api
+from lzarchive.archive.writer import ArchiveWriter
+from lzarchive.bench import run_measured
 from lzarchive.cli.render import parse_size
 
 
@@ -60,12 +66,40 @@ def bench_tree(tree: str, chunk_size: int, tmp: str) -> dict:
             "extract_s": extract_s, "cat_ms": cat_ms, "entries": stats.entries, "chunks": stats.chunks}
 
 
+def list_memory(tmp: str, entries: int) -> tuple[float, float, float]:
+    """`lza list` of an archive of `entries` directories: (peak RSS bytes per entry beyond a one-entry archive's,
+    seconds, archive bytes per entry)."""
+    def archive(count: int) -> str:
+        path = os.path.join(tmp, f"dirs-{count}.lza")
+        with open(path, "wb") as out:
+            writer = ArchiveWriter(out, [])
+            for i in range(count):
+                writer.add_dir(f"directory-{i:08}", mode=0o755, mtime_ns=1_700_000_000_000_000_000 + i)
+            writer.finish()
+        return path
+
+    def lza_list(path: str) -> tuple[float, int]:
+        return run_measured([sys.executable, "-m", "lzarchive", "list", path], stdout_path=os.devnull)
+
+    _, base_rss = lza_list(archive(1))
+    big = archive(entries)
+    seconds, rss = lza_list(big)
+    return (rss - base_rss) / entries, seconds, os.path.getsize(big) / entries
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", default=sysconfig.get_paths()["stdlib"])
     parser.add_argument("--chunk-sizes", default="64K,256K,1M,4M")
+    parser.add_argument("--list-entries", type=int, default=1 << 20)
+    parser.add_argument("--only-list", action="store_true", help="only the lza list measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        per_entry, seconds, archive_per_entry = list_memory(tmp, args.list_entries)
+        print(f"lza list of {args.list_entries} directory entries ({archive_per_entry:.2f} archive bytes each): "
+              f"{per_entry:.0f} bytes of peak RSS per entry, {seconds:.1f} s\n", flush=True)
+        if args.only_list:
+            return
         per_entry, per_chunk = overheads(tmp)
         print(f"overhead: {per_entry:.1f} bytes per entry (empty file), {per_chunk:.1f} bytes per chunk\n")
         print(f"tree: {args.tree}\n")

@@ -13,7 +13,7 @@ from typing import Any
 import zstandard
 
 from . import constants as C
-from .wire import digest, pack, unpack
+from .wire import digest, pack, reading, unpack
 
 _HEADER_FIXED = struct.Struct("<8sHHIIIII")
 _CHUNK_FIXED = struct.Struct("<4sBBHII32s32s")
@@ -205,7 +205,7 @@ def check_path(path: Any, what: str = "path") -> str:
     return path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRef:
     """A slice of one chunk's plaintext: chunk index, offset inside the chunk, length."""
 
@@ -214,7 +214,7 @@ class ChunkRef:
     length: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: an index may hold millions of entries
 class Entry:
     path: str
     type: C.EntryType
@@ -251,7 +251,7 @@ class Entry:
             required |= {"target"}
         _check_keys(obj, f"entry {obj.get('path')!r}", required, strict=strict)
         path = check_path(obj["path"])
-        mode = _check_int(obj["mode"], f"{path}: mode", 0, C.MODE_MASK)
+        mode = _MODES.setdefault(_check_int(obj["mode"], f"{path}: mode", 0, C.MODE_MASK), obj["mode"])
         mtime_ns = _check_int(obj["mtime_ns"], f"{path}: mtime_ns", -(1 << 63), (1 << 63) - 1)
         size, content_hash, refs, target = 0, None, (), None
         if etype in (C.EntryType.FILE, C.EntryType.HARDLINK):
@@ -266,6 +266,9 @@ class Entry:
         if etype is C.EntryType.HARDLINK:
             target = check_path(obj["target"], f"{path}: hardlink target")
         return cls(path, etype, mode, mtime_ns, size, content_hash, refs, target)
+
+
+_MODES: dict[int, int] = {}  # one int object per distinct mode: a few kinds of mode among millions of entries
 
 
 def _parse_refs(obj: Any, chunks: list[ChunkInfo], path: str) -> tuple[ChunkRef, ...]:
@@ -284,7 +287,7 @@ def _parse_refs(obj: Any, chunks: list[ChunkInfo], path: str) -> tuple[ChunkRef,
 # ----------------------------------------------------------------------------------------------------- index
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkInfo:
     """The index's copy of a chunk's placement; must agree with the chunk's own header."""
 
@@ -323,20 +326,49 @@ class Index:
         stored = data[C.INDEX_HEADER_SIZE :]
         body = _zstd_decompress(stored, raw_size) if encoding == C.IndexEncoding.MSGPACK_ZSTD else stored
         _require(len(body) == raw_size, "index size mismatch")
-        obj = unpack(body, max_len=max(C.MAX_ENTRIES, C.MAX_CHUNKS))
-        _check_keys(obj, "index", {"chunks", "entries"}, strict=strict)
-        chunks = _parse_chunk_table(obj["chunks"], data_start, data_end)
-        raw_entries = obj["entries"]
-        _require(isinstance(raw_entries, list) and len(raw_entries) <= C.MAX_ENTRIES, "too many entries")
-        entries = tuple(Entry.from_wire(e, chunks, strict=strict) for e in raw_entries)
+        # Read item by item, never as one msgpack object: a million entries built as maps first would take ~500 bytes
+        # each on top of the entries themselves. Two passes, so the keys may come in any order: the chunk table
+        # first (entries refer to it), then the entries.
+        keys = _index_keys(body)
+        _require(len(set(keys)) == len(keys), "the index map has a key twice")
+        _check_keys(dict.fromkeys(keys), "index", {"chunks", "entries"}, strict=strict)
+        chunks = _read_index_item(body, "chunks", lambda u: _parse_chunk_table(u, data_start, data_end))
+        entries = _read_index_item(body, "entries", lambda u: _parse_entries(u, chunks, strict))
         _check_tree(entries)
+        _check_slices(entries)
         return cls(entries, tuple(chunks))
 
 
-def _parse_chunk_table(obj: Any, data_start: int, data_end: int) -> list[ChunkInfo]:
-    _require(isinstance(obj, list) and len(obj) <= C.MAX_CHUNKS, "chunk table must be a list within the limit")
+_INDEX_ITEM_LIMIT = max(C.MAX_ENTRIES, C.MAX_CHUNKS)
+
+
+def _index_keys(body: bytes) -> list[Any]:
+    with reading(body, max_len=_INDEX_ITEM_LIMIT) as unpacker:
+        count = unpacker.read_map_header()
+        keys = []
+        for _ in range(count):
+            keys.append(unpacker.unpack())
+            unpacker.skip()
+        _require(unpacker.tell() == len(body), "the index document has bytes after its map")
+    return keys
+
+
+def _read_index_item(body: bytes, wanted: str, parse):
+    """The value of one key of the index map, parsed by parse(unpacker) as it is read."""
+    with reading(body, max_len=_INDEX_ITEM_LIMIT) as unpacker:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == wanted:
+                return parse(unpacker)
+            unpacker.skip()
+    raise AssertionError("unreachable: the keys were checked")
+
+
+def _parse_chunk_table(unpacker, data_start: int, data_end: int) -> list[ChunkInfo]:
+    count = unpacker.read_array_header()
+    _require(count <= C.MAX_CHUNKS, "chunk table exceeds the limit")
     chunks, position = [], data_start
-    for i, item in enumerate(obj):
+    for i in range(count):
+        item = unpacker.unpack()
         _require(isinstance(item, list) and len(item) == 4, f"chunk table row {i} is malformed")
         offset = _check_int(item[0], f"chunk {i} offset", position, position)
         stored = _check_int(item[1], f"chunk {i} stored size", 0, C.MAX_CHUNK_RAW)
@@ -349,13 +381,26 @@ def _parse_chunk_table(obj: Any, data_start: int, data_end: int) -> list[ChunkIn
     return chunks
 
 
+def _parse_entries(unpacker, chunks: list[ChunkInfo], strict: bool) -> tuple[Entry, ...]:
+    count = unpacker.read_array_header()
+    _require(count <= C.MAX_ENTRIES, "too many entries")
+    return tuple(Entry.from_wire(unpacker.unpack(), chunks, strict=strict) for _ in range(count))
+
+
 def _check_tree(entries: tuple[Entry, ...]) -> None:
-    """No duplicate paths; every ancestor that is an entry is a directory; hardlinks point to an earlier file."""
+    """No duplicate paths; every ancestor that is an entry is a directory; a hard link names an earlier file and
+    carries exactly that file's size, hash and slices (so reading it alone gives the same bytes)."""
     kinds: dict[str, C.EntryType] = {}
+    files: dict[str, Entry] = {}
     for entry in entries:
         _require(entry.path not in kinds, f"duplicate entry {entry.path!r}")
         if entry.type is C.EntryType.HARDLINK:
-            _require(kinds.get(entry.target) is C.EntryType.FILE, f"hardlink {entry.path!r} must point to an earlier file")
+            target = files.get(entry.target)
+            _require(target is not None, f"hardlink {entry.path!r} must point to an earlier file")
+            _require((entry.size, entry.content_hash, entry.chunks) == (target.size, target.content_hash, target.chunks),
+                     f"hardlink {entry.path!r} differs from its target {entry.target!r} in size, hash or slices")
+        elif entry.type is C.EntryType.FILE:
+            files[entry.path] = entry
         kinds[entry.path] = entry.type
     for entry in entries:
         parent = entry.path.rpartition("/")[0]
@@ -363,6 +408,20 @@ def _check_tree(entries: tuple[Entry, ...]) -> None:
             _require(kinds.get(parent, C.EntryType.DIR) is C.EntryType.DIR,
                      f"{entry.path!r} lies under {parent!r}, which is not a directory")
             parent = parent.rpartition("/")[0]
+
+
+def _check_slices(entries: tuple[Entry, ...]) -> None:
+    """The slices of regular files, in entry order, move strictly forward through the chunks and never overlap
+    (SPEC 5): every stored byte belongs to at most one file, so the declared sizes are bounded by the chunks, and
+    one pass over the chunks in order reads every file."""
+    chunk, offset = 0, 0  # the earliest place the next slice may start
+    for entry in entries:
+        if entry.type is C.EntryType.FILE:
+            for ref in entry.chunks:
+                _require((ref.chunk, ref.offset) >= (chunk, offset),
+                         f"{entry.path}: slice [{ref.chunk}, {ref.offset}, {ref.length}] overlaps or precedes the "
+                         f"content of an earlier slice")
+                chunk, offset = ref.chunk, ref.offset + ref.length
 
 
 def _zstd_compress(data: bytes) -> bytes:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import blake3
 import msgpack
+
+_ERRORS = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, msgpack.OutOfData, TypeError,
+           UnicodeDecodeError)
 
 
 def pack(obj: Any) -> bytes:
@@ -13,22 +18,38 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
+    """A map whose keys are all distinct (SPEC 2): msgpack itself would keep the last of two equal keys."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a map has a key twice")
+    return obj
+
+
+def _options(max_len: int) -> dict:
+    return dict(raw=False, strict_map_key=True, use_list=True, object_pairs_hook=_unique_keys, max_str_len=max_len,
+                max_bin_len=max_len, max_array_len=max_len, max_map_len=max_len, max_ext_len=0)
+
+
 def unpack(data: bytes, *, max_len: int) -> Any:
-    """Deserialize untrusted msgpack: one object, nothing after it, container sizes bounded by max_len."""
+    """Deserialize untrusted msgpack: one object, nothing after it, container sizes bounded by max_len, no map with a
+    repeated key."""
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=max_len,
-            max_bin_len=max_len,
-            max_array_len=max_len,
-            max_map_len=max_len,
-            max_ext_len=0,
-        )
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError, UnicodeDecodeError) as exc:
+        return msgpack.unpackb(data, **_options(max_len))
+    except _ERRORS as exc:
         raise ValueError(f"invalid msgpack: {exc}") from None
+
+
+@contextmanager
+def reading(data: bytes, *, max_len: int) -> Iterator[msgpack.Unpacker]:
+    """An Unpacker over untrusted msgpack, for documents too large to build as one object (the index): the caller
+    reads headers and items one at a time. Same limits as unpack; every error is a ValueError."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), **_options(max_len))
+    unpacker.feed(data)
+    try:
+        yield unpacker
+    except (msgpack.OutOfData, TypeError) as exc:  # the rest are ValueErrors, the callers' own checks among them
+        raise ValueError(f"invalid msgpack: {exc or 'the document ends too early'}") from None
 
 
 def hasher(context: str) -> blake3.blake3:

@@ -40,6 +40,28 @@ def invalid_archives():
     # oversized counts: a msgpack array header claiming 4 billion entries, with nothing behind it
     yield "huge-entry-count", craft([], index_body=b"\x82" + pack("chunks") + b"\x90" + pack("entries") + b"\xdd\xff\xff\xff\xff")
     yield "huge-string", craft([], index_body=b"\x82" + pack("chunks") + b"\x90" + pack("entries") + b"\x91\xdb\xff\xff\xff\xff")
+    # a key twice: msgpack alone would keep the last value (here a setuid mode), SPEC 2 says refuse
+    yield "duplicate-key-entry", craft([], index_body=b"\x82" + pack("chunks") + b"\x90" + pack("entries") + b"\x91\x85"
+                                        + b"".join(map(pack, ["path", "d", "type", 1, "mode", 0o755, "mtime_ns", 0,
+                                                               "mode", 0o4755])))
+    yield "duplicate-key-index", craft([], index_body=b"\x83" + pack("chunks") + b"\x90" + pack("entries") + b"\x90"
+                                        + pack("entries") + b"\x91" + pack(dir_entry("d")))
+    yield "duplicate-key-header", craft([], header=header_with(b"\x82" + pack("models") + b"\x90" + pack("models") + b"\x90"))
+    # hard links that claim other bytes than their target: cat/extract of the link alone would differ from a full
+    # extract (SPEC 5: MUST carry the target's size, hash and slices)
+    two = [PAYLOAD + b"other!"]
+    first, second = (0, 0, len(PAYLOAD)), (0, len(PAYLOAD), 6)
+    target = content_entry("f", first, PAYLOAD)
+    yield "hardlink-other-slices", craft([target, {**content_entry("h", second, b"other!"), "type": 3, "target": "f"}], two)
+    yield "hardlink-other-hash", craft([target, {**target, "path": "h", "type": 3, "target": "f", "hash": b"\1" * 32}], two)
+    yield "hardlink-other-size", craft([target, {**target, "path": "h", "type": 3, "target": "f", "size": 0,
+                                                 "chunks": []}], two)
+    # amplification: slices of files that overlap would let a tiny archive declare any size (65,536 slices of one
+    # 16 MiB chunk list a 1 TiB file); slices must move forward through the chunks
+    yield "overlapping-slices", craft([{**content_entry("big", first, PAYLOAD), "size": 4096 * len(PAYLOAD),
+                                        "chunks": [list(first)] * 4096}], two)
+    yield "overlapping-files", craft([content_entry("a", first, PAYLOAD), content_entry("b", first, PAYLOAD)], two)
+    yield "slices-backwards", craft([content_entry("b", second, b"other!"), content_entry("a", first, PAYLOAD)], two)
     yield "header-body-too-big", craft([], header=header_with(b"\x80" * (C.MAX_HEADER_BODY + 1)))
     yield "header-reserved", craft([], header=header_with(pack({"models": []}), reserved=1))
 
