@@ -334,17 +334,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", progress: P
                     bad_chunks[i] = exc
                 progress.advance(chunk.stored_size)
         else:
-            content = [e for e in reader.entries if e.has_content]
-            order = content_order(content) + list(range(len(reader.index.chunks)))
-            source = ChunkSource(reader, order)
-            for entry in content:
-                _verify_entry(entry, source, bad_chunks, report)
-            for i, chunk in enumerate(reader.index.chunks):
-                try:
-                    source.get(i)
-                except ChunkCorrupt as exc:
-                    bad_chunks.setdefault(i, exc)
-                progress.advance(chunk.stored_size)
+            _verify_full(reader, bad_chunks, report, progress)
         for i, exc in sorted(bad_chunks.items()):
             report.problems.insert(0, Problem(exc.fields["reason"], i, tuple(reader.chunk_paths(i))))
         progress.finish()
@@ -352,14 +342,34 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", progress: P
         return report
 
 
-def _verify_entry(entry: Entry, source: ChunkSource, bad_chunks: dict[int, ChunkCorrupt], report: VerifyReport) -> None:
-    content = hasher(C.CONTEXT_ENTRY)
-    try:
-        for piece in source.content(entry):
-            content.update(piece)
-            report.bytes_checked += len(piece)
-    except ChunkCorrupt as exc:
-        bad_chunks.setdefault(exc.fields["chunk"], exc)
-        return
-    if content.digest() != entry.content_hash:
-        report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
+def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], report: VerifyReport,
+                 progress: Progress) -> None:
+    """Decode every chunk once, in order, in lockstep batches, and check every file's content hash on the way: file
+    slices move forward through the chunks (SPEC 5), so one pass reads every file. A hard link's content is its
+    target's (checked when the index was read)."""
+    files = [e for e in reader.entries if e.type is C.EntryType.FILE]
+    for entry in files:
+        if not entry.chunks and hasher(C.CONTEXT_ENTRY).digest() != entry.content_hash:
+            report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
+    slices = ((entry, ref) for entry in files for ref in entry.chunks)
+    upcoming = next(slices, None)
+    content, damaged = hasher(C.CONTEXT_ENTRY), False
+    source = ChunkSource(reader, range(len(reader.index.chunks)))
+    for i, chunk in enumerate(reader.index.chunks):
+        try:
+            data = source.get(i)
+        except ChunkCorrupt as exc:
+            bad_chunks[i], data = exc, None
+        while upcoming is not None and upcoming[1].chunk == i:
+            entry, ref = upcoming
+            if ref is entry.chunks[0]:
+                content, damaged = hasher(C.CONTEXT_ENTRY), False
+            if data is None:
+                damaged = True  # reported with its chunk
+            else:
+                content.update(data[ref.offset : ref.offset + ref.length])
+                report.bytes_checked += ref.length
+            if ref is entry.chunks[-1] and not damaged and content.digest() != entry.content_hash:
+                report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
+            upcoming = next(slices, None)
+        progress.advance(chunk.stored_size)

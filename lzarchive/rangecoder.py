@@ -12,6 +12,11 @@ TOTAL = 1 << TOTAL_BITS
 _MASK64 = (1 << 64) - 1
 _TOP = 1 << 56
 _SHIFT = 56
+READ_PAST_END = 16  # zero bytes a decoder may read past the end of a payload; more is damage (SPEC 9.1)
+
+
+class RangeDecodeError(ValueError):
+    """The payload cannot be what an encoder wrote (damaged, truncated, or crafted to run on forever)."""
 
 
 class RangeEncoder:
@@ -21,6 +26,7 @@ class RangeEncoder:
         self._cache = 0
         self._cache_size = 1  # the first byte out is the initial cache (always 0); the decoder skips it
         self._out = bytearray()
+        self._shifts = 0  # renormalization shifts: the decoder reads 8 bytes, then one per shift
 
     def encode(self, start: int, size: int, total: int = TOTAL) -> None:
         """Code the symbol occupying [start, start + size) of a table summing to total (1 <= size, total <= 2^32)."""
@@ -29,6 +35,7 @@ class RangeEncoder:
         self.range = r * size
         while self.range < _TOP:
             self.range <<= 8
+            self._shifts += 1
             self._shift_low()
 
     def _shift_low(self) -> None:
@@ -44,7 +51,8 @@ class RangeEncoder:
 
     def finish(self) -> bytes:
         """Pick the value in [low, low + range) with the most trailing zero bits, emit it, drop trailing zero bytes
-        (the decoder reads zeros past the end), and drop the constant leading cache byte."""
+        (the decoder reads zeros past the end) but keep enough that it reads at most READ_PAST_END bytes past the end,
+        and drop the constant leading cache byte."""
         for bits in range(64, -1, -1):
             mask = (1 << bits) - 1
             value = (self.low + mask) & ~mask
@@ -53,7 +61,8 @@ class RangeEncoder:
         self.low = value
         for _ in range(9):
             self._shift_low()
-        return bytes(self._out[1:]).rstrip(b"\0")
+        out = bytes(self._out[1:]).rstrip(b"\0")
+        return out.ljust(8 + self._shifts - READ_PAST_END, b"\0")
 
 
 class RangeDecoder:
@@ -68,14 +77,18 @@ class RangeDecoder:
     def _next(self) -> int:
         pos = self._pos
         self._pos += 1
-        return self._data[pos] if pos < len(self._data) else 0
+        if pos < len(self._data):
+            return self._data[pos]
+        if pos >= len(self._data) + READ_PAST_END:
+            raise RangeDecodeError(f"range decoder: reads past the end of its {len(self._data)}-byte payload (damaged)")
+        return 0
 
     def target(self, total: int = TOTAL) -> int:
         """The cumulative-frequency value the next symbol's interval contains; the caller finds the symbol."""
         self._r = self.range // total
         value = self.code // self._r
         if value >= total:
-            raise ValueError("range decoder: code outside the table (damaged payload)")
+            raise RangeDecodeError("range decoder: code outside the table (damaged payload)")
         return value
 
     def consume(self, start: int, size: int) -> None:
@@ -86,7 +99,8 @@ class RangeDecoder:
             self.range <<= 8
             self.code = ((self.code << 8) | self._next()) & _MASK64
 
-    @property
-    def overrun(self) -> int:
-        """Bytes read past the end of the payload (beyond the 8 a decoder may always need)."""
-        return max(0, self._pos - len(self._data) - 8)
+    def check_end(self) -> None:
+        """After the last symbol: an encoder's payload ends within the bytes the decoder read (it emits fewer than
+        the 8 + one per shift that the decoder reads), so unread bytes are not the encoder's."""
+        if self._pos < len(self._data):
+            raise RangeDecodeError(f"range decoder: {len(self._data) - self._pos} bytes after the coded symbols (damaged)")

@@ -112,6 +112,25 @@ def test_extraction_decodes_ahead_within_chunk_and_byte_limits(tmp_path, monkeyp
     assert (tmp_path / "out2" / "big.bin").read_bytes() == data
 
 
+def test_full_verify_decodes_every_chunk_once(tmp_path, monkeypatch):
+    """About 150 chunks, decoded in batches of 64: each decoded exactly once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(100 * 1024))
+    for i in range(50):
+        (src / f"small{i:02}.txt").write_bytes(os.urandom(1000))
+    archive = str(tmp_path / "a.lza")
+    chunks = api.pack([str(src)], archive, codec="store", chunk_size=1024).chunks
+    assert chunks > 2 * 64
+    decoded = []
+    original = ArchiveReader.decode_chunks
+    monkeypatch.setattr(ArchiveReader, "decode_chunks",
+                        lambda self, chunks, prefixes=None: decoded.extend(chunks) or original(self, chunks, prefixes))
+    report = api.verify(archive, full=True)
+    assert report.ok and report.bytes_checked == 100 * 1024 + 50 * 1000
+    assert sorted(decoded) == list(range(chunks))
+
+
 def test_small_files_share_chunks_without_straddling(tmp_path):
     src = tmp_path / "many"
     src.mkdir()

@@ -177,10 +177,7 @@ class ArchiveReader:
         for codec_id, items in by_codec.items():
             codec = self.codec(codec_id)
             limits = [prefixes.get(chunk, head.raw_size) for chunk, head, _ in items]
-            try:
-                plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits)
-            except CodecError:  # attribute the failure to its chunk
-                plains = [self._decode_one(codec, h, p, limit) for (_, h, p), limit in zip(items, limits)]
+            plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits)
             for (chunk, head, _), plain, limit in zip(items, plains, limits):
                 if isinstance(plain, CodecError):
                     results[chunk] = self._corrupt(chunk, str(plain))
@@ -191,13 +188,6 @@ class ArchiveReader:
                 else:
                     results[chunk] = plain
         return results
-
-    @staticmethod
-    def _decode_one(codec: Codec, head: ChunkHeader, payload: bytes, limit: int) -> bytes | CodecError:
-        try:
-            return codec.decode_batch([payload], [head.raw_size], [limit])[0]
-        except CodecError as exc:
-            return exc
 
 
 DECODE_AHEAD = 64  # chunks decoded together at most: lm decodes them in lockstep (throughput grows with the batch)

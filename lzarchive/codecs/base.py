@@ -23,7 +23,8 @@ class Codec(ABC):
 
     @abstractmethod
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes]:
-        """Invert encode_batch; raw_sizes come from the chunk headers. Raise CodecError on a bad payload.
+                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
+        """Invert encode_batch; raw_sizes come from the chunk headers. A payload that cannot be decoded gets its
+        CodecError in its place (the others in the batch are decoded all the same).
         With limits, a codec may stop once a chunk's first `limit` bytes are out and return that prefix (at least
         `limit` bytes); codecs that gain nothing from stopping early return whole chunks."""

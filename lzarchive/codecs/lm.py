@@ -19,7 +19,7 @@ from ..engine.model import ExactLlama
 from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
 from ..format.records import ModelRef
-from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecoder, RangeEncoder
+from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
 from .base import Codec, CodecError
 
 DEFAULT_WINDOW = 1024
@@ -158,14 +158,20 @@ class LmCodec(Codec):
     # ------------------------------------------------------------------------------------------ decode
 
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes]:
+                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
         """Decodes every chunk whole, or, with limits, each until its first `limit` bytes are out: reading one small
-        file stops where it ends instead of decoding the rest of its chunk token by token."""
-        parsed = [self._parse(bytes(p)) for p in payloads]
+        file stops where it ends instead of decoding the rest of its chunk token by token. A damaged chunk gets its
+        error and leaves the lockstep group; the others go on."""
         limits = raw_sizes if limits is None else limits
-        results: list[bytes | None] = [None] * len(payloads)
+        results: list[bytes | CodecError | None] = [None] * len(payloads)
+        parsed: dict[int, tuple[int, int, int, bytes]] = {}
+        for i, (payload, raw_size) in enumerate(zip(payloads, raw_sizes)):
+            try:
+                parsed[i] = self._parse(bytes(payload), raw_size)
+            except CodecError as exc:
+                results[i] = exc
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (window, overlap, _, _) in enumerate(parsed):
+        for i, (window, overlap, _, _) in parsed.items():
             groups.setdefault((window, overlap), []).append(i)
         for (window, overlap), members in groups.items():
             most = max(1, min(self.batch_chunks, DECODE_CACHE_BUDGET // self.engine.cache_bytes(window)))
@@ -175,13 +181,12 @@ class LmCodec(Codec):
             lockstep = -(-len(members) // -(-len(members) // most))
             for lo in range(0, len(members), lockstep):
                 part = members[lo : lo + lockstep]
-                decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [raw_sizes[i] for i in part],
-                                             [limits[i] for i in part])
+                decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [limits[i] for i in part])
                 for i, data in zip(part, decoded):
                     results[i] = data
         return results  # type: ignore[return-value]
 
-    def _parse(self, payload: bytes) -> tuple[int, int, int, bytes]:
+    def _parse(self, payload: bytes, raw_size: int) -> tuple[int, int, int, bytes]:
         model_index, pos = _read_varint(payload, 0)
         window, pos = _read_varint(payload, pos)
         overlap, pos = _read_varint(payload, pos)
@@ -190,23 +195,23 @@ class LmCodec(Codec):
             raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
         if not 2 <= window <= self.model.config.max_positions or not 0 <= overlap < window - 1:
             raise CodecError(f"lm: window {window} / overlap {overlap} outside what the model supports")
+        if count > raw_size:  # every token yields at least one byte
+            raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
         return window, overlap, count, payload[pos:]
 
-    def _decode_group(self, window: int, overlap: int, items, raw_sizes, limits) -> list[bytes]:
+    def _decode_group(self, window: int, overlap: int, items, limits) -> list[bytes | CodecError]:
         """Lockstep decoding: every chunk advances one token per step; window restarts fall on the same steps. A chunk
-        is done after its last token or once it has produced `limit` bytes."""
+        is done after its last token, once it has produced `limit` bytes, or when its payload turns out damaged."""
         cfg = self.model.config
         count = [item[2] for item in items]
-        for n, raw in zip(count, raw_sizes):
-            if n > raw:  # every token yields at least one byte
-                raise CodecError("lm: more tokens than bytes")
         decoders = [RangeDecoder(item[3]) for item in items]
         tokens: list[list[int]] = [[] for _ in items]
         escaped: list[dict[int, int]] = [{} for _ in items]
         produced = [0] * len(items)
+        failed: dict[int, CodecError] = {}
 
         def unfinished(i: int) -> bool:
-            return len(tokens[i]) < count[i] and produced[i] < limits[i]
+            return len(tokens[i]) < count[i] and produced[i] < limits[i] and i not in failed
 
         restarts = {start for start, _ in window_bodies(max(count, default=0), window, overlap)}
         # rows: the chunks in the cache, in order; finished chunks keep their row (computing unused values) until the
@@ -237,27 +242,37 @@ class LmCodec(Codec):
                 block = pending[lo : lo + FREQ_ROWS]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
-                targets = np.array([self._target(decoders[i]) for _, i in block], dtype=np.int64)
+                targets = np.zeros(len(block), dtype=np.int64)
+                for j, (_, i) in enumerate(block):
+                    try:
+                        targets[j] = decoders[i].target(TOTAL)
+                    except RangeDecodeError as exc:
+                        failed[i] = CodecError(f"lm: {exc}")
                 symbols, starts = np.empty_like(targets), np.empty_like(targets)
                 find_symbols(freq, targets, symbols, starts)
                 for (_, i), row_freq, token, start in zip(block, freq, symbols.tolist(), starts.tolist()):
-                    decoders[i].consume(start, int(row_freq[token]))
-                    if token == cfg.escape_token:
-                        byte = self._target(decoders[i], ESCAPED_BYTE_TOTAL)
-                        decoders[i].consume(byte, 1)
-                        escaped[i][len(tokens[i])] = byte
+                    if i in failed:
+                        continue
+                    try:
+                        decoders[i].consume(start, int(row_freq[token]))
+                        if token == cfg.escape_token:
+                            byte = decoders[i].target(ESCAPED_BYTE_TOTAL)
+                            decoders[i].consume(byte, 1)
+                            escaped[i][len(tokens[i])] = byte
+                    except RangeDecodeError as exc:
+                        failed[i] = CodecError(f"lm: {exc}")
+                        continue
                     produced[i] += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
                     tokens[i].append(token)
             step += 1
             active = [i for i in rows if unfinished(i)]
-        return [self.encoder.decode(t, e) for t, e in zip(tokens, escaped)]
-
-    @staticmethod
-    def _target(decoder: RangeDecoder, total: int = TOTAL) -> int:
-        try:
-            return decoder.target(total)
-        except ValueError as exc:
-            raise CodecError(f"lm: {exc}") from None
+        for i, decoder in enumerate(decoders):
+            if i not in failed and len(tokens[i]) == count[i]:
+                try:
+                    decoder.check_end()
+                except RangeDecodeError as exc:
+                    failed[i] = CodecError(f"lm: {exc}")
+        return [failed.get(i) or self.encoder.decode(t, e) for i, (t, e) in enumerate(zip(tokens, escaped))]
 
 
 def _length_groups(jobs, batch_tokens: int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..format.constants import CodecId
-from .base import Codec
+from .base import Codec, CodecError
 
 
 class StoreCodec(Codec):
@@ -16,5 +16,5 @@ class StoreCodec(Codec):
         return [bytes(c) for c in chunks]
 
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes]:
+                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
         return [bytes(p) for p in payloads]

@@ -40,14 +40,14 @@ class ZstdCodec(Codec):
         return self._map(compress, [(c,) for c in chunks])
 
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes]:
-        def decompress(payload: bytes, raw_size: int) -> bytes:
+                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
+        def decompress(payload: bytes, raw_size: int) -> bytes | CodecError:
             try:
                 out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw_size)
             except zstandard.ZstdError as exc:
-                raise CodecError(f"zstd: {exc}") from None
+                return CodecError(f"zstd: {exc}")
             if len(out) != raw_size:
-                raise CodecError(f"zstd: decoded {len(out)} bytes, expected {raw_size}")
+                return CodecError(f"zstd: decoded {len(out)} bytes, expected {raw_size}")
             return out
 
         return self._map(decompress, list(zip(payloads, raw_sizes)))

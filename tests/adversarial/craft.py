@@ -25,14 +25,16 @@ def dir_entry(path: str) -> dict:
     return {"path": path, "type": int(C.EntryType.DIR), "mode": 0o755, "mtime_ns": 0}
 
 
-def craft(entries: list[dict], chunks: list[bytes] = (), *, index_body: bytes | None = None,
+def craft(entries: list[dict], chunks: list[bytes | tuple[int, bytes, bytes]] = (), *, index_body: bytes | None = None,
           header: bytes | None = None) -> bytes:
-    """Header, store chunks, a raw msgpack index (or the given body) and a footer with correct checksums."""
+    """Header, chunks (plaintexts, stored; or (codec, plaintext, payload)), a raw msgpack index (or the given body)
+    and a footer with correct checksums."""
     out = bytearray(header if header is not None else Header().to_wire())
     table = []
-    for plaintext in chunks:
-        _, data = ChunkHeader.seal(C.CodecId.STORE, plaintext, plaintext)
-        table.append([len(out), len(plaintext), len(plaintext), int(C.CodecId.STORE)])
+    for chunk in chunks:
+        codec, plaintext, payload = chunk if isinstance(chunk, tuple) else (C.CodecId.STORE, chunk, chunk)
+        head, data = ChunkHeader.seal(codec, plaintext, payload)
+        table.append([len(out), head.stored_size, head.raw_size, int(codec)])
         out += data
     body = index_body if index_body is not None else pack({"chunks": table, "entries": entries})
     index = struct.pack("<4sB3sQ", C.INDEX_MAGIC, int(C.IndexEncoding.MSGPACK), b"\0\0\0", len(body)) + body
