@@ -1,15 +1,16 @@
 """Container layer: safe extraction. Every path is checked before anything is written, and writes never follow links.
 
 The bar is tarfile's PEP 706 "data" filter: no absolute or escaping paths, no absolute or escaping symlinks, no
-device files, no ownership changes, setuid/setgid bits dropped; and beyond it, every parent directory is opened
-with O_NOFOLLOW from the destination down, so no symlink (archived or pre-existing) is ever written through.
+device files, no ownership changes, setuid/setgid bits dropped; and beyond it, a symlink's target is followed
+through every other link the archive creates and every link already in the destination (tarfile judges each link
+against the disk as it is when that link comes, so a later link can still make an earlier one escape), and every
+parent directory is opened with O_NOFOLLOW from the destination down, so no symlink is ever written through.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from ..errors import EntryCorrupt, OutputError, PathRefused
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
+from .files import create_temp, describe, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order, content_prefixes
 
 FILE_MODE_MASK = 0o777
 DIR_MODE_MASK = 0o1777
+MAX_LINK_HOPS = 40  # as Linux: a chain of more symlinks than this does not resolve
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,100 @@ class Refusal:
     reason: str
 
 
-def symlink_refusal(entry: Entry) -> str | None:
-    """Why a symlink may not be created, or None: absolute targets and targets leaving the destination."""
-    target = entry.target or ""
-    if target.startswith("/"):
-        return f"symlink target {target!r} is absolute"
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), target))
-    if resolved == ".." or resolved.startswith("../"):
-        return f"symlink target {target!r} leaves the destination"
-    return None
+class DestinationView:
+    """The destination as it will be after extraction: every path an entry names is what the archive makes it; any
+    other path is what is on disk now, read without following links."""
+
+    def __init__(self, entries: Sequence[Entry], dest: str) -> None:
+        self.dest = dest
+        self.kinds = {e.path: e.type for e in entries}
+        self.links = {e.path: e.target for e in entries if e.type is EntryType.SYMLINK}
+
+    def symlink_refusal(self, entry: Entry) -> str | None:
+        """Why a symlink may not be created, or None. Its target is resolved as the kernel will resolve it once
+        everything is extracted, following the archive's other links and those already on disk: it must stay
+        inside the destination and must not go through an absolute link."""
+        target = entry.target or ""
+        if target.startswith("/"):
+            return f"symlink target {target!r} is absolute"
+        resolved: list[str] = entry.path.split("/")[:-1]  # components below the destination
+        todo = target.split("/")[::-1]  # still to walk, next last
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    return f"symlink target {target!r} leaves the destination"
+                resolved.pop()
+                continue
+            resolved.append(part)
+            link = self._link_at("/".join(resolved))
+            if link is None:
+                continue
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                return f"symlink target {target!r} goes through too many levels of symbolic links"
+            if link.startswith("/"):
+                return f"symlink target {target!r} goes through {'/'.join(resolved)!r}, a link to an absolute path"
+            resolved.pop()
+            todo.extend(link.split("/")[::-1])
+        return None
+
+    def _link_at(self, path: str) -> str | None:
+        if path in self.kinds:
+            return self.links.get(path)
+        return _disk_link(self.dest, path)
+
+    def existing(self, path: str) -> os.stat_result | None | str:
+        """What is on disk at `path` now (not following links): its stat, None, or why the path cannot be reached
+        (a parent that is a symlink or no directory, and that no entry of the archive replaces)."""
+        parts = path.split("/")
+        fd, depth, error = _open_parent(self.dest, parts)
+        if fd is None:
+            parent = "/".join(parts[: depth + 1])
+            if depth >= 0 and error in (errno.ELOOP, errno.ENOTDIR) and self.kinds.get(parent) is not EntryType.DIR:
+                return f"parent {parent!r} is a symlink or not a directory"
+            return None  # nothing there yet
+        try:
+            return os.lstat(parts[-1], dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        finally:
+            os.close(fd)
+
+
+def _disk_link(dest: str, path: str) -> str | None:
+    """The target of a symlink on disk at dest/path, reached without following any link; None if there is none."""
+    parts = path.split("/")
+    fd, _, _ = _open_parent(dest, parts)
+    if fd is None:
+        return None
+    try:
+        return os.readlink(parts[-1], dir_fd=fd)
+    except OSError:  # not a link, or nothing there
+        return None
+    finally:
+        os.close(fd)
+
+
+def _open_parent(dest: str, parts: list[str]) -> tuple[int | None, int, int]:
+    """The directory dest/parts[:-1], opened without following any link: (fd, -, -), or (None, depth, errno) when
+    component parts[depth] cannot be opened (depth -1: the destination itself)."""
+    try:
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        return None, -1, exc.errno
+    for depth, part in enumerate(parts[:-1]):
+        try:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as exc:
+            os.close(fd)
+            return None, depth, exc.errno
+        os.close(fd)
+        fd = next_fd
+    return fd, len(parts) - 1, 0
 
 
 def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entry]:
@@ -56,19 +144,22 @@ def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entr
 
 def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusal]:
     """Everything that would be refused, found before a single byte is written."""
+    existing = dest
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing):
+        where = "exists" if existing == dest else f"lies under {existing}, which exists"
+        raise OutputError(path=dest, reason=f"cannot extract there: it {where} and is not a directory")
+    view = DestinationView(entries, dest)
     refusals = []
     for entry in entries:
-        if entry.type is EntryType.SYMLINK and (reason := symlink_refusal(entry)):
+        if entry.type is EntryType.SYMLINK and (reason := view.symlink_refusal(entry)):
             refusals.append(Refusal(entry.path, reason))
-        if not overwrite:
-            try:
-                existing = os.lstat(os.path.join(dest, entry.path))
-            except FileNotFoundError:
-                continue
-            except NotADirectoryError:
-                continue  # a parent is a file: the write fails later with a clear message
-            if not (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
-                refusals.append(Refusal(entry.path, "already exists (use --overwrite to replace it)"))
+        existing = view.existing(entry.path)
+        if isinstance(existing, str):
+            refusals.append(Refusal(entry.path, existing))
+        elif existing is not None and not overwrite and not (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
+            refusals.append(Refusal(entry.path, "already exists (use --overwrite to replace it)"))
     return refusals
 
 
@@ -84,35 +175,46 @@ class Extractor:
         self.batch = batch
 
     def run(self, entries: Sequence[Entry]) -> int:
-        os.makedirs(self.dest, exist_ok=True)
-        self.dest_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            written = {e.path for e in entries if e.type is EntryType.FILE}
+            os.makedirs(self.dest, exist_ok=True)
+            self.dest_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise OutputError(path=self.dest, reason=describe(exc)) from None
+        made: list[Entry] = []  # directories created or entered so far: their modes and times are due even on failure
+        try:
             # every file is checked against its hash before it gets its name, so decoding may stop where files end
             source = ChunkSource(self.reader, content_order(entries), self.batch, content_prefixes(entries))
             self.progress.start("extract", sum(e.size for e in entries if e.has_content))
+            copies: dict[str, str] = {}  # a file's path -> the path its content was written to (for hard links)
             for entry in entries:
-                self._guarded(entry, lambda: self._extract(entry, source, written))
-            dirs = [e for e in entries if e.type is EntryType.DIR]
-            for entry in sorted(dirs, key=lambda e: e.path.count("/"), reverse=True):
+                self._guarded(entry, lambda: self._extract(entry, source, copies))
+                if entry.type is EntryType.DIR:
+                    made.append(entry)
+            for entry in _deepest_first(made):
                 self._guarded(entry, lambda: self._finish_dir(entry))
+            made.clear()
             self.progress.finish()
             return len(entries)
         finally:
+            for entry in _deepest_first(made):  # a failure: leave no directory at the 0700 it was created with
+                try:
+                    self._finish_dir(entry)
+                except (OSError, PathRefused):
+                    pass
             os.close(self.dest_fd)
 
     def _guarded(self, entry: Entry, action) -> None:
         try:
             action()
         except OSError as exc:
-            raise OutputError(path=os.path.join(self.dest, entry.path), reason=_describe(exc)) from None
+            raise OutputError(path=os.path.join(self.dest, entry.path), reason=describe(exc)) from None
 
     def _parent_fd(self, path: str) -> int:
         """Open (creating as needed) the directory holding `path`, refusing any component that is not a real dir."""
         fd = os.dup(self.dest_fd)
         for part in path.split("/")[:-1]:
             try:
-                os.mkdir(part, 0o700, dir_fd=fd)
+                os.mkdir(part, 0o777, dir_fd=fd)  # a directory the archive does not list: the umask decides, as tar
             except FileExistsError:
                 pass
             try:
@@ -126,7 +228,7 @@ class Extractor:
             fd = next_fd
         return fd
 
-    def _extract(self, entry: Entry, source: ChunkSource, written: set[str]) -> None:
+    def _extract(self, entry: Entry, source: ChunkSource, copies: dict[str, str]) -> None:
         name = entry.path.rsplit("/", 1)[-1]
         parent = self._parent_fd(entry.path)
         try:
@@ -136,17 +238,19 @@ class Extractor:
                 self._clear(name, parent)
                 os.symlink(entry.target, name, dir_fd=parent)
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
-            elif entry.type is EntryType.HARDLINK and entry.target in written:
-                target_parent = self._parent_fd(entry.target)
+            elif entry.type is EntryType.HARDLINK and entry.target in copies:
+                source_path = copies[entry.target]
+                source_parent = self._parent_fd(source_path)
                 try:
                     self._clear(name, parent)
-                    os.link(entry.target.rsplit("/", 1)[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent,
+                    os.link(source_path.rsplit("/", 1)[-1], name, src_dir_fd=source_parent, dst_dir_fd=parent,
                             follow_symlinks=False)
                 finally:
-                    os.close(target_parent)
+                    os.close(source_parent)
                 self.progress.advance(entry.size)
-            else:  # a file, or a hardlink whose target is not being extracted: write the content
+            else:  # a file, or the first hard link to a file that is not extracted: write the content
                 self._write_file(entry, name, parent, source)
+                copies[entry.target if entry.type is EntryType.HARDLINK else entry.path] = entry.path
         finally:
             os.close(parent)
 
@@ -169,9 +273,9 @@ class Extractor:
                 pass
 
     def _write_file(self, entry: Entry, name: str, parent: int, source: ChunkSource) -> None:
-        """Write to a temporary name and rename into place only once the content hash matches."""
-        temp = f".{name[:200]}.lza-partial"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=parent)
+        """Write to a new temporary file and give it its name only once the content hash matches; without
+        --overwrite, never replace what appeared at that name meanwhile."""
+        temp, fd = create_temp(name, parent)
         content = hasher(CONTEXT_ENTRY)
         try:
             with os.fdopen(fd, "wb", closefd=False) as out:
@@ -183,15 +287,17 @@ class Extractor:
                 raise EntryCorrupt(archive=self.reader.path, path=entry.path, reason="hash of the decoded bytes differs")
             os.chmod(fd, entry.mode & FILE_MODE_MASK)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-        except BaseException:
             os.close(fd)
-            os.unlink(temp, dir_fd=parent)
+            fd = -1
+            place(temp, name, replace=self.overwrite, dir_fd=parent)
+        except FileExistsError:
+            remove_quietly(temp, parent)
+            raise PathRefused(path=entry.path, reason="appeared during extraction (use --overwrite to replace it)") from None
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            remove_quietly(temp, parent)
             raise
-        os.close(fd)
-        if not self.overwrite and _exists(name, parent):
-            os.unlink(temp, dir_fd=parent)
-            raise PathRefused(path=entry.path, reason="appeared during extraction (use --overwrite to replace it)")
-        os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
 
     def _finish_dir(self, entry: Entry) -> None:
         """Directory modes and times last, deepest first, so writing inside them cannot disturb either."""
@@ -207,17 +313,5 @@ class Extractor:
             os.close(fd)
 
 
-def _exists(name: str, parent: int) -> bool:
-    try:
-        os.lstat(name, dir_fd=parent)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def _describe(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "disk full"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    return exc.strerror or str(exc)
+def _deepest_first(dirs: list[Entry]) -> list[Entry]:
+    return sorted(dirs, key=lambda e: e.path.count("/"), reverse=True)

@@ -146,3 +146,151 @@ def test_existing_files_are_not_overwritten_without_permission(tmp_path):
     assert (dest / "f").read_bytes() == b"precious"
     assert run_cli("extract", str(archive), "-C", str(dest), "--overwrite").exit_code == 0
     assert (dest / "f").read_bytes() == PAYLOAD
+
+
+# --------------------------------------------------------------------------------------------- symlink chains
+
+CHAINS = {
+    # each link alone stays inside, lexically; together `esc` points above the destination
+    "chain": [dir_entry("a"), dir_entry("a/b"), link_entry("a/b/s", "../.."), link_entry("esc", "a/b/s/../..")],
+    "chain-reversed": [link_entry("esc", "a/b/s/../.."), dir_entry("a"), dir_entry("a/b"), link_entry("a/b/s", "../..")],
+    "chain-through-two": [link_entry("up", ".."), link_entry("x", "up/up"), link_entry("esc", "x/../..")],
+    "chain-to-absolute": [link_entry("root", "/"), link_entry("esc", "root/etc")],
+    "loop": [link_entry("a", "b"), link_entry("b", "a")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_symlink_chains_that_escape_are_refused(name, tmp_path):
+    archive = tmp_path / "chain.lza"
+    archive.write_bytes(craft(CHAINS[name]))
+    dest = tmp_path / "box" / "dest"
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 1 and "refused" in result.stderr, result.stderr
+    assert not dest.exists() or os.listdir(dest) == []
+
+
+def test_a_link_through_a_link_already_in_the_destination_is_refused(tmp_path):
+    dest = tmp_path / "box" / "dest"
+    (dest / "a").mkdir(parents=True)
+    os.symlink("../..", dest / "a" / "s")  # the user's own link: harmless by itself
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft([link_entry("esc", "a/s/..")]))
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 1 and "leaves the destination" in result.stderr
+    assert not os.path.lexists(dest / "esc")
+
+
+def tar_refuses(entries: list[dict], tmp_path) -> bool:
+    """Whether tarfile's "data" filter (PEP 706) refuses the same tree."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry["path"])
+            info.type = {int(C.EntryType.DIR): tarfile.DIRTYPE, int(C.EntryType.SYMLINK): tarfile.SYMTYPE}[entry["type"]]
+            info.linkname = entry.get("target", "")
+            tar.addfile(info)
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar:
+        try:
+            tar.extractall(tmp_path / "tar-dest", filter="data")
+        except (tarfile.FilterError, OSError):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS) + ["inside"])
+def test_every_tree_tarfile_refuses_lza_refuses(name, tmp_path):
+    """PEP 706's "data" filter is the bar the README names: whatever it refuses, lza refuses too (it also refuses
+    the reversed chain, which tarfile lets through because it judges each link as it comes)."""
+    entries = CHAINS.get(name) or [dir_entry("d"), link_entry("d/up", "../d"), link_entry("top", "d/up/up")]
+    archive = tmp_path / "t.lza"
+    archive.write_bytes(craft(entries))
+    lza_refuses = run_cli("extract", str(archive), "-C", str(tmp_path / "lza-dest")).exit_code != 0
+    tar = tar_refuses(entries, tmp_path)
+    assert lza_refuses or not tar
+    assert lza_refuses == (name != "inside")
+    assert tar == (name in ("chain", "chain-through-two", "chain-to-absolute"))
+
+
+# --------------------------------------------------------------------------------------------- temporary names
+
+def test_temporary_names_never_collide_with_anything(tmp_path):
+    """A file `x` is written under a fresh random name first: a user's `.x.lza-partial` and an archived one survive."""
+    files = {".x.lza-partial": b"archived partial", "x": PAYLOAD}
+    data = b"".join(files.values())
+    entries, offset = [], 0
+    for name, content in files.items():
+        entries.append(content_entry(name, (0, offset, len(content)), content))
+        offset += len(content)
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft(entries, [data]))
+    dest = tmp_path / "dest"
+    assert run_cli("extract", str(archive), "-C", str(dest)).exit_code == 0
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == files
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / ".x.lza-partial").write_bytes(b"the user's own file")
+    single = tmp_path / "single.lza"
+    single.write_bytes(craft([content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
+    assert run_cli("extract", str(single), "-C", str(mine)).exit_code == 0
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == {".x.lza-partial": b"the user's own file", "x": PAYLOAD}
+
+
+def test_a_failed_final_rename_leaves_no_temporary_file(tmp_path):
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft([content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
+    dest = tmp_path / "dest"
+    (dest / "x").mkdir(parents=True)  # --overwrite may replace files, but a file cannot be renamed over a directory
+    result = run_cli("extract", str(archive), "-C", str(dest), "--overwrite")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr and "x" in result.stderr
+    assert os.listdir(dest) == ["x"] and os.listdir(dest / "x") == []
+
+
+def test_directories_get_their_modes_even_when_extraction_fails(tmp_path):
+    bad = {**content_entry("d/sub/f", (0, 0, len(PAYLOAD)), PAYLOAD), "hash": b"\0" * 32}
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft([{**dir_entry("d"), "mode": 0o751}, bad], [PAYLOAD]))
+    dest = tmp_path / "dest"
+    old = os.umask(0o022)
+    try:
+        result = run_cli("extract", str(archive), "-C", str(dest))
+    finally:
+        os.umask(old)
+    assert result.exit_code == EXIT_INTEGRITY
+    assert os.stat(dest / "d").st_mode & 0o7777 == 0o751
+    assert os.stat(dest / "d" / "sub").st_mode & 0o7777 == 0o755  # not listed in the archive: the umask decides
+    assert os.listdir(dest / "d" / "sub") == []
+
+
+def test_a_path_of_4095_bytes_extracts(tmp_path):
+    parts = ["p" * 254 + str(i % 10) for i in range(16)]
+    path = "/".join(parts)
+    assert len(path.encode()) == 4095
+    archive = tmp_path / "long.lza"
+    archive.write_bytes(craft([content_entry(path, (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
+    dest = tmp_path / "dest"
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 0, result.stderr
+    fd = os.open(dest, os.O_RDONLY)
+    for part in parts[:-1]:
+        fd, old = os.open(part, os.O_RDONLY, dir_fd=fd), fd
+        os.close(old)
+    with open(os.open(parts[-1], os.O_RDONLY, dir_fd=fd), "rb") as f:
+        assert f.read() == PAYLOAD
+    os.close(fd)
+    assert run_cli("extract", str(archive), "-C", str(dest)).exit_code == 1  # exists now: refused, not a traceback
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_extracting_into_a_file_is_a_clear_error(where, tmp_path):
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft([content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
+    (tmp_path / "plain").write_bytes(b"not a directory")
+    dest = tmp_path / "plain" if where == "file" else tmp_path / "plain" / "sub"
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 1 and "not a directory" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "plain").read_bytes() == b"not a directory"

@@ -1,0 +1,65 @@
+"""Container layer: file-system steps shared by the writer and the extractor: unpredictable temporary names, and
+putting a finished file into place without replacing anything that appeared meanwhile."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+
+TEMP_SUFFIX = ".lza-partial"
+
+
+def create_temp(name: str, dir_fd: int | None = None, mode: int = 0o600) -> tuple[str, int]:
+    """Create a new file next to `name` under a name nothing else uses (exclusive, random): returns (name, fd).
+    The name starts with a dot and the first bytes of `name`, so a leftover (after a kill) says whose it was."""
+    stem = name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
+    while True:
+        temp = f".{stem}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                                 dir_fd=dir_fd)
+        except FileExistsError:
+            continue  # 2^-64 odds: draw another name
+
+
+def place(temp: str, name: str, *, replace: bool, dir_fd: int | None = None) -> None:
+    """Rename temp to name. Without `replace`, refuse (FileExistsError) if name exists, atomically: a hard link
+    fails rather than replace, then the temporary name goes. Where the file system has no hard links, the check and
+    the rename are two steps."""
+    if replace:
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    try:
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+        try:
+            os.lstat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name) from None
+    os.unlink(temp, dir_fd=dir_fd)
+
+
+def remove_quietly(name: str, dir_fd: int | None = None) -> None:
+    """Remove a temporary file on the way out of a failure (it may already be gone)."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def describe(exc: OSError) -> str:
+    """A short reason for a failed file-system call, for messages that already name the path."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    if exc.errno == errno.EFBIG:
+        return "file too large for the device or the process's file size limit"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "name too long for the file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
