@@ -48,6 +48,9 @@ def load_model(model: str | None = None) -> CompiledModel:
         return read_compiled(path)
     except (registry.ModelNotFound, CompileError) as exc:
         raise ModelUnavailable(reason=str(exc)) from None
+    except Exception as exc:  # the parsers of foreign formats (safetensors, GGUF, transformers) fail in many ways
+        raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: a compiled .lzm, a GGUF "
+                                      f"file or a Hugging Face directory ({type(exc).__name__}: {exc})") from None
 
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
@@ -58,6 +61,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
     if window is not None and name not in ("auto", "lm"):
         raise UsageError(reason=f"a window applies to the lm codec only, not to {name}")
+    if zstd_level is not None and not 1 <= zstd_level <= 22:
+        raise UsageError(reason=f"zstd level must be 1..22, got {zstd_level}")
     zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
     codecs: list[Codec] = []
     if name in ("auto", "lm"):
@@ -111,19 +116,22 @@ def pack(
     index_encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
-    """Archive files and directory trees into `output`, atomically: on any failure nothing appears there."""
+    """Archive files and directory trees into `output`, atomically: on any failure nothing appears there, and
+    without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
+    read are stored as read and listed in the result's `changed` (with a warning), as tar does."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
-    if os.path.lexists(output) and not force:
-        raise OutputError(path=output, reason="already exists (use --force to replace it)")
+    if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
+        raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
+    _check_output(output, force)
+    for source in sources:
+        if not os.path.lexists(source):
+            raise InputError(path=source, reason="no such file or directory")
     codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window)
     if chunk_size is None:
         chunk_size = LM_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
     models = [c.model_ref for c in codecs if isinstance(c, LmCodec)]
-    for source in sources:
-        if not os.path.lexists(source):
-            raise InputError(path=source, reason="no such file or directory")
-    with atomic_output(output) as out:
+    with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
         progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
@@ -131,10 +139,21 @@ def pack(
                                index_encoding=index_encoding, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
-            _add_item(writer, item, first_link)
+            _add_item(writer, item, first_link, progress)
         stats = writer.finish()
         progress.finish()
     return stats
+
+
+def _check_output(output: str, force: bool) -> None:
+    """Refuse what would fail only after all the compression work: a missing directory, a directory as output."""
+    if os.path.isdir(output):
+        raise OutputError(path=output, reason="is a directory; name the archive file to write (e.g. -o out.lza)")
+    if os.path.lexists(output) and not force:
+        raise OutputError(path=output, reason="already exists (use --force to replace it)")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise OutputError(path=output, reason=f"the directory {directory} does not exist")
 
 
 def _batch_for(codecs: Sequence[Codec]) -> int:
@@ -151,14 +170,13 @@ def _inode_of(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry]) -> None:
+def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> None:
     st, path = item.st, item.archive_path
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         writer.add_dir(path, mode=mode, mtime_ns=st.st_mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        target = os.readlink(item.fs_path)
-        writer.add_symlink(path, target, mode=mode, mtime_ns=st.st_mtime_ns)
+        writer.add_symlink(path, _link_target(item.fs_path), mode=mode, mtime_ns=st.st_mtime_ns)
     else:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_link:
@@ -166,11 +184,35 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
             return
         try:
             with open(item.fs_path, "rb") as stream:
-                entry = writer.add_file(path, stream, mode=mode, mtime_ns=st.st_mtime_ns, size_hint=st.st_size)
+                entry = writer.add_file(path, stream, mode=mode, mtime_ns=st.st_mtime_ns, size=st.st_size)
+                after = os.fstat(stream.fileno())
+                grew = entry.size == st.st_size and stream.read(1)
+        except FileNotFoundError:
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: file removed before we read it; not stored")
+            return
         except OSError as exc:
             raise InputError(path=item.fs_path, reason=exc.strerror or str(exc)) from None
+        if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
         if st.st_nlink > 1:
             first_link[key] = entry
+
+
+def _link_target(fs_path: str) -> str:
+    """A symlink's target as the format stores it (SPEC 5): UTF-8, 1..4096 bytes, no NUL."""
+    try:
+        target = os.readlink(fs_path)
+    except OSError as exc:
+        raise InputError(path=fs_path, reason=exc.strerror or str(exc)) from None
+    try:
+        size = len(target.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InputError(path=fs_path, reason="cannot be stored: the symlink's target is not valid UTF-8") from None
+    if not 0 < size <= C.MAX_LINK_TARGET_BYTES:
+        raise InputError(path=fs_path, reason=f"cannot be stored: the symlink's target is {size} bytes long")
+    return target
 
 
 # ------------------------------------------------------------------------------------------------------ read side

@@ -108,6 +108,11 @@ class OutputError(LzaError):
     """{path}: {reason}"""
 
 
+class SourcesChanged(LzaError):
+    """{archive}: written, but {count} source file(s) changed or vanished while being read; each is stored as it was
+    read (see the warnings above)"""
+
+
 class Interrupted(LzaError):
     """interrupted"""
 

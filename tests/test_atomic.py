@@ -35,7 +35,7 @@ def start_pack(src, out):
 def wait_for_partial(out, proc, minimum=1 << 20):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        parts = glob.glob(str(out.parent / f".{out.name}.*.partial"))
+        parts = glob.glob(str(out.parent / f".{out.name}.*.lza-partial"))
         if parts and os.path.getsize(parts[0]) >= minimum:
             return parts[0]
         assert proc.poll() is None, proc.stderr.read()

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from lzarchive import api
-from lzarchive.errors import EXIT_USAGE
+from lzarchive.errors import EXIT_MODEL, EXIT_USAGE
 
 from .conftest import run_cli
 
@@ -87,3 +87,117 @@ def test_help_teaches():
     for word in ("pack", "extract", "list", "info", "verify", "cat", "Exit codes"):
         assert word in text
     assert "--overwrite" in run_cli("extract", "--help").stdout.decode()
+
+
+# ------------------------------------------------------------------------------------------- pack: faults and misuse
+
+def test_pack_into_a_missing_directory_or_onto_a_directory_fails_at_once(tree, tmp_path):
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "nowhere" / "p.lza"))
+    assert result.exit_code == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "taken").mkdir()
+    # lm would compress for minutes before the final rename failed: the check comes before any work
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "taken"), "--force", "--model", str(tmp_path / "nothing.gguf"))
+    assert result.exit_code == 1 and "is a directory" in result.stderr
+    assert os.listdir(tmp_path / "taken") == []
+
+
+@pytest.mark.parametrize("option", [["--chunk-size", "0"], ["--chunk-size", "-1"], ["--chunk-size", "17M"],
+                                    ["--level", "0"], ["--level", "23"], ["--level", "-1"]])
+def test_out_of_range_options_are_usage_errors(option, tree, tmp_path):
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "p.lza"), *option)
+    assert result.exit_code == EXIT_USAGE and result.stderr.startswith("lza: error:"), result.stderr
+    assert not (tmp_path / "p.lza").exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage.gguf", "garbage.lzm", "directory"])
+def test_an_unusable_model_is_named(kind, tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
+    model = tmp_path / kind
+    if kind == "directory":
+        model.mkdir()
+        (model / "README").write_text("not a model")
+    else:
+        model.write_bytes(b"GGUF" + os.urandom(300) if kind.endswith("gguf") else os.urandom(300))
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "p.lza"), "--model", str(model))
+    assert result.exit_code == EXIT_MODEL and str(model) in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "p.lza").exists()
+
+
+def test_a_symlink_whose_target_is_not_utf8_is_named(tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    os.symlink(b"bad\xfftarget", os.path.join(os.fsencode(src), b"link"))
+    result = run_cli("pack", "--codec", "zstd", str(src), "-o", str(tmp_path / "o.lza"))
+    assert result.exit_code == 1 and "link" in result.stderr and "not valid UTF-8" in result.stderr
+    assert os.listdir(tmp_path) == ["s"]
+
+
+def test_a_full_disk_is_an_error_naming_the_archive(tree, tmp_path):
+    """The kernel refuses the archive's writes past a size limit (RLIMIT_FSIZE: EFBIG, as ENOSPC would)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    big = tree / "big.bin"
+    big.write_bytes(os.urandom(1 << 20))
+    out = tmp_path / "p.lza"
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, 256 << 10))
+
+    proc = subprocess.run([sys.executable, "-m", "lzarchive", "pack", "--codec", "store", str(tree), "-o", str(out)],
+                          capture_output=True, preexec_fn=limit_file_size)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode().startswith(f"lza: error: {out}: ") and b"Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == ["proj"]  # no archive, no temporary file
+
+
+def test_an_output_that_appears_during_pack_is_not_replaced(tree, tmp_path):
+    out = tmp_path / "p.lza"
+
+    class Intruder(api.Progress):
+        def advance(self, amount):
+            if not out.exists():
+                out.write_bytes(b"another pack's archive")
+
+    with pytest.raises(api.OutputError, match="appeared while packing"):
+        api.pack([str(tree)], str(out), codec="zstd", progress=Intruder())
+    assert out.read_bytes() == b"another pack's archive" and os.listdir(tmp_path) == ["p.lza", "proj"]
+    api.pack([str(tree)], str(out), codec="zstd", force=True, progress=Intruder())
+    assert api.verify(str(out)).ok
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_archives_honour_the_umask(umask, mode, tree, tmp_path):
+    old = os.umask(umask)
+    try:
+        api.pack([str(tree)], str(tmp_path / "p.lza"), codec="zstd")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "p.lza").st_mode & 0o777 == mode
+
+
+def test_a_file_that_grows_while_packed_is_stored_as_seen_and_reported(tree, tmp_path, monkeypatch):
+    from lzarchive.archive.writer import ArchiveWriter
+
+    growing = tree / "docs" / "a.md"
+    add_file = ArchiveWriter.add_file
+
+    def grow_then_add(self, path, stream, **kwargs):
+        if path.endswith("a.md"):
+            with open(growing, "ab") as f:
+                f.write(b"x" * 100_000)
+        return add_file(self, path, stream, **kwargs)
+
+    monkeypatch.setattr(ArchiveWriter, "add_file", grow_then_add)
+    out = tmp_path / "p.lza"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
+    assert result.exit_code == 1, result.stderr
+    assert "a.md: file changed as we read it" in result.stderr and "written, but 1 source file" in result.stderr
+    entry = next(e for e in api.list_entries(str(out)) if e.path.endswith("a.md"))
+    assert entry.size == 800 and b"".join(api.cat(str(out), entry.path)) == b"# title\n" * 100
+    record = json.loads(run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "--json").stdout)
+    assert record["changed"] == [str(growing)]

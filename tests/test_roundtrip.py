@@ -162,4 +162,4 @@ def test_archive_inside_its_own_source_is_not_packed_into_itself(tmp_path):
     api.pack([str(tmp_path)], archive, codec="zstd")
     api.pack([str(tmp_path)], archive, codec="zstd", force=True)  # the old archive and the temp file are both skipped
     names = [e.path.rsplit("/", 1)[-1] for e in api.list_entries(archive)]
-    assert "self.lza" not in names and not any(n.endswith(".partial") for n in names)
+    assert "self.lza" not in names and not any(n.endswith(".lza-partial") for n in names)

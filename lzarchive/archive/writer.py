@@ -3,42 +3,73 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..codecs import Codec, codec_name
+from ..errors import OutputError
 from ..format.constants import CONTEXT_ENTRY, CONTEXT_INDEX, MAX_CHUNK_RAW, CodecId, EntryType, IndexEncoding
 from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef
 from ..format.wire import digest, hasher
+from .files import create_temp, describe, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 READ_BLOCK = 1 << 20
 
 
+class ArchiveOutput:
+    """The archive file being written. A failed write (a full disk) is an OutputError naming the archive, never
+    mistaken for an error reading the file being packed."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self._fd = fd
+        self.path = path
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except OSError as exc:
+                raise OutputError(path=self.path, reason=describe(exc)) from None
+
+    def fileno(self) -> int:
+        return self._fd
+
+
 @contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """A file that appears at `path` only when the block succeeds: temp file, fsync, rename, fsync directory."""
+def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
+    """A file that appears at `path` only when the block succeeds: a new temporary file (mode by the umask), fsync,
+    then its name, fsync of the directory. Without `replace`, a file that appeared at `path` meanwhile is kept and
+    the archive refused."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=directory)
+    name = os.path.basename(path)
     try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        temp, fd = create_temp(name, dir_fd, mode=0o666)
+    except OSError as exc:
+        raise OutputError(path=path, reason=f"cannot create the archive in {directory}: {describe(exc)}") from None
+    try:
         try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+            yield ArchiveOutput(fd, path)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            place(temp, name, replace=replace, dir_fd=dir_fd)
+        except FileExistsError:
+            raise OutputError(path=path, reason="appeared while packing; it was left alone (use --force to replace it)") from None
+        except OSError as exc:
+            raise OutputError(path=path, reason=describe(exc)) from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
         os.fsync(dir_fd)
+    except BaseException:
+        remove_quietly(temp, dir_fd)
+        raise
     finally:
         os.close(dir_fd)
 
@@ -57,6 +88,7 @@ class WriteStats:
     raw_bytes: int = 0
     archive_bytes: int = 0
     per_codec: dict[str, CodecStats] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # source files that changed or vanished while being packed
 
 
 def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec]) -> list[tuple[int, bytes]]:
@@ -138,14 +170,16 @@ class ArchiveWriter:
                 self._seal()
         return refs
 
-    def add_file(self, path: str, stream: BinaryIO, *, mode: int, mtime_ns: int, size_hint: int) -> Entry:
-        """Stream a regular file. A file that fits in one chunk never straddles two (random access stays cheap)."""
-        if self._open and len(self._open) + size_hint > self._chunk_size >= size_hint:
+    def add_file(self, path: str, stream: BinaryIO, *, mode: int, mtime_ns: int, size: int) -> Entry:
+        """Stream a regular file of `size` bytes (what the walk saw): never more, so a file that grows while it is
+        read cannot grow the archive; fewer if it shrank (the caller compares). A file that fits in one chunk never
+        straddles two (random access stays cheap)."""
+        if self._open and len(self._open) + size > self._chunk_size >= size:
             self._seal()
         content = hasher(CONTEXT_ENTRY)
         refs: list[ChunkRef] = []
-        size = 0
-        while block := stream.read(READ_BLOCK):
+        wanted, size = size, 0
+        while size < wanted and (block := stream.read(min(READ_BLOCK, wanted - size))):
             content.update(block)
             refs.extend(self._append(block))
             size += len(block)

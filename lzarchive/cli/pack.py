@@ -12,7 +12,7 @@ from .. import api
 from ..archive.writer import DEFAULT_CHUNK_SIZE
 from ..codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK_SIZE
 from ..codecs.lm import DEFAULT_WINDOW as LM_WINDOW
-from ..errors import UsageError
+from ..errors import SourcesChanged, UsageError
 from .render import BarProgress, emit_json, human_bytes, parse_size, stderr
 
 
@@ -33,7 +33,8 @@ def pack(
     """Pack files and directory trees into an archive (written atomically: a failed pack leaves nothing).
 
     Regular files, directories (empty ones too), symlinks (stored as links) and hardlinks are kept with their
-    mode and mtime. With --codec auto (the default) every chunk is coded by the language model and by zstd and the
+    mode and mtime. A file that changes while it is read is stored as read (never beyond the size first seen), with
+    a warning, and pack exits 1 though the archive is written, as tar does. With --codec auto (the default) every chunk is coded by the language model and by zstd and the
     smaller wins. Example: lza pack src/ docs/README.md -o project.lza
     """
     if output is None and len(sources) >= 2 and sources[-1].endswith(".lza") and not os.path.isdir(sources[-1]):
@@ -55,11 +56,13 @@ def pack(
     if json_output:
         emit_json("pack", archive=output, entries=stats.entries, chunks=stats.chunks, content_bytes=stats.raw_bytes,
                   archive_bytes=stats.archive_bytes, seconds=round(elapsed, 3),
-                  codecs={k: vars(v) for k, v in stats.per_codec.items()})
+                  codecs={k: vars(v) for k, v in stats.per_codec.items()}, changed=stats.changed)
     elif not quiet:
         ratio = stats.archive_bytes / stats.raw_bytes * 100 if stats.raw_bytes else 0.0
         stderr.print(f"packed {stats.entries} entries, {human_bytes(stats.raw_bytes)} → {human_bytes(stats.archive_bytes)} "
                      f"({ratio:.1f} %) in {stats.chunks} chunks, {elapsed:.1f} s: {output}", markup=False)
+    if stats.changed:  # as tar: the archive is there, but not a snapshot of one moment (exit 1)
+        raise SourcesChanged(archive=output, count=len(stats.changed))
 
 
 def register(app: typer.Typer) -> None:
