@@ -1,4 +1,8 @@
-"""Public API: pack, extract, list, info, verify and cat as plain functions; the CLI is a thin layer over these."""
+"""Public API: pack, extract, list, info, verify and cat as plain functions; the CLI is a thin layer over these.
+
+Only what reading an index needs is imported here: torch, numba and the engine load when a command first needs the
+lm codec, so `lza list` starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +10,65 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
-from .codecs import Codec, ZstdCodec, codec_name
-from .codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK_SIZE
-from .codecs.lm import LmCodec
-from .engine import registry
-from .engine.compiler import NUMERICS, CompiledModel, CompileError, read_compiled
+from .codecs import LM_DEFAULT_CHUNK_SIZE, LM_DEFAULT_WINDOW, Codec, ZstdCodec, codec_name
 from .errors import (
+    EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
     ChunkCorrupt,
     EntryCorrupt,
     InputError,
+    LzaError,
     ModelUnavailable,
     OutputError,
     PathRefused,
+    SourcesChanged,
     UsageError,
     describe_paths,
 )
 from .format import constants as C
+from .format.constants import EntryType
 from .format.records import Entry
 from .format.wire import hasher
+
+if TYPE_CHECKING:
+    from .engine.compiler import CompiledModel
+
+__all__ = [
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "LM_DEFAULT_CHUNK_SIZE", "LM_DEFAULT_WINDOW", "EXIT_INTEGRITY",
+    "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
+    "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
+    "pack", "verify",
+]
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 
 
+def numerics() -> str:
+    """The numerics profile (SPEC 9.3) this lza implements."""
+    from .engine.compiler import NUMERICS
+
+    return NUMERICS
+
+
+def model_cache():
+    """The registry of compiled models (the user cache): list_models(), find(hash)."""
+    from .engine import registry
+
+    return registry
+
+
 def load_model(model: str | None = None) -> CompiledModel:
     """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache."""
+    from .engine import registry
+    from .engine.compiler import CompileError, read_compiled
+
     try:
         if model is None:
             path = registry.default_model_path()
@@ -66,6 +99,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)
     codecs: list[Codec] = []
     if name in ("auto", "lm"):
+        from .codecs.lm import LmCodec
+
         loaded = load_model(model)
         try:
             codecs.append(LmCodec(loaded, device=device, window=window))
@@ -77,14 +112,24 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
 
 
 def model_codecs(device: str = "cpu"):
-    """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash."""
+    """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash.
+    Archives naming several models, or a numerics profile other than this lza's, are refused (unsupported)."""
 
     def provide(codec_id: int, header) -> Codec:
         if codec_id != C.CodecId.LM:
             return builtin_codecs(codec_id, header)
+        from .codecs.lm import LmCodec
+        from .engine import registry
+        from .engine.compiler import NUMERICS, read_compiled
+
         if not header.models:
             raise LookupError("lm chunks but no model in the header")
+        if len(header.models) > 1:
+            raise LookupError(f"the archive names {len(header.models)} models; this lza decodes lm chunks of archives "
+                              f"with one")
         ref = header.models[0]
+        if ref.numerics != NUMERICS:
+            raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements {NUMERICS!r}")
         try:
             model = read_compiled(registry.resolve(ref.model_hash))
         except registry.ModelNotFound:
@@ -129,8 +174,8 @@ def pack(
             raise InputError(path=source, reason="no such file or directory")
     codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window)
     if chunk_size is None:
-        chunk_size = LM_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
-    models = [c.model_ref for c in codecs if isinstance(c, LmCodec)]
+        chunk_size = LM_DEFAULT_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
+    models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
@@ -415,3 +460,34 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
                 report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
             upcoming = next(slices, None)
         progress.advance(chunk.stored_size)
+
+
+# ------------------------------------------------------------------------------------------------------ bench
+
+
+def bench_sample(paths: Sequence[str], budget: int, per_file: int) -> dict[str, bytes]:
+    """What `lza bench` measures: up to `per_file` bytes from the start of each file under `paths`, `budget` in all."""
+    from . import bench
+
+    for path in paths:
+        if not os.path.exists(path):
+            raise UsageError(reason=f"{path}: no such file or directory")
+    chosen = bench.sample_files(paths, budget, per_file)
+    if not any(chosen.values()):
+        raise UsageError(reason="no readable bytes in the files given")
+    return chosen
+
+
+def bench_measure(files: dict[str, bytes], pack_options: Sequence[str], classical: Sequence[str], *,
+                  device: str = "cpu") -> list:
+    """Round trips of lza (`lza pack` with these options) and of the named classical tools on the same bytes; every
+    output is decompressed and compared. Returns bench.Measurement rows, lza first."""
+    import tempfile
+
+    from . import bench
+
+    data = b"".join(files.values())
+    with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
+        results = [bench.measure_lza(files, tmp, pack_options, label=" ".join(["lza", *pack_options]), device=device)]
+        results += [m for tool in bench.CLASSICAL if tool.name in classical if (m := bench.measure_classical(tool, data, tmp))]
+    return results

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import torch
 import zstandard
 
 from .errors import BenchmarkFailed
@@ -76,6 +75,8 @@ class Measurement:
 
 def gemm_flops() -> float:
     """This machine's best fp32 GEMM rate (FLOP/s) over shapes like the default model's: the yardstick for lm speed."""
+    import torch
+
     best = 0.0
     for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (4096, 1024, 1024)):
         a, b = torch.randn(m, k), torch.randn(k, n)
@@ -87,7 +88,7 @@ def gemm_flops() -> float:
     return best
 
 
-def model_flops_per_token(tensors: dict[str, torch.Tensor]) -> int:
+def model_flops_per_token(tensors: dict) -> int:
     """2 x the parameters that run per token: every linear layer and the output head (the embeddings when tied)."""
     tied = "output.q" not in tensors
     return 2 * sum(t.numel() for name, t in tensors.items() if name.endswith(".q") and (tied or name != "tok_embeddings.q"))

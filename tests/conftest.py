@@ -10,6 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from lzarchive.cli.app import app
+from lzarchive.codecs.lm import LmCodec
+from lzarchive.engine import compiler, registry
+from lzarchive.format import constants as C
+from lzarchive.format.records import Header
+
+from .adversarial.craft import content_entry, craft
+from .tiny import greedy_text, tiny_model
 
 
 @dataclass
@@ -60,3 +67,40 @@ def files_under(root: str) -> dict[str, bytes]:
                 with open(full, "rb") as f:
                     out[os.path.relpath(full, root)] = f.read()
     return out
+
+
+@pytest.fixture
+def private_model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory):
+    """The tiny model as a compiled file, as a user would pass it to --model."""
+    model = tiny_model()
+    path = tmp_path_factory.mktemp("model") / "tiny.lzm"
+    compiler.write_compiled(str(path), model.config, model.tensors, name=model.name, source=model.source,
+                            tokenizer_json=None)
+    return str(path)
+
+
+def lm_archive(codec: LmCodec, files: dict[str, bytes], payloads: list[bytes]) -> bytes:
+    """One lm chunk per file, with the given payloads (sealed with valid stored-bytes checksums)."""
+    return craft(*entries_and_chunks(files, payloads), header=Header(models=(codec.model_ref,)).to_wire())
+
+
+def entries_and_chunks(files: dict[str, bytes], payloads: list[bytes]) -> tuple[list, list]:
+    entries = [content_entry(name, (i, 0, len(data)), data) for i, (name, data) in enumerate(files.items())]
+    return entries, [(C.CodecId.LM, data, payload) for data, payload in zip(files.values(), payloads)]
+
+
+@pytest.fixture
+def lm_files(tiny_path, private_model_cache):
+    registry.import_compiled(tiny_path)  # the archives below name the tiny model: readers find it in the cache
+    codec = LmCodec(tiny_model(), window=32, overlap=8)
+    files = {name: greedy_text(tiny_model(), 90, seed_token=2 + ord(seed)) for name, seed in (("a.txt", "t"), ("b.txt", "q"))}
+    payloads = codec.encode_batch(list(files.values()))
+    assert None not in payloads
+    return codec, files, payloads
+
+

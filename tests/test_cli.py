@@ -201,3 +201,64 @@ def test_a_file_that_grows_while_packed_is_stored_as_seen_and_reported(tree, tmp
     assert entry.size == 800 and b"".join(api.cat(str(out), entry.path)) == b"# title\n" * 100
     record = json.loads(run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "--json").stdout)
     assert record["changed"] == [str(growing)]
+
+
+# ------------------------------------------------------------------------------------------- terminal safety
+
+HOSTILE_NAMES = ["forged\nproj/docs/a.md", "\x1b[31mred\x1b[0m", "bidi\u202eevil", "back\\slash", "[bold]x[/bold]"]
+
+
+def test_names_are_escaped_on_human_output_and_exact_in_json(tmp_path):
+    from .adversarial.craft import content_entry, craft, link_entry
+
+    data = bytes(range(len(HOSTILE_NAMES)))
+    entries = [content_entry(name, (0, i, 1), data[i : i + 1]) for i, name in enumerate(HOSTILE_NAMES)]
+    entries.append(link_entry("link", "\x1b]0;title\x07"))
+    archive = tmp_path / "names.lza"
+    archive.write_bytes(craft(entries, [data]))
+    for options in ([], ["-l"]):
+        result = run_cli("list", *options, str(archive))
+        text = result.stdout.decode()
+        assert result.exit_code == 0 and len(text.splitlines()) == len(entries)  # a newline in a name forges no line
+        assert "\x1b" not in text and "\u202e" not in text
+        assert '"forged\\nproj/docs/a.md"' in text and '"\\x1b[31mred\\x1b[0m"' in text and '"back\\\\slash"' in text
+        assert "[bold]x[/bold]" in text
+    assert '-> "\\x1b]0;title\\x07"' in run_cli("list", "-l", str(archive)).stdout.decode()
+    records = [json.loads(line) for line in run_cli("list", "--json", str(archive)).stdout.splitlines()]
+    assert [r["path"] for r in records] == HOSTILE_NAMES + ["link"]
+    # errors name entries escaped too: here every entry exists already
+    dest = tmp_path / "dest"
+    assert run_cli("extract", str(archive), "-C", str(dest)).exit_code == 0
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 1 and "\x1b" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_rich_markup_in_paths_is_printed_as_text(tmp_path):
+    src = tmp_path / "a["
+    src.mkdir()
+    (src / "f.txt").write_text("text")
+    os.mkfifo(src / "]b")  # skipped with a warning naming "a[/]b", which rich would read as a closing tag
+    out = tmp_path / "[red]out.lza"
+    result = run_cli("pack", "--codec", "zstd", str(src), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert f"{src}/]b: skipped" in result.stderr and str(out) in result.stderr
+
+
+def test_commands_that_need_no_model_do_not_load_torch_or_numba(tmp_path):
+    """`lza list` must start fast (under 0.3 s on this machine's kind): torch and numba take seconds to import."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "f.txt").write_text("hello")
+    archive = str(tmp_path / "a.lza")
+    api.pack([str(src)], archive, codec="zstd")
+    probe = ("import sys; from lzarchive.cli.app import app; app(sys.argv[1:], standalone_mode=False); "
+             "sys.stderr.write(' '.join(m for m in ('torch', 'numba', 'numpy') if m in sys.modules))")
+    for command in (["--help"], ["list", "-l", archive], ["info", archive], ["verify", "--quick", archive],
+                    ["verify", archive], ["cat", archive, "s/f.txt"], ["extract", archive, "-C", str(tmp_path / "x")],
+                    ["pack", "--codec", "zstd", str(src), "-o", str(tmp_path / "b.lza")]):
+        proc = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.decode().rsplit("\n", 1)[-1] == "", (command, proc.stderr[-300:])

@@ -30,8 +30,9 @@ import torch
 
 from lzarchive import api, bench
 from lzarchive.cli.render import parse_size
-from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, DEFAULT_WINDOW, LmCodec
-from lzarchive.codecs.lm import DEFAULT_CHUNK_SIZE as LM_CHUNK
+from lzarchive.codecs import LM_DEFAULT_CHUNK_SIZE as LM_CHUNK
+from lzarchive.codecs import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
+from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, LmCodec
 
 SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
 PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of the corpus: a corpus spans many files

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
 
-from ..errors import EXIT_INTERRUPTED, LzaError
+from ..api import EXIT_INTERRUPTED, LzaError
 from . import bench, cat, extract, inspect, model, pack, verify
-from .render import stderr
+from .render import say, warn
 
 
 class LzaGroup(TyperGroup):
@@ -19,10 +20,10 @@ class LzaGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LzaError as exc:
-            stderr.print(f"lza: error: {exc}", markup=False, highlight=False)
+            say(f"lza: error: {exc}")  # names from the archive are escaped: one line, nothing for the terminal to act on
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            stderr.print("lza: interrupted", markup=False)
+            say("lza: interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             sys.stderr.close()  # the reader of our stdout went away (lza cat | head): not an error
@@ -52,5 +53,11 @@ for command in (pack, extract, inspect, verify, cat, model, bench):
     command.register(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The library's warnings (a read-only cache, say) as one line each, not Python's file:line form."""
+    warn(str(message))
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     app()

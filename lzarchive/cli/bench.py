@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .. import bench
-from ..errors import UsageError
-from .render import emit_json, human_bytes, parse_size, stderr, stdout
+from .. import api
+from ..api import UsageError
+from .render import emit_json, human_bytes, parse_size, say, stdout
 
 COMPARED = ("xz -9e", "zstd -19")
 
@@ -34,37 +33,29 @@ def bench_files(
         budget, per_file_bytes = parse_size(sample), parse_size(per_file)
     except ValueError as exc:
         raise UsageError(reason=str(exc)) from None
-    for path in files:
-        if not os.path.exists(path):
-            raise UsageError(reason=f"{path}: no such file or directory")
-    chosen = bench.sample_files(files, budget, per_file_bytes)
-    data = b"".join(chosen.values())
-    if not data:
-        raise UsageError(reason="no readable bytes in the files given")
+    chosen = api.bench_sample(files, budget, per_file_bytes)
+    size = sum(map(len, chosen.values()))
     if not json_output:
-        stderr.print(f"sampled {human_bytes(len(data))} from {len(chosen)} files; packing with lza --codec {codec} ...",
-                     markup=False)
-    with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        options = ["--codec", codec] + (["--chunk-size", chunk_size] if chunk_size else []) + (["--window", str(window)] if window else [])
-        results = [bench.measure_lza(chosen, tmp, options, label=" ".join(["lza"] + options), device=device)]
-        results += [m for tool in bench.CLASSICAL if tool.name in COMPARED if (m := bench.measure_classical(tool, data, tmp))]
+        say(f"sampled {human_bytes(size)} from {len(chosen)} files; packing with lza --codec {codec} ...")
+    options = ["--codec", codec] + (["--chunk-size", chunk_size] if chunk_size else []) + (["--window", str(window)] if window else [])
+    results = api.bench_measure(chosen, options, COMPARED, device=device)
     if json_output:
         for m in results:
             emit_json("bench", tool=m.tool, raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes,
                       bits_per_byte=round(m.bits_per_byte, 4), compress_seconds=round(m.compress_s, 3),
                       decompress_seconds=round(m.decompress_s, 3))
         return
-    table = Table(title=f"{human_bytes(len(data))} sampled from {len(chosen)} files (round trips checked)")
+    table = Table(title=f"{human_bytes(size)} sampled from {len(chosen)} files (round trips checked)")
     for column in ("tool", "size", "bits/byte", "vs xz", "compress", "decompress"):
         table.add_column(column, justify="left" if column == "tool" else "right")
     xz = next((m for m in results if m.tool == "xz -9e"), None)
     for m in results:
-        table.add_row(m.tool, human_bytes(m.stored_bytes), f"{m.bits_per_byte:.3f}",
+        table.add_row(Text(m.tool), human_bytes(m.stored_bytes), f"{m.bits_per_byte:.3f}",
                       f"{m.stored_bytes / xz.stored_bytes:.2f}x" if xz else "-", f"{m.compress_s:.1f} s",
                       f"{m.decompress_s:.1f} s")
     stdout.print(table)
-    stderr.print("lza's times include loading the model (a few seconds); its size includes the archive's header and "
-                 "index, which weigh more on a small sample.", markup=False)
+    say("lza's times include loading the model (a few seconds); its size includes the archive's header and index, "
+        "which weigh more on a small sample.")
 
 
 def register(app: typer.Typer) -> None:

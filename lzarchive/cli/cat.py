@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from ..errors import UsageError
+from ..api import UsageError
 
 
 def parse_range(text: str) -> tuple[int, int | None]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from .render import BarProgress, emit_json, stderr
+from .render import BarProgress, emit_json, say
 
 
 def extract(
@@ -34,7 +34,7 @@ def extract(
     if json_output:
         emit_json("extract", archive=archive, directory=directory, entries=count)
     elif not quiet:
-        stderr.print(f"extracted {count} entries to {directory}", markup=False)
+        say(f"extracted {count} entries to {directory}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import stat
+import sys
 import time
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .. import api
-from ..format.constants import EntryType
-from .render import emit_json, human_bytes, stdout
+from ..api import EntryType
+from .render import emit_json, human_bytes, printable, quoted, say, stdout
 
 _TYPE_BITS = {EntryType.FILE: stat.S_IFREG, EntryType.HARDLINK: stat.S_IFREG, EntryType.DIR: stat.S_IFDIR,
               EntryType.SYMLINK: stat.S_IFLNK}
@@ -20,9 +20,11 @@ _TYPE_BITS = {EntryType.FILE: stat.S_IFREG, EntryType.HARDLINK: stat.S_IFREG, En
 def list_command(
     archive: Annotated[str, typer.Argument(help="The archive to read.")],
     long: Annotated[bool, typer.Option("--long", "-l", help="Mode, size, mtime and link targets too.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per entry.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per entry, names exactly as stored.")] = False,
 ) -> None:
-    """List the entries of an archive (reads only the index)."""
+    """List the entries of an archive (reads only the index). Names that hold control characters or other
+    characters a terminal would act on are shown quoted, with backslash escapes ("a\\nb"); --json gives them exactly."""
+    out = sys.stdout
     for entry in api.list_entries(archive):
         if json_output:
             emit_json("entry", path=entry.path, kind=entry.type.name.lower(), mode=entry.mode, mtime_ns=entry.mtime_ns,
@@ -31,10 +33,10 @@ def list_command(
         elif long:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
             arrow = {EntryType.SYMLINK: " -> ", EntryType.HARDLINK: " link to "}.get(entry.type, "")
-            line = f"{stat.filemode(_TYPE_BITS[entry.type] | entry.mode)} {entry.size:>12} {when} {entry.path}"
-            stdout.print(line + (arrow + entry.target if arrow else ""), markup=False, highlight=False, soft_wrap=True)
+            line = f"{stat.filemode(_TYPE_BITS[entry.type] | entry.mode)} {entry.size:>12} {when} {quoted(entry.path)}"
+            out.write(line + (arrow + quoted(entry.target) if arrow else "") + "\n")
         else:
-            stdout.print(entry.path, markup=False, highlight=False, soft_wrap=True)
+            out.write(quoted(entry.path) + "\n")
 
 
 def info_command(
@@ -48,19 +50,19 @@ def info_command(
                   entries=result.entries, codecs=result.codecs, content_bytes=result.content_bytes,
                   archive_bytes=result.archive_bytes, ratio=round(result.ratio, 6))
         return
-    stdout.print(f"archive      {result.path}", markup=False)
-    stdout.print(f"format       lza {result.version}  flags {result.flags}", markup=False)
-    for model in result.models:
-        stdout.print(f"model        {model['name']} ({model['source']}) {model['numerics']} "
-                     f"hash {model['model_hash'][:16]}… tokenizer {model['tokenizer_hash'][:16]}…", markup=False)
-    stdout.print("entries      " + ", ".join(f"{n} {k}" for k, n in sorted(result.entries.items())), markup=False)
-    stdout.print(f"content      {human_bytes(result.content_bytes)} → archive {human_bytes(result.archive_bytes)}"
-                 f" ({result.ratio * 100:.2f} %)", markup=False)
-    table = Table("codec", "chunks", "raw", "stored", "stored/raw")
+    say(f"archive      {result.path}", out=stdout)
+    say(f"format       lza {result.version}  flags {result.flags}", out=stdout)
+    for model in result.models:  # the archive's own words: escaped like names
+        say(f"model        {model['name']} ({model['source']}) {model['numerics']} "
+            f"hash {model['model_hash'][:16]}… tokenizer {model['tokenizer_hash'][:16]}…", out=stdout)
+    say("entries      " + ", ".join(f"{n} {k}" for k, n in sorted(result.entries.items())), out=stdout)
+    say(f"content      {human_bytes(result.content_bytes)} → archive {human_bytes(result.archive_bytes)}"
+        f" ({result.ratio * 100:.2f} %)", out=stdout)
+    say(f"{'codec':<8} {'chunks':>8} {'raw':>12} {'stored':>12} {'stored/raw':>10}", out=stdout)
     for name, row in sorted(result.codecs.items()):
         share = row["stored_bytes"] / row["raw_bytes"] * 100 if row["raw_bytes"] else 0.0
-        table.add_row(name, str(row["chunks"]), human_bytes(row["raw_bytes"]), human_bytes(row["stored_bytes"]), f"{share:.1f} %")
-    stdout.print(table)
+        say(f"{printable(name):<8} {row['chunks']:>8} {human_bytes(row['raw_bytes']):>12} "
+            f"{human_bytes(row['stored_bytes']):>12} {share:>9.1f} %", out=stdout)
 
 
 def register(app: typer.Typer) -> None:

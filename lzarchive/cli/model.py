@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Annotated, Optional
 
 import typer
 
 from .. import api
-from .render import emit_json, human_bytes, stdout
+from .render import emit_json, human_bytes, say, stdout
 
 model_app = typer.Typer(help="Compiled models for the lm codec: list the cache, inspect one, compile a source.",
                         no_args_is_help=True)
@@ -18,37 +19,35 @@ def _describe(model, json_output: bool, path: str | None = None) -> None:
     cfg = model.config
     params = sum(t.numel() for name, t in model.tensors.items() if name.endswith(".q"))
     fields = dict(name=model.name, source=model.source, model_hash=model.model_hash.hex(),
-                  tokenizer_hash=model.tokenizer_hash.hex(), numerics=api.NUMERICS, parameters=params,
+                  tokenizer_hash=model.tokenizer_hash.hex(), numerics=api.numerics(), parameters=params,
                   config=dataclasses.asdict(cfg),
                   path=path)
     if json_output:
         emit_json("model", **fields)
         return
-    stdout.print(f"{model.name}  ({model.source})", markup=False)
-    stdout.print(f"  model hash      {fields['model_hash']}", markup=False)
-    stdout.print(f"  tokenizer hash  {fields['tokenizer_hash']}", markup=False)
-    stdout.print(f"  numerics        {api.NUMERICS}, int8 weights, {params / 1e6:.1f} M parameters", markup=False)
-    stdout.print(f"  architecture    {cfg.architecture}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads "
-                 f"/ {cfg.kv_heads} kv, vocab {cfg.vocab_size}, window up to {cfg.max_positions}", markup=False)
+    say(f"{model.name}  ({model.source})", out=stdout)
+    say(f"  model hash      {fields['model_hash']}", out=stdout)
+    say(f"  tokenizer hash  {fields['tokenizer_hash']}", out=stdout)
+    say(f"  numerics        {api.numerics()}, int8 weights, {params / 1e6:.1f} M parameters", out=stdout)
+    say(f"  architecture    {cfg.architecture}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads "
+                 f"/ {cfg.kv_heads} kv, vocab {cfg.vocab_size}, window up to {cfg.max_positions}", out=stdout)
     if path:
-        import os
-
-        stdout.print(f"  file            {path} ({human_bytes(os.path.getsize(path))})", markup=False)
+        say(f"  file            {path} ({human_bytes(os.path.getsize(path))})", out=stdout)
 
 
 @model_app.command("list")
 def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False) -> None:
     """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory)."""
-    for entry in api.registry.list_models():
+    for entry in api.model_cache().list_models():
         if json_output:
             emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(), path=entry.path)
         else:
-            stdout.print(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}", markup=False)
+            say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}", out=stdout)
 
 
 def _load_and_describe(model: str | None, json_output: bool) -> None:
     loaded = api.load_model(model)
-    _describe(loaded, json_output, api.registry.find(loaded.model_hash))
+    _describe(loaded, json_output, api.model_cache().find(loaded.model_hash))
 
 
 @model_app.command("info")

@@ -1,4 +1,9 @@
-"""CLI layer: rich rendering on stderr (messages, progress bars) and JSON Lines on stdout."""
+"""CLI layer: rich rendering on stderr (messages, progress bars) and JSON Lines on stdout.
+
+Names from an archive are the archive author's text: a newline in a file name would forge a line of output, an
+escape sequence would reach the terminal. Human output shows them escaped (`printable`, `quoted`), as ls and git
+do; --json keeps them exact.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,41 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.text import Text
 
-from ..archive.progress import Progress
+from ..api import Progress
 
 JSON_SCHEMA = "lza.cli/1"
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", '"': '\\"'}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def printable(text: str) -> str:
+    """Text with every character a terminal would act on (controls, escape sequences, line and bidi marks) written
+    as a backslash escape; printable text is unchanged."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def quoted(name: str) -> str:
+    """A name for a listing: as it is if plain, else in double quotes with C escapes (as git quotes paths), so every
+    name is one unambiguous line."""
+    if name.isprintable() and "\\" not in name and '"' not in name:
+        return name
+    return '"' + "".join(c if c.isprintable() and c not in '\\"' else _escape(c) for c in name) + '"'
+
+
+def say(text: str, *, out: Console | None = None) -> None:
+    """One line of plain text (no markup, non-printables escaped) on stderr, or on `out`."""
+    (out or stderr).print(Text(printable(text)), soft_wrap=True)
 
 
 def emit_json(record_type: str, /, **fields: Any) -> None:
@@ -63,9 +96,13 @@ class BarProgress(Progress):
             self._bar.advance(self._task, amount)
 
     def warn(self, text: str) -> None:
-        stderr.print(f"[yellow]lza: warning:[/] {text}", markup=True, highlight=False)
+        warn(text)
 
     def finish(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def warn(text: str) -> None:
+    stderr.print(Text.assemble(("lza: warning:", "yellow"), " " + printable(text)), soft_wrap=True)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from .. import api
-from ..errors import EXIT_INTEGRITY
-from .render import BarProgress, emit_json, stderr
+from ..api import EXIT_INTEGRITY
+from .render import BarProgress, emit_json, say
 
 
 def verify(
@@ -28,13 +28,13 @@ def verify(
         if json_output:
             emit_json("problem", chunk=problem.chunk, reason=problem.reason, paths=list(problem.paths))
         else:
-            stderr.print(f"lza: {archive}: {problem.describe()}", markup=False)
+            say(f"lza: {archive}: {problem.describe()}")
     mode = "full" if full else "quick"
     if json_output:
         emit_json("verify", archive=archive, mode=mode, ok=report.ok, chunks=report.chunks, entries=report.entries,
                   problems=len(report.problems))
     elif not quiet and report.ok:
-        stderr.print(f"ok ({mode}): {report.chunks} chunks, {report.entries} entries: {archive}", markup=False)
+        say(f"ok ({mode}): {report.chunks} chunks, {report.entries} entries: {archive}")
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)
 

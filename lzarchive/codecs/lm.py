@@ -20,11 +20,10 @@ from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
 from ..format.records import ModelRef
 from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
+from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
+from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import Codec, CodecError
 
-DEFAULT_WINDOW = 1024
-DEFAULT_OVERLAP = 256
-DEFAULT_CHUNK_SIZE = 8 * 1024  # measured: same ratio as 16 KiB on real text, half the cost of reading one chunk
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
 FREQ_ROWS = 64  # rows of frequency tables computed at once: one output-head GEMM for all chunks decoded in lockstep

@@ -9,6 +9,7 @@ GEMM takes them as int8 halves (q = 256 * hi + lo) and sums the products in int3
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba
 import numpy as np
@@ -25,6 +26,22 @@ F64 = torch.float64
 SIGMOID_RANGE = float(tables.SIGMOID_RANGE)
 SIGMOID_STEPS_PER_UNIT = float(tables.SIGMOID_STEPS_PER_UNIT)
 TABLE_UNIT = float(1 << tables.TABLE_BITS)
+
+
+def compiled(**options):
+    """numba.njit with numba's on-disk cache where one can be written (next to this file, or the user cache). Where
+    neither can (a read-only install and home), each process compiles the kernels again: slower to start, the same
+    results."""
+
+    def decorate(function):
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            warnings.warn("no writable cache for compiled kernels (the package directory and the user cache are "
+                          "read-only): compiling them in this process, which takes longer", RuntimeWarning)
+            return numba.njit(**options)(function)
+
+    return decorate
 
 
 def quantize(x: torch.Tensor, dim: int = -1, qmax: int = QMAX) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +129,7 @@ class IntMatmul:
         return out.view(*a.shape[:-1], w.shape[0])
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def split_halves(a, halves):
     """halves[i] = hi, halves[rows + i] = lo with a[i] = 256 * hi + lo, lo in [-128, 127]; |a| <= QMAX keeps hi in
     int8 too."""
@@ -125,7 +142,7 @@ def split_halves(a, halves):
             halves[rows + i, j] = lo
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def join_halves(acc, a_scale, w_scale, out):
     """out[i, j] = ((256 * hi + lo) * a_scale[i]) * w_scale[j] from the int32 products of both halves: the exact
     integer (|.| < 2^34), then the two scale products."""
@@ -198,7 +215,7 @@ def frequency_table(logits: torch.Tensor, table: Tables, total_bits: int) -> tor
 # dispatch overhead.
 
 
-@numba.njit(cache=True)
+@compiled()
 def _quantize_row(x, q):
     """quantize for one row: q = rint(x * (QMAX / m)) (q may be x); returns the scale m / QMAX."""
     m = 0.0
@@ -212,14 +229,14 @@ def _quantize_row(x, q):
     return m / QMAX
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def quantize_rows(x, q, scale):
     """quantize along the last axis of (rows, d) x."""
     for i in numba.prange(x.shape[0]):
         scale[i] = _quantize_row(x[i], q[i])
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
     """ExactLlama._norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits),
     with the sum of squares exact in int64 after dropping low bits."""
@@ -239,7 +256,7 @@ def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
         scale[i] = m_scale / (math.sqrt(mean + eps) * (1 << residual_bits))
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
     """quantize(Tables.silu(gate) * up) along the last axis of (rows, d) gate and up."""
     last = np.float64(sigmoid.shape[0] - 2)
@@ -255,7 +272,7 @@ def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
         scale[i] = _quantize_row(row, row)
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def rope_rows(x, start, cos, sin, out):
     """ExactLlama._rope for x (B, T, H, hd) at positions start + t: out[b, h, t] holds each pair (x0, x1) of x[b, t, h]
     as (x0 * cos - x1 * sin, x0 * sin + x1 * cos)."""
@@ -276,7 +293,7 @@ def rope_rows(x, start, cos, sin, out):
 # 9.3 gives. The integer dot products accumulate in whatever order the loops give: their sums are exact below 2^53.
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def attention_scores(q, k_t, z):
     """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1], with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact
     integer sums, accumulated along head_dim four components at a time, vectorized across keys."""
@@ -298,7 +315,7 @@ def attention_scores(q, k_t, z):
                     row[j] += q_row[d] * k[d, j]
 
 
-@numba.njit(cache=True)
+@compiled()
 def _softmax_row(row, seen, row_factor, k_scale, v_scale, exp15):
     """One row of exact scores → row[j] = p_j * v_scale[j] for j < seen (SPEC.md 9.3); returns the largest of them (1
     where none is positive) and Σ p."""
@@ -319,7 +336,7 @@ def _softmax_row(row, seen, row_factor, k_scale, v_scale, exp15):
     return w_max, p_sum
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
     """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
     row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); visible: (R,) keys row r sees (the
@@ -336,7 +353,7 @@ def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
         factor[b, h, r] = (w_max / QMAX) / p_sum
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def attention_weights_halves(acc, row_factor, k_scale, v_scale, visible, exp15, halves, factor):
     """attention_weights from and to int8 halves. acc: (B, H, ≥ 2R, 2 keys) int32 products of the query halves (rows
     r and R + r: hi and lo of query r) with the key halves (columns 2j and 2j + 1: hi and lo of key j). Writes the
@@ -361,7 +378,7 @@ def attention_weights_halves(acc, row_factor, k_scale, v_scale, visible, exp15, 
         factor[b, h, r] = (w_max / QMAX) / p_sum
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def interleave_halves(x, out):
     """out[..., 2j] = hi, out[..., 2j + 1] = lo with x[..., j] = 256 * hi + lo, for 4-d int16 x (|x| <= QMAX): the
     halves of a prefix of x's last axis are a prefix of out's."""
@@ -375,7 +392,7 @@ def interleave_halves(x, out):
             out[b, h, r, 2 * j + 1] = lo
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def attention_values(w, v, out):
     """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16: exact integer sums, accumulated in key order."""
     batch, heads, rows, keys = w.shape
@@ -395,7 +412,7 @@ def attention_values(w, v, out):
 # ---------------------------------------------------------------------------------------------- frequency tables
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def frequency_rows(logits, exp_table, total_bits, freq):
     """frequency_table, one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64);
     freq: (rows, vocab) int64."""
@@ -423,7 +440,7 @@ def frequency_rows(logits, exp_table, total_bits, freq):
         out[best] += total - assigned
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def symbol_starts(freq, symbols, starts):
     """starts[i] = freq[i, 0] + ... + freq[i, symbols[i] - 1]: where each row's symbol interval begins."""
     for i in numba.prange(freq.shape[0]):
@@ -433,7 +450,7 @@ def symbol_starts(freq, symbols, starts):
         starts[i] = start
 
 
-@numba.njit(parallel=True, cache=True)
+@compiled(parallel=True)
 def find_symbols(freq, targets, symbols, starts):
     """symbols[i]: the symbol whose interval [starts[i], starts[i] + freq[i, symbol]) holds targets[i] (below the
     table's total)."""

