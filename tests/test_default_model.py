@@ -117,3 +117,15 @@ def test_cli_window_option_reaches_the_codec_and_is_checked(tmp_path):
     assert len(archives["64"]) > len(archives[None])
     result = run_cli("pack", str(src), "-o", str(tmp_path / "big.lza"), "--window", "4096")
     assert result.exit_code == 2 and "does not fit the model (2048 positions)" in result.stderr
+
+
+def test_a_byte_without_a_token_is_escaped_not_a_reason_to_store(tmp_path):
+    """SmolLM2's vocabulary has no token for 0x04 (nor for 20 other bytes); its tokenizer silently drops them. The
+    codec cuts such bytes out and escapes them (SPEC 9.5), so the chunk is still coded by the model."""
+    prose = real_text()["prose.txt"][:512]
+    src = tmp_path / "notes.txt"
+    src.write_bytes(prose[:256] + b"\x04" + prose[256:])
+    out = str(tmp_path / "n.lza")
+    assert run_cli("pack", str(src), "-o", out, "--codec", "lm", "-q").exit_code == 0
+    assert list(api.info(out).codecs) == ["lm"]
+    assert run_cli("cat", out, "notes.txt").stdout == src.read_bytes()

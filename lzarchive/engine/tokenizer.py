@@ -4,6 +4,7 @@ and every encoding is checked to reproduce its bytes exactly (the lm codec falls
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -82,7 +83,8 @@ class TokenTable:
 
 class Encoder:
     """Bytes → token ids: a BPE tokenizer on the valid UTF-8 runs, single-byte tokens for other bytes, and the escape
-    token followed by the raw byte for bytes that have no token of their own.
+    token followed by the raw byte for bytes that have no token of their own (a control character the vocabulary
+    lacks is cut out of its run and escaped, rather than dropped by the tokenizer).
 
     Returns (tokens, escaped) with escaped[i] the byte that follows escape token i, or None when the tokenizer's ids
     do not reproduce the bytes exactly (normalization, added prefixes): the caller then codes the chunk another way.
@@ -96,15 +98,16 @@ class Encoder:
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._untokenizable = _characters_with_bytes(set(range(256)) - table.byte_tokens.keys())
 
     def encode(self, data: bytes) -> tuple[list[int], dict[int, int]] | None:
         tokens: list[int] = []
         escaped: dict[int, int] = {}
-        for run, valid in _utf8_runs(data):
-            if valid and self.tokenizer is not None:
-                tokens.extend(self.tokenizer.encode(run.decode("utf-8"), add_special_tokens=False).ids)
+        for piece in self._pieces(data):
+            if isinstance(piece, str):
+                tokens.extend(self.tokenizer.encode(piece, add_special_tokens=False).ids)
                 continue
-            for byte in run:
+            for byte in piece:
                 token = self.table.byte_tokens.get(byte)
                 if token is None:
                     escaped[len(tokens)] = byte
@@ -113,23 +116,60 @@ class Encoder:
         natural_escape = tokens.count(self.escape_token) != len(escaped)
         return None if natural_escape or self.decode(tokens, escaped) != data else (tokens, escaped)
 
+    def _pieces(self, data: bytes):
+        """Text for the tokenizer (str) and bytes to code one by one, in order, in one pass over the data."""
+        for run in _utf8_runs(data):
+            if isinstance(run, bytes) or self.tokenizer is None:
+                yield run if isinstance(run, bytes) else run.encode("utf-8")
+            elif self._untokenizable is None:
+                yield run
+            else:
+                start = 0
+                for match in self._untokenizable.finditer(run):
+                    if match.start() > start:
+                        yield run[start : match.start()]
+                    yield match.group().encode("utf-8")
+                    start = match.end()
+                if start < len(run):
+                    yield run[start:]
+
     def decode(self, tokens: list[int], escaped: dict[int, int]) -> bytes:
         return b"".join(bytes([escaped[i]]) if i in escaped else self.table.piece(t) for i, t in enumerate(tokens))
 
 
+_INVALID = re.compile("[\udc80-\udcff]+")  # what surrogateescape makes of bytes that are not valid UTF-8
+
+
 def _utf8_runs(data: bytes):
-    """Split bytes into maximal valid UTF-8 runs and the invalid bytes between them."""
+    """Maximal valid UTF-8 runs (as str) and the bytes between them (as bytes), in one pass."""
+    text = data.decode("utf-8", "surrogateescape")
     start = 0
-    while start < len(data):
-        try:
-            data[start:].decode("utf-8")
-            yield data[start:], True
-            return
-        except UnicodeDecodeError as exc:
-            if exc.start:
-                yield data[start:start + exc.start], True
-            yield data[start + exc.start:start + exc.end], False
-            start += exc.end
+    for match in _INVALID.finditer(text):
+        if match.start() > start:
+            yield text[start : match.start()]
+        yield match.group().encode("utf-8", "surrogateescape")
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def _characters_with_bytes(missing: set[int]) -> re.Pattern | None:
+    """A pattern for the characters whose UTF-8 form starts with (or is) one of these bytes: ASCII characters and
+    the code point ranges of multi-byte lead bytes. Continuation bytes (0x80-0xBF) a vocabulary lacks are not
+    covered; such encodings fail the exactness check and the chunk goes to another codec."""
+    ranges = []
+    for byte in sorted(missing):
+        if byte < 0x80:
+            ranges.append((byte, byte))
+        elif 0xC2 <= byte <= 0xDF:
+            ranges.append(((byte & 0x1F) << 6, ((byte & 0x1F) << 6) + 0x3F))
+        elif 0xE0 <= byte <= 0xEF:
+            ranges.append((max((byte & 0x0F) << 12, 0x800), ((byte & 0x0F) << 12) + 0xFFF))
+        elif 0xF0 <= byte <= 0xF4:
+            ranges.append((max((byte & 0x07) << 18, 0x10000), min(((byte & 0x07) << 18) + 0x3FFFF, 0x10FFFF)))
+    if not ranges:
+        return None
+    return re.compile("[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in ranges) + "]+")
 
 
 def bpe_tokenizer_json(tokens: list[str], merges: list[str], byte_level: bool) -> str:
