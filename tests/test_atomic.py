@@ -46,12 +46,12 @@ def wait_for_partial(out, proc, minimum=1 << 20):
 @pytest.mark.parametrize("sig,expected", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
 def test_interrupted_pack_leaves_no_archive(slow_source, tmp_path, sig, expected):
     out = tmp_path / "out.lza"
-    proc = start_pack(slow_source, out)
-    partial = wait_for_partial(out, proc)
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
+    with start_pack(slow_source, out) as proc:
+        partial = wait_for_partial(out, proc)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == expected
     assert not out.exists()
     if sig == signal.SIGINT:  # an orderly interrupt also removes its temporary file
         assert not os.path.exists(partial)
-        assert b"interrupted" in proc.stderr.read()
+        assert b"interrupted" in stderr

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from lzarchive import api
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FIXTURES = os.path.join(ROOT, "fixtures")
-MANIFEST = json.load(open(os.path.join(FIXTURES, "manifest.json"), encoding="utf-8"))
+MANIFEST = json.loads(Path(FIXTURES, "manifest.json").read_text(encoding="utf-8"))
 
 
 def load_tool():
@@ -27,7 +28,7 @@ def load_tool():
 @pytest.mark.parametrize("name", sorted(MANIFEST["archives"]))
 def test_fixture_reads_back_to_the_manifest(name, tmp_path):
     path = os.path.join(FIXTURES, name)
-    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == MANIFEST["archives"][name]
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == MANIFEST["archives"][name]
     assert api.verify(path, full=True).ok
     api.extract(path, str(tmp_path))
     for row in MANIFEST["entries"]:
@@ -50,7 +51,7 @@ def test_fixture_regenerates_byte_for_byte(name, tmp_path):
     """Neither depends on the zstd library's output; the lm one pins the exact engine and the default model."""
     fresh = tmp_path / name
     load_tool().build(name, str(fresh))
-    assert fresh.read_bytes() == open(os.path.join(FIXTURES, name), "rb").read(), (
+    assert fresh.read_bytes() == Path(FIXTURES, name).read_bytes(), (
         "the writer's or the engine's bytes changed: that is a format change (bump the version in SPEC.md)"
     )
 

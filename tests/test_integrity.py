@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +35,8 @@ def small_archive(tmp_path_factory):
     archive = root / "small.lza"
     api.pack([str(src)], str(archive), codec="zstd", chunk_size=300)
     data = archive.read_bytes()
-    assert len({c.codec for c in api.open_archive(str(archive)).index.chunks}) == 2
+    with api.open_archive(str(archive)) as reader:
+        assert len({c.codec for c in reader.index.chunks}) == 2
     return src, data
 
 
@@ -80,9 +82,8 @@ def test_extract_never_writes_wrong_bytes(small_archive, tmp_path):
 def test_verify_reports_each_bad_chunk_with_its_files(small_archive, tmp_path):
     _, data = small_archive
     path = write(tmp_path, data)
-    reader = api.open_archive(path)
-    chunks = reader.index.chunks
-    reader.close()
+    with api.open_archive(path) as reader:
+        chunks = reader.index.chunks
     damaged = bytearray(data)
     for i in (0, len(chunks) - 1):  # damage the payload of the first and the last chunk
         damaged[chunks[i].end - 1] ^= 1
@@ -107,7 +108,7 @@ def test_cat_reads_one_file_while_every_other_chunk_is_damaged(tmp_path):
         target = next(e for e in reader.entries if e.path == "src/f3.txt")
         keep = {r.chunk for r in target.chunks}
         chunks = reader.index.chunks
-    damaged = bytearray(open(archive, "rb").read())
+    damaged = bytearray(Path(archive).read_bytes())
     for i, chunk in enumerate(chunks):
         if i not in keep:
             for position in range(chunk.offset, chunk.end):

@@ -137,8 +137,9 @@ def shared_chunk(tiny_path, tmp_path, monkeypatch):
         (src / name).write_bytes(greedy_text(tiny_model(), 60, seed_token=2 + ord("tqz"[i])))
     out = str(tmp_path / "lm.lza")
     assert run_cli("pack", str(src), "-o", out, "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
-    assert len(api.info(out).codecs) == 1 and [c.raw_size for c in api.open_archive(out).index.chunks] == [
-        sum(f.stat().st_size for f in src.iterdir())]
+    with api.open_archive(out) as reader:
+        assert [c.raw_size for c in reader.index.chunks] == [sum(f.stat().st_size for f in src.iterdir())]
+    assert len(api.info(out).codecs) == 1
     decoded: list[int] = []
     decode_batch = LmCodec.decode_batch
     monkeypatch.setattr(LmCodec, "decode_batch", lambda self, *args: [decoded.append(len(d)) or d

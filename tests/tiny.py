@@ -51,10 +51,11 @@ def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
 @lru_cache(maxsize=4)
 def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
     config = tiny_config(**overrides)
-    path = os.path.join(tempfile.mkdtemp(prefix="lza-tiny-"), "tiny.lzm")
-    compiler.compile_to(path, (config, random_weights(config, seed), tiny_table(config.vocab_size), None),
-                        name=f"tiny-{seed}", source="test:random")
-    return compiler.read_compiled(path)
+    with tempfile.TemporaryDirectory(prefix="lza-tiny-") as directory:  # read whole: nothing is left behind
+        path = os.path.join(directory, "tiny.lzm")
+        compiler.compile_to(path, (config, random_weights(config, seed), tiny_table(config.vocab_size), None),
+                            name=f"tiny-{seed}", source="test:random")
+        return compiler.read_compiled(path)
 
 
 def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from lzarchive.api import pack
 from lzarchive.format.constants import IndexEncoding
@@ -96,15 +97,15 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             fresh = os.path.join(tmp, name)
             build(name, fresh)
-            data = open(fresh, "rb").read()
+            data = Path(fresh).read_bytes()
         if args.check:
-            same = os.path.exists(target) and open(target, "rb").read() == data
+            same = os.path.exists(target) and Path(target).read_bytes() == data
             print(f"{name}: {'identical' if same else 'DIFFERENT'}")
             status |= not same
         else:
             with open(target, "wb") as f:
                 f.write(data)
-        result["archives"][name] = hashlib.sha256(open(target, "rb").read()).hexdigest() if os.path.exists(target) else None
+        result["archives"][name] = hashlib.sha256(Path(target).read_bytes()).hexdigest() if os.path.exists(target) else None
     if not args.check:
         with open(os.path.join(FIXTURES, "manifest.json"), "w") as f:
             json.dump(result, f, indent=1, ensure_ascii=False)
