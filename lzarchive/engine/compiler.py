@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,11 +104,22 @@ def write_compiled(path: str, config: ModelConfig, tensors: dict[str, torch.Tens
               "source": source, "tokenizer_json": tokenizer_json or ""}
     # one metadata key: safetensors writes several keys in hash-map order, which would make the bytes vary
     data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={"lza": json.dumps(fields, sort_keys=True)})
-    temp = path + ".partial"
-    with open(temp, "wb") as f:
-        f.write(data)
-    os.replace(temp, path)
+    write_atomically(path, data)
     return digest(CONTEXT_MODEL, data)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """`data` at `path`, all or nothing: a new file under a unique temporary name beside it, then its name (two
+    processes compiling or importing the same model never write into one file)."""
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".", suffix=".lzm-partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
 
 
 def read_header(path: str) -> dict[str, str]:

@@ -127,14 +127,11 @@ def _marker(source_path: str, max_positions: int) -> str:
 
 def import_compiled(path: str) -> str:
     """Copy a compiled model file into the cache under its hash, so archives made with it can be read later."""
-    import shutil
-
     model = compiler.read_compiled(path)
     target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
     if not os.path.exists(target):
-        temp = target + ".partial"
-        shutil.copyfile(path, temp)
-        os.replace(temp, target)
+        with open(path, "rb") as f:
+            compiler.write_atomically(target, f.read())
     return target
 
 
