@@ -153,6 +153,13 @@ def test_a_full_disk_is_an_error_naming_the_archive(tree, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.decode().startswith(f"lza: error: {out}: ") and b"Traceback" not in proc.stderr
     assert os.listdir(tmp_path) == ["proj"]  # no archive, no temporary file
+    # and extraction: the file that does not fit is named, and no temporary file stays behind
+    api.pack([str(tree)], str(out), codec="store")
+    dest = tmp_path / "dest"
+    proc = subprocess.run([sys.executable, "-m", "lzarchive", "extract", str(out), "-C", str(dest)], capture_output=True,
+                          preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and b"big.bin" in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
+    assert not [name for _, _, names in os.walk(dest) for name in names if "partial" in name]
 
 
 def test_an_output_that_appears_during_pack_is_not_replaced(tree, tmp_path):
