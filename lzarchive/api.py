@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -482,8 +483,6 @@ def bench_measure(files: dict[str, bytes], pack_options: Sequence[str], classica
                   device: str = "cpu") -> list:
     """Round trips of lza (`lza pack` with these options) and of the named classical tools on the same bytes; every
     output is decompressed and compared. Returns bench.Measurement rows, lza first."""
-    import tempfile
-
     from . import bench
 
     data = b"".join(files.values())

@@ -144,11 +144,11 @@ def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entr
 
 def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusal]:
     """Everything that would be refused, found before a single byte is written."""
-    existing = dest
-    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing) or "."
-    if not os.path.isdir(existing):
-        where = "exists" if existing == dest else f"lies under {existing}, which exists"
+    probe = dest  # the destination, or its nearest ancestor that exists: it must be a directory
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe) or "."
+    if not os.path.isdir(probe):
+        where = "exists" if probe == dest else f"lies under {probe}, which exists"
         raise OutputError(path=dest, reason=f"cannot extract there: it {where} and is not a directory")
     view = DestinationView(entries, dest)
     refusals = []
