@@ -37,7 +37,9 @@ from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, LmCodec
 SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
 PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of the corpus: a corpus spans many files
 BATCH_SWEEP_CHUNKS = 16  # the decode batch sweep cuts its text into this many chunks
-TEXT = ("prose", "code", "man", "structured")
+CANTERBURY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora", "canterbury")
+SINGLE_FILE = ("asyoulik", "lcet10")  # public benchmark texts with published figures: each packed whole and alone
+TEXT = ("prose", "code", "man", "structured") + SINGLE_FILE
 
 
 def _stdlib(pattern: str) -> list[str]:
@@ -61,6 +63,12 @@ CORPORA = {
     "structured": ("JSON, CSV and logs: package metadata and data files in site-packages, dpkg/apt logs",
                    "each package's own licence (open source); logs are machine-generated",
                    lambda: _site("**/*.json") + _site("**/*.csv") + ["/var/log/dpkg.log", "/var/log/apt/history.log"]),
+    "asyoulik": ("Canterbury corpus: asyoulik.txt, Shakespeare's \"As You Like It\" (125,179 bytes), whole and alone, "
+                 "from ../shared/corpora/canterbury", "public domain",
+                 lambda: [os.path.join(CANTERBURY, "asyoulik.txt")]),
+    "lcet10": ("Canterbury corpus: lcet10.txt, Library of Congress workshop proceedings (426,754 bytes), whole and "
+               "alone, from ../shared/corpora/canterbury", "public domain",
+               lambda: [os.path.join(CANTERBURY, "lcet10.txt")]),
     "binary": ("shared libraries (/usr/lib/x86_64-linux-gnu), PNG images and already-gzipped man pages",
                "each package's own licence",
                lambda: sorted(glob.glob("/usr/lib/x86_64-linux-gnu/*.so*")) + _site("**/*.png")
@@ -69,9 +77,17 @@ CORPORA = {
 
 
 def build_corpus(name: str, size: int) -> dict[str, bytes]:
-    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; text man pages are gunzipped."""
+    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; text man pages are gunzipped.
+    The single-file corpora are their whole file, whatever the size."""
     paths = [path for path in CORPORA[name][2]() if "lzarchive" not in path]
+    if name in SINGLE_FILE:
+        return {os.path.basename(path): open_whole(path) for path in paths if os.path.exists(path)}
     return bench.sample_files(paths, size, min(PER_FILE, max(1, size // 4)), prefix=f"{name}/", gunzip=name in TEXT)
+
+
+def open_whole(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 @dataclass
@@ -86,11 +102,14 @@ class Row:
     peak_rss_mib: float | None
     tokens: int | None = None  # lm tokens of the corpus (lza rows that code with lm)
     lm_bytes: int | None = None  # of raw_bytes, how many the archive holds in lm chunks
+    container_bytes: int | None = None  # lza rows: the archive less its codecs' payloads (headers, index, footer)
 
 
-def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None, lm_bytes: int | None = None) -> Row:
+def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None, lm_bytes: int | None = None,
+           container_bytes: int | None = None) -> Row:
     return Row(corpus, m.tool, m.raw_bytes, m.stored_bytes, round(m.bits_per_byte, 4), round(m.compress_s, 3),
-               round(m.decompress_s, 3), round(m.peak_rss / 2**20, 1) if m.peak_rss else None, tokens, lm_bytes)
+               round(m.decompress_s, 3), round(m.peak_rss / 2**20, 1) if m.peak_rss else None, tokens, lm_bytes,
+               container_bytes)
 
 
 def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str,
@@ -106,8 +125,10 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
             print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
             options = ["--codec", codec] + (lm_options if codec in ("auto", "lm") else [])
             m = bench.measure_lza(files, tmp, options, label=label, device=device)
-            lm = api.info(os.path.join(tmp, bench.LZA_ARCHIVE)).codecs.get("lm", {}).get("raw_bytes", 0)
-            rows.append(row_of(name, m, tokens[name] if lm else None, lm))
+            info = api.info(os.path.join(tmp, bench.LZA_ARCHIVE))
+            lm = info.codecs.get("lm", {}).get("raw_bytes", 0)
+            payload = sum(c["stored_bytes"] for c in info.codecs.values())
+            rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
         for tool in bench.CLASSICAL:
             if m := bench.measure_classical(tool, data, tmp):
                 rows.append(row_of(name, m))
@@ -279,12 +300,15 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
         "## Ratio, speed and memory per corpus", "",
         "Peak RSS is each process's own, measured through a small launcher (about 8 MiB, which smaller tools read as).",
         "",
-        "| corpus | tool | bytes | stored | bits/byte | compress s | decompress s | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "Container: for lza, the bytes of the archive that are not codec payloads (chunk headers, index, header, footer),"
+        " and their share of the archive.", "",
+        "| corpus | tool | bytes | stored | container | bits/byte | compress s | decompress s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         rss = "" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.0f}"
-        lines.append(f"| {r.corpus} | {r.tool} | {r.raw_bytes} | {r.stored_bytes} | {r.bits_per_byte:.3f} | "
+        container = "" if r.container_bytes is None else f"{r.container_bytes} ({100 * r.container_bytes / r.stored_bytes:.1f} %)"
+        lines.append(f"| {r.corpus} | {r.tool} | {r.raw_bytes} | {r.stored_bytes} | {container} | {r.bits_per_byte:.3f} | "
                      f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {rss} |")
     for name in made:
         if name != "chunk_size.png":
