@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,8 +45,8 @@ def unpack(data: bytes, *, max_len: int) -> Any:
 def reading(data: bytes, *, max_len: int) -> Iterator[msgpack.Unpacker]:
     """An Unpacker over untrusted msgpack, for documents too large to build as one object (the index): the caller
     reads headers and items one at a time. Same limits as unpack; every error is a ValueError."""
-    unpacker = msgpack.Unpacker(max_buffer_size=max(len(data), 1), **_options(max_len))
-    unpacker.feed(data)
+    # read from a view of the data, not fed to it: feeding copies the whole document into the unpacker's buffer
+    unpacker = msgpack.Unpacker(io.BytesIO(data), max_buffer_size=max(len(data), 1), **_options(max_len))
     try:
         yield unpacker
     except (msgpack.OutOfData, TypeError) as exc:  # the rest are ValueErrors, the callers' own checks among them
