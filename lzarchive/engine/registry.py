@@ -163,9 +163,11 @@ def resolve(model_hash: bytes) -> str:
 
 
 def list_models() -> list[ModelEntry]:
+    directory = cache_dir()  # once: finding it writes a probe file
     entries = []
-    for name in sorted(os.listdir(cache_dir())):
+    for name in sorted(os.listdir(directory)):
         if name.endswith(".lzm"):
-            model = compiler.read_header(os.path.join(cache_dir(), name))
-            entries.append(ModelEntry(os.path.join(cache_dir(), name), bytes.fromhex(name[:-4]), model["name"], model["source"]))
+            path = os.path.join(directory, name)
+            model = compiler.read_header(path)
+            entries.append(ModelEntry(path, bytes.fromhex(name[:-4]), model["name"], model["source"]))
     return entries
