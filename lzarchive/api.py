@@ -42,13 +42,14 @@ if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
 
 __all__ = [
-    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "LM_DEFAULT_CHUNK_SIZE", "LM_DEFAULT_WINDOW", "EXIT_INTEGRITY",
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_CHUNK_SIZE", "LM_DEFAULT_WINDOW", "EXIT_INTEGRITY",
     "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
     "pack", "verify",
 ]
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
+FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another
 
 
 def numerics() -> str:
@@ -137,7 +138,7 @@ def model_codecs(device: str = "cpu"):
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
                                           f"with: lza model compile SOURCE") from None
-        if model.model_hash != ref.model_hash or model.tokenizer_hash != ref.tokenizer_hash:
+        if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
         return LmCodec(model, device=device)
 
@@ -159,14 +160,19 @@ def pack(
     model: str | None = None,
     device: str = "cpu",
     window: int | None = None,
-    index_encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD,
+    index_encoding: C.IndexEncoding | None = None,
+    format_version: int = FORMAT_VERSION,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
     """Archive files and directory trees into `output`, atomically: on any failure nothing appears there, and
     without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
-    read are stored as read and listed in the result's `changed` (with a warning), as tar does."""
+    read are stored as read and listed in the result's `changed` (with a warning), as tar does.
+    format_version 1 writes archives that lza releases before format 2 can read."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
+    if format_version not in C.SUPPORTED_MINOR:
+        raise UsageError(reason=f"format version must be one of {', '.join(map(str, C.SUPPORTED_MINOR))}, "
+                                f"got {format_version}")
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
@@ -182,7 +188,7 @@ def pack(
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
         progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
         writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
-                               index_encoding=index_encoding, progress=progress)
+                               index_encoding=index_encoding, major=format_version, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link, progress)
@@ -328,7 +334,7 @@ def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, devi
             if part := wanted(held, position):
                 yield part
             position, held = position + len(held), piece
-        if content.digest() != entry.content_hash:
+        if not entry.content_ok(content):
             raise EntryCorrupt(archive=archive, path=entry.path, reason="hash of the decoded bytes differs")
         if part := wanted(held, position):
             yield part
@@ -369,7 +375,8 @@ def info(archive: str) -> ArchiveInfo:
             flags={"incompat": header.incompat_flags, "write_incompat": header.write_incompat_flags,
                    "compat": header.compat_flags},
             models=[{"name": m.name, "source": m.source, "model_hash": m.model_hash.hex(),
-                     "tokenizer_hash": m.tokenizer_hash.hex(), "numerics": m.numerics} for m in header.models],
+                     "tokenizer_hash": m.tokenizer_hash.hex() if m.tokenizer_hash else None, "numerics": m.numerics}
+                    for m in header.models],
             entries=entries,
             codecs=codecs,
             content_bytes=sum(e.size for e in reader.entries if e.type is C.EntryType.FILE),
@@ -437,7 +444,7 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
     target's (checked when the index was read)."""
     files = [e for e in reader.entries if e.type is C.EntryType.FILE]
     for entry in files:
-        if not entry.chunks and hasher(C.CONTEXT_ENTRY).digest() != entry.content_hash:
+        if not entry.chunks and not entry.content_ok(hasher(C.CONTEXT_ENTRY)):
             report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
     slices = ((entry, ref) for entry in files for ref in entry.chunks)
     upcoming = next(slices, None)
@@ -457,7 +464,7 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
             else:
                 content.update(data[ref.offset : ref.offset + ref.length])
                 report.bytes_checked += ref.length
-            if ref is entry.chunks[-1] and not damaged and content.digest() != entry.content_hash:
+            if ref is entry.chunks[-1] and not damaged and not entry.content_ok(content):
                 report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
             upcoming = next(slices, None)
         progress.advance(chunk.stored_size)

@@ -15,7 +15,7 @@ from lzarchive.engine import compiler, registry
 from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
-from .adversarial.craft import content_entry, craft
+from .adversarial.craft import craft2, file_row
 from .tiny import greedy_text, tiny_model
 
 
@@ -86,11 +86,11 @@ def tiny_path(tmp_path_factory):
 
 def lm_archive(codec: LmCodec, files: dict[str, bytes], payloads: list[bytes]) -> bytes:
     """One lm chunk per file, with the given payloads (sealed with valid stored-bytes checksums)."""
-    return craft(*entries_and_chunks(files, payloads), header=Header(models=(codec.model_ref,)).to_wire())
+    return craft2(*entries_and_chunks(files, payloads), header=Header(models=(codec.model_ref,)).to_wire())
 
 
 def entries_and_chunks(files: dict[str, bytes], payloads: list[bytes]) -> tuple[list, list]:
-    entries = [content_entry(name, (i, 0, len(data)), data) for i, (name, data) in enumerate(files.items())]
+    entries = [file_row(name, data) for name, data in files.items()]
     return entries, [(C.CodecId.LM, data, payload) for data, payload in zip(files.values(), payloads)]
 
 

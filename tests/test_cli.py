@@ -35,7 +35,7 @@ def test_pack_list_info_json(tree, tmp_path):
     long = run_cli("list", "-l", str(out)).stdout.decode()
     assert "-rwxr-xr-x" in long and "proj/run.sh" in long and long.splitlines()[0].startswith("d")
     info = json.loads(run_cli("info", "--json", str(out)).stdout)
-    assert info["format_version"] == "1.0" and info["entries"] == {"dir": 2, "file": 2}
+    assert info["format_version"] == "2.0" and info["entries"] == {"dir": 2, "file": 2}
     assert info["content_bytes"] == 800 + 18 and 0 < info["ratio"]
     assert "codec" in run_cli("info", str(out)).stdout.decode()
 

@@ -46,7 +46,8 @@ def test_fixture_reads_back_to_the_manifest(name, tmp_path):
     assert len(api.list_entries(path)) == len(MANIFEST["entries"])
 
 
-@pytest.mark.parametrize("name", ["v1-store.lza", pytest.param("v1-lm.lza", marks=pytest.mark.realmodel)])
+@pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", pytest.param("v1-lm.lza", marks=pytest.mark.realmodel),
+                                  pytest.param("v2-lm.lza", marks=pytest.mark.realmodel)])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path):
     """Neither depends on the zstd library's output; the lm one pins the exact engine and the default model."""
     fresh = tmp_path / name

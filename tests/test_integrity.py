@@ -22,9 +22,9 @@ SOURCE_FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_archive(tmp_path_factory):
-    """A ~2 KB archive with several chunks of both codecs, a symlink and an empty dir."""
+@pytest.fixture(scope="module", params=[2, 1], ids=["format2", "format1"])
+def small_archive(tmp_path_factory, request):
+    """A ~2 KB archive with several chunks of both codecs, a symlink and an empty dir, in each format."""
     root = tmp_path_factory.mktemp("src")
     src = root / "tree"
     for rel, data in SOURCE_FILES.items():
@@ -33,7 +33,7 @@ def small_archive(tmp_path_factory):
     (src / "emptydir").mkdir()
     os.symlink("alpha.txt", src / "link")
     archive = root / "small.lza"
-    api.pack([str(src)], str(archive), codec="zstd", chunk_size=300)
+    api.pack([str(src)], str(archive), codec="zstd", chunk_size=300, format_version=request.param)
     data = archive.read_bytes()
     with api.open_archive(str(archive)) as reader:
         assert len({c.codec for c in reader.index.chunks}) == 2

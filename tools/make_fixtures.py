@@ -35,12 +35,15 @@ TREE = [
     ("tree/bin/hardlink.sh", "hardlink", "tree/bin/run.sh", 0o755),
 ]
 ARCHIVES = {
-    # name: (codec, chunk size, index encoding). The store archive does not depend on the zstd library's output,
-    # so its bytes are reproducible anywhere and the tests regenerate it byte for byte.
-    "v1-store.lza": ("store", 64, IndexEncoding.MSGPACK),
-    "v1-zstd.lza": ("zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    # name: (format version, codec, chunk size, index encoding). The store archives do not depend on the zstd
+    # library's output, so their bytes are reproducible anywhere and the tests regenerate them byte for byte.
+    "v1-store.lza": (1, "store", 64, IndexEncoding.MSGPACK),
+    "v1-zstd.lza": (1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
-    "v1-lm.lza": ("lm", 64, IndexEncoding.MSGPACK),
+    "v1-lm.lza": (1, "lm", 64, IndexEncoding.MSGPACK),
+    "v2-store.lza": (2, "store", 64, IndexEncoding.MSGPACK),
+    "v2-zstd.lza": (2, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    "v2-lm.lza": (2, "lm", 64, IndexEncoding.MSGPACK),
 }
 
 
@@ -63,11 +66,11 @@ def materialize(root: str) -> None:
 
 
 def build(name: str, out_path: str) -> None:
-    codec, chunk_size, index_encoding = ARCHIVES[name]
+    version, codec, chunk_size, index_encoding = ARCHIVES[name]
     with tempfile.TemporaryDirectory() as tmp:
         materialize(tmp)
         pack([os.path.join(tmp, "tree")], out_path, codec=codec, chunk_size=chunk_size, index_encoding=index_encoding,
-             force=True)
+             format_version=version, force=True)
 
 
 def manifest() -> dict:

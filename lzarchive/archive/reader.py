@@ -19,7 +19,6 @@ from ..errors import (
 )
 from ..format import constants as C
 from ..format.records import ChunkHeader, Entry, Footer, Header, Index
-from ..format.wire import digest
 
 CodecProvider = Callable[[int, Header], Codec]
 
@@ -63,11 +62,11 @@ class ArchiveReader:
     def _parse(cls, path: str, stream: BinaryIO, codec_provider: CodecProvider) -> ArchiveReader:
         file_size = os.fstat(stream.fileno()).st_size
         fixed = stream.read(C.HEADER_FIXED_SIZE)
-        footer_bytes = _read_at(stream, max(0, file_size - C.FOOTER_SIZE), C.FOOTER_SIZE)
+        tail = _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC))
         if fixed[:8] != C.HEADER_MAGIC:
             if 0 < len(fixed) < len(C.HEADER_MAGIC) and C.HEADER_MAGIC.startswith(fixed):
                 raise TruncatedArchive(archive=path, reason=f"only {len(fixed)} bytes")
-            if footer_bytes.endswith(C.FOOTER_MAGIC):
+            if tail == C.FOOTER_MAGIC:
                 raise CorruptArchive(archive=path, reason="the header magic is damaged")
             raise NotAnArchive(archive=path, reason="no lza magic at the start")
         if len(fixed) < C.HEADER_FIXED_SIZE:
@@ -77,33 +76,35 @@ class ArchiveReader:
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=str(exc)) from None
         header_size = C.HEADER_FIXED_SIZE + body_size + C.HASH_SIZE
-        if file_size < header_size + C.INDEX_HEADER_SIZE + C.FOOTER_SIZE:
-            raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold a header, an index and a footer")
+        if file_size < header_size:
+            raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold the header")
         try:
             header = Header.from_wire(_read_at(stream, 0, header_size))
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=str(exc)) from None
-        if header.major != C.FORMAT_MAJOR:
-            raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=f"{C.FORMAT_MAJOR}.x")
+        if header.major not in C.SUPPORTED_MINOR:
+            supported = " and ".join(f"{major}.x" for major in C.SUPPORTED_MINOR)
+            raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=supported)
         unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS
         if unknown:
             raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
-        if not footer_bytes.endswith(C.FOOTER_MAGIC):
+        footer_size = C.FOOTER_SIZES[header.major]
+        if tail != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
             raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
         try:
-            footer = Footer.from_wire(footer_bytes)
+            footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size), header.major)
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=str(exc)) from None
-        index_end = file_size - C.FOOTER_SIZE
-        if footer.index_offset < header_size or footer.index_offset + footer.index_size != index_end:
+        index_end = file_size - footer_size
+        index_size = index_end - footer.index_offset
+        if not header_size <= footer.index_offset <= index_end or footer.index_size not in (None, index_size):
             raise CorruptArchive(archive=path, reason="the footer's index position does not fit the file")
-        index_region = _read_at(stream, footer.index_offset, footer.index_size)
-        if digest(C.CONTEXT_INDEX, index_region) != footer.index_hash:
+        index_region = _read_at(stream, footer.index_offset, index_size)
+        if not footer.index_ok(index_region):
             raise CorruptArchive(archive=path, reason="index checksum mismatch")
         try:
-            index = Index.from_wire(
-                index_region, data_start=header_size, data_end=footer.index_offset, strict=header.minor <= C.FORMAT_MINOR
-            )
+            index = Index.from_wire(index_region, major=header.major, data_start=header_size,
+                                    data_end=footer.index_offset, strict=header.minor <= C.SUPPORTED_MINOR[header.major])
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=f"invalid index: {exc}") from None
         return cls(path, stream, header, header_size, index, file_size, codec_provider)
@@ -138,16 +139,16 @@ class ArchiveReader:
     def read_stored(self, chunk: int) -> tuple[ChunkHeader, bytes]:
         """Read one chunk's header and payload, check them against the index and the stored-bytes hash."""
         info = self.index.chunks[chunk]
-        data = _read_at(self.stream, info.offset, C.CHUNK_HEADER_SIZE + info.stored_size)
-        if len(data) != C.CHUNK_HEADER_SIZE + info.stored_size:
+        data = _read_at(self.stream, info.offset, info.header_size + info.stored_size)
+        if len(data) != info.header_size + info.stored_size:
             raise self._corrupt(chunk, "cut short")
         try:
-            head = ChunkHeader.from_wire(data[: C.CHUNK_HEADER_SIZE])
+            head = ChunkHeader.from_wire(data[: info.header_size], self.header.major)
         except ValueError as exc:
             raise self._corrupt(chunk, str(exc)) from None
         if (head.codec, head.raw_size, head.stored_size) != (info.codec, info.raw_size, info.stored_size):
             raise self._corrupt(chunk, "its header disagrees with the index")
-        payload = data[C.CHUNK_HEADER_SIZE :]
+        payload = data[info.header_size :]
         if not head.stored_hash_ok(payload):
             raise self._corrupt(chunk, "stored-bytes checksum mismatch")
         return head, payload

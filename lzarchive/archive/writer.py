@@ -10,9 +10,9 @@ from typing import BinaryIO
 
 from ..codecs import Codec, codec_name
 from ..errors import OutputError
-from ..format.constants import CONTEXT_ENTRY, CONTEXT_INDEX, MAX_CHUNK_RAW, CodecId, EntryType, IndexEncoding
-from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef
-from ..format.wire import digest, hasher
+from ..format.constants import CONTEXT_ENTRY, FORMAT_MAJOR, MAX_CHUNK_RAW, SUPPORTED_MINOR, CodecId, EntryType, IndexEncoding
+from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef, check_size
+from ..format.wire import hasher
 from .files import create_temp, describe, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 
@@ -116,11 +116,16 @@ class ArchiveWriter:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         batch_chunks: int = 8,
         models: Sequence[ModelRef] = (),
-        index_encoding: IndexEncoding = IndexEncoding.MSGPACK_ZSTD,
+        index_encoding: IndexEncoding | None = None,
+        major: int = FORMAT_MAJOR,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
+        """index_encoding None: the smaller of the two; major: the format version to write."""
         if not 1 <= chunk_size <= MAX_CHUNK_RAW:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_RAW} bytes, got {chunk_size}")
+        if major not in SUPPORTED_MINOR:
+            raise ValueError(f"format version must be one of {', '.join(map(str, SUPPORTED_MINOR))}, got {major}")
+        self._major = major
         self._out = out
         self._codecs = list(codecs)
         self._chunk_size = chunk_size
@@ -132,7 +137,7 @@ class ArchiveWriter:
         self._open = bytearray()  # plaintext of the chunk being filled
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
         self.stats = WriteStats()
-        header = Header(models=tuple(models)).to_wire()
+        header = Header(models=tuple(models), major=major).to_wire()
         out.write(header)
         self._position = len(header)
 
@@ -149,9 +154,9 @@ class ArchiveWriter:
 
     def _flush(self) -> None:
         for plaintext, (codec_id, payload) in zip(self._sealed, choose_payloads(self._sealed, self._codecs)):
-            head, data = ChunkHeader.seal(codec_id, plaintext, payload)
+            head, data = ChunkHeader.seal(codec_id, plaintext, payload, self._major)
             self._out.write(data)
-            self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec))
+            self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec, head.size))
             self._position += len(data)
             stats = self.stats.per_codec.setdefault(codec_name(codec_id), CodecStats())
             stats.chunks += 1
@@ -186,7 +191,7 @@ class ArchiveWriter:
             refs.extend(self._append(block))
             size += len(block)
             self._progress.advance(len(block))
-        entry = Entry(path, EntryType.FILE, mode, mtime_ns, size, content.digest(), _merge(refs))
+        entry = Entry(path, EntryType.FILE, mode, mtime_ns, size, content.digest()[: check_size(self._major)], _merge(refs))
         return self._add(entry)
 
     def add_dir(self, path: str, *, mode: int, mtime_ns: int) -> Entry:
@@ -209,8 +214,8 @@ class ArchiveWriter:
     def finish(self) -> WriteStats:
         self._seal()
         self._flush()
-        index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._index_encoding)
-        footer = Footer(self._position, len(index), digest(CONTEXT_INDEX, index)).to_wire()
+        index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._major, self._index_encoding)
+        footer = Footer.of(self._major, self._position, index).to_wire()
         self._out.write(index)
         self._out.write(footer)
         self.stats.chunks = len(self._chunks)

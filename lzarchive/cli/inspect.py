@@ -53,8 +53,9 @@ def info_command(
     say(f"archive      {result.path}", out=stdout)
     say(f"format       lza {result.version}  flags {result.flags}", out=stdout)
     for model in result.models:  # the archive's own words: escaped like names
+        tokenizer = f" tokenizer {model['tokenizer_hash'][:16]}…" if model["tokenizer_hash"] else ""
         say(f"model        {model['name']} ({model['source']}) {model['numerics']} "
-            f"hash {model['model_hash'][:16]}… tokenizer {model['tokenizer_hash'][:16]}…", out=stdout)
+            f"hash {model['model_hash'][:16]}…{tokenizer}", out=stdout)
     say("entries      " + ", ".join(f"{n} {k}" for k, n in sorted(result.entries.items())), out=stdout)
     say(f"content      {human_bytes(result.content_bytes)} → archive {human_bytes(result.archive_bytes)}"
         f" ({result.ratio * 100:.2f} %)", out=stdout)

@@ -19,6 +19,7 @@ from ..engine.model import ExactLlama
 from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
 from ..format.records import ModelRef
+from ..format.wire import read_varint, varint
 from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
@@ -40,27 +41,11 @@ def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]
     return bodies
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise CodecError("lm: truncated or oversized varint in the payload header")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
+    try:
+        return read_varint(data, pos)
+    except ValueError:
+        raise CodecError("lm: truncated or oversized varint in the payload header") from None
 
 
 @dataclass
@@ -124,7 +109,7 @@ class LmCodec(Codec):
                 coder.encode(start, size)
                 if position in escaped:
                     coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
-            header = _varint(self.model_index) + _varint(self.window) + _varint(self.overlap) + _varint(len(tokens))
+            header = varint(self.model_index) + varint(self.window) + varint(self.overlap) + varint(len(tokens))
             payloads.append(header + coder.finish())
         return payloads
 

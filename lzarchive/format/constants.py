@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 
-FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1 defines the lm codec; writers still write 1.0 for archives without models
+FORMAT_MAJOR = 2  # what writers write by default (format 1 on request, for readers older than 2.0)
+SUPPORTED_MINOR = {1: 1, 2: 0}  # major → the highest minor version this lza implements
+# 1.1 defines the lm codec; format 1 writers still write 1.0 for archives without models
 
 HEADER_MAGIC = b"\x89LZA\r\n\x1a\n"
 CHUNK_MAGIC = b"LZAC"
@@ -13,10 +14,14 @@ INDEX_MAGIC = b"LZAI"
 FOOTER_MAGIC = b"\x1aLZAEND\n"
 
 HEADER_FIXED_SIZE = 32
-HASH_SIZE = 32
-CHUNK_HEADER_SIZE = 80
-INDEX_HEADER_SIZE = 16
-FOOTER_SIZE = 64
+HASH_SIZE = 32  # the header hash, and every checksum of format 1
+CHECK_SIZE = 8  # format 2's checks: blake3 cut to 64 bits (they detect damage; an unsigned archive has no use for
+                # collision resistance, since whoever can change it can recompute any hash)
+CHUNK_HEADER_SIZE = 80  # format 1
+INDEX_HEADER_SIZE = 16  # format 1
+CHUNK_MAGIC_2 = b"LC"
+FOOTER_SIZES = {1: 64, 2: 24}
+MIN_INDEX_SIZES = {1: INDEX_HEADER_SIZE, 2: 2}  # the fixed part of an index region
 
 # Feature flags (SPEC.md "Feature flags"). v1 defines none; any set bit in an incompatible class is refused.
 KNOWN_INCOMPAT_FLAGS = 0

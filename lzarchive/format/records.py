@@ -7,22 +7,22 @@ that into an error naming the archive.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zstandard
 
 from . import constants as C
-from .wire import digest, pack, reading, unpack
+from .wire import digest, pack, read_varint, reading, unpack, varint
 
 _HEADER_FIXED = struct.Struct("<8sHHIIIII")
 _CHUNK_FIXED = struct.Struct("<4sBBHII32s32s")
 _INDEX_FIXED = struct.Struct("<4sB3sQ")
-_FOOTER = struct.Struct("<QQ32s8s8s")
+_FOOTERS = {1: struct.Struct("<QQ32s8s8s"), 2: struct.Struct("<Q8s8s")}
 assert _HEADER_FIXED.size == C.HEADER_FIXED_SIZE
 assert _CHUNK_FIXED.size == C.CHUNK_HEADER_SIZE
 assert _INDEX_FIXED.size == C.INDEX_HEADER_SIZE
-assert _FOOTER.size == C.FOOTER_SIZE
+assert all(_FOOTERS[major].size == size for major, size in C.FOOTER_SIZES.items())
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -43,9 +43,27 @@ def _check_int(value: Any, what: str, lo: int, hi: int) -> int:
     return value
 
 
-def _check_hash(value: Any, what: str) -> bytes:
-    _require(isinstance(value, bytes) and len(value) == C.HASH_SIZE, f"{what} must be {C.HASH_SIZE} bytes")
+def _check_hash(value: Any, what: str, size: int = C.HASH_SIZE) -> bytes:
+    _require(isinstance(value, bytes) and len(value) == size, f"{what} must be {size} bytes")
     return value
+
+
+def _check_row(obj: Any, what: str, length: int, *, strict: bool) -> list:
+    """A format 2 record: an array of `length` fields; a later minor version may append fields (ignored when not
+    strict, SPEC 2)."""
+    _require(isinstance(obj, list) and len(obj) >= length and not (strict and len(obj) > length),
+             f"{what} must be an array of {length} fields")
+    return obj
+
+
+def check_size(major: int) -> int:
+    """Bytes of every checksum but the header's: whole blake3 hashes in format 1, 64-bit checks in format 2."""
+    return C.HASH_SIZE if major == 1 else C.CHECK_SIZE
+
+
+def checks_out(expected: bytes, context: str, *parts: bytes) -> bool:
+    """Whether data matches a stored checksum of either format (a check is a hash's first bytes)."""
+    return digest(context, *parts)[: len(expected)] == expected
 
 
 # ----------------------------------------------------------------------------------------------------- header
@@ -58,44 +76,42 @@ class ModelRef:
     name: str
     source: str
     model_hash: bytes
-    tokenizer_hash: bytes
+    tokenizer_hash: bytes | None  # format 1 only: the model file holds the token table, so model_hash covers it
     numerics: str
 
-    def to_wire(self) -> dict:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "model_hash": self.model_hash,
-            "tokenizer_hash": self.tokenizer_hash,
-            "numerics": self.numerics,
-        }
+    def to_wire(self, major: int) -> dict | list:
+        if major == 1:
+            return {"name": self.name, "source": self.source, "model_hash": self.model_hash,
+                    "tokenizer_hash": self.tokenizer_hash, "numerics": self.numerics}
+        return [self.name, self.source, self.model_hash, self.numerics]
 
     @classmethod
-    def from_wire(cls, obj: Any, *, strict: bool) -> ModelRef:
-        _check_keys(obj, "model record", {"name", "source", "model_hash", "tokenizer_hash", "numerics"}, strict=strict)
-        for key in ("name", "source", "numerics"):
-            _require(isinstance(obj[key], str) and len(obj[key]) <= 1024, f"model {key} must be a string")
-        return cls(
-            name=obj["name"],
-            source=obj["source"],
-            model_hash=_check_hash(obj["model_hash"], "model_hash"),
-            tokenizer_hash=_check_hash(obj["tokenizer_hash"], "tokenizer_hash"),
-            numerics=obj["numerics"],
-        )
+    def from_wire(cls, obj: Any, *, major: int, strict: bool) -> ModelRef:
+        if major == 1:
+            _check_keys(obj, "model record", {"name", "source", "model_hash", "tokenizer_hash", "numerics"}, strict=strict)
+            name, source, model_hash, numerics = obj["name"], obj["source"], obj["model_hash"], obj["numerics"]
+            tokenizer_hash = _check_hash(obj["tokenizer_hash"], "tokenizer_hash")
+        else:
+            name, source, model_hash, numerics = _check_row(obj, "model record", 4, strict=strict)[:4]
+            tokenizer_hash = None
+        for key, value in (("name", name), ("source", source), ("numerics", numerics)):
+            _require(isinstance(value, str) and len(value) <= 1024, f"model {key} must be a string")
+        return cls(name, source, _check_hash(model_hash, "model_hash"), tokenizer_hash, numerics)
 
 
 @dataclass(frozen=True)
 class Header:
     models: tuple[ModelRef, ...] = ()
     major: int = C.FORMAT_MAJOR
-    minor: int = -1  # -1: the lowest minor version that can express this header (1.0 without models, else 1.1)
+    minor: int = -1  # -1: the lowest minor version that can express this header (1.0 without models, 1.1, 2.0)
     incompat_flags: int = 0
     write_incompat_flags: int = 0
     compat_flags: int = 0
 
     def to_wire(self) -> bytes:
-        body = pack({"models": [m.to_wire() for m in self.models]})
-        minor = self.minor if self.minor >= 0 else (1 if self.models else 0)
+        models = [m.to_wire(self.major) for m in self.models]
+        body = pack({"models": models} if self.major == 1 else [models])
+        minor = self.minor if self.minor >= 0 else (1 if self.major == 1 and self.models else 0)
         fixed = _HEADER_FIXED.pack(
             C.HEADER_MAGIC,
             self.major,
@@ -126,13 +142,17 @@ class Header:
         _require(digest(C.CONTEXT_HEADER, fixed, body) == stored_hash, "header checksum mismatch")
         _require(reserved == 0, "header reserved field is not zero")
         header = cls(major=major, minor=minor, incompat_flags=incompat, write_incompat_flags=write_incompat, compat_flags=compat)
-        if major != C.FORMAT_MAJOR:
+        if major not in C.SUPPORTED_MINOR:
             return header  # the caller refuses it; the body of another major version is not ours to parse
-        strict = minor <= C.FORMAT_MINOR
+        strict = minor <= C.SUPPORTED_MINOR[major]
         obj = unpack(body, max_len=C.MAX_HEADER_BODY)
-        _check_keys(obj, "header body", {"models"}, strict=strict)
-        _require(isinstance(obj["models"], list) and len(obj["models"]) <= C.MAX_MODELS, "header models must be a short list")
-        models = tuple(ModelRef.from_wire(m, strict=strict) for m in obj["models"])
+        if major == 1:
+            _check_keys(obj, "header body", {"models"}, strict=strict)
+            listed = obj["models"]
+        else:
+            listed = _check_row(obj, "header body", 1, strict=strict)[0]
+        _require(isinstance(listed, list) and len(listed) <= C.MAX_MODELS, "header models must be a short list")
+        models = tuple(ModelRef.from_wire(m, major=major, strict=strict) for m in listed)
         return cls(models, major, minor, incompat, write_incompat, compat)
 
     @property
@@ -145,44 +165,68 @@ class Header:
 
 @dataclass(frozen=True)
 class ChunkHeader:
+    """Format 1: 80 fixed bytes with two blake3 hashes. Format 2: magic, codec, varint sizes, two 64-bit checks."""
+
     codec: int
     raw_size: int
     stored_size: int
     plain_hash: bytes
-    stored_hash: bytes = b"\0" * C.HASH_SIZE
+    stored_hash: bytes
+    major: int = C.FORMAT_MAJOR
 
     def _covered(self) -> bytes:
-        """The first 48 bytes of the header: what stored_hash covers besides the payload."""
-        return _CHUNK_FIXED.pack(C.CHUNK_MAGIC, self.codec, 0, 0, self.raw_size, self.stored_size, self.plain_hash, b"\0" * 32)[:48]
+        """The header bytes before stored_hash: what it covers besides the payload."""
+        if self.major == 1:
+            return _CHUNK_FIXED.pack(C.CHUNK_MAGIC, self.codec, 0, 0, self.raw_size, self.stored_size, self.plain_hash,
+                                     b"\0" * 32)[:48]
+        return C.CHUNK_MAGIC_2 + bytes([self.codec]) + varint(self.raw_size) + varint(self.stored_size) + self.plain_hash
+
+    @staticmethod
+    def wire_size(major: int, raw_size: int, stored_size: int) -> int:
+        if major == 1:
+            return C.CHUNK_HEADER_SIZE
+        return len(C.CHUNK_MAGIC_2) + 1 + len(varint(raw_size)) + len(varint(stored_size)) + 2 * C.CHECK_SIZE
 
     @classmethod
-    def seal(cls, codec: int, plaintext: bytes, payload: bytes) -> tuple[ChunkHeader, bytes]:
+    def seal(cls, codec: int, plaintext: bytes, payload: bytes, major: int = C.FORMAT_MAJOR) -> tuple[ChunkHeader, bytes]:
         """Build the header for a payload and return it with the full on-disk bytes of the chunk."""
-        head = cls(int(codec), len(plaintext), len(payload), digest(C.CONTEXT_CHUNK_PLAIN, plaintext))
+        size = check_size(major)
+        head = cls(int(codec), len(plaintext), len(payload), digest(C.CONTEXT_CHUNK_PLAIN, plaintext)[:size],
+                   b"\0" * size, major)
         covered = head._covered()
-        sealed = cls(head.codec, head.raw_size, head.stored_size, head.plain_hash, digest(C.CONTEXT_CHUNK_STORED, covered, payload))
+        sealed = replace(head, stored_hash=digest(C.CONTEXT_CHUNK_STORED, covered, payload)[:size])
         return sealed, covered + sealed.stored_hash + payload
 
     @classmethod
-    def from_wire(cls, data: bytes) -> ChunkHeader:
-        magic, codec, flags, reserved, raw_size, stored_size, plain_hash, stored_hash = _CHUNK_FIXED.unpack(data)
-        _require(magic == C.CHUNK_MAGIC, "bad chunk magic")
-        _require(flags == 0 and reserved == 0, "chunk reserved bits are not zero")
+    def from_wire(cls, data: bytes, major: int) -> ChunkHeader:
+        """Parse exactly the header's bytes (format 2: the size the index implies)."""
+        if major == 1:
+            magic, codec, flags, reserved, raw_size, stored_size, plain_hash, stored_hash = _CHUNK_FIXED.unpack(data)
+            _require(magic == C.CHUNK_MAGIC, "bad chunk magic")
+            _require(flags == 0 and reserved == 0, "chunk reserved bits are not zero")
+        else:
+            _require(data[:2] == C.CHUNK_MAGIC_2 and len(data) > 3, "bad chunk magic")
+            codec = data[2]
+            raw_size, pos = read_varint(data, 3)
+            stored_size, pos = read_varint(data, pos)
+            _require(data[3:pos] == varint(raw_size) + varint(stored_size), "chunk sizes are not in their shortest form")
+            _require(len(data) == pos + 2 * C.CHECK_SIZE, "chunk header length disagrees with its sizes")
+            plain_hash, stored_hash = data[pos : pos + C.CHECK_SIZE], data[pos + C.CHECK_SIZE :]
         _require(codec in set(C.CodecId), f"unknown codec id {codec}")
         _require(1 <= raw_size <= C.MAX_CHUNK_RAW, f"chunk raw size {raw_size} out of range")
         _require(stored_size <= raw_size, "chunk stored size exceeds its raw size")
         _require(codec != C.CodecId.STORE or stored_size == raw_size, "store chunk sizes differ")
-        return cls(codec, raw_size, stored_size, plain_hash, stored_hash)
+        return cls(codec, raw_size, stored_size, plain_hash, stored_hash, major)
 
     def stored_hash_ok(self, payload: bytes) -> bool:
-        return digest(C.CONTEXT_CHUNK_STORED, self._covered(), payload) == self.stored_hash
+        return checks_out(self.stored_hash, C.CONTEXT_CHUNK_STORED, self._covered(), payload)
 
     def plain_hash_ok(self, plaintext: bytes) -> bool:
-        return len(plaintext) == self.raw_size and digest(C.CONTEXT_CHUNK_PLAIN, plaintext) == self.plain_hash
+        return len(plaintext) == self.raw_size and checks_out(self.plain_hash, C.CONTEXT_CHUNK_PLAIN, plaintext)
 
     @property
-    def total_size(self) -> int:
-        return C.CHUNK_HEADER_SIZE + self.stored_size
+    def size(self) -> int:
+        return self.wire_size(self.major, self.raw_size, self.stored_size)
 
 
 # ----------------------------------------------------------------------------------------------------- entries
@@ -229,7 +273,18 @@ class Entry:
     def has_content(self) -> bool:
         return self.type in (C.EntryType.FILE, C.EntryType.HARDLINK)
 
-    def to_wire(self) -> dict:
+    def content_ok(self, content_hasher) -> bool:
+        """Whether the bytes fed to a hasher(CONTEXT_ENTRY) are this file's (format 2 stores the hash's first bytes)."""
+        return content_hasher.digest()[: len(self.content_hash)] == self.content_hash
+
+    def to_wire(self, major: int) -> dict | list:
+        if major == 2:  # slices are implied (SPEC 5), a hard link's content is its target's
+            row = [int(self.type), self.path, self.mode, self.mtime_ns]
+            if self.type is C.EntryType.FILE:
+                row += [self.size, self.content_hash]
+            elif self.target is not None:
+                row.append(self.target)
+            return row
         obj: dict[str, Any] = {"path": self.path, "type": int(self.type), "mode": self.mode, "mtime_ns": self.mtime_ns}
         if self.has_content:
             obj["size"] = self.size
@@ -250,9 +305,7 @@ class Entry:
         if etype in (C.EntryType.SYMLINK, C.EntryType.HARDLINK):
             required |= {"target"}
         _check_keys(obj, f"entry {obj.get('path')!r}", required, strict=strict)
-        path = check_path(obj["path"])
-        mode = _MODES.setdefault(_check_int(obj["mode"], f"{path}: mode", 0, C.MODE_MASK), obj["mode"])
-        mtime_ns = _check_int(obj["mtime_ns"], f"{path}: mtime_ns", -(1 << 63), (1 << 63) - 1)
+        path, mode, mtime_ns = _check_common(obj["path"], obj["mode"], obj["mtime_ns"])
         size, content_hash, refs, target = 0, None, (), None
         if etype in (C.EntryType.FILE, C.EntryType.HARDLINK):
             size = _check_int(obj["size"], f"{path}: size", 0, (1 << 63) - 1)
@@ -260,15 +313,46 @@ class Entry:
             refs = _parse_refs(obj["chunks"], chunks, path)
             _require(sum(r.length for r in refs) == size, f"{path}: chunk slices do not add up to its size")
         if etype is C.EntryType.SYMLINK:
-            target = obj["target"]
-            _require(isinstance(target, str) and 0 < len(target.encode("utf-8", "surrogatepass")) <= C.MAX_LINK_TARGET_BYTES
-                     and "\0" not in target, f"{path}: invalid symlink target")
+            target = _check_symlink_target(obj["target"], path)
         if etype is C.EntryType.HARDLINK:
             target = check_path(obj["target"], f"{path}: hardlink target")
         return cls(path, etype, mode, mtime_ns, size, content_hash, refs, target)
 
+    @classmethod
+    def from_wire_2(cls, row: Any, tiling: ChunkTiling, files: dict[str, Entry], *, strict: bool) -> Entry:
+        """A format 2 entry row; a file's slices are the next `size` bytes of the chunks, a hard link's content is
+        that of the earlier file it names."""
+        _require(isinstance(row, list) and row, "entry is not an array")
+        etype = C.EntryType(_check_int(row[0], "entry type", 0, max(C.EntryType)))
+        fields = 6 if etype is C.EntryType.FILE else 4 if etype is C.EntryType.DIR else 5
+        _check_row(row, f"entry {row[1] if len(row) > 1 else ''!r}", fields, strict=strict)
+        path, mode, mtime_ns = _check_common(row[1], row[2], row[3])
+        if etype is C.EntryType.FILE:
+            size = _check_int(row[4], f"{path}: size", 0, (1 << 63) - 1)
+            content_hash = _check_hash(row[5], f"{path}: check", C.CHECK_SIZE)
+            return cls(path, etype, mode, mtime_ns, size, content_hash, tiling.take(size, path))
+        if etype is C.EntryType.SYMLINK:
+            return cls(path, etype, mode, mtime_ns, target=_check_symlink_target(row[4], path))
+        if etype is C.EntryType.HARDLINK:
+            target = files.get(check_path(row[4], f"{path}: hardlink target"))
+            _require(target is not None, f"hardlink {path!r} must point to an earlier file")
+            return cls(path, etype, mode, mtime_ns, target.size, target.content_hash, target.chunks, target.path)
+        return cls(path, etype, mode, mtime_ns)
+
 
 _MODES: dict[int, int] = {}  # one int object per distinct mode: a few kinds of mode among millions of entries
+
+
+def _check_common(path: Any, mode: Any, mtime_ns: Any) -> tuple[str, int, int]:
+    path = check_path(path)
+    mode = _MODES.setdefault(_check_int(mode, f"{path}: mode", 0, C.MODE_MASK), mode)
+    return path, mode, _check_int(mtime_ns, f"{path}: mtime_ns", -(1 << 63), (1 << 63) - 1)
+
+
+def _check_symlink_target(target: Any, path: str) -> str:
+    _require(isinstance(target, str) and 0 < len(target.encode("utf-8", "surrogatepass")) <= C.MAX_LINK_TARGET_BYTES
+             and "\0" not in target, f"{path}: invalid symlink target")
+    return target
 
 
 def _parse_refs(obj: Any, chunks: list[ChunkInfo], path: str) -> tuple[ChunkRef, ...]:
@@ -295,10 +379,37 @@ class ChunkInfo:
     stored_size: int
     raw_size: int
     codec: int
+    header_size: int = C.CHUNK_HEADER_SIZE
 
     @property
     def end(self) -> int:
-        return self.offset + C.CHUNK_HEADER_SIZE + self.stored_size
+        return self.offset + self.header_size + self.stored_size
+
+
+class ChunkTiling:
+    """Format 2's implied slices: the files, in entry order, tile the chunks' plaintexts exactly (SPEC 5)."""
+
+    def __init__(self, chunks: list[ChunkInfo]) -> None:
+        self._chunks = chunks
+        self._chunk = self._offset = 0
+
+    def take(self, size: int, path: str) -> tuple[ChunkRef, ...]:
+        """The slices of the next `size` bytes. Each step ends a file or a chunk, so a huge size costs no more steps
+        than there are chunks."""
+        refs = []
+        while size:
+            _require(self._chunk < len(self._chunks), f"{path}: the files hold more bytes than the chunks")
+            room = self._chunks[self._chunk].raw_size - self._offset
+            length = min(size, room)
+            refs.append(ChunkRef(self._chunk, self._offset, length))
+            size -= length
+            self._offset += length
+            if length == room:
+                self._chunk, self._offset = self._chunk + 1, 0
+        return tuple(refs)
+
+    def finish(self) -> None:
+        _require(self._chunk == len(self._chunks), "the chunks hold bytes that no file uses")
 
 
 @dataclass(frozen=True)
@@ -306,17 +417,28 @@ class Index:
     entries: tuple[Entry, ...]
     chunks: tuple[ChunkInfo, ...]
 
-    def to_wire(self, encoding: C.IndexEncoding = C.IndexEncoding.MSGPACK_ZSTD) -> bytes:
-        body = pack({
-            "chunks": [[c.offset, c.stored_size, c.raw_size, int(c.codec)] for c in self.chunks],
-            "entries": [e.to_wire() for e in self.entries],
-        })
-        stored = _zstd_compress(body) if encoding == C.IndexEncoding.MSGPACK_ZSTD else body
-        return _INDEX_FIXED.pack(C.INDEX_MAGIC, int(encoding), b"\0\0\0", len(body)) + stored
+    def to_wire(self, major: int, encoding: C.IndexEncoding | None = None) -> bytes:
+        """The index region; encoding None: whichever is smaller."""
+        if major == 1:
+            body = pack({
+                "chunks": [[c.offset, c.stored_size, c.raw_size, int(c.codec)] for c in self.chunks],
+                "entries": [e.to_wire(major) for e in self.entries],
+            })
+        else:
+            body = pack([[[int(c.codec), c.raw_size, c.stored_size] for c in self.chunks],
+                         [e.to_wire(major) for e in self.entries]])
+        candidates = {C.IndexEncoding.MSGPACK: body, C.IndexEncoding.MSGPACK_ZSTD: _zstd_compress(body)}
+        if encoding is None:
+            encoding = min(candidates, key=lambda e: len(candidates[e]))
+        if major == 1:
+            return _INDEX_FIXED.pack(C.INDEX_MAGIC, int(encoding), b"\0\0\0", len(body)) + candidates[encoding]
+        return bytes([encoding]) + varint(len(body)) + candidates[encoding]
 
     @classmethod
-    def from_wire(cls, data: bytes, *, data_start: int, data_end: int, strict: bool) -> Index:
+    def from_wire(cls, data: bytes, *, major: int, data_start: int, data_end: int, strict: bool) -> Index:
         """Parse and validate the index region; chunks must tile [data_start, data_end) exactly."""
+        if major == 2:
+            return cls._from_wire_2(data, data_start, data_end, strict)
         _require(len(data) >= C.INDEX_HEADER_SIZE, "index region too short")
         magic, encoding, reserved, raw_size = _INDEX_FIXED.unpack(data[: C.INDEX_HEADER_SIZE])
         _require(magic == C.INDEX_MAGIC, "bad index magic")
@@ -336,6 +458,38 @@ class Index:
         entries = _read_index_item(body, "entries", lambda u: _parse_entries(u, chunks, strict))
         _check_tree(entries)
         _check_slices(entries)
+        return cls(entries, tuple(chunks))
+
+    @classmethod
+    def _from_wire_2(cls, data: bytes, data_start: int, data_end: int, strict: bool) -> Index:
+        _require(len(data) >= C.MIN_INDEX_SIZES[2], "index region too short")
+        encoding = data[0]
+        _require(encoding in set(C.IndexEncoding), f"unknown index encoding {encoding}")
+        raw_size, start = read_varint(data, 1)
+        _require(data[1:start] == varint(raw_size), "index size is not in its shortest form")
+        _require(raw_size <= C.MAX_INDEX_RAW, f"index size {raw_size} exceeds the limit")
+        stored = data[start:]
+        body = _zstd_decompress(stored, raw_size) if encoding == C.IndexEncoding.MSGPACK_ZSTD else stored
+        _require(len(body) == raw_size, "index size mismatch")
+        with reading(body, max_len=_INDEX_ITEM_LIMIT) as unpacker:
+            fields = unpacker.read_array_header()
+            _require(fields == 2 or (fields > 2 and not strict), "the index must be an array [chunks, entries]")
+            chunks = _parse_chunk_table_2(unpacker, data_start, data_end)
+            tiling = ChunkTiling(chunks)
+            count = unpacker.read_array_header()
+            _require(count <= C.MAX_ENTRIES, "too many entries")
+            files: dict[str, Entry] = {}
+            entries = []
+            for _ in range(count):
+                entries.append(entry := Entry.from_wire_2(unpacker.unpack(), tiling, files, strict=strict))
+                if entry.type is C.EntryType.FILE:
+                    files.setdefault(entry.path, entry)  # a second file of that path is refused below
+            tiling.finish()
+            for _ in range(fields - 2):
+                unpacker.skip()
+            _require(unpacker.tell() == len(body), "the index document has bytes after its array")
+        entries = tuple(entries)
+        _check_tree(entries)
         return cls(entries, tuple(chunks))
 
 
@@ -377,6 +531,25 @@ def _parse_chunk_table(unpacker, data_start: int, data_end: int) -> list[ChunkIn
         _require(codec in set(C.CodecId), f"chunk {i}: unknown codec id {codec}")
         chunks.append(ChunkInfo(offset, stored, raw, codec))
         position = chunks[-1].end
+    _require(position == data_end, "chunks do not tile the data region exactly")
+    return chunks
+
+
+def _parse_chunk_table_2(unpacker, data_start: int, data_end: int) -> list[ChunkInfo]:
+    """Rows [codec, raw_size, stored_size]; each chunk starts where the one before it ends."""
+    count = unpacker.read_array_header()
+    _require(count <= C.MAX_CHUNKS, "chunk table exceeds the limit")
+    chunks, position = [], data_start
+    for i in range(count):
+        item = unpacker.unpack()
+        _require(isinstance(item, list) and len(item) == 3, f"chunk table row {i} is malformed")
+        codec = _check_int(item[0], f"chunk {i} codec", 0, 255)
+        _require(codec in set(C.CodecId), f"chunk {i}: unknown codec id {codec}")
+        raw = _check_int(item[1], f"chunk {i} raw size", 1, C.MAX_CHUNK_RAW)
+        stored = _check_int(item[2], f"chunk {i} stored size", 0, raw)
+        chunks.append(ChunkInfo(position, stored, raw, codec, ChunkHeader.wire_size(2, raw, stored)))
+        position = chunks[-1].end
+        _require(position <= data_end, "the chunks run past the index")
     _require(position == data_end, "chunks do not tile the data region exactly")
     return chunks
 
@@ -440,16 +613,31 @@ def _zstd_decompress(data: bytes, raw_size: int) -> bytes:
 
 @dataclass(frozen=True)
 class Footer:
-    index_offset: int
-    index_size: int
-    index_hash: bytes = field(default=b"\0" * C.HASH_SIZE)
+    """Where the index is and its checksum. Format 2 leaves out the index size: the index ends where the footer
+    starts."""
 
-    def to_wire(self) -> bytes:
-        return _FOOTER.pack(self.index_offset, self.index_size, self.index_hash, b"\0" * 8, C.FOOTER_MAGIC)
+    index_offset: int
+    index_size: int | None
+    index_hash: bytes
 
     @classmethod
-    def from_wire(cls, data: bytes) -> Footer:
-        index_offset, index_size, index_hash, reserved, magic = _FOOTER.unpack(data)
+    def of(cls, major: int, index_offset: int, index: bytes) -> Footer:
+        return cls(index_offset, len(index) if major == 1 else None, digest(C.CONTEXT_INDEX, index)[: check_size(major)])
+
+    def to_wire(self) -> bytes:
+        if self.index_size is not None:
+            return _FOOTERS[1].pack(self.index_offset, self.index_size, self.index_hash, b"\0" * 8, C.FOOTER_MAGIC)
+        return _FOOTERS[2].pack(self.index_offset, self.index_hash, C.FOOTER_MAGIC)
+
+    @classmethod
+    def from_wire(cls, data: bytes, major: int) -> Footer:
+        if major == 1:
+            index_offset, index_size, index_hash, reserved, magic = _FOOTERS[1].unpack(data)
+            _require(reserved == b"\0" * 8, "footer reserved bytes are not zero")
+        else:
+            (index_offset, index_hash, magic), index_size = _FOOTERS[2].unpack(data), None
         _require(magic == C.FOOTER_MAGIC, "bad footer magic")
-        _require(reserved == b"\0" * 8, "footer reserved bytes are not zero")
         return cls(index_offset, index_size, index_hash)
+
+    def index_ok(self, index: bytes) -> bool:
+        return checks_out(self.index_hash, C.CONTEXT_INDEX, index)

@@ -53,6 +53,31 @@ def reading(data: bytes, *, max_len: int) -> Iterator[msgpack.Unpacker]:
         raise ValueError(f"invalid msgpack: {exc or 'the document ends too early'}") from None
 
 
+def varint(value: int) -> bytes:
+    """LEB128: seven bits per byte, least significant first, the high bit set on every byte but the last."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The LEB128 integer at data[pos:] (below 2^64) and the position after it; ValueError if cut short or longer."""
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated or oversized varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
 def hasher(context: str) -> blake3.blake3:
     return blake3.blake3(derive_key_context=context)
 

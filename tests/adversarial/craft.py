@@ -6,7 +6,7 @@ import struct
 
 from lzarchive.format import constants as C
 from lzarchive.format.records import ChunkHeader, Footer, Header
-from lzarchive.format.wire import digest, pack
+from lzarchive.format.wire import digest, pack, varint
 
 
 def content_entry(path: str, data_ref: tuple[int, int, int] | None, data: bytes = b"", **extra) -> dict:
@@ -29,19 +29,49 @@ def craft(entries: list[dict], chunks: list[bytes | tuple[int, bytes, bytes]] = 
           header: bytes | None = None) -> bytes:
     """Header, chunks (plaintexts, stored; or (codec, plaintext, payload)), a raw msgpack index (or the given body)
     and a footer with correct checksums."""
-    out = bytearray(header if header is not None else Header().to_wire())
+    return _craft(1, entries, chunks, index_body, header)
+
+
+def craft2(rows: list[list], chunks: list[bytes | tuple[int, bytes, bytes]] = (), *, index_body: bytes | None = None,
+           header: bytes | None = None, index_size: bytes | None = None) -> bytes:
+    """A format 2 archive: entry rows as written (files [0, path, mode, mtime_ns, size, check], ...); index_size
+    replaces the varint of the index size."""
+    return _craft(2, rows, chunks, index_body, header, index_size)
+
+
+def _craft(major, entries, chunks, index_body, header, index_size=None) -> bytes:
+    out = bytearray(header if header is not None else Header(major=major).to_wire())
     table = []
     for chunk in chunks:
         codec, plaintext, payload = chunk if isinstance(chunk, tuple) else (C.CodecId.STORE, chunk, chunk)
-        head, data = ChunkHeader.seal(codec, plaintext, payload)
-        table.append([len(out), head.stored_size, head.raw_size, int(codec)])
+        head, data = ChunkHeader.seal(codec, plaintext, payload, major)
+        table.append([len(out), head.stored_size, head.raw_size, int(codec)] if major == 1
+                     else [int(codec), head.raw_size, head.stored_size])
         out += data
-    body = index_body if index_body is not None else pack({"chunks": table, "entries": entries})
-    index = struct.pack("<4sB3sQ", C.INDEX_MAGIC, int(C.IndexEncoding.MSGPACK), b"\0\0\0", len(body)) + body
-    footer = Footer(len(out), len(index), digest(C.CONTEXT_INDEX, index)).to_wire()
-    return bytes(out + index + footer)
+    if major == 1:
+        body = index_body if index_body is not None else pack({"chunks": table, "entries": entries})
+        index = struct.pack("<4sB3sQ", C.INDEX_MAGIC, int(C.IndexEncoding.MSGPACK), b"\0\0\0", len(body)) + body
+    else:
+        body = index_body if index_body is not None else pack([table, entries])
+        index = bytes([C.IndexEncoding.MSGPACK]) + (index_size if index_size is not None else varint(len(body))) + body
+    return bytes(out + index + Footer.of(major, len(out), index).to_wire())
 
 
-def header_with(body: bytes, *, major: int = C.FORMAT_MAJOR, incompat: int = 0, reserved: int = 0) -> bytes:
-    fixed = struct.pack("<8sHHIIIII", C.HEADER_MAGIC, major, C.FORMAT_MINOR, incompat, 0, 0, len(body), reserved)
+def file_row(path: str, data: bytes, **changes) -> list:
+    row = {"type": int(C.EntryType.FILE), "path": path, "mode": 0o644, "mtime_ns": 0, "size": len(data),
+           "check": digest(C.CONTEXT_ENTRY, data)[: C.CHECK_SIZE]}
+    row.update(changes)
+    return list(row.values())
+
+
+def link_row(path: str, target: str, kind: C.EntryType = C.EntryType.SYMLINK) -> list:
+    return [int(kind), path, 0o777, 0, target]
+
+
+def dir_row(path: str) -> list:
+    return [int(C.EntryType.DIR), path, 0o755, 0]
+
+
+def header_with(body: bytes, *, major: int = 1, minor: int = 1, incompat: int = 0, reserved: int = 0) -> bytes:
+    fixed = struct.pack("<8sHHIIIII", C.HEADER_MAGIC, major, minor, incompat, 0, 0, len(body), reserved)
     return fixed + body + digest(C.CONTEXT_HEADER, fixed, body)

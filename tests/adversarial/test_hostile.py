@@ -8,10 +8,11 @@ import pytest
 
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_NOT_ARCHIVE, EXIT_UNSUPPORTED
 from lzarchive.format import constants as C
-from lzarchive.format.wire import pack
+from lzarchive.format.records import Footer, Header
+from lzarchive.format.wire import digest, pack, varint
 
 from ..conftest import run_cli
-from .craft import content_entry, craft, dir_entry, header_with, link_entry
+from .craft import content_entry, craft, craft2, dir_entry, dir_row, file_row, header_with, link_entry, link_row
 
 PAYLOAD = b"owned\n"
 
@@ -66,7 +67,61 @@ def invalid_archives():
     yield "header-reserved", craft([], header=header_with(pack({"models": []}), reserved=1))
 
 
-@pytest.mark.parametrize("name,data", list(invalid_archives()), ids=lambda v: v if isinstance(v, str) else "")
+def invalid_archives_2():
+    """The same attacks on format 2, whose files tile the chunks in entry order (SPEC 5): each archive's chunks hold
+    exactly its files' bytes, so each is refused for the rule it breaks."""
+    one, two = [PAYLOAD], [PAYLOAD * 2]
+    for name, path in [("dotdot", "../evil"), ("dotdot-inside", "a/../../evil"), ("absolute", "/tmp/evil"),
+                       ("nul", "a\0b"), ("empty-component", "a//b")]:
+        yield f"2-{name}", craft2([file_row(path, PAYLOAD)], one)
+    yield "2-duplicate", craft2([file_row("same", PAYLOAD), file_row("same", PAYLOAD)], two)
+    yield "2-through-symlink", craft2([link_row("link", ".."), file_row("link/evil", PAYLOAD)], one)
+    yield "2-under-file", craft2([file_row("f", PAYLOAD), file_row("f/evil", PAYLOAD)], two)
+    yield "2-hardlink-outside", craft2([link_row("h", "../../etc/passwd", C.EntryType.HARDLINK)])
+    yield "2-hardlink-to-symlink", craft2([link_row("s", "/etc/passwd"), link_row("h", "s", C.EntryType.HARDLINK)])
+    yield "2-hardlink-forward", craft2([link_row("h", "f", C.EntryType.HARDLINK), file_row("f", PAYLOAD)], one)
+    yield "2-hardlink-to-dir", craft2([dir_row("d"), link_row("h", "d", C.EntryType.HARDLINK)])
+    # sizes must add up to the chunks exactly: a file cannot claim bytes no chunk holds, nor leave some unclaimed
+    yield "2-files-exceed-chunks", craft2([file_row("f", PAYLOAD, size=len(PAYLOAD) + 1)], one)
+    yield "2-huge-file", craft2([file_row("f", PAYLOAD, size=1 << 62)], one)
+    yield "2-chunks-exceed-files", craft2([file_row("f", PAYLOAD)], [PAYLOAD + b"!"])
+    yield "2-no-files-for-chunk", craft2([], one)
+    yield "2-extra-field", craft2([dir_row("d") + [0]])
+    yield "2-short-file-row", craft2([file_row("f", PAYLOAD)[:5]], one)
+    yield "2-long-check", craft2([file_row("f", PAYLOAD, check=b"\0" * 32)], one)
+    yield "2-unknown-type", craft2([[4, "x", 0o644, 0]])
+    yield "2-mode-out-of-range", craft2([[1, "d", 0o170000, 0]])
+    yield "2-entry-not-array", craft2([{"path": "d"}])
+    yield "2-index-is-a-map", craft2([], index_body=pack({"chunks": [], "entries": []}))
+    yield "2-index-extra-field", craft2([], index_body=pack([[], [], []]))
+    yield "2-index-trailing-bytes", craft2([], index_body=pack([[], []]) + b"\xc0")
+    yield "2-index-overlong-size", craft2([], index_body=pack([[], []]), index_size=b"\x83\x00")
+    yield "2-huge-entry-count", craft2([], index_body=b"\x92\x90\xdd\xff\xff\xff\xff")
+    yield "2-huge-string", craft2([], index_body=b"\x92\x90\x91\xdb\xff\xff\xff\xff")
+    yield "2-chunk-row-stored-over-raw", craft2([file_row("f", PAYLOAD)], one,
+                                                index_body=pack([[[0, len(PAYLOAD), len(PAYLOAD) + 1]], [file_row("f", PAYLOAD)]]))
+    yield "2-header-body-v1", craft2([], header=header_with(pack({"models": []}), major=2, minor=0))
+    yield "2-header-model-extra-field", craft2([], header=header_with(pack([[["m", "s", b"\0" * 32, "n", 0]]]),
+                                                                         major=2, minor=0))
+    yield "2-header-model-hash-short", craft2([], header=header_with(pack([[["m", "s", b"\0" * 31, "n"]]]),
+                                                                        major=2, minor=0))
+    yield "2-chunk-overlong-size", overlong_chunk_archive()
+
+
+def overlong_chunk_archive() -> bytes:
+    """A format 2 chunk whose raw size is written in two varint bytes (0x86 0x00) with valid checks: a second
+    encoding of the same header, which SPEC 3.3 forbids (each header has exactly one)."""
+    head = Header(major=2).to_wire()
+    plain = digest(C.CONTEXT_CHUNK_PLAIN, PAYLOAD)[: C.CHECK_SIZE]
+    covered = C.CHUNK_MAGIC_2 + bytes([C.CodecId.STORE]) + bytes([0x80 | len(PAYLOAD), 0]) + varint(len(PAYLOAD)) + plain
+    chunk = covered + digest(C.CONTEXT_CHUNK_STORED, covered, PAYLOAD)[: C.CHECK_SIZE] + PAYLOAD
+    body = pack([[[0, len(PAYLOAD), len(PAYLOAD)]], [file_row("f", PAYLOAD)]])
+    index = b"\0" + varint(len(body)) + body
+    return head + chunk + index + Footer.of(2, len(head) + len(chunk), index).to_wire()
+
+
+@pytest.mark.parametrize("name,data", list(invalid_archives()) + list(invalid_archives_2()),
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_invalid_archive_is_refused_and_writes_nothing(name, data, tmp_path):
     archive = tmp_path / "hostile.lza"
     archive.write_bytes(data)
@@ -127,9 +182,9 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     plain.write_bytes(b"just some text, long enough to be something" * 5)
     assert run_cli("list", str(plain)).exit_code == EXIT_NOT_ARCHIVE
     future = tmp_path / "future.lza"
-    future.write_bytes(craft([], header=header_with(b"", major=2)))
+    future.write_bytes(craft([], header=header_with(b"", major=3)))
     result = run_cli("list", str(future))
-    assert result.exit_code == EXIT_UNSUPPORTED and "format version 2." in result.stderr
+    assert result.exit_code == EXIT_UNSUPPORTED and "format version 3." in result.stderr
     flagged = tmp_path / "flagged.lza"
     flagged.write_bytes(craft([], header=header_with(pack({"models": []}), incompat=1)))
     assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from lzarchive.codecs.lm import _varint
 from lzarchive.engine.model import ExactLlama
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format.records import Header
+from lzarchive.format.wire import varint
 
 from ..conftest import entries_and_chunks, lm_archive, run_cli
-from .craft import craft
+from .craft import craft2
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "extended", "cut-header"])
@@ -39,7 +39,7 @@ def test_an_lm_token_bomb_stops_at_the_end_of_its_payload(lm_files, tmp_path, mo
     within a few steps (not a million model steps)."""
     codec, _, _ = lm_files
     raw = b"x" * (1 << 20)
-    bomb = _varint(0) + _varint(32) + _varint(8) + _varint(len(raw))
+    bomb = varint(0) + varint(32) + varint(8) + varint(len(raw))
     archive = tmp_path / "bomb.lza"
     archive.write_bytes(lm_archive(codec, {"bomb.txt": raw}, [bomb]))
     steps = []
@@ -70,7 +70,7 @@ def test_archives_this_lza_cannot_decode_are_unsupported_not_damaged(lm_files, h
     ref = codec.model_ref
     models = (ref, ref) if header == "two-models" else (dataclasses.replace(ref, numerics="lza-int-v9"),)
     archive = tmp_path / "a.lza"
-    archive.write_bytes(craft(*entries_and_chunks(files, payloads), header=Header(models=models).to_wire()))
+    archive.write_bytes(craft2(*entries_and_chunks(files, payloads), header=Header(models=models).to_wire()))
     assert run_cli("list", str(archive)).exit_code == 0 and run_cli("verify", "--quick", str(archive)).exit_code == 0
     for command in (["verify", str(archive)], ["extract", str(archive), "-C", str(tmp_path / "x")],
                     ["cat", str(archive), "a.txt"]):
