@@ -297,3 +297,34 @@ def test_bounds_hold_and_are_enforced():
         compiler.check_bounds(model.config, wide)
     with pytest.raises(compiler.CompileError, match="attention.values"):
         compiler.check_bounds(tiny_config(max_positions=1 << 24), model.tensors)
+
+
+PINNED_TABLES = "773894d17c7703f22d4674dc4f76bf19cd559d849b45f2b80a04d54c7a0e8d46"
+
+
+@pytest.mark.parametrize("compiled_kernels", [True, False], ids=["compiled", "torch"])
+def test_frequency_tables_are_pinned(compiled_kernels):
+    """Every frequency table the lm codec would use on a 1.5 KB text with escapes, in three windows of 200 positions
+    (W 200, O 50: past the first 128-position attention block, each window after the first primed with overlap),
+    hashed and compared with a pinned value: any change to the arithmetic, made alike in both device paths, fails
+    here even where no golden fixture reaches (SPEC 9.3-9.5). It also pins the tiny model itself, built from torch's
+    seeded CPU generator."""
+    from lzarchive.codecs.lm import LmCodec, window_bodies
+    from lzarchive.format.wire import digest
+
+    from .tiny import greedy_text
+
+    model = tiny_model()
+    text = greedy_text(model, 420) + b"\xff\x00 escaped bytes \xff"
+    codec = LmCodec(model, window=200, overlap=50)
+    tokens, escaped = codec.encoder.encode(text)
+    assert escaped and len(tokens) > 420
+    engine = ExactLlama(model.config, model.tensors, compiled_kernels=compiled_kernels)
+    windows = window_bodies(len(tokens), 200, 50)
+    assert len(windows) == 3
+    hashed = []
+    for start, end in windows:
+        primer = tokens[max(0, start - 50) : start] if start else []
+        rows = tables_for(engine, [[model.config.bos_token] + primer + tokens[start:end]])[0]
+        hashed.append(rows[len(primer) : len(primer) + end - start].numpy().astype("<i8").tobytes())
+    assert digest("lza test pinned tables", *hashed).hex() == PINNED_TABLES

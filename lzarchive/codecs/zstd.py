@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import zstandard
 
 from ..format.constants import CodecId
+from ..format.wire import zstd_decompress
 from .base import Codec, CodecError
 
 DEFAULT_LEVEL = 12
@@ -43,11 +44,8 @@ class ZstdCodec(Codec):
                      limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
         def decompress(payload: bytes, raw_size: int) -> bytes | CodecError:
             try:
-                out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw_size)
-            except zstandard.ZstdError as exc:
-                return CodecError(f"zstd: {exc}")
-            if len(out) != raw_size:
-                return CodecError(f"zstd: decoded {len(out)} bytes, expected {raw_size}")
-            return out
+                return zstd_decompress(payload, raw_size)
+            except ValueError as exc:
+                return CodecError(str(exc))
 
         return self._map(decompress, list(zip(payloads, raw_sizes)))

@@ -13,7 +13,7 @@ from typing import Any
 import zstandard
 
 from . import constants as C
-from .wire import digest, pack, read_varint, reading, unpack, varint
+from .wire import digest, pack, read_varint, reading, unpack, varint, zstd_decompress
 
 _HEADER_FIXED = struct.Struct("<8sHHIIIII")
 _CHUNK_FIXED = struct.Struct("<4sBBHII32s32s")
@@ -603,8 +603,8 @@ def _zstd_compress(data: bytes) -> bytes:
 
 def _zstd_decompress(data: bytes, raw_size: int) -> bytes:
     try:
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=raw_size)
-    except zstandard.ZstdError as exc:
+        return zstd_decompress(data, raw_size)
+    except ValueError as exc:
         raise ValueError(f"index does not decompress: {exc}") from None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import blake3
 import msgpack
+import zstandard
 
 _ERRORS = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, msgpack.OutOfData, TypeError,
            UnicodeDecodeError)
@@ -51,6 +52,22 @@ def reading(data: bytes, *, max_len: int) -> Iterator[msgpack.Unpacker]:
         yield unpacker
     except (msgpack.OutOfData, TypeError) as exc:  # the rest are ValueErrors, the callers' own checks among them
         raise ValueError(f"invalid msgpack: {exc or 'the document ends too early'}") from None
+
+
+def zstd_decompress(data: bytes, size: int) -> bytes:
+    """The content of one zstd frame that decodes to exactly `size` bytes with nothing after it (SPEC 7); ValueError
+    otherwise. Output is bounded by `size` before anything else is trusted."""
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"zstd: {exc}") from None
+    if len(out) != size:
+        raise ValueError(f"zstd: decoded {len(out)} bytes, expected {size}")
+    frame = zstandard.ZstdDecompressor().decompressobj()  # the first frame is known to hold `size` bytes: bounded
+    frame.decompress(data)
+    if frame.unused_data:
+        raise ValueError(f"zstd: {len(frame.unused_data)} bytes after the frame")
+    return out
 
 
 def varint(value: int) -> bytes:

@@ -349,3 +349,23 @@ def test_extracting_into_a_file_is_a_clear_error(where, tmp_path):
     result = run_cli("extract", str(archive), "-C", str(dest))
     assert result.exit_code == 1 and "not a directory" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "plain").read_bytes() == b"not a directory"
+
+
+def test_bytes_after_a_zstd_frame_are_damage(tmp_path):
+    """SPEC 7: a zstd payload is one frame and nothing after it (the library would ignore the rest)."""
+    import zstandard
+
+    text = b"all work and no play " * 20
+    frame = zstandard.ZstdCompressor().compress(text)
+    archive = tmp_path / "trailing.lza"
+    archive.write_bytes(craft2([file_row("f", text)], [(C.CodecId.ZSTD, text, frame + b"junk")]))
+    result = run_cli("verify", str(archive))
+    assert result.exit_code == EXIT_INTEGRITY and "after the frame" in result.stderr and "chunk 0" in result.stderr
+    assert run_cli("extract", str(archive), "-C", str(tmp_path / "x")).exit_code == EXIT_INTEGRITY
+    assert not (tmp_path / "x" / "f").exists()
+    body = pack([[], []])
+    index = bytes([C.IndexEncoding.MSGPACK_ZSTD]) + varint(len(body)) + zstandard.ZstdCompressor().compress(body) + b"x"
+    header = Header(major=2).to_wire()
+    archive.write_bytes(header + index + Footer.of(2, len(header), index).to_wire())
+    result = run_cli("list", str(archive))
+    assert result.exit_code == EXIT_INTEGRITY and "after the frame" in result.stderr

@@ -1,0 +1,145 @@
+"""The engine's exact operations against SPEC.md 9.3-9.4 written out literally in numpy, bit for bit, on both device
+paths (compiled CPU loops and torch operations). Each test also shows that the tempting other reading (another
+association order, a binary64 division) gives other bits on the same inputs: such a change, made alike in both
+paths, would pass every comparison between them and every golden fixture, and desynchronise long inputs now and then.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lzarchive.engine.kernels import (LOG2E, QMAX, IntMatmul, frequency_rows, frequency_table, quantize,
+                                     silu_product_quantize_rows)
+from lzarchive.engine.model import ExactLlama
+from lzarchive.rangecoder import TOTAL_BITS
+
+from .tiny import tiny_model
+
+RNG = np.random.default_rng(2026)
+
+
+@pytest.fixture(scope="module")
+def engines():
+    model = tiny_model()
+    return [ExactLlama(model.config, model.tensors, compiled_kernels=c) for c in (True, False)]
+
+
+def spec_exp(delta: np.ndarray, table: np.ndarray, extra_shift: int = 0) -> np.ndarray:
+    """EXP of 9.3 (EXP15 with extra_shift 15) for binary64 delta <= 0, as int64."""
+    k = np.floor(np.minimum(delta * (-LOG2E * 4096), 31 * 4096)).astype(np.int64)
+    return table[k % 4096] >> np.minimum(k // 4096 + extra_shift, 62)
+
+
+def test_linear_is_acc_times_row_scale_then_channel_scale():
+    a = RNG.integers(-QMAX, QMAX + 1, (64, 512)).astype(np.float64)
+    w = RNG.integers(-128, 128, (96, 512)).astype(np.int8)
+    s = RNG.random((64, 1)) * 1e-3
+    ws = RNG.random(96) * 1e-2
+    acc = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.float64)  # exact
+    expected = (acc * s) * ws
+    assert not np.array_equal(expected, acc * (s * ws))  # the order shows in the bits
+    for compiled in (True, False):
+        got = IntMatmul(torch.device("cpu"), compiled=compiled).linear(torch.from_numpy(a), torch.from_numpy(s),
+                                                                        torch.from_numpy(w), torch.from_numpy(ws))
+        assert np.array_equal(got.numpy(), expected)
+
+
+def test_frequency_tables_divide_integers(engines):
+    """9.4: f = 1 + (e * free) // sum(e) on exact integers, on realistic rows of the default vocabulary's size; then on
+    a row where it matters: e * free (up to 2^62) is not exact in binary64, and a binary64 division, off by once in
+    about 2^35 entries of real tables, is made to differ: two equal e of 30 significant bits give 2^31 each
+    exactly, and a binary64 quotient rounded below it gives 2^31 - 1."""
+    vocab, total = 49152, 1 << TOTAL_BITS
+    logits = RNG.random((64, vocab)) * 3.0
+    logits[0, :] = 1.5  # all equal: the remainder goes to token 0
+    exp_table = engines[0].tables.exp2_frac.numpy()
+    e = spec_exp(logits - logits.max(axis=1, keepdims=True), exp_table)
+    expected = 1 + (e * (total - vocab)) // e.sum(axis=1, keepdims=True)
+    expected[np.arange(64), e.argmax(axis=1)] += total - expected.sum(axis=1)
+    assert np.array_equal(_frequencies(engines, logits, engines[0].tables.exp2_frac), expected)
+
+    odd = 1_065_353_089  # e * (2^32 - 2) is rounded down in binary64, and the quotient stays below 2^31 - 1
+    assert float(odd * (total - 2)) < odd * (total - 2)
+    assert np.floor(float(odd * (total - 2)) / float(2 * odd)) == 2**31 - 2
+    crafted = _frequencies(engines, np.zeros((1, 2)), torch.full((4096,), odd, dtype=torch.int64))
+    assert crafted.tolist() == [[2**31, 2**31]]
+
+
+def _frequencies(engines, logits: np.ndarray, exp2_frac: torch.Tensor) -> np.ndarray:
+    """frequency_table (torch) and frequency_rows (compiled) with the given EXP table; they must agree."""
+    tables = type(engines[1].tables)(exp2_frac, *(getattr(engines[1].tables, n) for n in ("sigmoid", "rope_cos", "rope_sin")))
+    got = frequency_table(torch.from_numpy(logits.copy()), tables, TOTAL_BITS).numpy()
+    compiled = np.empty(logits.shape, dtype=np.int64)
+    frequency_rows(logits, tables.shifted(0, torch.int64).numpy(), TOTAL_BITS, compiled)
+    assert np.array_equal(compiled, got)
+    return got
+
+
+def spec_attention_row(q, factor, k, ks, v, vs, seen, exp_table):
+    """One query row of 9.3 step 3 over keys < seen: q (hd,) integers, k (hd, keys) and v (keys, hd) int16."""
+    scores = (q.astype(np.int64) @ k[:, :seen].astype(np.int64)).astype(np.float64)
+    z = (scores * factor) * ks[:seen]
+    p = spec_exp(z - z.max(), exp_table, extra_shift=15).astype(np.float64)
+    w = p * vs[:seen]
+    m = w.max() if w.max() > 0 else 1.0
+    wq = np.rint(w * (QMAX / m))
+    values = (wq.astype(np.int64) @ v[:seen].astype(np.int64)).astype(np.float64)
+    return values * ((m / QMAX) / p.sum()), values * (m / QMAX) / p.sum()
+
+
+def test_attention_follows_the_spec_order(engines):
+    """z = (S * (qs / sqrt(hd))) * ks, p = EXP15, quantized weights, out = sum * ((ws) / sum p): both block paths
+    against a literal row-by-row computation; out = sum * ws / sum p (left to right) would differ."""
+    batch, heads, keys, hd, rows = 1, 2, 160, 16, 3
+    k = RNG.integers(-QMAX, QMAX + 1, (batch, heads, hd, keys)).astype(np.int16)
+    v = RNG.integers(-QMAX, QMAX + 1, (batch, heads, keys, hd)).astype(np.int16)
+    ks, vs = RNG.random((batch, heads, keys, 1)) * 1e-4, RNG.random((batch, heads, keys, 1)) * 1e-4
+    block = RNG.integers(-QMAX, QMAX + 1, (batch, heads, rows, hd)).astype(np.float64)
+    factor = RNG.random((batch, heads, rows)) * 1e-5
+    positions = torch.tensor([keys - 1])
+    exp_table = engines[0].tables.exp2_frac.numpy()
+    expected, other = np.empty((batch, heads, rows, hd)), np.empty((batch, heads, rows, hd))
+    for h in range(heads):
+        for r in range(rows):
+            expected[0, h, r], other[0, h, r] = spec_attention_row(block[0, h, r], factor[0, h, r], k[0, h], ks[0, h, :, 0],
+                                                                   v[0, h], vs[0, h, :, 0], keys, exp_table)
+    assert not np.array_equal(expected, other)
+    compiled, torch_path = engines
+    args = [torch.from_numpy(x) for x in (block, factor, k, ks, v, vs)] + [positions]
+    assert np.array_equal(torch_path._torch_block(*args).numpy(), expected)
+    assert np.array_equal(compiled._compiled_block(*args).numpy(), expected)
+
+
+def test_silu_product_and_rope_follow_the_spec_order(engines):
+    """h = SILU(gate) * up with SILU(x) = sigma * x and sigma = ((dS * f) + S) / 2^30; RoPE r0 = (x0 C) - (x1 N),
+    r1 = (x0 N) + (x1 C) with C, N the tables over 2^30."""
+    compiled, torch_path = engines
+    sigmoid = torch_path.tables.sigmoid.numpy()
+    gate = RNG.normal(0, 6, (8, 160))
+    up = RNG.normal(0, 1, (8, 160))
+    t = (np.clip(gate, -16, 16) + 16) * 256
+    i = np.minimum(np.floor(t), 8191)
+    index = i.astype(np.int64)
+    sigma = (((sigmoid[index + 1] - sigmoid[index]) * (t - i)) + sigmoid[index]) / 2**30
+    h = (sigma * gate) * up
+    assert not np.array_equal(h, sigma * (gate * up))
+    m = np.abs(h).max(axis=1, keepdims=True)
+    expected_q, expected_s = np.rint(h * (QMAX / m)), m / QMAX
+    q, s = quantize(torch_path.tables.silu(torch.from_numpy(gate.copy())) * torch.from_numpy(up))
+    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+    q, s = compiled._compiled_rows(silu_product_quantize_rows, torch.from_numpy(gate), gate, up,
+                                   compiled.tables.sigmoid.numpy(), compiled.tables.sigmoid_step.numpy())
+    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+
+    x = RNG.normal(0, 50, (1, 5, 4, 16))  # (B, T, H, hd) at positions 100..104
+    cos = torch_path.t["table.rope_cos"].numpy()[100:105, None, :] / 2**30
+    sin = torch_path.t["table.rope_sin"].numpy()[100:105, None, :] / 2**30
+    x0, x1 = x[0, ..., 0::2], x[0, ..., 1::2]
+    expected = np.stack([(x0 * cos) - (x1 * sin), (x0 * sin) + (x1 * cos)], axis=-1).reshape(5, 4, 16)
+    positions = torch.arange(100, 105)[None]
+    for engine in engines:
+        got = engine._rope(torch.from_numpy(x), positions).numpy()  # (B, H, T, hd)
+        assert np.array_equal(got[0].transpose(1, 0, 2), expected)
+
