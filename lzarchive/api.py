@@ -18,7 +18,7 @@ from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
-from .codecs import LM_DEFAULT_CHUNK_SIZE, LM_DEFAULT_WINDOW, Codec, ZstdCodec, codec_name
+from .codecs import LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name, lm_chunk_size
 from .errors import (
     EXIT_INTEGRITY,
     EXIT_INTERRUPTED,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
 
 __all__ = [
-    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_CHUNK_SIZE", "LM_DEFAULT_WINDOW", "EXIT_INTEGRITY",
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE", "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY",
     "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
     "pack", "verify",
@@ -180,13 +180,14 @@ def pack(
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
     codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window)
-    if chunk_size is None:
-        chunk_size = LM_DEFAULT_CHUNK_SIZE if any(c.codec_id == C.CodecId.LM for c in codecs) else DEFAULT_CHUNK_SIZE
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
-        progress.start("pack", sum(i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)))
+        content = sum({(i.st.st_dev, i.st.st_ino): i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)}.values())
+        if chunk_size is None:
+            chunk_size = lm_chunk_size(content) if models else DEFAULT_CHUNK_SIZE
+        progress.start("pack", content)
         writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
                                index_encoding=index_encoding, major=format_version, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}

@@ -328,3 +328,13 @@ def test_frequency_tables_are_pinned(compiled_kernels):
         rows = tables_for(engine, [[model.config.bos_token] + primer + tokens[start:end]])[0]
         hashed.append(rows[len(primer) : len(primer) + end - start].numpy().astype("<i8").tobytes())
     assert digest("lza test pinned tables", *hashed).hex() == PINNED_TABLES
+
+
+def test_environment_selects_the_paths_of_the_cross_platform_proof(monkeypatch):
+    model = tiny_model()
+    assert ExactLlama(model.config, model.tensors).compiled_kernels
+    monkeypatch.setenv("LZA_KERNELS", "torch")
+    assert not ExactLlama(model.config, model.tensors).compiled_kernels
+    assert IntMatmul(torch.device("cpu")).use_int8
+    monkeypatch.setenv("LZA_INT8_GEMM", "off")
+    assert not IntMatmul(torch.device("cpu")).use_int8

@@ -183,3 +183,12 @@ def test_one_damaged_payload_leaves_the_others_of_its_lockstep_group_alone(lm_fi
     assert groups == [2]  # one lockstep group, decoded once
 
 
+
+
+def test_default_chunk_size_keeps_sixteen_chunks_in_lockstep():
+    from lzarchive.codecs import lm_chunk_size
+
+    assert lm_chunk_size(0) == lm_chunk_size(125_179) == 8 * 1024  # small inputs: the smallest chunks
+    assert lm_chunk_size(426_754) == 27 * 1024  # 16 chunks of whole KiB (the last one shorter)
+    assert -(-426_754 // lm_chunk_size(426_754)) == 16
+    assert lm_chunk_size(1 << 20) == lm_chunk_size(1 << 30) == 32 * 1024  # large inputs: the largest

@@ -30,7 +30,7 @@ import torch
 
 from lzarchive import api, bench
 from lzarchive.cli.render import parse_size
-from lzarchive.codecs import LM_DEFAULT_CHUNK_SIZE as LM_CHUNK
+from lzarchive.codecs import LM_MIN_CHUNK_SIZE as LM_CHUNK
 from lzarchive.codecs import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, LmCodec
 

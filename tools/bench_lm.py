@@ -23,7 +23,7 @@ import torch
 from bench import build_corpus  # tools/bench.py: the same corpora
 from lzarchive import api
 from lzarchive.cli.render import parse_size
-from lzarchive.codecs import LM_DEFAULT_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
+from lzarchive.codecs import LM_MIN_CHUNK_SIZE as DEFAULT_CHUNK_SIZE
 from lzarchive.codecs.lm import LmCodec, window_bodies
 from lzarchive.engine import registry
 

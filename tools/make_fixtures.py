@@ -34,21 +34,68 @@ TREE = [
     ("tree/link-to-readme", "symlink", "README.txt", 0o777),
     ("tree/bin/hardlink.sh", "hardlink", "tree/bin/run.sh", 0o755),
 ]
+# Word salad in the reference writer's reach: a fixed word list drawn by a 64-bit LCG (no library's generator, so
+# the text stays the same for decades), with bytes the default model has no token for (they are escaped).
+WORDS = ("the of and to in is that it for on with as was at by an be this from or are not but have had which one "
+         "all were we when there can more if no out so said what up its about into than them time only new some could "
+         "these two may then do first any my now such like our over man me even most made after also did many before "
+         "must through back years where much your way well down should because each just those people how too little "
+         "state good very make world still own see men work long get here between both life being under never day same "
+         "another know while last might great old year off come since against go came right used take three archive "
+         "chunk model token window river stone garden letter winter harbour lantern orchard meadow silver quiet "
+         "morning distant journey careful gentle").split()
+
+
+def prose(size: int, seed: int, escapes: bytes = b"") -> bytes:
+    """`size` bytes of sentences in paragraphs; `escapes` spread through the text."""
+    state, out, words = seed, bytearray(), 0
+
+    def draw(n: int) -> int:
+        nonlocal state
+        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        return (state >> 33) % n
+
+    while len(out) < size:
+        sentence = [WORDS[draw(len(WORDS))] for _ in range(6 + draw(9))]
+        out += (" ".join(sentence).capitalize() + (". " if draw(5) else ".\n\n")).encode()
+        words += len(sentence)
+    out = out[:size]
+    for i, byte in enumerate(escapes):
+        out[(i + 1) * size // (len(escapes) + 1)] = byte
+    return bytes(out)
+
+
+# the lm path at the default window (W 1024, O 256): chunk 0 holds a, b, c (about 1,150 tokens: two windows, the
+# second primed with 256 tokens of overlap; b ends in the middle, so reading it alone stops decoding there), chunk 1
+# holds d and e (two windows); the two chunks decode in lockstep; a and d hold escaped bytes
+WINDOWS_TREE = [
+    ("story", "dir", None, 0o755),
+    ("story/a-opening.txt", "file", prose(2500, 1, b"\x04\xc0"), 0o644),
+    ("story/b-note.txt", "file", prose(300, 2), 0o644),
+    ("story/c-middle.txt", "file", prose(2000, 3), 0o644),
+    ("story/d-long.txt", "file", prose(4500, 4, b"\xff"), 0o644),
+    ("story/e-closing.txt", "file", prose(1500, 5), 0o644),
+    ("story/note-link", "symlink", "b-note.txt", 0o777),
+    ("story/same-as-e.txt", "hardlink", "story/e-closing.txt", 0o644),
+]
+TREES = {"basic": TREE, "windows": WINDOWS_TREE}
 ARCHIVES = {
-    # name: (format version, codec, chunk size, index encoding). The store archives do not depend on the zstd
+    # name: (tree, format version, codec, chunk size, index encoding). The store archives do not depend on the zstd
     # library's output, so their bytes are reproducible anywhere and the tests regenerate them byte for byte.
-    "v1-store.lza": (1, "store", 64, IndexEncoding.MSGPACK),
-    "v1-zstd.lza": (1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK),
+    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
-    "v1-lm.lza": (1, "lm", 64, IndexEncoding.MSGPACK),
-    "v2-store.lza": (2, "store", 64, IndexEncoding.MSGPACK),
-    "v2-zstd.lza": (2, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
-    "v2-lm.lza": (2, "lm", 64, IndexEncoding.MSGPACK),
+    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK),
+    "v2-store.lza": ("basic", 2, "store", 64, IndexEncoding.MSGPACK),
+    "v2-zstd.lza": ("basic", 2, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    "v2-lm.lza": ("basic", 2, "lm", 64, IndexEncoding.MSGPACK),
+    "v2-lm-windows.lza": ("windows", 2, "lm", 8192, IndexEncoding.MSGPACK),
 }
+LM_WINDOW = 1024  # the fixtures keep their window when the writer's default changes
 
 
-def materialize(root: str) -> None:
-    for path, kind, payload, mode in TREE:
+def materialize(root: str, tree: list) -> None:
+    for path, kind, payload, mode in tree:
         full = os.path.join(root, path)
         if kind == "dir":
             os.makedirs(full)
@@ -61,31 +108,40 @@ def materialize(root: str) -> None:
             os.link(os.path.join(root, payload), full)
         if kind != "symlink":
             os.chmod(full, mode)
-    for path, kind, _, _ in sorted(TREE, key=lambda t: -t[0].count("/")):
+    for path, kind, _, _ in sorted(tree, key=lambda t: -t[0].count("/")):
         os.utime(os.path.join(root, path), ns=(MTIME, MTIME), follow_symlinks=False)
 
 
 def build(name: str, out_path: str) -> None:
-    version, codec, chunk_size, index_encoding = ARCHIVES[name]
+    tree, version, codec, chunk_size, index_encoding = ARCHIVES[name]
     with tempfile.TemporaryDirectory() as tmp:
-        materialize(tmp)
-        pack([os.path.join(tmp, "tree")], out_path, codec=codec, chunk_size=chunk_size, index_encoding=index_encoding,
-             format_version=version, force=True)
+        materialize(tmp, TREES[tree])
+        pack([os.path.join(tmp, TREES[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
+             index_encoding=index_encoding, format_version=version, window=LM_WINDOW if codec == "lm" else None,
+             force=True)
 
 
 def manifest() -> dict:
+    """Each tree's entries, and which tree each archive holds (its sha256 is added by main)."""
+    return {"trees": {name: tree_manifest(tree) for name, tree in TREES.items()},
+            "archives": {name: {"tree": spec[0]} for name, spec in ARCHIVES.items()}}
+
+
+def tree_manifest(tree: list) -> list[dict]:
     entries = []
-    for path, kind, payload, mode in TREE:
+    for path, kind, payload, mode in tree:
         row = {"path": path, "kind": kind, "mtime_ns": MTIME}
         if kind in ("file", "hardlink"):
-            data = payload if kind == "file" else next(p for q, _, p, _ in TREE if q == payload)
+            data = payload if kind == "file" else next(p for q, _, p, _ in tree if q == payload)
             row.update(mode=mode, size=len(data), sha256=hashlib.sha256(data).hexdigest())
         if kind == "dir":
             row["mode"] = mode
         if kind == "symlink":
             row["target"] = payload
+        if kind == "hardlink":
+            row["target_path"] = payload
         entries.append(row)
-    return {"entries": entries}
+    return entries
 
 
 def main() -> int:
@@ -93,7 +149,6 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only compare: exit 1 if regenerated bytes differ")
     args = parser.parse_args()
     result = manifest()
-    result["archives"] = {}
     status = 0
     for name in ARCHIVES:
         target = os.path.join(FIXTURES, name)
@@ -108,7 +163,8 @@ def main() -> int:
         else:
             with open(target, "wb") as f:
                 f.write(data)
-        result["archives"][name] = hashlib.sha256(Path(target).read_bytes()).hexdigest() if os.path.exists(target) else None
+        result["archives"][name]["sha256"] = (hashlib.sha256(Path(target).read_bytes()).hexdigest()
+                                              if os.path.exists(target) else None)
     if not args.check:
         with open(os.path.join(FIXTURES, "manifest.json"), "w") as f:
             json.dump(result, f, indent=1, ensure_ascii=False)

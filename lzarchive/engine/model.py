@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -83,7 +84,9 @@ class ExactLlama:
         self.device = torch.device(device)
         # the elementwise row work, attention and frequency tables in the compiled CPU loops of kernels.py (the default
         # on a CPU) or in torch operations (any device): the same integers
-        self.compiled_kernels = self.device.type == "cpu" if compiled_kernels is None else compiled_kernels
+        if compiled_kernels is None:  # LZA_KERNELS=torch: the torch operations on a CPU too (cross-platform proofs)
+            compiled_kernels = self.device.type == "cpu" and os.environ.get("LZA_KERNELS", "compiled") != "torch"
+        self.compiled_kernels = compiled_kernels
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
