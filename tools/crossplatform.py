@@ -132,7 +132,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the markdown report to write")
     parser.add_argument("--text-bytes", type=int, default=64 * 1024, help="bytes of real text in the lm archive")
-    parser.add_argument("--rows", default="native,generic,torch,float64", help="comma-separated rows to run")
+    parser.add_argument("--rows", default="native,generic,torch,float64,cuda",
+                        help="comma-separated rows to run (empty: only the --launcher rows)")
     parser.add_argument("--launcher", action="append", default=[], metavar="NAME=COMMAND",
                         help="an extra row run through COMMAND instead of this Python")
     args = parser.parse_args()
@@ -150,7 +151,7 @@ def main() -> int:
         archives = expected_files()
         archives[str(archive)] = {"text/licences.txt": hashlib.sha256(text).hexdigest()}
         rows = []
-        for name in args.rows.split(","):
+        for name in filter(None, args.rows.split(",")):
             if name == "cuda":
                 import torch
 

@@ -454,7 +454,8 @@ class Index:
         keys = _index_keys(body)
         _require(len(set(keys)) == len(keys), "the index map has a key twice")
         _check_keys(dict.fromkeys(keys), "index", {"chunks", "entries"}, strict=strict)
-        chunks = _read_index_item(body, "chunks", lambda u: _parse_chunk_table(u, data_start, data_end))
+        chunks = _read_index_item(body, "chunks", lambda u: _parse_chunk_table(u, data_start, data_end, major=1,
+                                                                                strict=strict))
         entries = _read_index_item(body, "entries", lambda u: _parse_entries(u, chunks, strict))
         _check_tree(entries)
         _check_slices(entries)
@@ -474,7 +475,7 @@ class Index:
         with reading(body, max_len=_INDEX_ITEM_LIMIT) as unpacker:
             fields = unpacker.read_array_header()
             _require(fields == 2 or (fields > 2 and not strict), "the index must be an array [chunks, entries]")
-            chunks = _parse_chunk_table_2(unpacker, data_start, data_end)
+            chunks = _parse_chunk_table(unpacker, data_start, data_end, major=2, strict=strict)
             tiling = ChunkTiling(chunks)
             count = unpacker.read_array_header()
             _require(count <= C.MAX_ENTRIES, "too many entries")
@@ -517,37 +518,25 @@ def _read_index_item(body: bytes, wanted: str, parse):
     raise AssertionError("unreachable: the keys were checked")
 
 
-def _parse_chunk_table(unpacker, data_start: int, data_end: int) -> list[ChunkInfo]:
+def _parse_chunk_table(unpacker, data_start: int, data_end: int, *, major: int, strict: bool) -> list[ChunkInfo]:
+    """Format 1 rows [offset, stored_size, raw_size, codec]; format 2 rows [codec, raw_size, stored_size], each chunk
+    starting where the one before it ends. Either way the chunks must tile [data_start, data_end) exactly."""
     count = unpacker.read_array_header()
     _require(count <= C.MAX_CHUNKS, "chunk table exceeds the limit")
     chunks, position = [], data_start
     for i in range(count):
         item = unpacker.unpack()
-        _require(isinstance(item, list) and len(item) == 4, f"chunk table row {i} is malformed")
-        offset = _check_int(item[0], f"chunk {i} offset", position, position)
-        stored = _check_int(item[1], f"chunk {i} stored size", 0, C.MAX_CHUNK_RAW)
-        raw = _check_int(item[2], f"chunk {i} raw size", max(stored, 1), C.MAX_CHUNK_RAW)
-        codec = _check_int(item[3], f"chunk {i} codec", 0, 255)
+        if major == 1:
+            _require(isinstance(item, list) and len(item) == 4, f"chunk table row {i} is malformed")
+            _check_int(item[0], f"chunk {i} offset", position, position)
+            stored, raw, codec = item[1:]
+        else:
+            codec, raw, stored = _check_row(item, f"chunk table row {i}", 3, strict=strict)[:3]
+        stored = _check_int(stored, f"chunk {i} stored size", 0, C.MAX_CHUNK_RAW)
+        raw = _check_int(raw, f"chunk {i} raw size", max(stored, 1), C.MAX_CHUNK_RAW)
+        codec = _check_int(codec, f"chunk {i} codec", 0, 255)
         _require(codec in set(C.CodecId), f"chunk {i}: unknown codec id {codec}")
-        chunks.append(ChunkInfo(offset, stored, raw, codec))
-        position = chunks[-1].end
-    _require(position == data_end, "chunks do not tile the data region exactly")
-    return chunks
-
-
-def _parse_chunk_table_2(unpacker, data_start: int, data_end: int) -> list[ChunkInfo]:
-    """Rows [codec, raw_size, stored_size]; each chunk starts where the one before it ends."""
-    count = unpacker.read_array_header()
-    _require(count <= C.MAX_CHUNKS, "chunk table exceeds the limit")
-    chunks, position = [], data_start
-    for i in range(count):
-        item = unpacker.unpack()
-        _require(isinstance(item, list) and len(item) == 3, f"chunk table row {i} is malformed")
-        codec = _check_int(item[0], f"chunk {i} codec", 0, 255)
-        _require(codec in set(C.CodecId), f"chunk {i}: unknown codec id {codec}")
-        raw = _check_int(item[1], f"chunk {i} raw size", 1, C.MAX_CHUNK_RAW)
-        stored = _check_int(item[2], f"chunk {i} stored size", 0, raw)
-        chunks.append(ChunkInfo(position, stored, raw, codec, ChunkHeader.wire_size(2, raw, stored)))
+        chunks.append(ChunkInfo(position, stored, raw, codec, ChunkHeader.wire_size(major, raw, stored)))
         position = chunks[-1].end
         _require(position <= data_end, "the chunks run past the index")
     _require(position == data_end, "chunks do not tile the data region exactly")
