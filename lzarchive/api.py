@@ -18,7 +18,8 @@ from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
-from .codecs import LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name, lm_chunk_size
+from .codecs import (LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
+                     lm_chunk_size)
 from .errors import (
     EXIT_INTEGRITY,
     EXIT_INTERRUPTED,
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
 
 __all__ = [
-    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE", "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY",
-    "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
+    "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
     "pack", "verify",
 ]
