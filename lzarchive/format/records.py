@@ -427,12 +427,14 @@ class Index:
         else:
             body = pack([[[int(c.codec), c.raw_size, c.stored_size] for c in self.chunks],
                          [e.to_wire(major) for e in self.entries]])
-        candidates = {C.IndexEncoding.MSGPACK: body, C.IndexEncoding.MSGPACK_ZSTD: _zstd_compress(body)}
+        # compressed only where it may be kept
+        stored = body if encoding == C.IndexEncoding.MSGPACK else _zstd_compress(body)
         if encoding is None:
-            encoding = min(candidates, key=lambda e: len(candidates[e]))
+            encoding, stored = ((C.IndexEncoding.MSGPACK_ZSTD, stored) if len(stored) < len(body)
+                                else (C.IndexEncoding.MSGPACK, body))
         if major == 1:
-            return _INDEX_FIXED.pack(C.INDEX_MAGIC, int(encoding), b"\0\0\0", len(body)) + candidates[encoding]
-        return bytes([encoding]) + varint(len(body)) + candidates[encoding]
+            return _INDEX_FIXED.pack(C.INDEX_MAGIC, int(encoding), b"\0\0\0", len(body)) + stored
+        return bytes([encoding]) + varint(len(body)) + stored
 
     @classmethod
     def from_wire(cls, data: bytes, *, major: int, data_start: int, data_end: int, strict: bool) -> Index:
