@@ -18,7 +18,7 @@ from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
-from .codecs import (LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
+from .codecs import (LM_DEFAULT_PRIMER, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
                      lm_chunk_size)
 from .errors import (
     EXIT_INTEGRITY,
@@ -43,14 +43,15 @@ if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
 
 __all__ = [
-    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_DEFAULT_PRIMER", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
     "pack", "verify",
 ]
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
-FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another
+FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.1": (2, 1), "2.0": (2, 0), "1": (1, -1)}
 
 
 def numerics() -> str:
@@ -90,9 +91,11 @@ def load_model(model: str | None = None) -> CompiledModel:
 
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
-                   window: int | None = None) -> list[Codec]:
+                   window: int | None = None, primer: int = 0) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
-    `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default."""
+    `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
+    `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
+    0: payloads without the primer field (formats 1 and 2.0)."""
     if name not in CODEC_CHOICES:
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
     if window is not None and name not in ("auto", "lm"):
@@ -106,7 +109,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
 
         loaded = load_model(model)
         try:
-            codecs.append(LmCodec(loaded, device=device, window=window))
+            codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer))
         except ValueError as exc:
             raise UsageError(reason=str(exc)) from None
     if name in ("auto", "zstd"):
@@ -141,7 +144,7 @@ def model_codecs(device: str = "cpu"):
                                           f"with: lza model compile SOURCE") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
-        return LmCodec(model, device=device)
+        return LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER))
 
     return provide
 
@@ -162,26 +165,34 @@ def pack(
     device: str = "cpu",
     window: int | None = None,
     index_encoding: C.IndexEncoding | None = None,
-    format_version: int = FORMAT_VERSION,
+    primer: int = LM_DEFAULT_PRIMER,
+    format_version: int | str = FORMAT_VERSION,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
     """Archive files and directory trees into `output`, atomically: on any failure nothing appears there, and
     without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
     read are stored as read and listed in the result's `changed` (with a warning), as tar does.
-    format_version 1 writes archives that lza releases before format 2 can read."""
+    primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
+    format_version: 2 (its newest minor), "2.0" or 1 write archives that older lza releases can read (no primer)."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
-    if format_version not in C.SUPPORTED_MINOR:
-        raise UsageError(reason=f"format version must be one of {', '.join(map(str, C.SUPPORTED_MINOR))}, "
-                                f"got {format_version}")
+    major, minor = _format_version(format_version)
+    if primer < 0:
+        raise UsageError(reason=f"the primer is a token count >= 0, got {primer}")
+    if primer and (major, minor) < (2, 1):
+        raise UsageError(reason=f"format {format_version} has no primer; it needs format 2.1 (--format 2)")
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
-    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window)
+    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window,
+                            primer=primer)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
+    primed = [c for c in codecs if getattr(c, "primer_field", False)]
+    if major == 2:  # 2.1 added only the lm primer: archives without one stay 2.0
+        minor = 1 if primed else 0
     with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
@@ -190,13 +201,22 @@ def pack(
             chunk_size = lm_chunk_size(content) if models else DEFAULT_CHUNK_SIZE
         progress.start("pack", content)
         writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
-                               index_encoding=index_encoding, major=format_version, progress=progress)
+                               index_encoding=index_encoding, major=major, minor=minor,
+                               incompat_flags=C.INCOMPAT_LM_PRIMER if primed else 0, progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link, progress)
         stats = writer.finish()
         progress.finish()
     return stats
+
+
+def _format_version(version: int | str) -> tuple[int, int]:
+    """--format → (major, minor); minor -1 lets the header choose (format 1: 1.0 without models, 1.1 with)."""
+    try:
+        return WRITABLE_FORMATS[str(version)]
+    except KeyError:
+        raise UsageError(reason=f"format version must be one of {', '.join(WRITABLE_FORMATS)}, got {version}") from None
 
 
 def _check_output(output: str, force: bool) -> None:

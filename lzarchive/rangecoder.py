@@ -7,6 +7,8 @@ the quotient range // total is at least 2^24 and the coding loss per symbol stay
 
 from __future__ import annotations
 
+import copy
+
 TOTAL_BITS = 32
 TOTAL = 1 << TOTAL_BITS
 _MASK64 = (1 << 64) - 1
@@ -98,6 +100,10 @@ class RangeDecoder:
         while self.range < _TOP:
             self.range <<= 8
             self.code = ((self.code << 8) | self._next()) & _MASK64
+
+    def copy(self) -> RangeDecoder:
+        """An independent decoder at the same point (the payload is shared: it is only read)."""
+        return copy.copy(self)
 
     def check_end(self) -> None:
         """After the last symbol: an encoder's payload ends within the bytes the decoder read (it emits fewer than

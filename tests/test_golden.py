@@ -67,8 +67,22 @@ def test_a_file_in_the_middle_of_an_lm_chunk_reads_alone(tmp_path):
     assert tail == (tmp_path / "story/d-long.txt").read_bytes()[4000:4400]
 
 
+@pytest.mark.realmodel
+def test_a_file_in_a_primed_chunk_reads_alone():
+    """The last file of v2.1-lm-primer lies in chunk 3, whose windows start from the first 80 tokens of chunk 0:
+    reading it alone decodes that primer first, then its own chunk."""
+    path = os.path.join(FIXTURES, "v2.1-lm-primer.lza")
+    rows = {row["path"]: row for row in expected_entries("v2.1-lm-primer.lza")}
+    with api.open_archive(path) as reader:
+        assert [e.chunks[0].chunk for e in reader.entries if e.path == "letters/third.txt"] == [3]
+        assert api.info(path).version == "2.1"
+    third = b"".join(api.cat(path, "letters/third.txt"))
+    assert hashlib.sha256(third).hexdigest() == rows["letters/third.txt"]["sha256"]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza"] + [pytest.param(name, marks=pytest.mark.realmodel)
-                                                                    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza")])
+                                                                    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza",
+                                                                                 "v2.1-lm-primer.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path):
     """Neither depends on the zstd library's output; the lm one pins the exact engine and the default model."""
     fresh = tmp_path / name
@@ -96,8 +110,8 @@ def test_lm_fixtures_decode_under_other_kernels(env, tmp_path):
     import subprocess
     import sys
 
-    files = {row["path"]: row["sha256"] for row in MANIFEST["trees"]["basic"] if "sha256" in row}
-    for name in ("v1-lm.lza", "v2-lm.lza"):
+    for name in ("v1-lm.lza", "v2-lm.lza", "v2.1-lm-primer.lza"):
+        files = {row["path"]: row["sha256"] for row in expected_entries(name) if "sha256" in row}
         out = tmp_path / name
         result = subprocess.run([sys.executable, "-m", "lzarchive", "extract", os.path.join(FIXTURES, name), "-C",
                                  str(out), "-q"], env={**os.environ, **env}, capture_output=True, text=True)

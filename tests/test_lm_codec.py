@@ -68,7 +68,7 @@ def test_lockstep_groups_stay_within_the_kv_cache_budget(monkeypatch):
     payloads = codec.encode_batch(chunks)
     groups = []
     decode_group = codec._decode_group
-    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[2])) or decode_group(*args))
+    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[3])) or decode_group(*args))
     monkeypatch.setattr("lzarchive.codecs.lm.DECODE_CACHE_BUDGET", 2 * codec.engine.cache_bytes(32) + 1)
     assert codec.decode_batch(payloads, [len(c) for c in chunks]) == chunks
     assert groups == [2, 2, 1]
@@ -175,7 +175,7 @@ def test_one_damaged_payload_leaves_the_others_of_its_lockstep_group_alone(lm_fi
     codec, files, payloads = lm_files
     groups = []
     decode_group = codec._decode_group
-    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[2])) or decode_group(*args))
+    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[3])) or decode_group(*args))
     damaged = payloads[0][:4] + bytes([payloads[0][4] ^ 0x10]) + payloads[0][5:]
     decoded = codec.decode_batch([damaged, payloads[1], b"\x00\x20"], [len(d) for d in files.values()] + [10])
     assert isinstance(decoded[2], CodecError)  # its header is cut short

@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""Offline measurement: would models that learn from the chunk so far, mixed with the float model, pay on a text?
+"""Offline measurement: would models that learn from the chunk so far, or a shared primer, pay on a text?
 
-The float model (default GGUF, dequantized) codes the text in windows; for every token we keep its probability of the
-token that came and of the token a match model predicts. Then, token by token and using only what a decoder has seen:
-  match   the longest earlier repeat of the last 2..32 tokens predicts the next one; its weight q is learned online
-          per (match length, model confidence) bucket: p = (1 - q) p_model + q [token = predicted]
-  cache   a unigram cache of the tokens seen so far, mixed in with a weight learned online per cache size
+The float model (default GGUF, dequantized) codes the text in the lm codec's chunks and windows. Then, token by token
+and using only what a decoder has seen, each candidate turns the model's distribution into its own and is charged
+-log2 of the probability it gives the token that came:
+  match   the longest earlier repeat of the last 2..32 tokens predicts the next one; its weight is learned online per
+          (match length, model confidence) bucket: p = (1 - q) p_model + q [token = predicted]
+  cache   a unigram cache of the chunk's tokens, mixed in with a weight learned online per cache size
+  bias    a log-space bias over the vocabulary learned by online gradient descent (Nacrith's bias head):
+          p = softmax(logits + b), then b += rate (onehot(token) - p), at each rate of --bias-rates
+  temp    the temperature (of a grid) with the least loss on the chunk so far: p = softmax(logits / T)
+  sse     secondary estimation of the model's top token: per (confidence, last token was top) bucket, its hit rate
+          so far replaces the model's top probability in proportion to the bucket's count; the rest scale to fit
+With --primer P, every window of every chunk but the first also sees the first P tokens of the text before its own
+tokens (an archive-level primer: coded once, its keys and values computed once per archive by a reader).
 Weights are chosen per bucket as the best of a small grid on the tokens already coded (a decoder can do the same).
-Prints bits per byte of the model alone and with each component. Usage (from tools/):
+Prints bits per byte of the model alone and with each candidate. Usage (from tools/):
+    python bench_adapt.py --corpora asyoulik                      # the default chunk policy and window
     python bench_adapt.py --corpora asyoulik --chunk-size 128K --window 2048,512
 """
 
@@ -24,10 +33,14 @@ from bench import build_corpus
 from bench_lm import float_model
 from lzarchive import api
 from lzarchive.cli.render import parse_size
+from lzarchive.codecs import LM_DEFAULT_OVERLAP, LM_DEFAULT_WINDOW, lm_chunk_size
 from lzarchive.codecs.lm import LmCodec, window_bodies
 
 GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
+TEMPERATURES = (0.8, 0.9, 1.0, 1.1, 1.25)
 MIN_MATCH, MAX_MATCH = 2, 32
+SSE_BUCKETS = 24
+LN2 = math.log(2)
 
 
 def match_predictions(tokens: list[int]) -> list[tuple[int, int]]:
@@ -48,35 +61,23 @@ def match_predictions(tokens: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def model_probabilities(model, codec: LmCodec, tokens: list[int], predicted: list[int], window: int, overlap: int):
-    """p_model(token that came) and p_model(predicted token) for every position, window by window."""
-    bos = codec.model.config.bos_token
-    actual_p, predicted_p = [0.0] * len(tokens), [0.0] * len(tokens)
-    for start, end in window_bodies(len(tokens), window, overlap):
-        primer = tokens[max(0, start - overlap) : start] if start else []
-        inputs = torch.tensor([bos] + primer + tokens[start:end])
-        with torch.no_grad():
-            probs = torch.softmax(model(inputs[None]).logits[0].double(), dim=-1)
-        rows = torch.arange(len(primer), len(primer) + end - start)
-        actual_p[start:end] = probs[rows, inputs[rows + 1]].tolist()
-        guess = torch.tensor([max(p, 0) for p in predicted[start:end]])
-        predicted_p[start:end] = probs[rows, guess].tolist()
-    return actual_p, predicted_p
-
-
 class OnlineWeight:
     """Per bucket, the grid weight with the least log loss on the tokens coded so far in that bucket."""
 
-    def __init__(self) -> None:
-        self.loss: dict[object, list[float]] = defaultdict(lambda: [0.0] * len(GRID))
+    def __init__(self, grid=GRID) -> None:
+        self.grid = grid
+        self.loss: dict[object, list[float]] = defaultdict(lambda: [0.0] * len(grid))
+
+    def best(self, bucket) -> int:
+        losses = self.loss[bucket]
+        return min(range(len(self.grid)), key=losses.__getitem__)
 
     def weight(self, bucket) -> float:
-        losses = self.loss[bucket]
-        return GRID[min(range(len(GRID)), key=losses.__getitem__)]
+        return self.grid[self.best(bucket)]
 
     def update(self, bucket, probability_of) -> None:
         losses = self.loss[bucket]
-        for k, w in enumerate(GRID):
+        for k, w in enumerate(self.grid):
             losses[k] -= math.log2(max(probability_of(w), 1e-300))
 
 
@@ -84,48 +85,114 @@ def confidence_bucket(p: float) -> int:
     return min(7, int(-math.log2(max(p, 1e-12))))
 
 
+class ChunkCandidates:
+    """Every candidate's state for one chunk, fed one output row (float64 logits) and the token that came at a time."""
+
+    def __init__(self, tokens: list[int], vocab: int, bias_rates: list[float]) -> None:
+        self.tokens, self.matches = tokens, match_predictions(tokens)
+        self.match_weight, self.cache_weight = OnlineWeight(), OnlineWeight()
+        self.counts: dict[int, int] = defaultdict(int)
+        self.rates = torch.tensor(bias_rates, dtype=torch.float64)[:, None]
+        self.bias = torch.zeros(len(bias_rates), vocab, dtype=torch.float64)
+        self.inverse_temperatures = torch.tensor([1 / t for t in TEMPERATURES], dtype=torch.float64)[:, None]
+        self.temperature_loss = torch.zeros(len(TEMPERATURES), dtype=torch.float64)
+        self.sse = defaultdict(lambda: [0, 0])  # bucket -> [hits, seen]
+        self.last_hit = 0
+
+    def code(self, i: int, logits: torch.Tensor, totals: dict[str, float]) -> None:
+        token = self.tokens[i]
+        logp = torch.log_softmax(logits, dim=-1)
+        p = math.exp(float(logp[token]))
+        totals["model"] -= math.log2(p)
+
+        guess, length = self.matches[i]
+        if guess >= 0:
+            bucket, hit = (min(length, 16), confidence_bucket(math.exp(float(logp[guess])))), token == guess
+            q = self.match_weight.weight(bucket)
+            totals["match"] -= math.log2((1 - q) * p + (q if hit else 0.0))
+            self.match_weight.update(bucket, lambda w: (1 - w) * p + (w if hit else 0.0))
+        else:
+            totals["match"] -= math.log2(p)
+
+        cached = self.counts[token] / i if i else 0.0
+        bucket = i.bit_length()  # how much the cache has seen: known to a decoder before the token
+        lam = self.cache_weight.weight(bucket)
+        totals["cache"] -= math.log2((1 - lam) * p + lam * cached)
+        self.cache_weight.update(bucket, lambda w: (1 - w) * p + w * cached)
+        self.counts[token] += 1
+
+        biased = torch.log_softmax(logits[None] + self.bias, dim=-1)
+        for rate, lp in zip(self.rates[:, 0].tolist(), biased[:, token].tolist()):
+            totals[f"bias {rate:g}"] -= lp / LN2
+        gradient = -biased.exp()
+        gradient[:, token] += 1
+        self.bias += self.rates * gradient
+
+        tempered = torch.log_softmax(logits[None] * self.inverse_temperatures, dim=-1)[:, token]
+        best = int(torch.argmin(self.temperature_loss))
+        totals["temp"] -= float(tempered[best]) / LN2
+        self.temperature_loss -= tempered
+
+        top_lp, top = torch.max(logp, dim=0)
+        top_p, top = math.exp(float(top_lp)), int(top)
+        stretch = math.log(top_p / max(1 - top_p, 1e-12))
+        bucket = (min(SSE_BUCKETS - 1, max(0, int((stretch + 6) * 2))), self.last_hit)
+        hits, seen = self.sse[bucket]
+        rate = (hits + 0.5) / (seen + 1)
+        weight = seen / (seen + 32)
+        refined = (1 - weight) * top_p + weight * rate
+        sse_p = refined if token == top else p * (1 - refined) / max(1 - top_p, 1e-12)
+        totals["sse"] -= math.log2(max(sse_p, 1e-300))
+        self.sse[bucket] = [hits + (token == top), seen + 1]
+        self.last_hit = int(token == top)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", default="asyoulik")
     parser.add_argument("--bytes", type=parse_size, default=1 << 20)
-    parser.add_argument("--chunk-size", type=parse_size, default=128 << 10)
-    parser.add_argument("--window", default="2048,512")
+    parser.add_argument("--chunk-size", type=parse_size, default=None, help="default: the lm codec's chunk policy")
+    parser.add_argument("--window", default=f"{LM_DEFAULT_WINDOW},{LM_DEFAULT_OVERLAP}")
+    parser.add_argument("--bias-rates", default="0.002,0.005,0.01,0.02,0.05")
+    parser.add_argument("--primer", type=int, default=0, help="tokens of the text's start every later window sees")
+    parser.add_argument("--primer-from", help="take the primer from this file's start instead (a text from elsewhere)")
+    parser.add_argument("--model-only", action="store_true", help="no candidates: the model's bits alone (faster)")
     args = parser.parse_args()
     window, overlap = (int(x) for x in args.window.split(","))
     corpora = args.corpora.split(",")
     data = b"".join(b"".join(build_corpus(name, args.bytes // len(corpora)).values()) for name in corpora)
+    chunk_size = args.chunk_size or lm_chunk_size(len(data))
     codec, model = LmCodec(api.load_model()), float_model()
-    totals = defaultdict(float)
-    for lo in range(0, len(data), args.chunk_size):
-        tokens, escaped = codec.encoder.encode(data[lo : lo + args.chunk_size])
-        matches = match_predictions(tokens)
-        actual_p, predicted_p = model_probabilities(model, codec, tokens, [m[0] for m in matches], window, overlap)
-        match_weight, cache_weight = OnlineWeight(), OnlineWeight()
-        counts: dict[int, int] = defaultdict(int)
-        for i, token in enumerate(tokens):
-            p = actual_p[i]
-            totals["model"] -= math.log2(p)
-            guess, length = matches[i]
-            if guess >= 0:
-                bucket = (min(length, 16), confidence_bucket(predicted_p[i]))
-                hit = token == guess
-                q = match_weight.weight(bucket)
-                totals["match"] -= math.log2((1 - q) * p + (q if hit else 0.0))
-                match_weight.update(bucket, lambda w: (1 - w) * p + (w if hit else 0.0))
-            else:
-                totals["match"] -= math.log2(p)
-            cached = counts[token] / i if i else 0.0
-            bucket = i.bit_length()  # how much the cache has seen: known to a decoder before the token
-            lam = cache_weight.weight(bucket)
-            totals["cache"] -= math.log2((1 - lam) * p + lam * cached)
-            cache_weight.update(bucket, lambda w: (1 - w) * p + w * cached)
-            counts[token] += 1
+    bos = codec.model.config.bos_token
+    rates = [float(r) for r in args.bias_rates.split(",")]
+    primer_text = open(args.primer_from, "rb").read() if args.primer_from else data
+    primer = codec.encoder.encode(primer_text[: 16 * args.primer])[0][: args.primer] if args.primer else []
+    totals: dict[str, float] = defaultdict(float)
+    for lo in range(0, len(data), chunk_size):
+        tokens, escaped = codec.encoder.encode(data[lo : lo + chunk_size])
+        shared = primer if lo else []
+        candidates = ChunkCandidates(tokens, model.config.vocab_size, rates)
+        for start, end in window_bodies(len(tokens), window, overlap):
+            before = tokens[max(0, start - overlap) : start] if start else []
+            inputs = torch.tensor([bos] + shared + before + tokens[start:end])
+            with torch.no_grad():
+                logits = model(inputs[None]).logits[0].double()
+            first = 1 + len(shared) + len(before) - 1  # the output before the first coded token
+            if args.model_only:
+                rows = torch.arange(first, first + end - start)
+                logp = torch.log_softmax(logits[rows], dim=-1)
+                totals["model"] -= float(logp[torch.arange(end - start), torch.tensor(tokens[start:end])].sum()) / LN2
+                continue
+            for offset in range(end - start):
+                candidates.code(start + offset, logits[first + offset], totals)
         totals["escapes"] += 8 * len(escaped)
-    result = {"bytes": len(data), "chunk_size": args.chunk_size, "window": window, "overlap": overlap}
-    for name in ("model", "match", "cache"):
-        result[f"{name}_bits_per_byte"] = round((totals[name] + totals["escapes"]) / len(data), 4)
-    result["match_gain"] = round(1 - result["match_bits_per_byte"] / result["model_bits_per_byte"], 4)
-    result["cache_gain"] = round(1 - result["cache_bits_per_byte"] / result["model_bits_per_byte"], 4)
+    result = {"bytes": len(data), "chunk_size": chunk_size, "window": window, "overlap": overlap,
+              "primer": args.primer, "primer_from": args.primer_from or "the text"}
+    model_bpb = (totals["model"] + totals["escapes"]) / len(data)
+    for name, bits in totals.items():
+        if name != "escapes":
+            bpb = (bits + totals["escapes"]) / len(data)
+            result[name] = {"bits_per_byte": round(bpb, 4), "gain": round(1 - bpb / model_bpb, 4)}
     print(json.dumps(result))
 
 

@@ -78,20 +78,29 @@ WINDOWS_TREE = [
     ("story/note-link", "symlink", "b-note.txt", 0o777),
     ("story/same-as-e.txt", "hardlink", "story/e-closing.txt", 0o644),
 ]
-TREES = {"basic": TREE, "windows": WINDOWS_TREE}
+# the primer (format 2.1): four chunks of 512 bytes, each decoded in windows of 64 positions (overlap 16) after BOS and
+# the first 80 tokens of chunk 0, so positions reach 144, past the first attention block; first and third hold escapes
+PRIMER_TREE = [
+    ("letters", "dir", None, 0o755),
+    ("letters/first.txt", "file", prose(700, 6, b"\x04"), 0o644),
+    ("letters/second.txt", "file", prose(500, 7), 0o644),
+    ("letters/third.txt", "file", prose(450, 8, b"\xc0"), 0o600),
+]
+TREES = {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE}
 ARCHIVES = {
-    # name: (tree, format version, codec, chunk size, index encoding). The store archives do not depend on the zstd
-    # library's output, so their bytes are reproducible anywhere and the tests regenerate them byte for byte.
-    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK),
-    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
+    # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer). The store archives do not
+    # depend on the zstd library's output, so their bytes are reproducible anywhere and the tests regenerate them
+    # byte for byte. The lm ones keep their window and primer when the writer's defaults change.
+    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0),
+    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
-    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK),
-    "v2-store.lza": ("basic", 2, "store", 64, IndexEncoding.MSGPACK),
-    "v2-zstd.lza": ("basic", 2, "zstd", 256, IndexEncoding.MSGPACK_ZSTD),
-    "v2-lm.lza": ("basic", 2, "lm", 64, IndexEncoding.MSGPACK),
-    "v2-lm-windows.lza": ("windows", 2, "lm", 8192, IndexEncoding.MSGPACK),
+    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK, 1024, 0),
+    "v2-store.lza": ("basic", "2.0", "store", 64, IndexEncoding.MSGPACK, None, 0),
+    "v2-zstd.lza": ("basic", "2.0", "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0),
+    "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0),
+    "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0),
+    "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80),
 }
-LM_WINDOW = 1024  # the fixtures keep their window when the writer's default changes
 
 
 def materialize(root: str, tree: list) -> None:
@@ -113,12 +122,11 @@ def materialize(root: str, tree: list) -> None:
 
 
 def build(name: str, out_path: str) -> None:
-    tree, version, codec, chunk_size, index_encoding = ARCHIVES[name]
+    tree, version, codec, chunk_size, index_encoding, window, primer = ARCHIVES[name]
     with tempfile.TemporaryDirectory() as tmp:
         materialize(tmp, TREES[tree])
         pack([os.path.join(tmp, TREES[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
-             index_encoding=index_encoding, format_version=version, window=LM_WINDOW if codec == "lm" else None,
-             force=True)
+             index_encoding=index_encoding, format_version=version, window=window, primer=primer, force=True)
 
 
 def manifest() -> dict:

@@ -85,7 +85,7 @@ class ArchiveReader:
         if header.major not in C.SUPPORTED_MINOR:
             supported = " and ".join(f"{major}.x" for major in C.SUPPORTED_MINOR)
             raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=supported)
-        unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS
+        unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS[header.major]
         if unknown:
             raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
         footer_size = C.FOOTER_SIZES[header.major]
@@ -153,6 +153,16 @@ class ArchiveReader:
             raise self._corrupt(chunk, "stored-bytes checksum mismatch")
         return head, payload
 
+    def _read_for_codec(self, chunk: int) -> tuple[int, bytes]:
+        """Another chunk's codec and checked payload, for a payload that names it (the lm codec's primer)."""
+        if not 0 <= chunk < len(self.index.chunks):
+            raise CodecError(f"there is no chunk {chunk}")
+        try:
+            head, payload = self.read_stored(chunk)
+        except ChunkCorrupt as exc:
+            raise CodecError(f"chunk {chunk} is damaged: {exc.fields['reason']}") from None
+        return head.codec, payload
+
     def codec(self, codec_id: int) -> Codec:
         if codec_id not in self._codecs:
             try:
@@ -178,7 +188,8 @@ class ArchiveReader:
         for codec_id, items in by_codec.items():
             codec = self.codec(codec_id)
             limits = [prefixes.get(chunk, head.raw_size) for chunk, head, _ in items]
-            plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits)
+            plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits,
+                                        [chunk for chunk, _, _ in items], self._read_for_codec)
             for (chunk, head, _), plain, limit in zip(items, plains, limits):
                 if isinstance(plain, CodecError):
                     results[chunk] = self._corrupt(chunk, str(plain))

@@ -93,15 +93,19 @@ class WriteStats:
     changed: list[str] = field(default_factory=list)  # source files that changed or vanished while being packed
 
 
-def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec]) -> list[tuple[int, bytes]]:
-    """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands."""
+def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0) -> list[tuple[int, bytes]]:
+    """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands.
+    A chunk that a codec's other payloads depend on (Codec.keeps) stays with that codec."""
     best: list[tuple[int, bytes]] = [(CodecId.STORE, bytes(c)) for c in chunks]
+    kept: set[int] = set()
     for codec in codecs:
         if codec.codec_id == CodecId.STORE:
             continue
-        for i, payload in enumerate(codec.encode_batch(chunks)):
-            if payload is not None and len(payload) < len(best[i][1]):
+        for i, payload in enumerate(codec.encode_batch(chunks, first_chunk)):
+            if payload is not None and i not in kept and (len(payload) < len(best[i][1]) or codec.keeps(first_chunk + i)):
                 best[i] = (codec.codec_id, payload)
+                if codec.keeps(first_chunk + i):
+                    kept.add(i)
     return best
 
 
@@ -118,9 +122,12 @@ class ArchiveWriter:
         models: Sequence[ModelRef] = (),
         index_encoding: IndexEncoding | None = None,
         major: int = FORMAT_MAJOR,
+        minor: int = -1,
+        incompat_flags: int = 0,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        """index_encoding None: the smaller of the two; major: the format version to write."""
+        """index_encoding None: the smaller of the two; major, minor: the format version to write (minor -1: the
+        lowest that can express the header); incompat_flags: the features the codecs' payloads need (SPEC 4)."""
         if not 1 <= chunk_size <= MAX_CHUNK_RAW:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_RAW} bytes, got {chunk_size}")
         if major not in SUPPORTED_MINOR:
@@ -137,7 +144,7 @@ class ArchiveWriter:
         self._open = bytearray()  # plaintext of the chunk being filled
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
         self.stats = WriteStats()
-        header = Header(models=tuple(models), major=major).to_wire()
+        header = Header(models=tuple(models), major=major, minor=minor, incompat_flags=incompat_flags).to_wire()
         out.write(header)
         self._position = len(header)
 
@@ -153,7 +160,7 @@ class ArchiveWriter:
             self._flush()
 
     def _flush(self) -> None:
-        for plaintext, (codec_id, payload) in zip(self._sealed, choose_payloads(self._sealed, self._codecs)):
+        for plaintext, (codec_id, payload) in zip(self._sealed, choose_payloads(self._sealed, self._codecs, len(self._chunks))):
             head, data = ChunkHeader.seal(codec_id, plaintext, payload, self._major)
             self._out.write(data)
             self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec, head.size))

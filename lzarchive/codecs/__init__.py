@@ -8,13 +8,17 @@ from .store import StoreCodec
 from .zstd import ZstdCodec
 
 __all__ = ["Codec", "CodecError", "StoreCodec", "ZstdCodec", "CODEC_NAMES", "codec_name", "LM_DEFAULT_WINDOW",
-           "LM_DEFAULT_OVERLAP", "LM_MIN_CHUNK_SIZE", "LM_MAX_CHUNK_SIZE", "LM_LOCKSTEP", "lm_chunk_size"]
+           "LM_DEFAULT_OVERLAP", "LM_DEFAULT_PRIMER", "LM_MIN_CHUNK_SIZE", "LM_MAX_CHUNK_SIZE", "LM_LOCKSTEP", "lm_chunk_size"]
 
 CODEC_NAMES = {CodecId.STORE: "store", CodecId.ZSTD: "zstd", CodecId.LM: "lm"}
 
 # The lm codec's defaults (SPEC 9.5), here so that reading them does not load the engine (codecs/lm.py: torch).
 LM_DEFAULT_WINDOW = 1024
 LM_DEFAULT_OVERLAP = 256
+# Tokens of the archive's first lm chunk that every later lm chunk's windows start from (format 2.1): none unless asked.
+# Measured on asyoulik.txt (tools/results/2026-11-30-primer.txt): 512 tokens pack 2.5 % smaller but extract 1.5x
+# slower, since every window also attends to them (below the speed floor for a default: 80 % of format 1's).
+LM_DEFAULT_PRIMER = 0
 # Chunks as large as keeps LM_LOCKSTEP of them decoding together, between 8 and 32 KiB. Measured on asyoulik.txt
 # (tools/results/2026-11-29-chunk-policy-asyoulik.md): 32 KiB chunks cost 2.8 % fewer bytes than 8 KiB, but a chunk
 # decodes token by token, so 4 chunks in lockstep extract at half the speed of 16 (the GEMM's rows are the chunks).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from ..format.constants import CodecId
@@ -13,18 +13,30 @@ class CodecError(ValueError):
     """A payload that the codec cannot decode (damaged data or a codec bug); the reader names the chunk."""
 
 
+ReadChunk = Callable[[int], tuple[int, bytes]]  # chunk index → (codec id, checked stored payload)
+
+
 class Codec(ABC):
     codec_id: ClassVar[CodecId]
     name: ClassVar[str]
 
     @abstractmethod
-    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
-        """Code each chunk independently; None where this codec declines a chunk (the writer falls back)."""
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
+        """Code each chunk; None where this codec declines a chunk (the writer falls back). first_chunk: the archive
+        index of chunks[0], for codecs whose payloads may name an earlier chunk (the lm codec's primer)."""
+
+    def keeps(self, chunk: int) -> bool:
+        """Whether other payloads of this codec depend on this chunk's: the writer then stores it with this codec
+        even where another codec's payload would be smaller."""
+        return False
 
     @abstractmethod
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,
+                     chunks: Sequence[int] | None = None, read_chunk: ReadChunk | None = None) -> list[bytes | CodecError]:
         """Invert encode_batch; raw_sizes come from the chunk headers. A payload that cannot be decoded gets its
         CodecError in its place (the others in the batch are decoded all the same).
         With limits, a codec may stop once a chunk's first `limit` bytes are out and return that prefix (at least
-        `limit` bytes); codecs that gain nothing from stopping early return whole chunks."""
+        `limit` bytes); codecs that gain nothing from stopping early return whole chunks.
+        chunks: the payloads' archive indices; read_chunk: another chunk's codec id and checked stored payload (for a
+        payload that names an earlier chunk, as the lm codec's primer does; it raises CodecError if unreadable)."""
+

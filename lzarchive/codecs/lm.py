@@ -1,21 +1,24 @@
 """Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
 
-Payload: varint model index, varint window W, varint overlap O, varint token count N, then the range coder's bytes.
-Tokens are predicted in windows of at most W positions: window 0 is [BOS, t0, t1, ...]; each later window restarts
-the model on [BOS, the last O tokens of the previous windows, ...], so windows are independent forward passes.
+Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
+varint token count N, then the range coder's bytes. Tokens are predicted in windows of at most W positions after a
+prefix: BOS and, if the payload names a primer, the first P tokens of the primer chunk (an earlier lm chunk, or this
+one, which then codes them first in a window of their own). Window 0 is [prefix, t0, t1, ...]; each later window
+restarts the model on [prefix, the last O tokens of the previous windows, ...], so windows are independent forward
+passes. The prefix's keys and values are computed once and copied into each window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..engine.compiler import NUMERICS, CompiledModel
 from ..engine.kernels import find_symbols, symbol_starts
-from ..engine.model import ExactLlama
+from ..engine.model import ExactLlama, KVCache
 from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
 from ..format.records import ModelRef
@@ -23,11 +26,12 @@ from ..format.wire import read_varint, varint
 from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
-from .base import Codec, CodecError
+from .base import Codec, CodecError, ReadChunk
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
 FREQ_ROWS = 64  # rows of frequency tables computed at once: one output-head GEMM for all chunks decoded in lockstep
+UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 DECODE_CACHE_BUDGET = 3 << 30  # bytes of KV cache for the chunks decoded in lockstep: 120 at the default model and window
 
 
@@ -48,6 +52,55 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         raise CodecError("lm: truncated or oversized varint in the payload header") from None
 
 
+@dataclass(frozen=True)
+class Primer:
+    """The first tokens of an lm chunk of the archive, which every later window of that chunk and of the lm chunks
+    after it starts from."""
+
+    chunk: int  # its archive index
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Payload:
+    window: int
+    overlap: int
+    primer_chunk: int | None  # the chunk whose first primer_size tokens the windows start from, or None
+    primer_size: int
+    count: int  # tokens
+    data: bytes  # the range coder's bytes
+
+
+@dataclass
+class Stream:
+    """One chunk being decoded: its range decoder, the tokens (escape tokens included) and escaped bytes out so far,
+    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out."""
+
+    decoder: RangeDecoder
+    count: int
+    limit: int
+    tokens: list[int] = field(default_factory=list)
+    escaped: dict[int, int] = field(default_factory=dict)
+    produced: int = 0
+    error: CodecError | None = None
+
+    def copy(self) -> Stream:
+        return Stream(self.decoder.copy(), self.count, self.limit, list(self.tokens), dict(self.escaped), self.produced,
+                      self.error)
+
+
+@dataclass
+class Prefix:
+    """What every window of a chunk starts from, [BOS, primer tokens...], evaluated once: its keys and values (copied
+    into each window's cache) and the output at its last position (the table of a window's first token when no
+    overlap follows)."""
+
+    tokens: list[int]
+    cache: KVCache
+    hidden_q: torch.Tensor  # (1, 1, d)
+    hidden_s: torch.Tensor  # (1, 1, 1)
+
+
 @dataclass
 class LmCodec(Codec):
     model: CompiledModel
@@ -56,6 +109,9 @@ class LmCodec(Codec):
     window: int | None = None  # default: DEFAULT_WINDOW, or the model's positions if fewer
     overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window
     batch_tokens: int = 1024  # tokens per forward when compressing; 2 x 1024 falls out of cache: 2.7x slower
+    primer_field: bool = False  # payloads carry the primer field (the header's lm_primer flag, format 2.1)
+    primer_tokens: int = 0  # when coding: tokens of the archive's first lm chunk that the later ones start from
+    primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
     codec_id = CodecId.LM
     name = "lm"
@@ -70,61 +126,109 @@ class LmCodec(Codec):
             self.overlap = DEFAULT_OVERLAP * self.window // DEFAULT_WINDOW
         if not 2 <= self.window <= cfg.max_positions or not 0 <= self.overlap < self.window - 1:
             raise ValueError(f"lm window {self.window}/{self.overlap} does not fit the model ({cfg.max_positions} positions)")
+        if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
+            raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         self.engine = ExactLlama(cfg, self.model.tensors, self.device)
         self.encoder = Encoder(self.model.token_table, self.model.tokenizer_json, cfg.escape_token)
+        self._decoded_primer: tuple[tuple[int, int, bytes], Stream] | None = None  # the last primer decoded
 
     @property
     def model_ref(self) -> ModelRef:
         return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, NUMERICS)
 
+    def keeps(self, chunk: int) -> bool:
+        return self.primer is not None and chunk == self.primer.chunk
+
+    def _prefix(self, primer: Sequence[int]) -> Prefix:
+        tokens = [self.model.config.bos_token, *primer]
+        cache = self.engine.new_cache(1, len(tokens))
+        hidden_q, hidden_s = self.engine.forward(torch.tensor([tokens], device=self.engine.device), cache)
+        return Prefix(tokens, cache, hidden_q[:, -1:], hidden_s[:, -1:])
+
     # ------------------------------------------------------------------------------------------ encode
 
-    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
         encoded = [self.encoder.encode(bytes(c)) for c in chunks]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
-        # every window of every chunk is an independent forward pass: run them all, batched by length
-        jobs = []  # (chunk, body start, body end, input tokens)
-        for i, item in enumerate(accepted):
-            if item is None:
-                continue
-            tokens = item[0]
-            for start, end in window_bodies(len(tokens), self.window, self.overlap):
-                primer = tokens[max(0, start - self.overlap) : start] if start else []
-                jobs.append((i, start, end, [self.model.config.bos_token] + primer + tokens[start:end]))
-        intervals: dict[int, list[tuple[int, int]]] = {i: [] for i, a in enumerate(accepted) if a}
+        payloads: list[bytes | None] = [None] * len(chunks)
+        if self.primer is not None and first_chunk <= self.primer.chunk:
+            self.primer = None  # chunks numbered from the primer's or before: another archive
+        size = min(self.primer_tokens, self.model.config.max_positions - self.window)
+        if size > 0 and self.primer is None:
+            # the primer chunk is the first whose payload the writer can keep (not larger than the chunk); a candidate
+            # that fails is still a valid chunk with a primer of its own
+            for i, item in enumerate(accepted):
+                if item is not None:
+                    candidate = Primer(first_chunk + i, tuple(item[0][:size]))
+                    payloads[i] = self._encode([item], [candidate.chunk], candidate)[0]
+                    if len(payloads[i]) <= len(chunks[i]):
+                        self.primer = candidate
+                        break
+        rest = [i for i, item in enumerate(accepted) if item is not None and payloads[i] is None]
+        coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], self.primer)
+        for i, payload in zip(rest, coded):
+            payloads[i] = payload
+        return payloads
+
+    def _encode(self, items: Sequence[tuple[list[int], dict[int, int]]], indices: Sequence[int],
+                primer: Primer | None) -> list[bytes]:
+        """Payloads of tokenized chunks at these archive indices: chunks after the primer's start every window from it;
+        the primer's own chunk codes its first P tokens in a window of their own, then the rest as the others do."""
+        prefixes = {None: self._prefix([])}
+        if primer is not None:
+            prefixes[primer] = self._prefix(primer.tokens)
+        # every window of every chunk is an independent forward pass after its prefix: run them all, batched by length
+        jobs: dict[Primer | None, list] = {key: [] for key in prefixes}  # (item, start, end, tokens after the prefix)
+        for i, ((tokens, _), index) in enumerate(zip(items, indices)):
+            key = primer if primer is not None and index >= primer.chunk else None
+            base = len(primer.tokens) if key is not None and index == primer.chunk else 0
+            if base:  # the primer's own chunk: its first P tokens in a window of their own
+                jobs[None].append((i, 0, base, tokens[:base]))
+            body = tokens[base:]
+            for start, end in window_bodies(len(body), self.window, self.overlap):
+                after_prefix = body[max(0, start - self.overlap) : end] if start else body[:end]
+                jobs[key].append((i, base + start, base + end, after_prefix))
         results: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for group in _length_groups(jobs, self.batch_tokens):
-            for (i, start, end, _), coded in zip(group, self._code_windows(group)):
-                results[(i, start)] = coded
+        for key, prefix in prefixes.items():
+            for group in _length_groups(jobs[key], self.batch_tokens):
+                for (i, start, _, _), coded in zip(group, self._code_windows(prefix, group)):
+                    results[(i, start)] = coded
+        intervals: list[list[tuple[int, int]]] = [[] for _ in items]
         for (i, _start), coded in sorted(results.items()):
             intervals[i].extend(coded)
-        payloads: list[bytes | None] = []
-        for i, item in enumerate(accepted):
-            if item is None:
-                payloads.append(None)
-                continue
-            tokens, escaped = item
+        payloads = []
+        for (tokens, escaped), index, coded in zip(items, indices, intervals):
+            header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
+            if self.primer_field:
+                named = primer is not None and index >= primer.chunk
+                header += varint(primer.chunk + 1) + varint(len(primer.tokens)) if named else varint(0)
             coder = RangeEncoder()
-            for position, (start, size) in enumerate(intervals[i]):
+            for position, (start, size) in enumerate(coded):
                 coder.encode(start, size)
                 if position in escaped:
                     coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
-            header = varint(self.model_index) + varint(self.window) + varint(self.overlap) + varint(len(tokens))
-            payloads.append(header + coder.finish())
+            payloads.append(header + varint(len(tokens)) + coder.finish())
         return payloads
 
-    def _code_windows(self, group) -> list[list[tuple[int, int]]]:
-        """One batched full-sequence forward; for each window, (cumulative start, frequency) of each body token."""
+    def _code_windows(self, prefix: Prefix, group) -> list[list[tuple[int, int]]]:
+        """One batched forward after the shared prefix; for each window, (cumulative start, frequency) of each body
+        token. The table of a body token is the output at the position before it: the prefix's last for a window
+        that starts with no overlap."""
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
-        hidden_q, hidden_s = self.engine.forward(inputs, self.engine.new_cache(len(group), longest))  # right padding is inert
+        cache = self.engine.new_cache(len(group), len(prefix.tokens) + longest)
+        cache.start_from(prefix.cache)
+        hidden_q, hidden_s = self.engine.forward(inputs, cache)  # right padding is inert
+        # output k of these is the one before input k: the prefix's last, then the forward's
+        hidden_q = torch.cat([prefix.hidden_q.expand(len(group), 1, -1), hidden_q], dim=1)
+        hidden_s = torch.cat([prefix.hidden_s.expand(len(group), 1, -1), hidden_s], dim=1)
         rows, targets = [], []
-        for b, (_, start, end, window_input) in enumerate(group):
-            first = len(window_input) - (end - start) - 1  # position whose output predicts the first body token
+        for b, (_, start, end, after_prefix) in enumerate(group):
+            first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
             for offset in range(end - start):
                 rows.append((b, first + offset))
-                targets.append(window_input[first + offset + 1])
+                targets.append(after_prefix[first + offset])
         coded = []
         for lo in range(0, len(rows), FREQ_ROWS):
             index = torch.tensor(rows[lo : lo + FREQ_ROWS], device=self.engine.device)
@@ -141,122 +245,191 @@ class LmCodec(Codec):
 
     # ------------------------------------------------------------------------------------------ decode
 
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,
+                     chunks: Sequence[int] | None = None, read_chunk: ReadChunk | None = None) -> list[bytes | CodecError]:
         """Decodes every chunk whole, or, with limits, each until its first `limit` bytes are out: reading one small
         file stops where it ends instead of decoding the rest of its chunk token by token. A damaged chunk gets its
-        error and leaves the lockstep group; the others go on."""
+        error and leaves the lockstep group; the others go on. A payload with a primer needs its archive index
+        (chunks) and, unless the primer's chunk is in the batch, read_chunk to read it."""
         limits = raw_sizes if limits is None else limits
-        results: list[bytes | CodecError | None] = [None] * len(payloads)
-        parsed: dict[int, tuple[int, int, int, bytes]] = {}
+        streams: dict[int, Stream] = {}
+        errors: dict[int, CodecError] = {}
+        parsed: dict[int, Payload] = {}
         for i, (payload, raw_size) in enumerate(zip(payloads, raw_sizes)):
             try:
                 parsed[i] = self._parse(bytes(payload), raw_size)
+                if parsed[i].primer_chunk is not None and chunks is None:
+                    raise CodecError("lm: the chunk starts from a primer, and was given without its archive")
+                if parsed[i].primer_chunk is not None and parsed[i].primer_chunk > chunks[i]:
+                    raise CodecError(f"lm: the primer names chunk {parsed[i].primer_chunk}, after this chunk")
             except CodecError as exc:
-                results[i] = exc
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (window, overlap, _, _) in parsed.items():
-            groups.setdefault((window, overlap), []).append(i)
-        for (window, overlap), members in groups.items():
-            most = max(1, min(self.batch_chunks, DECODE_CACHE_BUDGET // self.engine.cache_bytes(window)))
+                errors[i] = exc
+                parsed.pop(i, None)
+        # primers first: P tokens of the primer's chunk, decoded alone; that chunk, if asked for, then goes on
+        primers: dict[tuple[int, int], list[int] | CodecError] = {}
+        for i, p in parsed.items():
+            if p.primer_chunk is not None and (p.primer_chunk, p.primer_size) not in primers:
+                key = (p.primer_chunk, p.primer_size)
+                own = next((j for j in parsed if chunks[j] == p.primer_chunk), None)
+                try:
+                    primers[key], stream = self._primer(*key, parsed.get(own), read_chunk)
+                except CodecError as exc:
+                    primers[key] = exc
+                    continue
+                if own is not None and parsed[own].primer_chunk == p.primer_chunk:
+                    stream.count, stream.limit = parsed[own].count, limits[own]
+                    streams[own] = stream
+        groups: dict[tuple[int, int, int | None, int], list[int]] = {}
+        for i, p in parsed.items():
+            primer = primers.get((p.primer_chunk, p.primer_size), [])
+            if isinstance(primer, CodecError):
+                errors[i] = primer
+                continue
+            streams.setdefault(i, Stream(RangeDecoder(p.data), p.count, limits[i]))
+            groups.setdefault((p.window, p.overlap, p.primer_chunk, p.primer_size), []).append(i)
+        for (window, overlap, primer_chunk, primer_size), members in groups.items():
+            primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
+            prefix = self._prefix(primer)
+            most = max(1, min(self.batch_chunks, DECODE_CACHE_BUDGET // self.engine.cache_bytes(len(primer) + window)))
             # groups as even as the limit allows (35 chunks: one group, not 32 and then 3 decoded nearly alone), with
             # chunks of similar token counts together, since a group takes as many steps as its longest chunk
-            members.sort(key=lambda i: parsed[i][2], reverse=True)
+            members.sort(key=lambda i: streams[i].count - len(streams[i].tokens), reverse=True)
             lockstep = -(-len(members) // -(-len(members) // most))
             for lo in range(0, len(members), lockstep):
-                part = members[lo : lo + lockstep]
-                decoded = self._decode_group(window, overlap, [parsed[i] for i in part], [limits[i] for i in part])
-                for i, data in zip(part, decoded):
-                    results[i] = data
-        return results  # type: ignore[return-value]
+                self._decode_group(prefix, window, overlap, [streams[i] for i in members[lo : lo + lockstep]])
+        results: list[bytes | CodecError] = []
+        for i in range(len(payloads)):
+            stream = streams.get(i)
+            if stream is not None and stream.error is None and len(stream.tokens) == stream.count:
+                try:
+                    stream.decoder.check_end()
+                except RangeDecodeError as exc:
+                    stream.error = CodecError(f"lm: {exc}")
+            error = errors.get(i) or (stream.error if stream else None)
+            results.append(error if error else self.encoder.decode(stream.tokens, stream.escaped))
+        return results
 
-    def _parse(self, payload: bytes, raw_size: int) -> tuple[int, int, int, bytes]:
+    def _primer(self, chunk: int, size: int, source: Payload | None, read_chunk: ReadChunk | None) -> tuple[list[int], Stream]:
+        """The first `size` tokens of the primer's chunk (whose payload names itself with the same count), decoded in
+        their own window from its payload (`source`, or read with read_chunk); and that chunk's decoding stream."""
+        try:
+            if source is None:
+                if read_chunk is None:
+                    raise CodecError("it is not in the batch and there is no archive to read it from")
+                codec_id, payload = read_chunk(chunk)
+                if codec_id != CodecId.LM:
+                    raise CodecError(f"it is not an lm chunk (codec {codec_id})")
+                source = self._parse(payload, None)
+            if (source.primer_chunk, source.primer_size) != (chunk, size):
+                raise CodecError(f"its own payload does not hold a primer of {size} tokens")
+            if size > source.count:
+                raise CodecError(f"it holds {source.count} tokens, fewer than the primer's {size}")
+            key = (chunk, size, source.data)
+            if self._decoded_primer is not None and self._decoded_primer[0] == key:
+                stream = self._decoded_primer[1].copy()
+            else:
+                stream = Stream(RangeDecoder(source.data), size, UNLIMITED)
+                self._decode_group(self._prefix([]), size + 1, 0, [stream])  # one window of the P tokens
+                if stream.error is not None:
+                    raise stream.error
+                self._decoded_primer = (key, stream.copy())
+        except CodecError as exc:
+            raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
+        return list(stream.tokens), stream
+
+    def _parse(self, payload: bytes, raw_size: int | None) -> Payload:
         model_index, pos = _read_varint(payload, 0)
         window, pos = _read_varint(payload, pos)
         overlap, pos = _read_varint(payload, pos)
+        primer_chunk, primer_size = None, 0
+        if self.primer_field:
+            named, pos = _read_varint(payload, pos)
+            if named:
+                primer_chunk = named - 1
+                primer_size, pos = _read_varint(payload, pos)
         count, pos = _read_varint(payload, pos)
         if model_index != self.model_index:
             raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
-        if not 2 <= window <= self.model.config.max_positions or not 0 <= overlap < window - 1:
+        positions = self.model.config.max_positions
+        if not 2 <= window <= positions or not 0 <= overlap < window - 1:
             raise CodecError(f"lm: window {window} / overlap {overlap} outside what the model supports")
-        if count > raw_size:  # every token yields at least one byte
+        if primer_chunk is not None and not 1 <= primer_size <= positions - window:
+            raise CodecError(f"lm: a primer of {primer_size} tokens does not fit the model's {positions} positions "
+                             f"with window {window}")
+        if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
-        return window, overlap, count, payload[pos:]
+        return Payload(window, overlap, primer_chunk, primer_size, count, payload[pos:])
 
-    def _decode_group(self, window: int, overlap: int, items, limits) -> list[bytes | CodecError]:
-        """Lockstep decoding: every chunk advances one token per step; window restarts fall on the same steps. A chunk
-        is done after its last token, once it has produced `limit` bytes, or when its payload turns out damaged."""
+    def _decode_group(self, prefix: Prefix, window: int, overlap: int, streams: Sequence[Stream]) -> None:
+        """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
+        restarts fall on the same steps, counted from each stream's first token here. A stream is done after `count`
+        tokens in all, once it has produced `limit` bytes, or when its payload turns out damaged."""
         cfg = self.model.config
-        count = [item[2] for item in items]
-        decoders = [RangeDecoder(item[3]) for item in items]
-        tokens: list[list[int]] = [[] for _ in items]
-        escaped: list[dict[int, int]] = [{} for _ in items]
-        produced = [0] * len(items)
-        failed: dict[int, CodecError] = {}
+        base = [len(s.tokens) for s in streams]  # tokens decoded before (a primer's chunk: its primer)
 
         def unfinished(i: int) -> bool:
-            return len(tokens[i]) < count[i] and produced[i] < limits[i] and i not in failed
+            s = streams[i]
+            return len(s.tokens) < s.count and s.produced < s.limit and s.error is None
 
-        restarts = {start for start, _ in window_bodies(max(count, default=0), window, overlap)}
-        # rows: the chunks in the cache, in order; finished chunks keep their row (computing unused values) until the
+        restarts = {start for start, _ in window_bodies(max((s.count - b for s, b in zip(streams, base)), default=0),
+                                                         window, overlap)}
+        # rows: the streams in the cache, in order; finished ones keep their row (computing unused values) until the
         # next window restart or until half the rows are finished, since dropping rows copies the whole cache
-        rows = [i for i in range(len(items)) if unfinished(i)]
+        rows = [i for i in range(len(streams)) if unfinished(i)]
         active = rows
         cache = None
         step = 0
         while active:
             if step in restarts:
                 rows = active
-                primer = [[cfg.bos_token] + tokens[i][max(0, step - overlap) : step] for i in rows] if step else [[cfg.bos_token]] * len(rows)
+                before = [streams[i].tokens[base[i] + max(0, step - overlap) : base[i] + step] for i in rows]
                 cache = None  # free the old cache first: two at once doubled the peak memory of extraction
-                # positions this window can still fill: the primer, then one per token left (short chunks need less)
-                capacity = min(window, len(primer[0]) + max(count[i] for i in rows) - step)
+                # positions this window can still fill: the prefix, the overlap, one per token left (short chunks need less)
+                left = max(streams[i].count - base[i] for i in rows) - step
+                capacity = min(len(prefix.tokens) + window - 1, len(prefix.tokens) + len(before[0]) + left)
                 cache = self.engine.new_cache(len(rows), capacity)
-                inputs = torch.tensor(primer, device=self.engine.device)
+                cache.start_from(prefix.cache)
+                if before[0]:
+                    hidden_q, hidden_s = self.engine.forward(torch.tensor(before, device=self.engine.device), cache)
+                else:
+                    hidden_q, hidden_s = prefix.hidden_q.expand(len(rows), 1, -1), prefix.hidden_s.expand(len(rows), 1, -1)
             else:
                 if 2 * len(active) <= len(rows):
                     still = set(active)
                     keep = [row for row, i in enumerate(rows) if i in still]
                     cache.select(torch.tensor(keep, dtype=torch.long, device=self.engine.device))
                     rows = active
-                inputs = torch.tensor([[tokens[i][-1]] for i in rows], device=self.engine.device)
-            hidden_q, hidden_s = self.engine.forward(inputs, cache)
-            pending = [(row, i) for row, i in enumerate(rows) if unfinished(i)]
+                inputs = torch.tensor([[streams[i].tokens[-1]] for i in rows], device=self.engine.device)
+                hidden_q, hidden_s = self.engine.forward(inputs, cache)
+            pending = [(row, streams[i]) for row, i in enumerate(rows) if unfinished(i)]
             for lo in range(0, len(pending), FREQ_ROWS):
                 block = pending[lo : lo + FREQ_ROWS]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
                 targets = np.zeros(len(block), dtype=np.int64)
-                for j, (_, i) in enumerate(block):
+                for j, (_, s) in enumerate(block):
                     try:
-                        targets[j] = decoders[i].target(TOTAL)
+                        targets[j] = s.decoder.target(TOTAL)
                     except RangeDecodeError as exc:
-                        failed[i] = CodecError(f"lm: {exc}")
+                        s.error = CodecError(f"lm: {exc}")
                 symbols, starts = np.empty_like(targets), np.empty_like(targets)
                 find_symbols(freq, targets, symbols, starts)
-                for (_, i), row_freq, token, start in zip(block, freq, symbols.tolist(), starts.tolist()):
-                    if i in failed:
+                for (_, s), row_freq, token, start in zip(block, freq, symbols.tolist(), starts.tolist()):
+                    if s.error is not None:
                         continue
                     try:
-                        decoders[i].consume(start, int(row_freq[token]))
+                        s.decoder.consume(start, int(row_freq[token]))
                         if token == cfg.escape_token:
-                            byte = decoders[i].target(ESCAPED_BYTE_TOTAL)
-                            decoders[i].consume(byte, 1)
-                            escaped[i][len(tokens[i])] = byte
+                            byte = s.decoder.target(ESCAPED_BYTE_TOTAL)
+                            s.decoder.consume(byte, 1)
+                            s.escaped[len(s.tokens)] = byte
                     except RangeDecodeError as exc:
-                        failed[i] = CodecError(f"lm: {exc}")
+                        s.error = CodecError(f"lm: {exc}")
                         continue
-                    produced[i] += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
-                    tokens[i].append(token)
+                    s.produced += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
+                    s.tokens.append(token)
             step += 1
             active = [i for i in rows if unfinished(i)]
-        for i, decoder in enumerate(decoders):
-            if i not in failed and len(tokens[i]) == count[i]:
-                try:
-                    decoder.check_end()
-                except RangeDecodeError as exc:
-                    failed[i] = CodecError(f"lm: {exc}")
-        return [failed.get(i) or self.encoder.decode(t, e) for i, (t, e) in enumerate(zip(tokens, escaped))]
 
 
 def _length_groups(jobs, batch_tokens: int):

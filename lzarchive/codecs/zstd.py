@@ -10,7 +10,7 @@ import zstandard
 
 from ..format.constants import CodecId
 from ..format.wire import zstd_decompress
-from .base import Codec, CodecError
+from .base import Codec, CodecError, ReadChunk
 
 DEFAULT_LEVEL = 12
 
@@ -34,14 +34,14 @@ class ZstdCodec(Codec):
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(lambda item: fn(*item), items))
 
-    def encode_batch(self, chunks: Sequence[bytes]) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
         def compress(chunk: bytes) -> bytes:
             return zstandard.ZstdCompressor(level=self.level, write_checksum=False, write_content_size=True).compress(chunk)
 
         return self._map(compress, [(c,) for c in chunks])
 
-    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int],
-                     limits: Sequence[int] | None = None) -> list[bytes | CodecError]:
+    def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,
+                     chunks: Sequence[int] | None = None, read_chunk: ReadChunk | None = None) -> list[bytes | CodecError]:
         def decompress(payload: bytes, raw_size: int) -> bytes | CodecError:
             try:
                 return zstd_decompress(payload, raw_size)

@@ -68,6 +68,17 @@ class KVCache:
         """Batch rows lo..hi as a cache of their own, sharing this one's storage."""
         return KVCache(*[[t[lo:hi] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)], self.length)
 
+    def start_from(self, prefix: KVCache) -> None:
+        """Every batch row begins with the positions of a one-row cache (a prefix every row shares): they are copied,
+        so positions computed once give the same integers as computing them in each row."""
+        for mine, theirs in zip((self.k, self.k_scale, self.v, self.v_scale), (prefix.k, prefix.k_scale, prefix.v, prefix.v_scale)):
+            for layer, tensor in enumerate(theirs):
+                if mine is self.k:
+                    mine[layer][..., : prefix.length] = tensor[..., : prefix.length]
+                else:
+                    mine[layer][:, :, : prefix.length] = tensor[:, :, : prefix.length]
+        self.length = prefix.length
+
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows `rows`, one layer at a time (the peak is the old cache plus one layer)."""
         for group in (self.k, self.k_scale, self.v, self.v_scale):

@@ -212,7 +212,6 @@ class ChunkHeader:
             _require(data[3:pos] == varint(raw_size) + varint(stored_size), "chunk sizes are not in their shortest form")
             _require(len(data) == pos + 2 * C.CHECK_SIZE, "chunk header length disagrees with its sizes")
             plain_hash, stored_hash = data[pos : pos + C.CHECK_SIZE], data[pos + C.CHECK_SIZE :]
-        _require(codec in set(C.CodecId), f"unknown codec id {codec}")
         _require(1 <= raw_size <= C.MAX_CHUNK_RAW, f"chunk raw size {raw_size} out of range")
         _require(stored_size <= raw_size, "chunk stored size exceeds its raw size")
         _require(codec != C.CodecId.STORE or stored_size == raw_size, "store chunk sizes differ")
@@ -537,7 +536,6 @@ def _parse_chunk_table(unpacker, data_start: int, data_end: int, *, major: int, 
         stored = _check_int(stored, f"chunk {i} stored size", 0, C.MAX_CHUNK_RAW)
         raw = _check_int(raw, f"chunk {i} raw size", max(stored, 1), C.MAX_CHUNK_RAW)
         codec = _check_int(codec, f"chunk {i} codec", 0, 255)
-        _require(codec in set(C.CodecId), f"chunk {i}: unknown codec id {codec}")
         chunks.append(ChunkInfo(position, stored, raw, codec, ChunkHeader.wire_size(major, raw, stored)))
         position = chunks[-1].end
         _require(position <= data_end, "the chunks run past the index")

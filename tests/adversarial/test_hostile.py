@@ -187,7 +187,22 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     assert result.exit_code == EXIT_UNSUPPORTED and "format version 3." in result.stderr
     flagged = tmp_path / "flagged.lza"
     flagged.write_bytes(craft([], header=header_with(pack({"models": []}), incompat=1)))
-    assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED
+    assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED  # format 1 defines no flags
+    for flags, code in ((C.INCOMPAT_LM_PRIMER, 0), (2, EXIT_UNSUPPORTED), (1 << 31, EXIT_UNSUPPORTED)):
+        flagged.write_bytes(craft2([], header=header_with(pack([[]]), major=2, minor=1, incompat=flags)))
+        result = run_cli("list", str(flagged))
+        assert result.exit_code == code and (not code or "incompatible features" in result.stderr)
+
+
+def test_a_chunk_with_an_unknown_codec_is_unsupported_not_damaged(tmp_path):
+    """SPEC 7: ids 3..255 are unassigned; an archive that uses one is listed, and refused as unsupported (exit 11,
+    naming the codec) when its content is read, with nothing written."""
+    archive = tmp_path / "future-codec.lza"
+    archive.write_bytes(craft2([file_row("f", b"abc")], [(9, b"abc", b"xyz")]))
+    assert run_cli("list", str(archive)).exit_code == 0
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_UNSUPPORTED and "unknown(9)" in result.stderr
+    assert not (tmp_path / "out" / "f").exists()
 
 
 def test_existing_files_are_not_overwritten_without_permission(tmp_path):
