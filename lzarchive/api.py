@@ -187,10 +187,9 @@ def pack(
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
-    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window,
-                            primer=primer)
+    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
-    primed = [c for c in codecs if getattr(c, "primer_field", False)]
+    primed = primer > 0 and bool(models)
     if major == 2:  # 2.1 added only the lm primer: archives without one stay 2.0
         minor = 1 if primed else 0
     with atomic_output(output, replace=force) as out:

@@ -276,7 +276,7 @@ class LmCodec(Codec):
                 except CodecError as exc:
                     primers[key] = exc
                     continue
-                if own is not None and parsed[own].primer_chunk == p.primer_chunk:
+                if own is not None:  # _primer checked that it names itself with this primer
                     stream.count, stream.limit = parsed[own].count, limits[own]
                     streams[own] = stream
         groups: dict[tuple[int, int, int | None, int], list[int]] = {}
