@@ -54,6 +54,21 @@ def real_text() -> dict[str, bytes]:
             "odd.bin": b"caf\xc3\xa9 \xff\xfe not utf-8 \x00\x00 NUL \xc3( \x80 end\n"}
 
 
+def test_the_default_source_compiles_to_the_model_every_archive_names(tmp_path):
+    """The compiler, run on the pinned source, gives the model file whose hash the golden lm fixtures name (and every
+    archive packed with the defaults): a change to the compiler's arithmetic would leave them without a model on any
+    machine that compiles it afresh, while this machine's cached copy hides it."""
+    from lzarchive.engine import compiler, registry
+
+    source = registry.default_source_path()
+    loaded = compiler.from_gguf(source) if not os.path.isdir(source) else compiler.from_hf_directory(source)
+    model_hash = compiler.compile_to(str(tmp_path / "default.lzm"), loaded, name=registry.DEFAULT_NAME,
+                                     source=registry.default_source_label())
+    named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")
+             for m in api.info(os.path.join(os.path.dirname(__file__), "..", "fixtures", name)).models}
+    assert named == {model_hash.hex()}
+
+
 def test_full_sequence_incremental_and_batches_agree(model, engine):
     tokens = [model.config.bos_token] + LmCodec(model).encoder.encode(real_text()["prose.txt"])[0][:150]
     cache = engine.new_cache(1, len(tokens))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lzarchive.engine import compiler
 from lzarchive.engine.kernels import (LOG2E, QMAX, IntMatmul, frequency_rows, frequency_table, quantize,
                                      silu_product_quantize_rows)
 from lzarchive.engine.model import ExactLlama
@@ -110,6 +111,63 @@ def test_attention_follows_the_spec_order(engines):
     args = [torch.from_numpy(x) for x in (block, factor, k, ks, v, vs)] + [positions]
     assert np.array_equal(torch_path._torch_block(*args).numpy(), expected)
     assert np.array_equal(compiled._compiled_block(*args).numpy(), expected)
+
+
+def halves_that_depend_on_the_division(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer pairs m > x where x * (QMAX / m) and x * (QMAX * (1 / m)) round to different integers: the product
+    lands on a half (or next to one) and the reciprocal's extra rounding moves it across."""
+    m = np.arange(1000, 3000, dtype=np.float64)[:, None]
+    x = np.arange(1, 1000, dtype=np.float64)[None, :]
+    rows, cols = np.nonzero(np.rint(x * (QMAX / m)) != np.rint(x * (QMAX * (1 / m))))
+    assert len(rows) >= count
+    return m[rows[:count], 0], x[0, cols[:count]]
+
+
+def test_weights_are_quantized_with_the_reciprocal():
+    """9.2: a compiled weight row is q = round(w * (127 * (1 / m))), the reciprocal then a product, as the reference
+    compiler has always done; here rows where the one-division reading gives other integers."""
+    m = np.arange(1, 4000, dtype=np.float64)[:, None] / 64
+    w = np.arange(1, 256, dtype=np.float64)[None, :] / 128
+    w = np.broadcast_to(w, (len(m), w.shape[1]))
+    keep = (w < m).all(axis=1)
+    rows = np.concatenate([m[keep], w[keep], -w[keep] / 3], axis=1)
+    expected = np.rint(rows * (127 * (1 / m[keep])))
+    assert not np.array_equal(expected, np.rint(rows * (127 / m[keep])))
+    q, scale = compiler.quantize_weight(torch.from_numpy(rows))
+    assert np.array_equal(q.numpy(), expected) and np.array_equal(scale.numpy(), m[keep, 0] / 127)
+
+
+def test_quantize_divides_once(engines):
+    """9.3: c = QMAX / m is one correctly rounded division. torch computes `number / tensor` as number * (1 / tensor),
+    two roundings, and a path written that way decoded 64 KiB of text differently from the other."""
+    m, x = halves_that_depend_on_the_division(64)
+    rows = np.stack([m, x, -x / 2], axis=1)
+    expected_q, expected_s = np.rint(rows * (QMAX / m[:, None])), m[:, None] / QMAX
+    assert not np.array_equal(expected_q, np.rint(rows * (QMAX * (1 / m[:, None]))))
+    for engine in engines:
+        q, s = engine._quantize(torch.from_numpy(rows))
+        assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+    q, s = quantize(torch.from_numpy(rows))
+    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+
+
+def test_attention_weights_divide_once(engines):
+    """The same for the softmax weights: each head sees two keys with equal scores (p = 2^15 each) and value scales
+    that make its weights exactly (m, x) of such a pair, so only c = QMAX / m decides the second weight."""
+    m, x = halves_that_depend_on_the_division(16)
+    heads, hd = len(m), 8
+    k, ks = np.ones((1, heads, hd, 2), dtype=np.int16), np.ones((1, heads, 2, 1))
+    v = RNG.integers(-QMAX, QMAX + 1, (1, heads, 2, hd)).astype(np.int16)
+    vs = np.stack([m, x], axis=1)[None, :, :, None] / 2**15
+    block, factor = np.ones((1, heads, 1, hd)), np.ones((1, heads, 1))
+    exp_table = engines[0].tables.exp2_frac.numpy()
+    expected = np.stack([spec_attention_row(block[0, h, 0], 1.0, k[0, h], ks[0, h, :, 0], v[0, h], vs[0, h, :, 0], 2,
+                                            exp_table)[0] for h in range(heads)])[None, :, None]
+    compiled, torch_path = engines
+    args = [torch.from_numpy(a) for a in (block, factor, k, ks, v, vs)] + [torch.tensor([1])]
+    assert np.array_equal(torch_path._torch_block(*args).numpy(), expected)
+    assert np.array_equal(compiled._compiled_block(*args).numpy(), expected)
+    assert np.array_equal(compiled._int8_blocks(args[2], args[4], 2)(*args).numpy(), expected)
 
 
 def test_silu_product_and_rope_follow_the_spec_order(engines):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save
 
 from ..format.wire import digest
 from . import tables
-from .kernels import F64, WMAX, quantize
+from .kernels import F64, WMAX, divide
 from .model import ModelConfig
 from .tokenizer import TokenTable, bpe_tokenizer_json, token_bytes_from_strings
 
@@ -53,9 +53,13 @@ class CompiledModel:
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per output channel (row) symmetric int8."""
-    q, scale = quantize(w.to(F64), dim=-1, qmax=WMAX)
-    return q.to(torch.int8), scale.squeeze(-1)
+    """Per output channel (row) symmetric int8 as SPEC.md 9.2 has it: q = round(w * (127 * (1 / m))), the reciprocal
+    and then a product (every model file has been compiled so; one division 127 / m gives other files and hashes)."""
+    w = w.to(F64)
+    m = w.abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    q = torch.round(w * (torch.reciprocal(m) * WMAX))
+    return q.to(torch.int8), divide(m, WMAX).squeeze(-1)
 
 
 def check_bounds(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict[str, int]:

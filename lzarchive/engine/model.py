@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .kernels import (F64, QMAX, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
-                      attention_weights_halves, interleave_halves, split_halves,
-                      correctly_rounded_sqrt, frequency_rows, frequency_table, norm_quantize_rows, quantize, quantize_rows,
-                      rope_rows, silu_product_quantize_rows)
+from .kernels import (F64, IntMatmul, Tables, attention_scores, attention_values, attention_weights,
+                      attention_weights_halves, correctly_rounded_sqrt, divide, frequency_rows, frequency_table,
+                      interleave_halves, norm_quantize_rows, quantize, quantize_rows, rope_rows,
+                      silu_product_quantize_rows, split_halves)
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -143,7 +143,7 @@ class ExactLlama:
         shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)  # |reduced| < 2^24
         reduced = torch.bitwise_right_shift(x, shift)
         sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
-        mean = torch.ldexp(sum_sq, 2 * shift - 2 * RESIDUAL_BITS) / self.config.hidden
+        mean = divide(torch.ldexp(sum_sq, 2 * shift - 2 * RESIDUAL_BITS), self.config.hidden)
         rms = self.sqrt(mean + self.config.norm_eps)
         return q, m_scale / (rms * (1 << RESIDUAL_BITS))
 
@@ -202,11 +202,8 @@ class ExactLlama:
         z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
         p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
         p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
-        w = p.mul_(vs[:, :, :keys].transpose(-1, -2))  # >= 0, so quantize needs no abs
-        m = w.amax(dim=-1, keepdim=True)
-        m = torch.where(m > 0, m, torch.ones_like(m))
-        w_q = w.mul_(QMAX / m).round_()
-        return (w_q @ v[:, :, :keys].to(F64)).mul_((m / QMAX) / p_sum)  # exact product < 2^41
+        w_q, w_scale = quantize(p.mul_(vs[:, :, :keys].transpose(-1, -2)))
+        return (w_q @ v[:, :, :keys].to(F64)).mul_(w_scale / p_sum)  # exact product < 2^41
 
     def _int8_blocks(self, k: torch.Tensor, v: torch.Tensor, keys: int):
         """_compiled_block for blocks of several positions, with both products in the int8 GEMM (IntMatmul's halves
