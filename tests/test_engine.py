@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from lzarchive.engine import compiler, tables
-from lzarchive.engine.kernels import (QMAX, IntMatmul, correctly_rounded_sqrt, find_symbols, frequency_rows,
-                                     frequency_table, quantize, silu_product_quantize_rows, symbol_starts)
+from lzarchive.engine.kernels import QMAX, find_symbols, symbol_starts
 from lzarchive.engine.model import ExactLlama
+from lzarchive.engine.ops import CompiledOps, TorchOps, correctly_rounded_sqrt, float64_products, int8_products
 from lzarchive.rangecoder import TOTAL_BITS
 
-from .tiny import random_weights, tiny_config, tiny_model, tiny_table
+from .tiny import every_attention, random_weights, tiny_config, tiny_model, tiny_ops, tiny_table
 
 
 def tables_for(engine: ExactLlama, tokens: list[list[int]]) -> torch.Tensor:
@@ -110,7 +110,7 @@ def test_compiled_and_torch_attention_agree():
     model = tiny_model()
     compiled = ExactLlama(model.config, model.tensors)
     reference = ExactLlama(model.config, model.tensors, compiled_kernels=False)
-    assert compiled.compiled_kernels and not reference.compiled_kernels
+    assert isinstance(compiled.ops, CompiledOps) and isinstance(reference.ops, TorchOps)
     vocab = model.config.vocab_size
     tokens = [random_tokens(200, 7, vocab), random_tokens(200, 8, vocab)]  # 200 positions: two attention blocks
     assert torch.equal(tables_for(compiled, tokens), tables_for(reference, tokens))
@@ -133,31 +133,32 @@ def test_compiled_and_torch_attention_agree():
     k, v = integers(batch, heads, hd, keys).to(torch.int16), integers(batch, heads, keys, hd).to(torch.int16)  # KVCache
     ks, vs = scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
     vs[1, 1] = 0.0
-    int8_blocks = compiled._int8_blocks(k, v, keys)  # prefill: both products in the int8 GEMM, halves on both sides
-    assert compiled.matmul.use_int8
+    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, keys)
+    assert compiled.ops.use_int8
     # 2 positions: 6 rows, fewer than the int8 GEMM's 17 (padded)
     for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278), torch.arange(150, 152)):
         rows = 3 * len(positions)
         block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
-        expected = reference._torch_block(block, block_factor, k, ks, v, vs, positions)
-        assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, positions), expected)
-        assert torch.equal(int8_blocks(block, block_factor, k, ks, v, vs, positions), expected)
+        expected = attentions["torch"](block, block_factor, positions)
+        assert torch.equal(attentions["loops"](block, block_factor, positions), expected)
+        assert torch.equal(attentions["int8"](block, block_factor, positions), expected)
     # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
     # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
     k, v = torch.ones(1, 1, hd, 2, dtype=torch.int16), torch.ones(1, 1, 2, hd, dtype=torch.int16)
     ks = torch.ones(1, 1, 2, 1, dtype=torch.float64)
     vs = torch.tensor([QMAX, 2.5], dtype=torch.float64).view(1, 1, 2, 1) / 2**15
     block, block_factor = torch.ones(1, 1, 3, hd, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.float64)
-    expected = reference._torch_block(block, block_factor, k, ks, v, vs, torch.tensor([1]))
+    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, 2)
+    expected = attentions["torch"](block, block_factor, torch.tensor([1]))
     assert torch.equal(expected, torch.full_like(expected, (QMAX + 2) / 2**16))  # (QMAX + 2) * (1 / (2 * 2^15))
-    assert torch.equal(compiled._compiled_block(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
-    assert torch.equal(compiled._int8_blocks(k, v, 2)(block, block_factor, k, ks, v, vs, torch.tensor([1])), expected)
+    assert torch.equal(attentions["loops"](block, block_factor, torch.tensor([1])), expected)
+    assert torch.equal(attentions["int8"](block, block_factor, torch.tensor([1])), expected)
 
 
 def test_compiled_and_torch_frequency_tables_agree():
-    """frequency_rows (the CPU default) against frequency_table (torch operations), on crafted logits of the default
-    model's vocabulary size; the interval lookups against cumulative sums."""
-    engine = ExactLlama(tiny_model().config, tiny_model().tensors)
+    """Frequencies in the compiled loops (the CPU default) against the torch operations, on crafted logits of the
+    default model's vocabulary size; the interval lookups against cumulative sums."""
+    compiled, torch_ops = tiny_ops()
     vocab, total = 49152, 1 << TOTAL_BITS
     g = torch.Generator().manual_seed(11)
     acc = torch.randint(-2**40, 2**40, (5, vocab), generator=g).to(torch.float64)  # output-head products: integers
@@ -168,10 +169,8 @@ def test_compiled_and_torch_frequency_tables_agree():
     channel_scale = torch.rand(vocab, generator=g, dtype=torch.float64) + 0.5
     channel_scale[900] = channel_scale[5]
     logits = (acc * row_scale[:, None]) * channel_scale
-    expected = frequency_table(logits.clone(), engine.tables, TOTAL_BITS)
-    freq = torch.empty(acc.shape, dtype=torch.int64)
-    frequency_rows(logits.numpy(), engine.tables.shifted(0, torch.int64).numpy(), TOTAL_BITS, freq.numpy())
-    assert torch.equal(freq, expected)
+    freq = compiled.frequencies(logits, TOTAL_BITS)
+    assert torch.equal(freq, torch_ops.frequencies(logits.clone(), TOTAL_BITS))
     assert torch.all(freq.sum(dim=1) == total) and freq.min() >= 1
     uniform = 1 + (2**30 * (total - vocab)) // (2**30 * vocab)  # independently: e = 2^30 for every token
     assert freq[1, 0] == total - (vocab - 1) * uniform and torch.all(freq[1, 1:] == uniform)
@@ -192,8 +191,7 @@ def test_compiled_and_torch_row_work_agree():
     """Quantization, RMSNorm and SiLU in the compiled row loops against the torch operations, on crafted rows: zeros,
     residuals large enough that the sum of squares drops low bits, SiLU inputs beyond the table and on its grid."""
     model = tiny_model()
-    compiled = ExactLlama(model.config, model.tensors)
-    reference = ExactLlama(model.config, model.tensors, compiled_kernels=False)
+    compiled, torch_ops = tiny_ops()
     g = torch.Generator().manual_seed(12)
     d = model.config.hidden
     x = torch.randint(-2**20, 2**20, (6, d), generator=g)
@@ -201,18 +199,18 @@ def test_compiled_and_torch_row_work_agree():
     x[2] *= 2**30  # |x| near 2^50: the sum of squares needs the shift
     x[3, ::2] = -(2**40)
     for rows in (x, x[None, 1:5]):
-        for engine_fn in (lambda e: e._norm_quantize(rows, "norm"), lambda e: e._quantize(rows.to(torch.float64) / 3)):
-            q, s = engine_fn(compiled)
-            q_ref, s_ref = engine_fn(reference)
+        for op in (lambda ops: ops.norm_quantize(rows, model.tensors["norm"], model.config.norm_eps, 16),
+                   lambda ops: ops.quantize(rows.to(torch.float64) / 3)):
+            q, s = op(compiled)
+            q_ref, s_ref = op(torch_ops)
             assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
     gate = torch.arange(-20 * 256, 20 * 256, dtype=torch.float64).view(10, 1024) / 256  # the table's grid and beyond
     gate[9] = torch.randn(1024, generator=g, dtype=torch.float64) * 8  # between grid points
     gate[0, :5] = torch.tensor([0.0, -0.0, 16.0, -16.0, 1 / 256])
     up = torch.randn(10, 1024, generator=g, dtype=torch.float64)
     up[1] = 0.0
-    expected = quantize(reference.tables.silu(gate.clone()) * up)
-    actual = compiled._compiled_rows(silu_product_quantize_rows, gate, gate.numpy(), up.numpy(),
-                                     compiled.tables.sigmoid.numpy(), compiled.tables.sigmoid_step.numpy())
+    expected = torch_ops.silu_product_quantize(gate.clone(), up)
+    actual = compiled.silu_product_quantize(gate, up)
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
 
 
@@ -229,9 +227,8 @@ def test_rms_norm_scales_match_the_spec_formula():
         shift = max(math.frexp(float(max(map(abs, row))))[1] - 24, 0)
         mean = math.ldexp(float(sum((v >> shift) ** 2 for v in row)), 2 * shift - 2 * 16) / len(row)
         expected.append((m / QMAX) / (math.sqrt(mean + model.config.norm_eps) * 2**16))
-    for compiled in (True, False):
-        engine = ExactLlama(model.config, model.tensors, compiled_kernels=compiled)
-        assert engine._norm_quantize(x, "norm")[1].flatten().tolist() == expected
+    for ops in tiny_ops():
+        assert ops.norm_quantize(x, model.tensors["norm"], model.config.norm_eps, 16)[1].flatten().tolist() == expected
 
 
 def test_sqrt_rounds_correctly():
@@ -242,7 +239,6 @@ def test_sqrt_rounds_correctly():
 
 
 def test_int8_and_float64_matmul_paths_agree():
-    matmul = IntMatmul(torch.device("cpu"), compiled=True)
     g = torch.Generator().manual_seed(5)
     for rows in (1, 2, 8, 9, 17, 300):
         a = torch.randint(-QMAX, QMAX + 1, (rows, 1536), generator=g).to(torch.float64)
@@ -252,14 +248,14 @@ def test_int8_and_float64_matmul_paths_agree():
         w[0], w[1] = 127, -128
         a_scale = torch.rand(rows, 1, generator=g, dtype=torch.float64)
         w_scale = torch.rand(96, generator=g, dtype=torch.float64)
-        assert torch.equal(matmul._float64(a, w), a @ w.to(torch.float64).T)
-        assert torch.equal(matmul._int8(a, w), matmul._float64(a, w))
+        exact = (a.to(torch.int64) @ w.to(torch.int64).T).to(torch.float64)
+        assert torch.equal(float64_products(a, w), exact) and torch.equal(int8_products(a, w), exact)
         # the compiled split and join (a CPU's path) and the torch operations, also on a strided view of the rows
-        expected = matmul._float64(a, w) * a_scale * w_scale
-        for path in (matmul, IntMatmul(torch.device("cpu"))):
-            assert path.use_int8  # the CPU's int8 GEMM passed its own exactness check: the path under test runs
-            assert torch.equal(path.linear(a, a_scale, w, w_scale), expected)
-            assert torch.equal(path.linear(a[::2], a_scale[::2], w, w_scale), expected[::2])
+        expected = exact * a_scale * w_scale
+        for ops in tiny_ops():
+            assert ops.use_int8  # the CPU's int8 GEMM passed its own exactness check: the path under test runs
+            assert torch.equal(ops.linear(a, a_scale, w, w_scale), expected)
+            assert torch.equal(ops.linear(a[::2], a_scale[::2], w, w_scale), expected[::2])
 
 
 def test_table_values_match_independent_computation():
@@ -332,9 +328,9 @@ def test_frequency_tables_are_pinned(compiled_kernels):
 
 def test_environment_selects_the_paths_of_the_cross_platform_proof(monkeypatch):
     model = tiny_model()
-    assert ExactLlama(model.config, model.tensors).compiled_kernels
+    assert isinstance(ExactLlama(model.config, model.tensors).ops, CompiledOps)
     monkeypatch.setenv("LZA_KERNELS", "torch")
-    assert not ExactLlama(model.config, model.tensors).compiled_kernels
-    assert IntMatmul(torch.device("cpu")).use_int8
+    ops = ExactLlama(model.config, model.tensors).ops
+    assert isinstance(ops, TorchOps) and ops.use_int8
     monkeypatch.setenv("LZA_INT8_GEMM", "off")
-    assert not IntMatmul(torch.device("cpu")).use_int8
+    assert not ExactLlama(model.config, model.tensors).ops.use_int8

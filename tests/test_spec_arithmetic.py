@@ -11,20 +11,22 @@ import pytest
 import torch
 
 from lzarchive.engine import compiler
-from lzarchive.engine.kernels import (LOG2E, QMAX, IntMatmul, frequency_rows, frequency_table, quantize,
-                                     silu_product_quantize_rows)
-from lzarchive.engine.model import ExactLlama
+from lzarchive.engine.kernels import LOG2E, QMAX
+from lzarchive.engine.ops import CompiledOps, Tables, TorchOps
 from lzarchive.rangecoder import TOTAL_BITS
 
-from .tiny import tiny_model
+from .tiny import every_attention, tiny_model, tiny_ops
 
 RNG = np.random.default_rng(2026)
 
 
+CPU = torch.device("cpu")
+
+
 @pytest.fixture(scope="module")
 def engines():
-    model = tiny_model()
-    return [ExactLlama(model.config, model.tensors, compiled_kernels=c) for c in (True, False)]
+    """Both implementations of the exact operations: compiled loops, torch operations."""
+    return tiny_ops()
 
 
 def spec_exp(delta: np.ndarray, table: np.ndarray, extra_shift: int = 0) -> np.ndarray:
@@ -33,7 +35,7 @@ def spec_exp(delta: np.ndarray, table: np.ndarray, extra_shift: int = 0) -> np.n
     return table[k % 4096] >> np.minimum(k // 4096 + extra_shift, 62)
 
 
-def test_linear_is_acc_times_row_scale_then_channel_scale():
+def test_linear_is_acc_times_row_scale_then_channel_scale(engines):
     a = RNG.integers(-QMAX, QMAX + 1, (64, 512)).astype(np.float64)
     w = RNG.integers(-128, 128, (96, 512)).astype(np.int8)
     s = RNG.random((64, 1)) * 1e-3
@@ -41,9 +43,8 @@ def test_linear_is_acc_times_row_scale_then_channel_scale():
     acc = (a.astype(np.int64) @ w.astype(np.int64).T).astype(np.float64)  # exact
     expected = (acc * s) * ws
     assert not np.array_equal(expected, acc * (s * ws))  # the order shows in the bits
-    for compiled in (True, False):
-        got = IntMatmul(torch.device("cpu"), compiled=compiled).linear(torch.from_numpy(a), torch.from_numpy(s),
-                                                                        torch.from_numpy(w), torch.from_numpy(ws))
+    for ops in engines:
+        got = ops.linear(torch.from_numpy(a), torch.from_numpy(s), torch.from_numpy(w), torch.from_numpy(ws))
         assert np.array_equal(got.numpy(), expected)
 
 
@@ -69,12 +70,10 @@ def test_frequency_tables_divide_integers(engines):
 
 
 def _frequencies(engines, logits: np.ndarray, exp2_frac: torch.Tensor) -> np.ndarray:
-    """frequency_table (torch) and frequency_rows (compiled) with the given EXP table; they must agree."""
-    tables = type(engines[1].tables)(exp2_frac, *(getattr(engines[1].tables, n) for n in ("sigmoid", "rope_cos", "rope_sin")))
-    got = frequency_table(torch.from_numpy(logits.copy()), tables, TOTAL_BITS).numpy()
-    compiled = np.empty(logits.shape, dtype=np.int64)
-    frequency_rows(logits, tables.shifted(0, torch.int64).numpy(), TOTAL_BITS, compiled)
-    assert np.array_equal(compiled, got)
+    """Both implementations' frequencies with the given EXP table; they must agree."""
+    tables = Tables(exp2_frac, *(tiny_model().tensors[f"table.{n}"] for n in ("sigmoid", "rope_cos", "rope_sin")))
+    got = TorchOps(CPU, tables).frequencies(torch.from_numpy(logits.copy()), TOTAL_BITS).numpy()
+    assert np.array_equal(CompiledOps(CPU, tables).frequencies(torch.from_numpy(logits.copy()), TOTAL_BITS).numpy(), got)
     return got
 
 
@@ -107,10 +106,9 @@ def test_attention_follows_the_spec_order(engines):
             expected[0, h, r], other[0, h, r] = spec_attention_row(block[0, h, r], factor[0, h, r], k[0, h], ks[0, h, :, 0],
                                                                    v[0, h], vs[0, h, :, 0], keys, exp_table)
     assert not np.array_equal(expected, other)
-    compiled, torch_path = engines
-    args = [torch.from_numpy(x) for x in (block, factor, k, ks, v, vs)] + [positions]
-    assert np.array_equal(torch_path._torch_block(*args).numpy(), expected)
-    assert np.array_equal(compiled._compiled_block(*args).numpy(), expected)
+    cache = [torch.from_numpy(x) for x in (k, ks, v, vs)]
+    for attention in every_attention(*engines, *cache, keys).values():
+        assert np.array_equal(attention(torch.from_numpy(block), torch.from_numpy(factor), positions).numpy(), expected)
 
 
 def halves_that_depend_on_the_division(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +142,9 @@ def test_quantize_divides_once(engines):
     rows = np.stack([m, x, -x / 2], axis=1)
     expected_q, expected_s = np.rint(rows * (QMAX / m[:, None])), m[:, None] / QMAX
     assert not np.array_equal(expected_q, np.rint(rows * (QMAX * (1 / m[:, None]))))
-    for engine in engines:
-        q, s = engine._quantize(torch.from_numpy(rows))
+    for ops in engines:
+        q, s = ops.quantize(torch.from_numpy(rows))
         assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
-    q, s = quantize(torch.from_numpy(rows))
-    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
 
 
 def test_attention_weights_divide_once(engines):
@@ -163,18 +159,16 @@ def test_attention_weights_divide_once(engines):
     exp_table = engines[0].tables.exp2_frac.numpy()
     expected = np.stack([spec_attention_row(block[0, h, 0], 1.0, k[0, h], ks[0, h, :, 0], v[0, h], vs[0, h, :, 0], 2,
                                             exp_table)[0] for h in range(heads)])[None, :, None]
-    compiled, torch_path = engines
-    args = [torch.from_numpy(a) for a in (block, factor, k, ks, v, vs)] + [torch.tensor([1])]
-    assert np.array_equal(torch_path._torch_block(*args).numpy(), expected)
-    assert np.array_equal(compiled._compiled_block(*args).numpy(), expected)
-    assert np.array_equal(compiled._int8_blocks(args[2], args[4], 2)(*args).numpy(), expected)
+    cache = [torch.from_numpy(a) for a in (k, ks, v, vs)]
+    for attention in every_attention(*engines, *cache, 2).values():
+        assert np.array_equal(attention(torch.from_numpy(block), torch.from_numpy(factor), torch.tensor([1])).numpy(),
+                              expected)
 
 
 def test_silu_product_and_rope_follow_the_spec_order(engines):
     """h = SILU(gate) * up with SILU(x) = sigma * x and sigma = ((dS * f) + S) / 2^30; RoPE r0 = (x0 C) - (x1 N),
     r1 = (x0 N) + (x1 C) with C, N the tables over 2^30."""
-    compiled, torch_path = engines
-    sigmoid = torch_path.tables.sigmoid.numpy()
+    sigmoid = engines[1].tables.sigmoid.numpy()
     gate = RNG.normal(0, 6, (8, 160))
     up = RNG.normal(0, 1, (8, 160))
     t = (np.clip(gate, -16, 16) + 16) * 256
@@ -185,19 +179,16 @@ def test_silu_product_and_rope_follow_the_spec_order(engines):
     assert not np.array_equal(h, sigma * (gate * up))
     m = np.abs(h).max(axis=1, keepdims=True)
     expected_q, expected_s = np.rint(h * (QMAX / m)), m / QMAX
-    q, s = quantize(torch_path.tables.silu(torch.from_numpy(gate.copy())) * torch.from_numpy(up))
-    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
-    q, s = compiled._compiled_rows(silu_product_quantize_rows, torch.from_numpy(gate), gate, up,
-                                   compiled.tables.sigmoid.numpy(), compiled.tables.sigmoid_step.numpy())
-    assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+    for ops in engines:
+        q, s = ops.silu_product_quantize(torch.from_numpy(gate.copy()), torch.from_numpy(up))
+        assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
 
     x = RNG.normal(0, 50, (1, 5, 4, 16))  # (B, T, H, hd) at positions 100..104
-    cos = torch_path.t["table.rope_cos"].numpy()[100:105, None, :] / 2**30
-    sin = torch_path.t["table.rope_sin"].numpy()[100:105, None, :] / 2**30
+    cos = tiny_model().tensors["table.rope_cos"].numpy()[100:105, None, :] / 2**30
+    sin = tiny_model().tensors["table.rope_sin"].numpy()[100:105, None, :] / 2**30
     x0, x1 = x[0, ..., 0::2], x[0, ..., 1::2]
     expected = np.stack([(x0 * cos) - (x1 * sin), (x0 * sin) + (x1 * cos)], axis=-1).reshape(5, 4, 16)
-    positions = torch.arange(100, 105)[None]
-    for engine in engines:
-        got = engine._rope(torch.from_numpy(x), positions).numpy()  # (B, H, T, hd)
+    for ops in engines:
+        got = ops.rope(torch.from_numpy(x), 100).numpy()  # (B, H, T, hd)
         assert np.array_equal(got[0].transpose(1, 0, 2), expected)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 
 import torch
 
 from lzarchive.engine import compiler
 from lzarchive.engine.model import ModelConfig
+from lzarchive.engine.ops import CompiledOps, Tables, TorchOps
 from lzarchive.engine.tokenizer import TokenTable
 
 ESCAPE, BOS = 0, 1
@@ -73,3 +75,16 @@ def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 
         out.append(int(freq.argmax()))
         token = [[out[-1]]]
     return model.token_table.decode(out)
+
+
+def tiny_ops() -> tuple[CompiledOps, TorchOps]:
+    """Both implementations of the exact operations, with the tiny model's tables."""
+    tables = Tables.of(tiny_model().tensors)
+    return CompiledOps(torch.device("cpu"), tables), TorchOps(torch.device("cpu"), tables)
+
+
+def every_attention(compiled: CompiledOps, torch_ops: TorchOps, k, ks, v, vs, keys: int) -> dict[str, Callable]:
+    """Every way the engine computes a block of attention: torch operations, the compiled loops, and the compiled
+    loops with both products in the int8 GEMM (what blocks of several positions take on a CPU)."""
+    return {"torch": torch_ops.attention(k, ks, v, vs, 1, keys), "loops": partial(compiled._loop_attention, k, ks, v, vs),
+            "int8": compiled._int8_attention(k, ks, v, vs, keys)}

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save
 
 from ..format.wire import digest
 from . import tables
-from .kernels import F64, WMAX, divide
+from .kernels import F64, WMAX
+from .ops import divide
 from .model import ModelConfig
 from .tokenizer import TokenTable, bpe_tokenizer_json, token_bytes_from_strings
 

@@ -1,0 +1,370 @@
+"""Engine layer: the exact operations of SPEC.md 9.3-9.4, the only arithmetic a model does, behind one interface with
+two implementations, chosen once per engine by `exact_ops`:
+
+- CompiledOps: the compiled CPU loops of kernels.py, the default on a CPU;
+- TorchOps: torch operations on any device (CUDA; a CPU with LZA_KERNELS=torch, for cross-platform proofs).
+
+Both give the same integers and binary64 values for every input; the tests compare them op by op on extreme and tie
+inputs. A quantized row is a pair (q, scale): q integer-valued float64 with |q| <= QMAX along the last axis, scale
+float64 (..., 1), q * scale the row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+
+from . import tables
+from .kernels import (EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
+                      attention_weights, attention_weights_halves, frequency_rows, interleave_halves, join_halves,
+                      norm_quantize_rows, quantize_rows, rope_rows, silu_product_quantize_rows, split_halves)
+
+INT8_ATTENTION_KEYS = 1 << 17  # the int8 values product sums up to keys x 2^14 in int32
+
+# one block of queries (B, KVH, rows, hd) integers, their factors qs / sqrt(hd) (B, KVH, rows) and positions (rows
+# are (head in group, position)) -> the attention output (B, KVH, rows, hd)
+BlockAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Tables:
+    """The integer tables as tensors on one device."""
+
+    def __init__(self, exp2_frac: torch.Tensor, sigmoid: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor):
+        self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
+        self._exp_tables: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+        self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
+        self.sigmoid_step = self.sigmoid[1:] - self.sigmoid[:-1]  # hi - lo of each interval, exact
+        self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
+        self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
+
+    @classmethod
+    def of(cls, model_tensors: dict[str, torch.Tensor]) -> Tables:
+        return cls(*(model_tensors["table." + name] for name in ("exp2_frac", "sigmoid", "rope_cos", "rope_sin")))
+
+    def exp_neg(self, d: torch.Tensor, extra_shift: int = 0, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """e^d for d <= 0 as an integer in units of 2^-(30 - extra_shift): with y = -d * LOG2E, n = floor(y) and
+        f = y - n, the value is E[floor(f * 4096)] >> (n + extra_shift); 0 once n >= 31 (E < 2^31). Returned as
+        `dtype` (float64 holds these integers exactly). Overwrites d.
+
+        Computed as one gather from the table of all E[i] >> (n + extra_shift), indexed by k = floor(y * 4096)
+        (the same integers: scaling by 4096 is exact, so floor(y * 4096) = 4096 * n + floor(f * 4096))."""
+        table = self.shifted(extra_shift, dtype)
+        k = d.mul_(EXP_INDEX_SCALE).clamp_(max=float(len(table) - 1))
+        return table[k.to(torch.int64)]
+
+    def shifted(self, extra_shift: int, dtype: torch.dtype) -> torch.Tensor:
+        """The table exp_neg gathers from: E[i] >> (n + extra_shift) at index 4096 * n + i, then one 0."""
+        key = (extra_shift, dtype)
+        if key not in self._exp_tables:
+            n = torch.arange(EXP_TABLE_SHIFTS - extra_shift, device=self.exp2_frac.device)[:, None]  # then all zero
+            shifted = torch.bitwise_right_shift(self.exp2_frac[None, :], n + extra_shift).flatten()
+            self._exp_tables[key] = torch.cat([shifted, shifted.new_zeros(1)]).to(dtype)
+        return self._exp_tables[key]
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        """x * sigmoid(x), sigmoid linearly interpolated in the table as lo + (hi - lo) * f; exact 0 / 1 beyond +-16."""
+        t = torch.clamp(x, -tables.SIGMOID_RANGE, tables.SIGMOID_RANGE).add_(tables.SIGMOID_RANGE)
+        t.mul_(tables.SIGMOID_STEPS_PER_UNIT)
+        i = torch.floor(t).clamp_(max=float(len(self.sigmoid) - 2))
+        index = i.to(torch.int64)
+        f = t.sub_(i)
+        sig = self.sigmoid_step[index].mul_(f).add_(self.sigmoid[index]).div_(1 << tables.TABLE_BITS)
+        return sig.mul_(x)
+
+
+def divide(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> torch.Tensor:
+    """numerator / denominator in one correctly rounded division per element, as SPEC.md 9.3 has every ÷, with a
+    number on either side. torch does not divide there: `number / tensor` is number * (1 / tensor) on every device
+    and `tensor / number` is tensor * (1 / number) on CUDA (aten's div_true_kernel_cuda), two roundings that are 1 ulp
+    off for about a quarter of binary64 inputs and move q wherever x * c lands on a half."""
+    if not isinstance(numerator, torch.Tensor):
+        numerator = torch.full_like(denominator, numerator)
+    if not isinstance(denominator, torch.Tensor):
+        denominator = torch.full_like(numerator, denominator)
+    return torch.div(numerator, denominator)
+
+
+def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization along the last axis: q = round(x * (QMAX / m)), scale = m / QMAX, m = max |x| (1 where
+    0). Returns float64 q (integer-valued, |q| <= QMAX) and the float64 scale (..., 1)."""
+    m = x.abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return torch.round(x * divide(QMAX, m)), divide(m, QMAX)
+
+
+def correctly_rounded_sqrt(device: torch.device):
+    """A float64 sqrt on `device` that rounds correctly, as SPEC.md 9.3 requires: torch.sqrt where it agrees with
+    numpy's (the hardware instruction) on a probe, else numpy's on the CPU. torch 2.13's CPU sqrt is 1 ulp off for
+    about 1 % of float64 inputs, 1755.4540978446098 among them."""
+    probe = torch.rand(4096, generator=torch.Generator().manual_seed(0), dtype=F64) * 1e4
+    probe[0] = 1755.4540978446098
+    if torch.equal(torch.sqrt(probe.to(device)).cpu(), torch.from_numpy(np.sqrt(probe.numpy()))):
+        return torch.sqrt
+    return lambda x: torch.from_numpy(np.sqrt(x.cpu().numpy())).to(x.device)
+
+
+def float64_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """a @ w.T for integer-valued a and int8 w in float64: exact while the partial sums stay below 2^53."""
+    return a @ w.to(F64).T
+
+
+def int8_halves(rows: int, width: int, device: torch.device) -> torch.Tensor:
+    """Room for the hi and lo halves of `rows` rows, rows first: the int8 GEMM wants more than 16 rows, and padding
+    rows are zero."""
+    return (torch.zeros if 2 * rows <= 16 else torch.empty)(max(2 * rows, 17), width, dtype=torch.int8, device=device)
+
+
+def int8_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """float64_products in the int8 GEMM, in torch operations: a = 256 * hi + lo with hi, lo in int8, both halves in
+    one GEMM with int32 sums (|partial sums| < 2^25), joined exactly."""
+    shape = a.shape
+    flat = a.reshape(-1, shape[-1]).to(torch.int32)
+    rows = flat.shape[0]
+    lo = torch.bitwise_and(flat + 128, 255) - 128  # two's complement: the same as (flat + 128) mod 256 - 128
+    hi = torch.bitwise_right_shift(flat - lo, 8)  # exact division by 256
+    halves = int8_halves(rows, shape[-1], a.device)
+    halves[:rows], halves[rows : 2 * rows] = hi, lo
+    acc = torch._int_mm(halves, w.T).to(F64)
+    # 256 * hi + lo: integers below 2^34, exact however the add is evaluated
+    return torch.add(acc[rows : 2 * rows], acc[:rows], alpha=256).reshape(*shape[:-1], w.shape[0])
+
+
+class ExactOps:
+    """What both implementations share: the device, the tables and the choice of integer products (the int8 GEMM
+    where a self-check on extreme values shows it exact on this device, else float64 products)."""
+
+    def __init__(self, device: torch.device, tables: Tables) -> None:
+        self.device = device
+        self.tables = tables
+        # LZA_INT8_GEMM=off: the float64 products even where the int8 GEMM is exact (cross-platform proofs)
+        self.use_int8 = os.environ.get("LZA_INT8_GEMM", "on") != "off" and self._int8_exact()
+
+    def _int8_exact(self) -> bool:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randint(-QMAX, QMAX + 1, (40, 1536), generator=generator, dtype=torch.int64).to(F64)
+        a[0], a[1] = QMAX, -QMAX
+        w = torch.randint(-128, 128, (64, 1536), generator=generator, dtype=torch.int64).to(torch.int8)
+        w[0], w[1] = 127, -128
+        a, w = a.to(self.device), w.to(self.device)
+        try:
+            return bool(torch.equal(int8_products(a, w), float64_products(a, w)))
+        except (RuntimeError, NotImplementedError):
+            return False
+
+    def linear(self, a: torch.Tensor, a_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+        """(a @ w.T) * a_scale * w_scale, the product exact: a (..., k) integers, a_scale (..., 1), w (n, k) int8,
+        w_scale (n,)."""
+        if not self.use_int8:
+            return float64_products(a, w) * a_scale * w_scale
+        return self._int8_linear(a, a_scale, w, w_scale)
+
+    def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
+        raise NotImplementedError
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """quantize() along the last axis."""
+        raise NotImplementedError
+
+    def norm_quantize(self, x: torch.Tensor, weight: torch.Tensor, eps: float, residual_bits: int):
+        """RMSNorm with gain `weight` fused with quantize: the 1/rms factor is one per row, so it moves into the
+        scale. x: (..., d) int64 residual in units of 2^-residual_bits. Returns q and scale with q * scale =
+        norm(x) * weight; the sum of squares is exact in int64 after dropping low bits of large rows."""
+        raise NotImplementedError
+
+    def silu_product_quantize(self, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """quantize(Tables.silu(gate) * up) along the last axis."""
+        raise NotImplementedError
+
+    def rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x (B, T, H, hd) at positions start + t, each pair (x0, x1) rotated to (x0 * cos - x1 * sin,
+        x0 * sin + x1 * cos) by the tables. Returns (B, H, T, hd)."""
+        raise NotImplementedError
+
+    def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, steps: int,
+                  keys: int) -> BlockAttention:
+        """Attention over one layer's cache for the blocks of a forward of `steps` positions, none reading past
+        `keys`: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs (B, KVH, S, 1). Each block's queries see
+        the keys up to their own position (causal)."""
+        raise NotImplementedError
+
+    def frequencies(self, logits: torch.Tensor, total_bits: int) -> torch.Tensor:
+        """(n, V) logits -> (n, V) int64 frequencies summing to 2^total_bits, each at least 1 (SPEC.md 9.4):
+        e = exp_neg(z - max z); f = 1 + floor(e * (2^total - V) / sum e); the remainder goes to the first maximal
+        token."""
+        raise NotImplementedError
+
+
+class TorchOps(ExactOps):
+    """The exact operations in torch operations, on any device."""
+
+    def __init__(self, device: torch.device, tables: Tables) -> None:
+        super().__init__(device, tables)
+        self.sqrt = correctly_rounded_sqrt(device)
+
+    def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
+        return int8_products(a, w) * a_scale * w_scale
+
+    def quantize(self, x):
+        return quantize(x)
+
+    def norm_quantize(self, x, weight, eps, residual_bits):
+        q, m_scale = quantize(x.to(F64) * weight)
+        peak = x.abs().amax(dim=-1, keepdim=True).to(F64)
+        shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)  # |reduced| < 2^24
+        reduced = torch.bitwise_right_shift(x, shift)
+        sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
+        mean = divide(torch.ldexp(sum_sq, 2 * shift - 2 * residual_bits), x.shape[-1])
+        rms = self.sqrt(mean + eps)
+        return q, m_scale / (rms * (1 << residual_bits))
+
+    def silu_product_quantize(self, gate, up):
+        return quantize(self.tables.silu(gate) * up)
+
+    def rope(self, x, start):
+        x = x.transpose(1, 2)
+        cos = self.tables.rope_cos[start : start + x.shape[2]]  # (T, hd/2)
+        sin = self.tables.rope_sin[start : start + x.shape[2]]
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+
+    def attention(self, k, ks, v, vs, steps, keys):
+        return partial(self._block_attention, k, ks, v, vs)
+
+    def _block_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
+        batch, kv_heads = block.shape[:2]
+        keys = int(positions[-1]) + 1
+        z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
+        z.mul_(block_factor[..., None]).mul_(ks[:, :, :keys].transpose(-1, -2))
+        visible = int(positions[0]) + 1  # keys every row of the block sees; the causal mask covers only the rest
+        allowed = torch.arange(visible, keys, device=self.device)[None, :] <= positions[:, None]
+        z.view(batch, kv_heads, -1, len(positions), keys)[..., visible:].masked_fill_(~allowed, -1e300)
+        z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
+        p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
+        p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
+        w_q, w_scale = quantize(p.mul_(vs[:, :, :keys].transpose(-1, -2)))
+        return (w_q @ v[:, :, :keys].to(F64)).mul_(w_scale / p_sum)  # exact product < 2^41
+
+    def frequencies(self, logits, total_bits):
+        vocab = logits.shape[-1]
+        e = self.tables.exp_neg(logits - logits.amax(dim=-1, keepdim=True))  # int64 <= 2^30
+        free = (1 << total_bits) - vocab
+        freq = 1 + torch.div(e * free, e.sum(dim=-1, keepdim=True), rounding_mode="floor")
+        remainder = (1 << total_bits) - freq.sum(dim=-1, keepdim=True)
+        top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
+        return freq.scatter_add(-1, top, remainder)
+
+
+class CompiledOps(ExactOps):
+    """The exact operations in the compiled CPU loops of kernels.py: one pass per row where the torch operations
+    make a dozen, each a pass over memory or, when decoding, mostly dispatch overhead."""
+
+    @staticmethod
+    def _rows(kernel, x: torch.Tensor, *inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs a row kernel that writes q (rows, d) and scale (rows,) for the rows of x's last axis."""
+        q = torch.empty(x.shape, dtype=F64)
+        scale = torch.empty(*x.shape[:-1], 1, dtype=F64)
+        kernel(*inputs, q.view(-1, x.shape[-1]).numpy(), scale.view(-1).numpy())
+        return q, scale
+
+    def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
+        flat = a.reshape(-1, a.shape[-1])
+        halves = int8_halves(len(flat), flat.shape[1], a.device)
+        split_halves(flat.numpy(), halves.numpy())
+        acc = torch._int_mm(halves, w.T)
+        out = torch.empty(len(flat), w.shape[0], dtype=F64)
+        join_halves(acc.numpy(), a_scale.reshape(-1).numpy(), w_scale.numpy(), out.numpy())
+        return out.view(*a.shape[:-1], w.shape[0])
+
+    def quantize(self, x):
+        return self._rows(quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy())
+
+    def norm_quantize(self, x, weight, eps, residual_bits):
+        return self._rows(norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), weight.numpy(), eps, residual_bits)
+
+    def silu_product_quantize(self, gate, up):
+        return self._rows(silu_product_quantize_rows, gate, gate.numpy(), up.numpy(), self.tables.sigmoid.numpy(),
+                          self.tables.sigmoid_step.numpy())
+
+    def rope(self, x, start):
+        batch, steps, heads, hd = x.shape
+        out = torch.empty(batch, heads, steps, hd, dtype=F64)
+        rope_rows(x.numpy(), start, self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out.numpy())
+        return out
+
+    def attention(self, k, ks, v, vs, steps, keys):
+        """Blocks of several positions take both products in the int8 GEMM; decoding (one position) computes them in
+        the loops, streaming the cache, where BLAS is slow on products of three rows."""
+        if steps > 1 and self.use_int8 and keys < INT8_ATTENTION_KEYS:
+            return self._int8_attention(k, ks, v, vs, keys)
+        return partial(self._loop_attention, k, ks, v, vs)
+
+    def _int8_attention(self, k, ks, v, vs, keys: int) -> BlockAttention:
+        """Both products in the int8 GEMM, with halves on both sides (the same integers); the key and value halves
+        are split once for all blocks."""
+        batch, kv_heads, hd = k.shape[:3]
+        k_halves = torch.empty(batch, kv_heads, hd, 2 * keys, dtype=torch.int8)
+        interleave_halves(k[..., :keys].numpy(), k_halves.numpy())
+        v_halves = torch.empty(batch, kv_heads, keys, 2 * hd, dtype=torch.int8)
+        interleave_halves(v[:, :, :keys].numpy(), v_halves.numpy())
+
+        def block_attention(block, block_factor, positions) -> torch.Tensor:
+            rows, keys = block.shape[2], int(positions[-1]) + 1
+            # at least 17 rows, as int8_halves gives the int8 GEMM; rows past 2 x rows are padding, their products unread
+            q_halves = torch.empty(batch, kv_heads, max(2 * rows, 17), hd, dtype=torch.int8)
+            w_halves = torch.empty(batch, kv_heads, len(q_halves[0, 0]), keys, dtype=torch.int8)
+            scores = torch.empty(batch, kv_heads, len(q_halves[0, 0]), 2 * keys, dtype=torch.int32)
+            for b, h in itertools.product(range(batch), range(kv_heads)):
+                split_halves(block[b, h].numpy(), q_halves[b, h].numpy())
+                torch._int_mm(q_halves[b, h], k_halves[b, h, :, : 2 * keys], out=scores[b, h])
+            factor = torch.empty(batch, kv_heads, rows, dtype=F64)
+            visible = (positions + 1).repeat(rows // len(positions))
+            attention_weights_halves(scores.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
+                                     visible.numpy(), self.tables.shifted(15, F64).numpy(), w_halves.numpy(),
+                                     factor.numpy())
+            products = torch.stack([torch._int_mm(w_halves[b, h], v_halves[b, h, :keys])
+                                    for b, h in itertools.product(range(batch), range(kv_heads))]).to(F64)
+            hi, lo = (products[:, part : part + rows].reshape(batch, kv_heads, rows, hd, 2) for part in (0, rows))
+            # 65536 hi.hi + 256 (hi.lo + lo.hi) + lo.lo: integers below 2^41
+            result = hi[..., 0] * 65536 + (hi[..., 1] + lo[..., 0]) * 256 + lo[..., 1]
+            return result.mul_(factor[..., None])
+
+        return block_attention
+
+    def _loop_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
+        """One block in the loops; a block of several positions (where the int8 GEMM is not exact) takes its two
+        products from float64 BLAS."""
+        batch, kv_heads, rows, hd = block.shape
+        keys = int(positions[-1]) + 1
+        decoding = len(positions) == 1
+        if decoding:
+            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
+            attention_scores(block.numpy(), k.numpy(), z.numpy())
+        else:
+            z = block @ k[..., :keys].to(F64)
+        factor = torch.empty(batch, kv_heads, rows, dtype=F64)
+        visible = (positions + 1).repeat(rows // len(positions))
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
+                          self.tables.shifted(15, F64).numpy(), factor.numpy())
+        if decoding:
+            result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
+            attention_values(z.numpy(), v.numpy(), result.numpy())
+        else:
+            result = z @ v[:, :, :keys].to(F64)
+        return result.mul_(factor[..., None])
+
+    def frequencies(self, logits, total_bits):
+        freq = torch.empty(logits.shape, dtype=torch.int64)
+        frequency_rows(logits.numpy(), self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
+        return freq
+
+
+def exact_ops(device: torch.device, tables: Tables, compiled: bool | None = None) -> ExactOps:
+    """CompiledOps on a CPU (unless LZA_KERNELS=torch: the torch operations there too), TorchOps elsewhere."""
+    if compiled is None:
+        compiled = device.type == "cpu" and os.environ.get("LZA_KERNELS", "compiled") != "torch"
+    return (CompiledOps if compiled else TorchOps)(device, tables)
