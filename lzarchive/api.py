@@ -45,20 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_DEFAULT_PRIMER", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
-    "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "numerics", "open_archive",
+    "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "open_archive",
     "pack", "verify",
 ]
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
 WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.1": (2, 1), "2.0": (2, 0), "1": (1, -1)}
-
-
-def numerics() -> str:
-    """The numerics profile (SPEC 9.3) this lza implements."""
-    from .engine.compiler import NUMERICS
-
-    return NUMERICS
 
 
 def model_cache():
@@ -70,7 +63,7 @@ def model_cache():
 
 def load_model(model: str | None = None) -> CompiledModel:
     """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache."""
-    from .engine import registry
+    from .engine import architectures, registry
     from .engine.compiler import CompileError, read_compiled
 
     try:
@@ -82,8 +75,10 @@ def load_model(model: str | None = None) -> CompiledModel:
             path = registry.compile_source(model)
         else:
             raise registry.ModelNotFound(f"{model}: no such model file or directory")
-        return read_compiled(path)
-    except (registry.ModelNotFound, CompileError) as exc:
+        loaded = read_compiled(path)
+        architectures.architecture(loaded.config.architecture, loaded.numerics)
+        return loaded
+    except (registry.ModelNotFound, CompileError, architectures.UnsupportedModel) as exc:
         raise ModelUnavailable(reason=str(exc)) from None
     except Exception as exc:  # the parsers of foreign formats (safetensors, GGUF, transformers) fail in many ways
         raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: a compiled .lzm, a GGUF "
@@ -119,14 +114,15 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
 
 def model_codecs(device: str = "cpu"):
     """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash.
-    Archives naming several models, or a numerics profile other than this lza's, are refused (unsupported)."""
+    Archives naming several models, or a numerics profile this lza does not implement, are refused (unsupported)."""
 
     def provide(codec_id: int, header) -> Codec:
         if codec_id != C.CodecId.LM:
             return builtin_codecs(codec_id, header)
         from .codecs.lm import LmCodec
         from .engine import registry
-        from .engine.compiler import NUMERICS, read_compiled
+        from .engine.architectures import NUMERICS_PROFILES
+        from .engine.compiler import read_compiled
 
         if not header.models:
             raise LookupError("lm chunks but no model in the header")
@@ -134,8 +130,9 @@ def model_codecs(device: str = "cpu"):
             raise LookupError(f"the archive names {len(header.models)} models; this lza decodes lm chunks of archives "
                               f"with one")
         ref = header.models[0]
-        if ref.numerics != NUMERICS:
-            raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements {NUMERICS!r}")
+        if ref.numerics not in NUMERICS_PROFILES:
+            raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements "
+                              f"{', '.join(sorted(NUMERICS_PROFILES))}")
         try:
             model = read_compiled(registry.resolve(ref.model_hash))
         except registry.ModelNotFound:

@@ -79,8 +79,8 @@ def tiny_path(tmp_path_factory):
     """The tiny model as a compiled file, as a user would pass it to --model."""
     model = tiny_model()
     path = tmp_path_factory.mktemp("model") / "tiny.lzm"
-    compiler.write_compiled(str(path), model.config, model.tensors, name=model.name, source=model.source,
-                            tokenizer_json=None)
+    compiler.write_compiled(str(path), model.config, model.tensors, numerics=model.numerics, name=model.name,
+                            source=model.source, tokenizer_json=None)
     return str(path)
 
 

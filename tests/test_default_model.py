@@ -12,7 +12,7 @@ import torch
 
 from lzarchive import api
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.engine.model import ExactLlama
+from lzarchive.engine.llama import Engine as ExactLlama
 from lzarchive.rangecoder import TOTAL_BITS
 
 from .conftest import run_cli
@@ -58,10 +58,9 @@ def test_the_default_source_compiles_to_the_model_every_archive_names(tmp_path):
     """The compiler, run on the pinned source, gives the model file whose hash the golden lm fixtures name (and every
     archive packed with the defaults): a change to the compiler's arithmetic would leave them without a model on any
     machine that compiles it afresh, while this machine's cached copy hides it."""
-    from lzarchive.engine import compiler, registry
+    from lzarchive.engine import architectures, compiler, registry
 
-    source = registry.default_source_path()
-    loaded = compiler.from_gguf(source) if not os.path.isdir(source) else compiler.from_hf_directory(source)
+    loaded = architectures.read_source(registry.default_source_path())
     model_hash = compiler.compile_to(str(tmp_path / "default.lzm"), loaded, name=registry.DEFAULT_NAME,
                                      source=registry.default_source_label())
     named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")

@@ -13,12 +13,13 @@ import numba
 import pytest
 import torch
 
-from lzarchive.engine import compiler, tables
+from lzarchive.engine import architectures, compiler, llama, tables
 from lzarchive.engine.kernels import QMAX, find_symbols, symbol_starts
-from lzarchive.engine.model import ExactLlama
+from lzarchive.engine.llama import Engine as ExactLlama
 from lzarchive.engine.ops import CompiledOps, TorchOps, correctly_rounded_sqrt, float64_products, int8_products
 from lzarchive.rangecoder import TOTAL_BITS
 
+from .gpt2_tiny import tiny_gpt2
 from .tiny import every_attention, random_weights, tiny_config, tiny_model, tiny_ops, tiny_table
 
 
@@ -39,10 +40,10 @@ def incremental_tables(engine: ExactLlama, tokens: list[int], prefill: int = 1) 
     return torch.cat(rows)
 
 
-@pytest.fixture(scope="module")
-def engine():
-    model = tiny_model()
-    return ExactLlama(model.config, model.tensors)
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def engine(request):
+    """A tiny random model of each architecture."""
+    return architectures.engine(tiny_model() if request.param == "llama" else tiny_gpt2())
 
 
 def random_tokens(n, seed, vocab):
@@ -155,6 +156,18 @@ def test_compiled_and_torch_attention_agree():
     assert torch.equal(attentions["int8"](block, block_factor, torch.tensor([1])), expected)
 
 
+def test_compiled_and_torch_paths_agree_on_gpt2():
+    """The whole GPT-2 forward (learned positions, LayerNorm, biases, GELU) on both paths, over two attention blocks
+    and token by token."""
+    model = tiny_gpt2()
+    compiled, reference = (architectures.engine(model, compiled_kernels=c) for c in (True, False))
+    vocab = model.config.vocab_size
+    tokens = [random_tokens(200, 7, vocab), random_tokens(200, 8, vocab)]
+    assert torch.equal(tables_for(compiled, tokens), tables_for(reference, tokens))
+    tokens = random_tokens(60, 9, vocab)
+    assert torch.equal(incremental_tables(compiled, tokens, prefill=20), incremental_tables(reference, tokens, prefill=20))
+
+
 def test_compiled_and_torch_frequency_tables_agree():
     """Frequencies in the compiled loops (the CPU default) against the torch operations, on crafted logits of the
     default model's vocabulary size; the interval lookups against cumulative sums."""
@@ -188,8 +201,9 @@ def test_compiled_and_torch_frequency_tables_agree():
 
 
 def test_compiled_and_torch_row_work_agree():
-    """Quantization, RMSNorm and SiLU in the compiled row loops against the torch operations, on crafted rows: zeros,
-    residuals large enough that the sum of squares drops low bits, SiLU inputs beyond the table and on its grid."""
+    """Quantization, RMSNorm, LayerNorm and the gated activations (SiLU, GELU) in the compiled row loops against the
+    torch operations, on crafted rows: zeros, a constant row, residuals large enough that the sum of squares drops
+    low bits, activation inputs beyond the tables and on their grid."""
     model = tiny_model()
     compiled, torch_ops = tiny_ops()
     g = torch.Generator().manual_seed(12)
@@ -209,9 +223,20 @@ def test_compiled_and_torch_row_work_agree():
     gate[0, :5] = torch.tensor([0.0, -0.0, 16.0, -16.0, 1 / 256])
     up = torch.randn(10, 1024, generator=g, dtype=torch.float64)
     up[1] = 0.0
-    expected = torch_ops.silu_product_quantize(gate.clone(), up)
-    actual = compiled.silu_product_quantize(gate, up)
+    expected = torch_ops.gate_quantize(gate.clone(), up)
+    actual = compiled.gate_quantize(gate, up)
     assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+    # GPT-2's: GELU through phi's table, no product; LayerNorm with gain and bias
+    compiled, torch_ops = (architectures.engine(tiny_gpt2(), compiled_kernels=c).ops for c in (True, False))
+    expected = torch_ops.gate_quantize(gate.clone())
+    actual = compiled.gate_quantize(gate)
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+    gain, bias = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    x[4] = 12345  # a constant row: every deviation 0, sigma = sqrt(eps), the bias alone
+    for rows in (x, x[None, 1:5]):
+        q, s = compiled.layer_norm_quantize(rows, gain, bias, 1e-5, 16)
+        q_ref, s_ref = torch_ops.layer_norm_quantize(rows, gain, bias, 1e-5, 16)
+        assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
 
 
 def test_rms_norm_scales_match_the_spec_formula():
@@ -273,7 +298,7 @@ def test_table_values_match_independent_computation():
 
 def test_compilation_is_deterministic(tmp_path):
     config = tiny_config()
-    loaded = (config, random_weights(config, 9), tiny_table(config.vocab_size), None)
+    loaded = llama.source(config, random_weights(config, 9), tiny_table(config.vocab_size), None)
     a, b = str(tmp_path / "a.lzm"), str(tmp_path / "b.lzm")
     assert compiler.compile_to(a, loaded, name="t", source="s") == compiler.compile_to(b, loaded, name="t", source="s")
     assert Path(a).read_bytes() == Path(b).read_bytes()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lzarchive import api
+from lzarchive.engine import registry
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FIXTURES = os.path.join(ROOT, "fixtures")
@@ -29,8 +30,21 @@ def expected_entries(name: str) -> list[dict]:
     return MANIFEST["trees"][MANIFEST["archives"][name]["tree"]]
 
 
+def provide_model(name: str, tmp_path, monkeypatch) -> dict[str, str]:
+    """The model a fixture names when it is not the default one, compiled from its weights into a private model cache;
+    returns the environment that finds it (for subprocesses)."""
+    model = MANIFEST["archives"][name].get("model")
+    if model is None:
+        return {}
+    cache = str(tmp_path / "models")
+    monkeypatch.setenv("LZA_MODEL_DIR", cache)
+    registry.import_compiled(load_tool().model_file(model, str(tmp_path)))
+    return {"LZA_MODEL_DIR": cache}
+
+
 @pytest.mark.parametrize("name", sorted(MANIFEST["archives"]))
-def test_fixture_reads_back_to_the_manifest(name, tmp_path):
+def test_fixture_reads_back_to_the_manifest(name, tmp_path, monkeypatch):
+    provide_model(name, tmp_path, monkeypatch)
     path = os.path.join(FIXTURES, name)
     assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == MANIFEST["archives"][name]["sha256"]
     assert api.verify(path, full=True).ok
@@ -80,11 +94,12 @@ def test_a_file_in_a_primed_chunk_reads_alone():
     assert hashlib.sha256(third).hexdigest() == rows["letters/third.txt"]["sha256"]
 
 
-@pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza"] + [pytest.param(name, marks=pytest.mark.realmodel)
-                                                                    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza",
-                                                                                 "v2.1-lm-primer.lza")])
-def test_fixture_regenerates_byte_for_byte(name, tmp_path):
-    """Neither depends on the zstd library's output; the lm one pins the exact engine and the default model."""
+@pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
+    pytest.param(name, marks=pytest.mark.realmodel)
+    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")])
+def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
+    """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
+    provide_model(name, tmp_path, monkeypatch)
     fresh = tmp_path / name
     load_tool().build(name, str(fresh))
     assert fresh.read_bytes() == Path(FIXTURES, name).read_bytes(), (
@@ -103,18 +118,19 @@ def test_manifest_matches_the_tool():
 @pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "default", "NUMBA_CPU_NAME": "generic"},
                                  {"LZA_KERNELS": "torch"}, {"LZA_INT8_GEMM": "off"}],
                          ids=["generic-cpu", "torch-ops", "float64-products"])
-def test_lm_fixtures_decode_under_other_kernels(env, tmp_path):
+def test_lm_fixtures_decode_under_other_kernels(env, tmp_path, monkeypatch):
     """The cross-platform proof's rows that run anywhere (tools/crossplatform.py): torch's generic kernels with numba
     built for a generic CPU, the torch operations instead of the compiled loops, the float64 products instead of the
     int8 GEMM. Each in its own process; every file compared with the manifest."""
     import subprocess
     import sys
 
-    for name in ("v1-lm.lza", "v2-lm.lza", "v2.1-lm-primer.lza"):
+    for name in ("v1-lm.lza", "v2-lm.lza", "v2.1-lm-primer.lza", "v2-gpt2.lza"):
         files = {row["path"]: row["sha256"] for row in expected_entries(name) if "sha256" in row}
         out = tmp_path / name
+        model_env = provide_model(name, tmp_path, monkeypatch)
         result = subprocess.run([sys.executable, "-m", "lzarchive", "extract", os.path.join(FIXTURES, name), "-C",
-                                 str(out), "-q"], env={**os.environ, **env}, capture_output=True, text=True)
+                                 str(out), "-q"], env={**os.environ, **env, **model_env}, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         for path, sha in files.items():
             assert hashlib.sha256((out / path).read_bytes()).hexdigest() == sha, (name, path)

@@ -22,8 +22,8 @@ def test_every_command_runs_without_a_writable_cache(tmp_path):
         (tmp_path / directory / "__pycache__").write_bytes(b"")
     model = tiny_model()
     model_file = tmp_path / "tiny.lzm"
-    compiler.write_compiled(str(model_file), model.config, model.tensors, name=model.name, source=model.source,
-                            tokenizer_json=None)
+    compiler.write_compiled(str(model_file), model.config, model.tensors, numerics=model.numerics, name=model.name,
+                            source=model.source, tokenizer_json=None)
     src = tmp_path / "src"
     src.mkdir()
     (src / "model-text.txt").write_bytes(greedy_text(model, 200))

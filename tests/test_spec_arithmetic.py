@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from lzarchive.engine import compiler
+from lzarchive.engine import architectures, compiler
 from lzarchive.engine.kernels import LOG2E, QMAX
 from lzarchive.engine.ops import CompiledOps, Tables, TorchOps
 from lzarchive.rangecoder import TOTAL_BITS
 
+from .gpt2_tiny import tiny_gpt2
 from .tiny import every_attention, tiny_model, tiny_ops
 
 RNG = np.random.default_rng(2026)
@@ -135,6 +136,29 @@ def test_weights_are_quantized_with_the_reciprocal():
     assert np.array_equal(q.numpy(), expected) and np.array_equal(scale.numpy(), m[keep, 0] / 127)
 
 
+def test_layer_norm_follows_the_spec_order():
+    """LayerNorm (GPT-2): y = d * x - sum x in integers; the variance from y's sum of squares (after the shift) over
+    d^3; n = ((y / (sigma * (d * 2^R))) * gain) + bias, then quantize. A product with the reciprocal of
+    sigma * (d * 2^R) would differ."""
+    d = 48
+    x = RNG.integers(-2**28, 2**28, (32, d)).astype(np.int64) >> RNG.integers(0, 20, (32, 1))
+    x[0] = 777  # constant: y = 0 everywhere
+    gain, bias = RNG.normal(1, 0.1, d), RNG.normal(0, 0.1, d)
+    y = x * d - x.sum(axis=1, keepdims=True)
+    peak = np.abs(y).max(axis=1, keepdims=True).astype(np.float64)
+    shift = np.maximum(np.frexp(peak)[1] - 24, 0)
+    variance = np.ldexp(((y >> shift) ** 2).sum(axis=1, keepdims=True).astype(np.float64), 2 * shift - 32) / float(d**3)
+    unit = np.sqrt(variance + 1e-5) * float(d << 16)
+    n = ((y.astype(np.float64) / unit) * gain) + bias
+    m = np.abs(n).max(axis=1, keepdims=True)
+    expected_q, expected_s = np.rint(n * (QMAX / m)), m / QMAX
+    other = (y.astype(np.float64) * (1 / unit) * gain) + bias  # the scales show it (q rounds the difference away)
+    assert not np.array_equal(np.abs(other).max(axis=1, keepdims=True) / QMAX, expected_s)
+    for ops in (architectures.engine(tiny_gpt2(), compiled_kernels=c).ops for c in (True, False)):
+        q, s = ops.layer_norm_quantize(torch.from_numpy(x), torch.from_numpy(gain), torch.from_numpy(bias), 1e-5, 16)
+        assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
+
+
 def test_quantize_divides_once(engines):
     """9.3: c = QMAX / m is one correctly rounded division. torch computes `number / tensor` as number * (1 / tensor),
     two roundings, and a path written that way decoded 64 KiB of text differently from the other."""
@@ -165,10 +189,10 @@ def test_attention_weights_divide_once(engines):
                               expected)
 
 
-def test_silu_product_and_rope_follow_the_spec_order(engines):
+def test_gated_activation_and_rope_follow_the_spec_order(engines):
     """h = SILU(gate) * up with SILU(x) = sigma * x and sigma = ((dS * f) + S) / 2^30; RoPE r0 = (x0 C) - (x1 N),
     r1 = (x0 N) + (x1 C) with C, N the tables over 2^30."""
-    sigmoid = engines[1].tables.sigmoid.numpy()
+    sigmoid = engines[1].tables.gate.numpy()
     gate = RNG.normal(0, 6, (8, 160))
     up = RNG.normal(0, 1, (8, 160))
     t = (np.clip(gate, -16, 16) + 16) * 256
@@ -180,7 +204,7 @@ def test_silu_product_and_rope_follow_the_spec_order(engines):
     m = np.abs(h).max(axis=1, keepdims=True)
     expected_q, expected_s = np.rint(h * (QMAX / m)), m / QMAX
     for ops in engines:
-        q, s = ops.silu_product_quantize(torch.from_numpy(gate.copy()), torch.from_numpy(up))
+        q, s = ops.gate_quantize(torch.from_numpy(gate.copy()), torch.from_numpy(up))
         assert np.array_equal(q.numpy(), expected_q) and np.array_equal(s.numpy(), expected_s)
 
     x = RNG.normal(0, 50, (1, 5, 4, 16))  # (B, T, H, hd) at positions 100..104

