@@ -67,12 +67,10 @@ def tiny_gpt2(seed: int = 0) -> compiler.CompiledModel:
         return compiler.read_compiled(path)
 
 
-def write_gpt2(directory: str, seed: int = 0, **shape) -> str:
-    """The same random GPT-2 (tiny_gpt2_config with `shape` overrides) as a Hugging Face directory: GPT2LMHeadModel
-    weights (Conv1D: (in, out)) in safetensors and GPT-2's byte-level BPE tokenizer with MERGES; vocab_size beyond
-    the tokenizer's leaves the extra tokens without text."""
+def write_tokenizer(directory: str) -> None:
+    """GPT-2's byte-level BPE tokenizer with MERGES (TOKENS ids, <|endoftext|> last) into a Hugging Face directory."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast
 
     vocab = {char: byte for char, byte in byte_level_alphabet().items()}
     for left, right in MERGES:
@@ -83,6 +81,14 @@ def write_gpt2(directory: str, seed: int = 0, **shape) -> str:
     GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
                       unk_token=END_OF_TEXT).save_pretrained(directory)
 
+
+def write_gpt2(directory: str, seed: int = 0, **shape) -> str:
+    """The same random GPT-2 (tiny_gpt2_config with `shape` overrides) as a Hugging Face directory: GPT2LMHeadModel
+    weights (Conv1D: (in, out)) in safetensors and GPT-2's byte-level BPE tokenizer with MERGES; vocab_size beyond
+    the tokenizer's leaves the extra tokens without text."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    write_tokenizer(directory)
     config = tiny_gpt2_config(**shape)
     hf = GPT2Config(vocab_size=config.vocab_size, n_positions=config.max_positions, n_embd=config.hidden,
                     n_layer=config.layers, n_head=config.heads, bos_token_id=TOKENS - 1, eos_token_id=TOKENS - 1)

@@ -1,7 +1,8 @@
-"""GPT-2 (SPEC.md 9.2 and 9.3, GPT-2) end to end: a Hugging Face GPT2LMHeadModel directory compiles (to the same model
-as its weights) and packs with --model, archives round-trip through the CLI, GPT-2 small's real shape passes the
-compiler's bounds, and a model file whose architecture and numerics this lza does not implement is refused, never run
-through another architecture's arithmetic."""
+"""The architectures from their sources, end to end. GPT-2 (SPEC.md 9.2 and 9.3, GPT-2): a Hugging Face
+GPT2LMHeadModel directory compiles (to the same model as its weights) and packs with --model, archives round-trip
+through the CLI, GPT-2 small's real shape passes the compiler's bounds. Llama: Hugging Face directories in bf16, fp16
+and fp32 compile and predict as the float model does. A model file whose architecture and numerics this lza does not
+implement is refused, never run through another architecture's arithmetic."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lzarchive.codecs.lm import LmCodec
 from lzarchive.engine import architectures, compiler
 
 from .conftest import run_cli
-from .gpt2_tiny import tiny_gpt2, write_gpt2
+from .gpt2_tiny import tiny_gpt2, write_gpt2, write_tokenizer
 from .tiny import greedy_text, tiny_model
 
 PROSE = (b"The archive keeps every byte of every file. A model predicts the next token; the coder spends what the "
@@ -56,6 +57,7 @@ def test_a_gpt2_directory_compiles_to_the_same_model_as_its_weights(tmp_path):
     assert converted.tensors.keys() == direct.tensors.keys()
     assert all(torch.equal(converted.tensors[name], tensor) for name, tensor in direct.tensors.items())
     assert converted.tokenizer_json  # the directory's BPE tokenizer, which the direct compile has not
+    assert relative_error(converted, str(tmp_path / "dir"), "GPT2LMHeadModel") < 0.05  # int8 weights: a few percent
 
 
 def test_gpt2_small_shape_compiles_within_bounds_and_round_trips(tmp_path):
@@ -86,3 +88,39 @@ def test_an_architecture_this_lza_does_not_implement_is_refused(tmp_path, privat
         assert result.exit_code == 12 and "is not implemented by this lza" in result.stderr
     (tmp_path / "a.txt").write_bytes(greedy_text(tiny_model(), 60))  # the Llama profile still packs
     assert LmCodec(tiny_model()).encode_batch([(tmp_path / "a.txt").read_bytes()])[0] is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
+def test_llama_directories_of_every_float_dtype_compile(dtype, tmp_path):
+    """A random Hugging Face Llama saved in each dtype compiles, and the exact engine's logits follow the float
+    model's (int8 weights: within a few percent): the converter's names and RoPE permutation are right."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = str(tmp_path / "llama")
+    write_tokenizer(directory)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=267, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      bos_token_id=266, eos_token_id=266, tie_word_embeddings=True))
+    with torch.no_grad():
+        for parameter in hf.parameters():
+            parameter.normal_(0, 0.1 if parameter.dim() == 2 else 0.05).add_(1.0 if parameter.dim() == 1 else 0.0)
+    hf.to(dtype).save_pretrained(directory)
+    path = str(tmp_path / "llama.lzm")
+    compiler.compile_to(path, architectures.read_source(directory), name="llama", source="test")
+    model = compiler.read_compiled(path)
+    assert (model.config.architecture, model.numerics, model.config.kv_heads) == ("llama", "lza-int-v1", 2)
+    assert relative_error(model, directory, "LlamaForCausalLM") < 0.05
+
+
+def relative_error(model: compiler.CompiledModel, directory: str, hf_class: str) -> float:
+    """RMS of (exact engine's logits − the float model's) over RMS of the float model's, on 60 positions."""
+    import transformers
+
+    tokens = torch.tensor([[model.config.bos_token] + list(range(40, 100))])
+    engine = architectures.engine(model)
+    q, s = engine.forward(tokens, engine.new_cache(1, tokens.shape[1]))
+    logits = engine._linear(q[0], s[0], "output")
+    with torch.no_grad():
+        expected = getattr(transformers, hf_class).from_pretrained(directory, dtype=torch.float64)(tokens).logits[0]
+    return float(((logits - expected).pow(2).mean() / expected.pow(2).mean()).sqrt())
