@@ -9,7 +9,8 @@ Rows (each a separate process):
   float64   the float64 products instead of the int8 GEMM (LZA_INT8_GEMM=off)
   cuda      the model on a GPU (--device cuda), when one is present
   --launcher NAME=COMMAND adds a row run through COMMAND (e.g. another architecture's Python under qemu-user:
-            "aarch64=chroot /srv/arm64 /usr/bin/python3"; the repository must be at the same path inside).
+            "aarch64=chroot /srv/arm64 /usr/bin/python3"; the repository must be at the same path inside, and the
+            model directory it uses must hold the default model and the fixtures' others, printed at the start).
 
 Usage: python tools/crossplatform.py --out tools/results/DATE-crossplatform.md [--text-bytes 64K] [--rows ...]
 """
@@ -71,6 +72,19 @@ def expected_files() -> dict[str, dict[str, str]]:
     manifest = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
     return {str(FIXTURES / name): {row["path"]: row["sha256"] for row in manifest["trees"][spec["tree"]] if "sha256" in row}
             for name, spec in sorted(manifest["archives"].items())}
+
+
+def provide_models() -> None:
+    """The models the fixtures name other than the default one (the tiny GPT-2, compiled from its weights), imported
+    into this user's model cache, where every row run here finds them (a --launcher row needs them in its own)."""
+    import make_fixtures
+
+    from lzarchive.engine import registry
+
+    manifest = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory() as directory:
+        for model in sorted({spec["model"] for spec in manifest["archives"].values() if "model" in spec}):
+            print(f"model {model}: {registry.import_compiled(make_fixtures.model_file(model, directory))}", flush=True)
 
 
 def compare(out: Path, files: dict[str, str]) -> tuple[int, list[str]]:
@@ -148,6 +162,7 @@ def main() -> int:
         if code:
             raise SystemExit(f"packing the text failed: {stderr}")
         print(f"packed {len(text)} bytes of text in {seconds:.0f} s", flush=True)
+        provide_models()
         archives = expected_files()
         archives[str(archive)] = {"text/licences.txt": hashlib.sha256(text).hexdigest()}
         rows = []
