@@ -103,22 +103,29 @@ def quantize_rows(x, q, scale):
 
 
 @compiled(parallel=True)
+def _mean_square(v, divisor, residual_bits):
+    """ldexp(sum of (v_j >> k)^2, 2k - 2 * bits) / divisor for an int64 row v: the sum exact in int64, k = max(0, the
+    binary exponent of max |v| - 24) so that every reduced |v_j| < 2^24."""
+    peak = 0
+    for j in range(v.shape[0]):
+        peak = max(peak, abs(v[j]))
+    shift = max(math.frexp(np.float64(peak))[1] - 24, 0)
+    sum_sq = 0
+    for j in range(v.shape[0]):
+        reduced = v[j] >> shift
+        sum_sq += reduced * reduced
+    return math.ldexp(np.float64(sum_sq), 2 * shift - 2 * residual_bits) / divisor
+
+
+@compiled(parallel=True)
 def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
-    """ExactOps.norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits),
-    with the sum of squares exact in int64 after dropping low bits."""
+    """ExactOps.norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits)."""
     rows, d = x.shape
     for i in numba.prange(rows):
-        peak = 0
         for j in range(d):
             q[i, j] = np.float64(x[i, j]) * weight[j]
-            peak = max(peak, abs(x[i, j]))
         m_scale = _quantize_row(q[i], q[i])
-        shift = max(math.frexp(np.float64(peak))[1] - 24, 0)
-        sum_sq = 0
-        for j in range(d):
-            reduced = x[i, j] >> shift
-            sum_sq += reduced * reduced
-        mean = math.ldexp(np.float64(sum_sq), 2 * shift - 2 * residual_bits) / d
+        mean = _mean_square(x[i], np.float64(d), residual_bits)
         scale[i] = m_scale / (math.sqrt(mean + eps) * (1 << residual_bits))
 
 
@@ -146,18 +153,12 @@ def layer_norm_quantize_rows(x, gain, bias, eps, residual_bits, q, scale):
         total = 0
         for j in range(d):
             total += x[i, j]
-        peak = 0
+        y = np.empty(d, np.int64)
         for j in range(d):
-            peak = max(peak, abs(x[i, j] * d - total))
-        shift = max(math.frexp(np.float64(peak))[1] - 24, 0)
-        sum_sq = 0
+            y[j] = x[i, j] * d - total  # d * (x - mean), exact
+        unit = math.sqrt(_mean_square(y, np.float64(d * d * d), residual_bits) + eps) * np.float64(d << residual_bits)
         for j in range(d):
-            reduced = (x[i, j] * d - total) >> shift
-            sum_sq += reduced * reduced
-        variance = math.ldexp(np.float64(sum_sq), 2 * shift - 2 * residual_bits) / np.float64(d * d * d)
-        unit = math.sqrt(variance + eps) * np.float64(d << residual_bits)
-        for j in range(d):
-            q[i, j] = ((np.float64(x[i, j] * d - total) / unit) * gain[j]) + bias[j]
+            q[i, j] = ((np.float64(y[j]) / unit) * gain[j]) + bias[j]
         scale[i] = _quantize_row(q[i], q[i])
 
 

@@ -104,6 +104,16 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(x * divide(QMAX, m)), divide(m, QMAX)
 
 
+def mean_square(v: torch.Tensor, divisor: float, residual_bits: int) -> torch.Tensor:
+    """ldexp(sum of (v_j >> k)^2, 2k - 2 * bits) / divisor along the last axis of int64 v (kept as size 1): the sum
+    exact in int64, k = max(0, the binary exponent of max |v| - 24) so that every reduced |v_j| < 2^24."""
+    peak = v.abs().amax(dim=-1, keepdim=True).to(F64)
+    shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)
+    reduced = torch.bitwise_right_shift(v, shift)
+    sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
+    return divide(torch.ldexp(sum_sq, 2 * shift - 2 * residual_bits), divisor)
+
+
 def correctly_rounded_sqrt(device: torch.device):
     """A float64 sqrt on `device` that rounds correctly, as SPEC.md 9.3 requires: torch.sqrt where it agrees with
     numpy's (the hardware instruction) on a probe, else numpy's on the CPU. torch 2.13's CPU sqrt is 1 ulp off for
@@ -230,23 +240,13 @@ class TorchOps(ExactOps):
 
     def norm_quantize(self, x, weight, eps, residual_bits):
         q, m_scale = quantize(x.to(F64) * weight)
-        peak = x.abs().amax(dim=-1, keepdim=True).to(F64)
-        shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)  # |reduced| < 2^24
-        reduced = torch.bitwise_right_shift(x, shift)
-        sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
-        mean = divide(torch.ldexp(sum_sq, 2 * shift - 2 * residual_bits), x.shape[-1])
-        rms = self.sqrt(mean + eps)
+        rms = self.sqrt(mean_square(x, float(x.shape[-1]), residual_bits) + eps)
         return q, m_scale / (rms * (1 << residual_bits))
 
     def layer_norm_quantize(self, x, gain, bias, eps, residual_bits):
         d = x.shape[-1]
         y = x * d - x.sum(dim=-1, keepdim=True)  # d * (x - mean), exact
-        peak = y.abs().amax(dim=-1, keepdim=True).to(F64)
-        shift = torch.clamp(torch.frexp(peak).exponent.to(torch.int64) - 24, min=0)  # |reduced| < 2^24
-        reduced = torch.bitwise_right_shift(y, shift)
-        sum_sq = (reduced * reduced).sum(dim=-1, keepdim=True).to(F64)  # exact: < d * 2^48
-        variance = divide(torch.ldexp(sum_sq, 2 * shift - 2 * residual_bits), float(d * d * d))
-        sigma = self.sqrt(variance + eps)
+        sigma = self.sqrt(mean_square(y, float(d * d * d), residual_bits) + eps)
         return quantize((y.to(F64) / (sigma * float(d << residual_bits))) * gain + bias)
 
     def gate_quantize(self, x, up=None):
