@@ -102,7 +102,7 @@ def quantize_rows(x, q, scale):
         scale[i] = _quantize_row(x[i], q[i])
 
 
-@compiled(parallel=True)
+@compiled()
 def _mean_square(v, divisor, residual_bits):
     """ldexp(sum of (v_j >> k)^2, 2k - 2 * bits) / divisor for an int64 row v: the sum exact in int64, k = max(0, the
     binary exponent of max |v| - 24) so that every reduced |v_j| < 2^24."""
