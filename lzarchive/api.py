@@ -24,6 +24,7 @@ from .errors import (
     EXIT_INTEGRITY,
     EXIT_INTERRUPTED,
     ChunkCorrupt,
+    ClusterError,
     EntryCorrupt,
     InputError,
     LzaError,
@@ -112,9 +113,10 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     return codecs
 
 
-def model_codecs(device: str = "cpu"):
+def model_codecs(device: str = "cpu", ray: str | None = None):
     """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash.
-    Archives naming several models, or a numerics profile this lza does not implement, are refused (unsupported)."""
+    Archives naming several models, or a numerics profile this lza does not implement, are refused (unsupported).
+    ray: decode lm chunks on the Ray cluster at this address ('local': one started here; see on_cluster)."""
 
     def provide(codec_id: int, header) -> Codec:
         if codec_id != C.CodecId.LM:
@@ -141,9 +143,26 @@ def model_codecs(device: str = "cpu"):
                                           f"with: lza model compile SOURCE") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
-        return LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER))
+        codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER))
+        return on_cluster([codec], ray)[0]
 
     return provide
+
+
+def on_cluster(codecs: list[Codec], ray: str | None) -> list[Codec]:
+    """The codecs, with the lm codec's batches run on the Ray cluster at address `ray` (None: in this process, as
+    they are; 'local': a cluster started on this machine; 'auto': the one running here; else its address), one
+    worker per CPU of the cluster. The bytes are the same either way."""
+    if ray is None or not any(c.codec_id == C.CodecId.LM for c in codecs):
+        return codecs
+    try:
+        from .codecs.distributed import RayCodec, connect
+        workers = connect(ray)
+    except ImportError as exc:
+        raise UsageError(reason=f"--ray: {exc}") from None
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(reason=f"--ray {ray}: cannot join the Ray cluster: {exc}") from None
+    return [RayCodec(c, workers) if c.codec_id == C.CodecId.LM else c for c in codecs]
 
 
 # ------------------------------------------------------------------------------------------------------ pack
@@ -164,13 +183,15 @@ def pack(
     index_encoding: C.IndexEncoding | None = None,
     primer: int = LM_DEFAULT_PRIMER,
     format_version: int | str = FORMAT_VERSION,
+    ray: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> WriteStats:
     """Archive files and directory trees into `output`, atomically: on any failure nothing appears there, and
     without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
     read are stored as read and listed in the result's `changed` (with a warning), as tar does.
     primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
-    format_version: 2 (its newest minor), "2.0" or 1 write archives that older lza releases can read (no primer)."""
+    format_version: 2 (its newest minor), "2.0" or 1 write archives that older lza releases can read (no primer).
+    ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
     major, minor = _format_version(format_version)
@@ -178,13 +199,16 @@ def pack(
         raise UsageError(reason=f"the primer is a token count >= 0, got {primer}")
     if primer and (major, minor) < (2, 1):
         raise UsageError(reason=f"format {format_version} has no primer; it needs format 2.1 (--format 2)")
+    if primer and ray is not None:
+        raise UsageError(reason="--primer and --ray together are not supported: the primer is chosen while chunks are "
+                                "coded in order, in one process")
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
-    codecs = resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer)
+    codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer), ray)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed = primer > 0 and bool(models)
     if major == 2:  # 2.1 added only the lm primer: archives without one stay 2.0
@@ -288,8 +312,8 @@ def _link_target(fs_path: str) -> str:
 # ------------------------------------------------------------------------------------------------------ read side
 
 
-def open_archive(path: str, device: str = "cpu") -> ArchiveReader:
-    return ArchiveReader.open(path, model_codecs(device))
+def open_archive(path: str, device: str = "cpu", ray: str | None = None) -> ArchiveReader:
+    return ArchiveReader.open(path, model_codecs(device, ray))
 
 
 def extract(
@@ -300,10 +324,12 @@ def extract(
     overwrite: bool = False,
     skip_unsafe: bool = False,
     device: str = "cpu",
+    ray: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> int:
-    """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written."""
-    with open_archive(archive, device) as reader:
+    """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
+    ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
+    with open_archive(archive, device, ray) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite)
         if refusals and skip_unsafe:
@@ -430,12 +456,14 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(archive: str, *, full: bool = False, device: str = "cpu", progress: Progress = NULL_PROGRESS) -> VerifyReport:
-    """Quick: structure and stored-bytes hashes. Full: also decode every chunk and check every content hash.
+def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | None = None,
+           progress: Progress = NULL_PROGRESS) -> VerifyReport:
+    """Quick: structure and stored-bytes hashes. Full: also decode every chunk and check every content hash (with
+    `ray`, the lm chunks on a Ray cluster: see on_cluster).
 
     Structural damage (header, index, footer) raises; damage confined to chunks is collected in the report.
     """
-    with open_archive(archive, device) as reader:
+    with open_archive(archive, device, ray) as reader:
         report = VerifyReport(archive, full, chunks=len(reader.index.chunks), entries=len(reader.entries))
         bad_chunks: dict[int, ChunkCorrupt] = {}
         progress.start("verify", sum(c.stored_size for c in reader.index.chunks))

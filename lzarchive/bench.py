@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import importlib
 import lzma
 import os
 import shutil
@@ -19,31 +20,39 @@ import zstandard
 from .errors import BenchmarkFailed
 
 
-def _brotli(method: str) -> Callable[..., bytes] | None:
+def _module(name: str):
+    """An optional library's module, or None when it is not installed."""
     try:
-        import brotli
+        return importlib.import_module(name)
     except ImportError:
         return None
-    return getattr(brotli, method)
 
 
 @dataclass(frozen=True)
 class Classical:
-    """A classical compressor: its command (stdin → stdout) and the same algorithm in-process where the command is
-    missing (`None` when neither is available here)."""
+    """A classical compressor: its commands and the same algorithm in-process where the command is missing (`None`
+    when neither is available here). Commands read stdin and write stdout, or, with `names_files`, name their files
+    as {raw} (the input), {packed} and {back} (the decompressed copy)."""
 
     name: str
     compress: tuple[str, ...]
     decompress: tuple[str, ...]
     compress_py: Callable[[bytes], bytes] | None
     decompress_py: Callable[[bytes], bytes] | None
+    names_files: bool = False
 
 
 def _zstd(level: int) -> Callable[[bytes], bytes]:
     return lambda data: zstandard.ZstdCompressor(level=level).compress(data)
 
 
-_brotli_compress = _brotli("compress")
+def _in_process(module, compress: str, decompress: str, **options) -> tuple[Callable | None, Callable | None]:
+    if module is None:
+        return None, None
+    return (lambda d: getattr(module, compress)(d, **options)), (lambda d: getattr(module, decompress)(d, **options))
+
+
+_brotli, _ppmd, _paq = _module("brotli"), _module("pyppmd"), _module("paq")
 CLASSICAL = (
     Classical("xz -9e", ("xz", "-9e", "-c"), ("xz", "-dc"), lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME),
               lzma.decompress),
@@ -51,10 +60,19 @@ CLASSICAL = (
     Classical("zstd --ultra -22", ("zstd", "--ultra", "-22", "-c", "-q"), ("zstd", "-dc", "-q"), _zstd(22),
               zstandard.decompress),
     Classical("brotli -q 11", ("brotli", "-q", "11", "-c"), ("brotli", "-dc"),
-              (lambda d: _brotli_compress(d, quality=11)) if _brotli_compress else None, _brotli("decompress")),
+              (lambda d: _brotli.compress(d, quality=11)) if _brotli else None, _brotli and _brotli.decompress),
     Classical("bzip2 -9", ("bzip2", "-9", "-c"), ("bzip2", "-dc"), lambda d: bz2.compress(d, 9), bz2.decompress),
     Classical("gzip -9", ("gzip", "-9", "-c", "-n"), ("gzip", "-dc"), lambda d: gzip.compress(d, 9, mtime=0),
               gzip.decompress),
+)
+# The strongest classical compressors (context mixing and PPM): the real competition on ratio, measured by
+# tools/bench.py where installed. zpaq: Debian's `zpaq` package. paq9a: PyPI `paq` (needs `pip install 'Cython<3'`
+# and `pip install --no-build-isolation paq`). PPMd: PyPI `pyppmd` (the bench extra), variant I at order 16, 256 MiB.
+PEERS = (
+    Classical("zpaq -m5", ("zpaq", "a", "{packed}", "{raw}", "-m5"), ("zpaq", "x", "{packed}", "{raw}", "-to", "{back}"),
+              None, None, names_files=True),
+    Classical("paq9a", (), (), *_in_process(_paq, "compress", "decompress")),
+    Classical("PPMd -o16", (), (), *_in_process(_ppmd, "compress", "decompress", max_order=16, mem_size=256 << 20)),
 )
 
 
@@ -127,16 +145,23 @@ def run_measured(argv: list[str], stdin_path: str | None = None, stdout_path: st
 
 def measure_classical(tool: Classical, data: bytes, tmp: str) -> Measurement | None:
     """Compress and decompress `data` with `tool`; None when it is not available on this machine."""
-    if shutil.which(tool.compress[0]):
-        raw, packed, back = (os.path.join(tmp, f"classical.{suffix}") for suffix in ("raw", "packed", "back"))
-        with open(raw, "wb") as f:
+    if tool.compress and shutil.which(tool.compress[0]):
+        paths = {name: os.path.join(tmp, f"classical.{name}") for name in ("raw", "packed", "back")}
+        for path in paths.values():
+            if os.path.exists(path):
+                os.remove(path)  # zpaq adds to an archive that exists
+        with open(paths["raw"], "wb") as f:
             f.write(data)
-        compress_s, rss_c = run_measured(list(tool.compress), raw, packed)
-        decompress_s, rss_d = run_measured(list(tool.decompress), packed, back)
-        with open(back, "rb") as f:
+        if tool.names_files:
+            compress_s, rss_c = run_measured([arg.format(**paths) for arg in tool.compress])
+            decompress_s, rss_d = run_measured([arg.format(**paths) for arg in tool.decompress])
+        else:
+            compress_s, rss_c = run_measured(list(tool.compress), paths["raw"], paths["packed"])
+            decompress_s, rss_d = run_measured(list(tool.decompress), paths["packed"], paths["back"])
+        with open(paths["back"], "rb") as f:
             _check(tool.name, f.read() == data)
-        return Measurement(tool.name, len(data), os.path.getsize(packed), compress_s, decompress_s, max(rss_c, rss_d),
-                           "command")
+        return Measurement(tool.name, len(data), os.path.getsize(paths["packed"]), compress_s, decompress_s,
+                           max(rss_c, rss_d), "command")
     if tool.compress_py is None or tool.decompress_py is None:
         return None
     started = time.perf_counter()
@@ -145,6 +170,18 @@ def measure_classical(tool: Classical, data: bytes, tmp: str) -> Measurement | N
     _check(tool.name, tool.decompress_py(packed_bytes) == data)
     return Measurement(tool.name, len(data), len(packed_bytes), middle - started, time.perf_counter() - middle, None,
                        "python")
+
+
+def measure_per_file(tool: Classical, files: dict[str, bytes], tmp: str) -> Measurement | None:
+    """Each file compressed alone, as a user of a classical tool keeps files one by one: sizes and times summed, the
+    largest peak RSS. None when the tool is not available here."""
+    parts = [measure_classical(tool, data, tmp) for data in files.values()]
+    if not parts or parts[0] is None:
+        return None
+    peaks = [m.peak_rss for m in parts if m.peak_rss is not None]
+    return Measurement(f"{tool.name}, per file", sum(m.raw_bytes for m in parts), sum(m.stored_bytes for m in parts),
+                       sum(m.compress_s for m in parts), sum(m.decompress_s for m in parts),
+                       max(peaks) if peaks else None, parts[0].how)
 
 
 def write_tree(files: dict[str, bytes], root: str) -> None:
@@ -160,16 +197,19 @@ LZA_ARCHIVE = "bench.lza"  # measure_lza's archive under `tmp`, left there until
 
 
 def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] = (), *, label: str = "lza",
-                device: str = "cpu", env: dict[str, str] | None = None) -> Measurement:
-    """Pack the tree `files` with `lza pack`, extract it, and compare every file; sizes are of the whole archive."""
+                device: str = "cpu", env: dict[str, str] | None = None, ray: str | None = None) -> Measurement:
+    """Pack the tree `files` with `lza pack`, extract it, and compare every file; sizes are of the whole archive.
+    ray: pack and extract on the Ray cluster at this address (`--ray`)."""
     src, archive, out = (os.path.join(tmp, name) for name in (LZA_TREE, LZA_ARCHIVE, "lza-out"))
     for path in (src, out):
         shutil.rmtree(path, ignore_errors=True)
     write_tree(files, src)
     lza = [sys.executable, "-m", "lzarchive"]
+    cluster = ["--ray", ray] if ray else []
     compress_s, rss_c = run_measured(lza + ["pack", src, "-o", archive, "-q", "--force", "--device", device,
-                                            *pack_options], env=env)
-    decompress_s, rss_d = run_measured(lza + ["extract", archive, "-C", out, "-q", "--device", device], env=env)
+                                            *cluster, *pack_options], env=env)
+    decompress_s, rss_d = run_measured(lza + ["extract", archive, "-C", out, "-q", "--device", device, *cluster],
+                                       env=env)
     for name, content in files.items():
         with open(os.path.join(out, LZA_TREE, name), "rb") as f:
             _check(label, f.read() == content, name)
@@ -178,19 +218,19 @@ def measure_lza(files: dict[str, bytes], tmp: str, pack_options: Iterable[str] =
 
 
 def sample_files(paths: Iterable[str], budget: int, per_file: int, *, prefix: str = "",
-                 gunzip: bool = False) -> dict[str, bytes]:
+                 decompress: bool = False) -> dict[str, bytes]:
     """Up to `per_file` bytes from each regular file under `paths` (walked in sorted order) until `budget` bytes,
-    named `prefix` + sequence number + base name; with `gunzip`, .gz files are read decompressed."""
+    named `prefix` + sequence number + base name; with `decompress`, .gz and .xz files are read decompressed."""
     files: dict[str, bytes] = {}
     remaining = budget
     for path in _walk(paths):
         if remaining <= 0:
             break
-        opener = gzip.open if gunzip and path.endswith(".gz") else open
+        opener = {".gz": gzip.open, ".xz": lzma.open}.get(os.path.splitext(path)[1], open) if decompress else open
         try:
             with opener(path, "rb") as f:
                 data = f.read(min(per_file, remaining))
-        except OSError:
+        except (OSError, EOFError, lzma.LZMAError):
             continue
         if data:
             files[f"{prefix}{len(files):04d}-{os.path.basename(path)}"] = data

@@ -100,6 +100,10 @@ class ModelUnavailable(LzaError):
     exit_code = EXIT_MODEL
 
 
+class ClusterError(LzaError):
+    """{reason}"""
+
+
 class InputError(LzaError):
     """{path}: {reason}"""
 

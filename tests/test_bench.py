@@ -23,6 +23,37 @@ def test_classical_round_trip_on_the_same_bytes(tool, tmp_path):
     assert m.raw_bytes == len(TEXT) and 0 < m.stored_bytes < len(TEXT) // 10
 
 
+def test_ppmd_the_strongest_peer_the_test_extra_installs_round_trips(tmp_path):
+    ppmd = next(tool for tool in bench.PEERS if tool.name == "PPMd -o16")
+    m = bench.measure_classical(ppmd, TEXT, str(tmp_path))
+    assert m is not None and m.how == "python" and 0 < m.stored_bytes < len(TEXT) // 10
+
+
+def test_a_command_that_names_its_files_is_measured_through_them(tmp_path):
+    """The zpaq form: the commands take {raw}, {packed} and {back} paths, not stdin and stdout; a file left from the
+    last run is removed first (zpaq would add to it)."""
+    copy = bench.Classical("copy", ("cp", "{raw}", "{packed}"), ("cp", "{packed}", "{back}"), None, None,
+                           names_files=True)
+    (tmp_path / "classical.packed").write_bytes(b"left over")
+    m = bench.measure_classical(copy, TEXT, str(tmp_path))
+    assert m.how == "command" and m.stored_bytes == len(TEXT) and m.peak_rss > 0
+    lossy = bench.Classical("lossy", ("cp", "{raw}", "{packed}"), ("truncate", "-s", "0", "{back}"), None, None,
+                            names_files=True)
+    with pytest.raises(BenchmarkFailed, match="differ"):
+        bench.measure_classical(lossy, TEXT, str(tmp_path))
+
+
+def test_per_file_sums_every_file_compressed_alone(tmp_path):
+    xz = bench.CLASSICAL[0]
+    files = {"a": TEXT, "b": TEXT[:100], "c": b""}
+    per_file = bench.measure_per_file(xz, files, str(tmp_path))
+    alone = [bench.measure_classical(xz, data, str(tmp_path)).stored_bytes for data in files.values()]
+    assert per_file.tool == "xz -9e, per file" and per_file.raw_bytes == len(TEXT) + 100
+    assert per_file.stored_bytes == sum(alone) > bench.measure_classical(xz, TEXT + TEXT[:100], str(tmp_path)).stored_bytes
+    missing = bench.Classical("missing", ("no-such-command-lza",), ("no-such-command-lza",), None, None)
+    assert bench.measure_per_file(missing, files, str(tmp_path)) is None
+
+
 def test_a_tool_that_loses_data_fails_the_benchmark(tmp_path):
     lossy = bench.Classical("lossy", ("no-such-command-lza",), ("no-such-command-lza",), lambda d: d[:-1], lambda d: d)
     with pytest.raises(BenchmarkFailed, match="differ"):
@@ -34,6 +65,19 @@ def test_sample_files_takes_a_prefix_of_each_file_within_the_budget(tmp_path):
         (tmp_path / name).write_bytes(bytes([ord(name[0])]) * size)
     files = bench.sample_files([str(tmp_path)], budget=150, per_file=60)
     assert list(files.values()) == [b"a" * 60, b"b" * 50, b"c" * 40]
+
+
+def test_sample_files_reads_rotated_logs_decompressed_when_asked(tmp_path):
+    import gzip
+    import lzma
+
+    (tmp_path / "a.log").write_bytes(b"plain\n")
+    (tmp_path / "b.log.1.gz").write_bytes(gzip.compress(b"gzipped\n"))
+    (tmp_path / "c.log.xz").write_bytes(lzma.compress(b"xz'd\n"))
+    (tmp_path / "d.log.2.gz").write_bytes(b"not gzip at all")
+    files = bench.sample_files([str(tmp_path)], budget=1000, per_file=1000, decompress=True)
+    assert list(files.values()) == [b"plain\n", b"gzipped\n", b"xz'd\n"]
+    assert bench.sample_files([str(tmp_path)], budget=1000, per_file=1000)["0002-c.log.xz"] == lzma.compress(b"xz'd\n")
 
 
 def test_lza_bench_reports_lza_xz_and_zstd(tmp_path):

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""lza benchmark suite: ratio, speed, memory and random-access cost of lza against xz, zstd, brotli, bzip2 and gzip on
-the same bytes, with sweeps over chunk size, context window, decode batch and device; writes a Markdown report with
-PNG charts.
+"""lza benchmark suite: ratio, speed, memory and random-access cost of lza against the classical compressors on the
+same bytes (xz, zstd, brotli, bzip2, gzip, and where installed the strongest: zpaq -m5, paq9a, PPMd), each run solid
+(the corpus as one stream) and per file; with sweeps over chunk size, context window, decode batch and device; writes a
+Markdown report with PNG charts.
 
 Corpora are assembled from real material already on the machine (see CORPORA for provenance and licences), never from
 lza's own tests. Every lza run extracts and compares bytes; every classical run decompresses and compares.
 
     python tools/bench.py --size quick --out tools/results/DATE-bench-cpu      # minutes on 2 CPU cores
     python tools/bench.py --size 1M --device cuda --out tools/results/DATE-bench-gpu
-Needs the bench extra: pip install -e '.[bench]' (matplotlib, brotli).
+    python tools/bench.py --size 64K --corpora prose --no-sweeps --ray local --out ...   # lza in-process and on Ray
+Needs the bench extra: pip install -e '.[bench]' (matplotlib, brotli, pyppmd); zpaq from Debian (apt install zpaq);
+paq9a from PyPI: pip install 'Cython<3' setuptools && pip install --no-build-isolation paq. A peer that is missing is
+left out of the report (it says which ran).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of 
 BATCH_SWEEP_CHUNKS = 16  # the decode batch sweep cuts its text into this many chunks
 CANTERBURY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora", "canterbury")
 SINGLE_FILE = ("asyoulik", "lcet10")  # public benchmark texts with published figures: each packed whole and alone
-TEXT = ("prose", "code", "man", "structured") + SINGLE_FILE
+LARGE_FILES = ("logs",)  # corpora of few large files: up to a quarter of the corpus from each
+TEXT = ("prose", "code", "man", "logs", "data") + SINGLE_FILE
 
 
 def _stdlib(pattern: str) -> list[str]:
@@ -48,6 +53,12 @@ def _stdlib(pattern: str) -> list[str]:
 
 def _site(pattern: str) -> list[str]:
     return sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], pattern), recursive=True))
+
+
+def _logs() -> list[str]:
+    """The system's and package managers' logs, rotated ones (.gz, .xz) included, in name order."""
+    return sorted(path for path in glob.glob("/var/log/**/*.log*", recursive=True)
+                  if os.path.isfile(path) and not os.path.islink(path))
 
 
 # name → (what and where from, licence, how to list the files)
@@ -60,9 +71,12 @@ CORPORA = {
     "man": ("section 1 man pages of the installed Debian packages (/usr/share/man/man1, gunzipped roff)",
             "each package's own licence (free software, see /usr/share/doc/*/copyright)",
             lambda: sorted(glob.glob("/usr/share/man/man1/*.gz"))),
-    "structured": ("JSON, CSV and logs: package metadata and data files in site-packages, dpkg/apt logs",
-                   "each package's own licence (open source); logs are machine-generated",
-                   lambda: _site("**/*.json") + _site("**/*.csv") + ["/var/log/dpkg.log", "/var/log/apt/history.log"]),
+    "logs": ("system and package-manager logs: /var/log/**/*.log* (dpkg, apt term/history/eipp, "
+             "alternatives, ...; rotated .gz/.xz logs decompressed), as they were on the measuring machine",
+             "machine-generated records of this machine's package installs", _logs),
+    "data": ("JSON, CSV and XML data files shipped by installed Python packages (site-packages)",
+             "each package's own licence (open source)",
+             lambda: _site("**/*.json") + _site("**/*.csv") + _site("**/*.xml")),
     "asyoulik": ("Canterbury corpus: asyoulik.txt, Shakespeare's \"As You Like It\" (125,179 bytes), whole and alone, "
                  "from ../shared/corpora/canterbury", "public domain",
                  lambda: [os.path.join(CANTERBURY, "asyoulik.txt")]),
@@ -77,12 +91,14 @@ CORPORA = {
 
 
 def build_corpus(name: str, size: int) -> dict[str, bytes]:
-    """Up to PER_FILE bytes of each source file, in sorted order, until `size` bytes; text man pages are gunzipped.
-    The single-file corpora are their whole file, whatever the size."""
+    """Up to PER_FILE bytes of each source file (a quarter of the corpus for LARGE_FILES corpora), in sorted order,
+    until `size` bytes; compressed man pages and rotated logs are read decompressed. The single-file corpora are their whole
+    file, whatever the size."""
     paths = [path for path in CORPORA[name][2]() if "lzarchive" not in path]
     if name in SINGLE_FILE:
         return {os.path.basename(path): open_whole(path) for path in paths if os.path.exists(path)}
-    return bench.sample_files(paths, size, min(PER_FILE, max(1, size // 4)), prefix=f"{name}/", gunzip=name in TEXT)
+    per_file = max(1, size // 4) if name in LARGE_FILES else min(PER_FILE, max(1, size // 4))
+    return bench.sample_files(paths, size, per_file, prefix=f"{name}/", decompress=name in TEXT)
 
 
 def open_whole(path: str) -> bytes:
@@ -113,10 +129,11 @@ def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None, lm_byte
 
 
 def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str,
-                  lm_options: list[str]) -> list[Row]:
+                  lm_options: list[str], ray: str | None = None) -> list[Row]:
     """lza (auto), each of its codecs, and the classical tools. On text, auto codes with lm (lm_bytes tells), so a
     separate --codec lm run would repeat the slowest measurement; it runs on the other corpora, where it differs.
-    `lm_options`: extra `lza pack` options for the runs that use the model (auto, lm)."""
+    `lm_options`: extra `lza pack` options for the runs that use the model (auto, lm). `ray`: also run lza (auto) with
+    `--ray ray`, a row of its own."""
     rows = []
     for name, files in corpora.items():
         data = b"".join(files.values())
@@ -129,9 +146,15 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
             lm = info.codecs.get("lm", {}).get("raw_bytes", 0)
             payload = sum(c["stored_bytes"] for c in info.codecs.values())
             rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
-        for tool in bench.CLASSICAL:
-            if m := bench.measure_classical(tool, data, tmp):
-                rows.append(row_of(name, m))
+            if codec == "auto" and ray:
+                print(f"[{name}] lza --ray {ray} ...", file=sys.stderr, flush=True)
+                m = bench.measure_lza(files, tmp, options, label=f"lza --ray {ray}", device=device, ray=ray)
+                rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
+        for tool in bench.CLASSICAL + bench.PEERS:
+            print(f"[{name}] {tool.name} ...", file=sys.stderr, flush=True)
+            for m in (bench.measure_classical(tool, data, tmp), bench.measure_per_file(tool, files, tmp)):
+                if m:
+                    rows.append(row_of(name, m))
     return rows
 
 
@@ -329,8 +352,9 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
     for name, c in meta["corpora"].items():
         source, licence, _ = CORPORA[name]
         lines.append(f"| {name} | {c['files']} | {c['bytes']} | {source} | {licence} |")
-    lines += ["", "Classical tools ran as commands where installed, else in-process through the same library "
-              "(peak RSS then blank): " + ", ".join(f"{t}: {h}" for t, h in meta["classical_how"].items()) + "."]
+    lines += ["", "A classical tool's name alone is its solid run (the corpus's files concatenated, one stream); "
+              "', per file' is every file compressed alone, summed. Classical tools ran as commands where installed, "
+              "else in-process through the same library (peak RSS then blank): " + ", ".join(f"{t}: {h}" for t, h in meta["classical_how"].items()) + "."]
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -344,6 +368,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="directory for report.md, results.json and the charts")
     parser.add_argument("--device", default="cpu", help="where lza's model runs (the device sweep also runs the other of cpu and cuda, if present)")
     parser.add_argument("--corpora", default=",".join(CORPORA), help="comma-separated subset of " + ", ".join(CORPORA))
+    parser.add_argument("--ray", metavar="ADDRESS", help="also run lza on this Ray cluster (local: one started here)")
     parser.add_argument("--no-sweeps", action="store_true", help="skip the chunk-size, window, batch and device sweeps")
     parser.add_argument("--lm-options", default="", help="extra lza pack options for the runs that use the model, "
                         "e.g. '--chunk-size 32K --window 2048' (the tighter setting)")
@@ -366,7 +391,7 @@ def main() -> None:
     tokens = {name: sum(len(e[0]) for d in files.values() if (e := encoder.encode(d))) for name, files in corpora.items()}
     flops = bench.gemm_flops()
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        rows = compare_tools(corpora, tokens, args.device, tmp, shlex.split(args.lm_options))
+        rows = compare_tools(corpora, tokens, args.device, tmp, shlex.split(args.lm_options), args.ray)
         sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
         chunk_sweep = [] if args.no_sweeps else chunk_size_sweep(sweep_files, args.device, tmp)
     sweeps = {} if args.no_sweeps else model_sweeps(sweep_files, model, args.device)
@@ -376,8 +401,8 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""),
         "command": shlex.join(["python"] + sys.argv),
         "corpora": {n: {"files": len(f), "bytes": sum(map(len, f.values()))} for n, f in corpora.items()},
-        "classical_how": {t.name: ("command" if shutil.which(t.compress[0]) else "python")
-                          for t in bench.CLASSICAL},
+        "classical_how": {t.name: "command" if t.compress and shutil.which(t.compress[0])
+                          else "python" if t.compress_py else "not installed" for t in bench.CLASSICAL + bench.PEERS},
         "summary": summary(rows, flops, bench.model_flops_per_token(model.tensors)),
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:

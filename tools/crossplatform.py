@@ -150,6 +150,8 @@ def main() -> int:
                         help="comma-separated rows to run (empty: only the --launcher rows)")
     parser.add_argument("--launcher", action="append", default=[], metavar="NAME=COMMAND",
                         help="an extra row run through COMMAND instead of this Python")
+    parser.add_argument("--archives", default="",
+                        help="comma-separated archives to decode (fixture file stems, or 'text'); default: all")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lza-crossplatform-"))
     try:
@@ -165,6 +167,12 @@ def main() -> int:
         provide_models()
         archives = expected_files()
         archives[str(archive)] = {"text/licences.txt": hashlib.sha256(text).hexdigest()}
+        if args.archives:
+            wanted = set(args.archives.split(","))
+            unknown = wanted - {Path(a).stem for a in archives}
+            if unknown:
+                raise SystemExit(f"no such archive: {', '.join(sorted(unknown))}")
+            archives = {a: files for a, files in archives.items() if Path(a).stem in wanted}
         rows = []
         for name in filter(None, args.rows.split(",")):
             if name == "cuda":

@@ -30,6 +30,11 @@ class Codec(ABC):
         even where another codec's payload would be smaller."""
         return False
 
+    def dependencies(self, payload: bytes) -> tuple[int, ...]:
+        """The other chunks whose stored payloads decoding this payload reads through read_chunk (the lm primer's);
+        a reader that decodes elsewhere (codecs.distributed) reads them first and sends them along."""
+        return ()
+
     @abstractmethod
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,
                      chunks: Sequence[int] | None = None, read_chunk: ReadChunk | None = None) -> list[bytes | CodecError]:

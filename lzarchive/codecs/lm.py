@@ -338,6 +338,13 @@ class LmCodec(Codec):
             raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
         return list(stream.tokens), stream
 
+    def dependencies(self, payload: bytes) -> tuple[int, ...]:
+        try:
+            primer_chunk = self._parse(payload, None).primer_chunk
+        except CodecError:
+            return ()  # decoding reports it
+        return () if primer_chunk is None else (primer_chunk,)
+
     def _parse(self, payload: bytes, raw_size: int | None) -> Payload:
         model_index, pos = _read_varint(payload, 0)
         window, pos = _read_varint(payload, pos)

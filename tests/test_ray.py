@@ -1,0 +1,108 @@
+"""`--ray`: the lm codec's batches on a Ray cluster (a local one with two CPUs, started here) give the same bytes as
+in-process: archives packed on it are identical, extraction and full verification round-trip, a worker killed in
+the middle of a batch costs a rerun and not a byte, a damaged chunk is reported exactly as without Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+import ray
+
+from lzarchive import api
+from lzarchive.codecs.distributed import RayCodec
+from lzarchive.codecs.lm import LmCodec
+from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
+
+from .conftest import files_under, lm_archive, run_cli
+from .tiny import greedy_text, tiny_model
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two CPUs, so two workers; their model cache starts empty, so the model reaches them through the object store."""
+    workers_cache = tmp_path_factory.mktemp("worker-models")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"LZA_MODEL_DIR": str(workers_cache)}})
+    yield workers_cache
+    ray.shutdown()
+
+
+@pytest.fixture
+def tree(tmp_path, tiny_path, private_model_cache):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}.txt").write_bytes(greedy_text(tiny_model(), 300, seed_token=2 + ord("a") + i))
+    return src
+
+
+def test_a_cluster_packs_the_same_archive_and_reads_it_back(cluster, tree, tiny_path, tmp_path):
+    options = ["--codec", "auto", "--chunk-size", "512", "--model", tiny_path, "-q"]
+    assert run_cli("pack", str(tree), "-o", str(tmp_path / "here.lza"), *options).exit_code == 0
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "ray.lza"), *options, "--ray", "local")
+    assert result.exit_code == 0, result.stderr
+    archive = (tmp_path / "ray.lza").read_bytes()
+    assert archive == (tmp_path / "here.lza").read_bytes()
+    assert api.info(str(tmp_path / "ray.lza")).codecs["lm"]["chunks"] > 4  # several chunks, on both workers
+    assert os.listdir(cluster) == [f"{tiny_model().model_hash.hex()}.lzm"]  # imported from the object store
+    result = run_cli("extract", str(tmp_path / "ray.lza"), "-C", str(tmp_path / "out"), "-q", "--ray", "local")
+    assert result.exit_code == 0, result.stderr
+    assert files_under(str(tmp_path / "out" / "src")) == files_under(str(tree))
+    result = run_cli("verify", "--full", str(tmp_path / "ray.lza"), "--ray", "local")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, private_model_cache):
+    model = tiny_model()
+    api.load_model(tiny_path)  # into the driver's cache, where RayCodec reads the file it sends
+    chunks = [b"".join(greedy_text(model, 400, seed_token=2 + ord("a") + i + j) for j in range(4)) for i in range(16)]
+    expected = LmCodec(model, window=64, overlap=16).encode_batch(chunks)
+    codec = RayCodec(LmCodec(model, window=64, overlap=16), workers=2)
+    pids = ray.get([worker.pid.remote() for worker in codec.workers])
+    assert codec.encode_batch(chunks[:2]) == expected[:2]  # both workers up
+    result: list = []
+    run = threading.Thread(target=lambda: result.append(codec.encode_batch(chunks)))
+    run.start()
+    time.sleep(0.5)
+    assert run.is_alive(), "the batch finished before the kill: make it longer"
+    os.kill(pids[0], signal.SIGKILL)
+    run.join()
+    assert result == [expected]
+    assert ray.get(codec.workers[0].pid.remote()) != pids[0]  # restarted, and the rerun part came from the new one
+
+
+def test_a_damaged_chunk_is_reported_as_without_ray(cluster, lm_files, tmp_path):
+    codec, files, payloads = lm_files
+    good = payloads[1]
+    archive = tmp_path / "damaged.lza"
+    archive.write_bytes(lm_archive(codec, files, [payloads[0], good[:4] + bytes([good[4] ^ 0x10]) + good[5:]]))
+    here = run_cli("verify", "--full", str(archive))
+    on_cluster = run_cli("verify", "--full", str(archive), "--ray", "local")
+    assert on_cluster.exit_code == here.exit_code == EXIT_INTEGRITY
+    assert on_cluster.stderr == here.stderr and "chunk 1" in here.stderr
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "x"), "-q", "--ray", "local")
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr
+    assert not (tmp_path / "x" / "b.txt").exists()
+
+
+def test_primed_chunks_decode_on_a_cluster(cluster, tree, tiny_path, tmp_path):
+    """Each worker gets the primer chunk's payload from the driver (workers read no archive), whichever holds it."""
+    archive = tmp_path / "primed.lza"
+    api.pack([str(tree)], str(archive), codec="lm", chunk_size=512, model=tiny_path, primer=16)
+    api.extract(str(archive), str(tmp_path / "out"), ray="local")
+    assert files_under(str(tmp_path / "out" / "src")) == files_under(str(tree))
+
+
+def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path, monkeypatch):
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--primer", "16",
+                     "--ray", "local")
+    assert result.exit_code == EXIT_USAGE and "--primer and --ray" in result.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--ray", "local")
+    assert result.exit_code == EXIT_USAGE and "pip install 'lzarchive[ray]'" in result.stderr
+    assert not (tmp_path / "a.lza").exists()
