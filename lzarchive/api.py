@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries
 from .archive.progress import NULL_PROGRESS, Progress
-from .archive.reader import ArchiveReader, ChunkSource, builtin_codecs, content_order
+from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import (LM_DEFAULT_PRIMER, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
@@ -151,18 +151,31 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
 
 def on_cluster(codecs: list[Codec], ray: str | None) -> list[Codec]:
     """The codecs, with the lm codec's batches run on the Ray cluster at address `ray` (None: in this process, as
-    they are; 'local': a cluster started on this machine; 'auto': the one running here; else its address), one
-    worker per CPU of the cluster. The bytes are the same either way."""
+    they are; 'local': the cluster running here, else one started for this process; 'auto': the one running here;
+    else its address), one worker per CPU of the cluster. The bytes are the same either way."""
     if ray is None or not any(c.codec_id == C.CodecId.LM for c in codecs):
         return codecs
+    from .codecs.distributed import RayCodec
+
+    workers = _cluster_cpus(ray)
+    return [RayCodec(c, workers) if c.codec_id == C.CodecId.LM else c for c in codecs]
+
+
+def _cluster_cpus(ray: str) -> int:
+    """Join the cluster (see on_cluster); its CPUs."""
     try:
-        from .codecs.distributed import RayCodec, connect
-        workers = connect(ray)
+        from .codecs.distributed import connect
+
+        return connect(ray)
     except ImportError as exc:
         raise UsageError(reason=f"--ray: {exc}") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(reason=f"--ray {ray}: cannot join the Ray cluster: {exc}") from None
-    return [RayCodec(c, workers) if c.codec_id == C.CodecId.LM else c for c in codecs]
+
+
+def _decode_ahead(ray: str | None) -> int:
+    """Chunks a reader decodes at once: on a cluster, enough for every worker to have some (8 each)."""
+    return DECODE_AHEAD if ray is None else max(DECODE_AHEAD, 8 * _cluster_cpus(ray))
 
 
 # ------------------------------------------------------------------------------------------------------ pack
@@ -340,7 +353,7 @@ def extract(
         elif refusals:
             more = f" (and {len(refusals) - 1} more; nothing was written)" if len(refusals) > 1 else " (nothing was written)"
             raise PathRefused(path=refusals[0].path, reason=refusals[0].reason + more)
-        return Extractor(reader, dest, overwrite=overwrite, progress=progress).run(entries)
+        return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(ray)).run(entries)
 
 
 def list_entries(archive: str) -> list[Entry]:
@@ -475,7 +488,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | 
                     bad_chunks[i] = exc
                 progress.advance(chunk.stored_size)
         else:
-            _verify_full(reader, bad_chunks, report, progress)
+            _verify_full(reader, bad_chunks, report, progress, _decode_ahead(ray))
         for i, exc in sorted(bad_chunks.items()):
             report.problems.insert(0, Problem(exc.fields["reason"], i, tuple(reader.chunk_paths(i))))
         progress.finish()
@@ -484,7 +497,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | 
 
 
 def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], report: VerifyReport,
-                 progress: Progress) -> None:
+                 progress: Progress, batch: int) -> None:
     """Decode every chunk once, in order, in lockstep batches, and check every file's content hash on the way: file
     slices move forward through the chunks (SPEC 5), so one pass reads every file. A hard link's content is its
     target's (checked when the index was read)."""
@@ -495,7 +508,7 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
     slices = ((entry, ref) for entry in files for ref in entry.chunks)
     upcoming = next(slices, None)
     content, damaged = hasher(C.CONTEXT_ENTRY), False
-    source = ChunkSource(reader, range(len(reader.index.chunks)))
+    source = ChunkSource(reader, range(len(reader.index.chunks)), batch)
     for i, chunk in enumerate(reader.index.chunks):
         try:
             data = source.get(i)

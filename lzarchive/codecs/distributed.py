@@ -33,7 +33,8 @@ def ray_module():
 
 def connect(address: str) -> int:
     """Join the cluster at `address` (a Ray address; 'auto': the cluster running on this machine) or, for 'local',
-    start one here, unless this process has joined one already. Returns the cluster's CPUs: one worker each."""
+    the one running here or else a new one for this process (ray.init's own choice), unless this process has joined
+    one already. Returns the cluster's CPUs: one worker each."""
     ray = ray_module()
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
