@@ -60,7 +60,7 @@ def test_a_cluster_packs_the_same_archive_and_reads_it_back(cluster, tree, tiny_
 def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, private_model_cache):
     model = tiny_model()
     api.load_model(tiny_path)  # into the driver's cache, where RayCodec reads the file it sends
-    chunks = [b"".join(greedy_text(model, 400, seed_token=2 + ord("a") + i + j) for j in range(4)) for i in range(16)]
+    chunks = [b"".join(greedy_text(model, 400, seed_token=2 + ord("a") + i + j) for j in range(4)) for i in range(24)]
     expected = LmCodec(model, window=64, overlap=16).encode_batch(chunks)
     codec = RayCodec(LmCodec(model, window=64, overlap=16), workers=2)
     pids = ray.get([worker.pid.remote() for worker in codec.workers])
@@ -68,7 +68,7 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, 
     result: list = []
     run = threading.Thread(target=lambda: result.append(codec.encode_batch(chunks)))
     run.start()
-    time.sleep(0.5)
+    time.sleep(0.1)  # the parts are on their way to the workers, or running there
     assert run.is_alive(), "the batch finished before the kill: make it longer"
     os.kill(pids[0], signal.SIGKILL)
     run.join()

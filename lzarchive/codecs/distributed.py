@@ -43,35 +43,42 @@ def connect(address: str) -> int:
 
 
 class _Worker:
-    """One actor: the codec, rebuilt from its settings around the model with this hash."""
+    """One actor: the codec, rebuilt from its settings around the model with this hash on the first call (which
+    brings the model file's object reference, so that a restarted actor's constructor holds none)."""
 
-    def __init__(self, codec_type: type, settings: dict, model_hash: bytes, model_file) -> None:
+    def __init__(self, codec_type: type, settings: dict, model_hash: bytes) -> None:
         import numba
         import torch
 
-        from ..engine import registry
-        from ..engine.compiler import read_compiled
-
         torch.set_num_threads(1)  # one CPU per actor: the cluster's CPUs are the parallelism
         numba.set_num_threads(1)
-        path = registry.find(model_hash)
-        if path is None:
-            ray = ray_module()
-            with tempfile.TemporaryDirectory() as directory:
-                staged = os.path.join(directory, "model.lzm")
-                with open(staged, "wb") as f:
-                    f.write(ray.get(model_file[0]))
-                path = registry.import_compiled(staged)
-        self.codec = codec_type(read_compiled(path), **settings)
+        self.recipe = codec_type, settings, model_hash
+        self.codec: Codec | None = None
+
+    def _codec(self, model_file: list) -> Codec:
+        if self.codec is None:
+            from ..engine import registry
+            from ..engine.compiler import read_compiled
+
+            codec_type, settings, model_hash = self.recipe
+            path = registry.find(model_hash)
+            if path is None:
+                with tempfile.TemporaryDirectory() as directory:
+                    staged = os.path.join(directory, "model.lzm")
+                    with open(staged, "wb") as f:
+                        f.write(ray_module().get(model_file[0]))
+                    path = registry.import_compiled(staged)
+            self.codec = codec_type(read_compiled(path), **settings)
+        return self.codec
 
     def pid(self) -> int:
         return os.getpid()
 
-    def encode(self, chunks: list[bytes], first_chunk: int) -> list[bytes | None]:
-        return self.codec.encode_batch(chunks, first_chunk)
+    def encode(self, model_file: list, chunks: list[bytes], first_chunk: int) -> list[bytes | None]:
+        return self._codec(model_file).encode_batch(chunks, first_chunk)
 
-    def decode(self, payloads: list[bytes], raw_sizes: list[int], limits: list[int], chunks: list[int] | None,
-               others: dict[int, tuple[int, bytes] | CodecError]) -> list[bytes | CodecError]:
+    def decode(self, model_file: list, payloads: list[bytes], raw_sizes: list[int], limits: list[int],
+               chunks: list[int] | None, others: dict[int, tuple[int, bytes] | CodecError]) -> list[bytes | CodecError]:
         def read_chunk(chunk: int) -> tuple[int, bytes]:
             found = others.get(chunk)
             if found is None:
@@ -80,7 +87,7 @@ class _Worker:
                 raise found
             return found
 
-        return self.codec.decode_batch(payloads, raw_sizes, limits, chunks, read_chunk)
+        return self._codec(model_file).decode_batch(payloads, raw_sizes, limits, chunks, read_chunk)
 
 
 class RayCodec(Codec):
@@ -96,11 +103,10 @@ class RayCodec(Codec):
         settings = {f.name: getattr(codec, f.name) for f in dataclasses.fields(codec) if f.init and f.name != "model"}
         model = codec.model
         with open(registry.resolve(model.model_hash), "rb") as f:
-            # in a list, so that actors get the reference and fetch the bytes only if their cache lacks the model;
-            # held here for as long as the workers may be restarted
+            # in a list, so that actors get the reference and fetch the bytes only if their cache lacks the model
             self._model_file = [ray.put(f.read())]
         actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
-        self.workers = [actor.remote(type(codec), settings, model.model_hash, self._model_file) for _ in range(workers)]
+        self.workers = [actor.remote(type(codec), settings, model.model_hash) for _ in range(workers)]
 
     @property
     def model_ref(self):
@@ -124,7 +130,8 @@ class RayCodec(Codec):
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
         per_worker = -(-len(chunks) // len(self.workers))  # contiguous runs: chunk numbers stay consecutive in each
-        calls = [worker.encode.remote([bytes(c) for c in chunks[lo : lo + per_worker]], first_chunk + lo)
+        calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo : lo + per_worker]],
+                                      first_chunk + lo)
                  for worker, lo in zip(self.workers, range(0, len(chunks), per_worker))]
         results: list[bytes | None] = []
         for part in self._run(calls):
@@ -143,7 +150,7 @@ class RayCodec(Codec):
                     except CodecError as exc:
                         others[chunk] = exc
         parts = _balanced(raw_sizes, len(self.workers))
-        calls = [worker.decode.remote([bytes(payloads[i]) for i in part], [raw_sizes[i] for i in part],
+        calls = [worker.decode.remote(self._model_file, [bytes(payloads[i]) for i in part], [raw_sizes[i] for i in part],
                                       [limits[i] for i in part], None if chunks is None else [chunks[i] for i in part],
                                       others)
                  for worker, part in zip(self.workers, parts) if part]
