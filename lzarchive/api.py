@@ -116,7 +116,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
 def model_codecs(device: str = "cpu", ray: str | None = None):
     """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash.
     Archives naming several models, or a numerics profile this lza does not implement, are refused (unsupported).
-    ray: decode lm chunks on the Ray cluster at this address ('local': one started here; see on_cluster)."""
+    ray: decode lm chunks on the Ray cluster at this address (see on_cluster)."""
 
     def provide(codec_id: int, header) -> Codec:
         if codec_id != C.CodecId.LM:
@@ -173,9 +173,11 @@ def _cluster_cpus(ray: str) -> int:
         raise ClusterError(reason=f"--ray {ray}: cannot join the Ray cluster: {exc}") from None
 
 
-def _decode_ahead(ray: str | None) -> int:
-    """Chunks a reader decodes at once: on a cluster, enough for every worker to have some (8 each)."""
-    return DECODE_AHEAD if ray is None else max(DECODE_AHEAD, 8 * _cluster_cpus(ray))
+def _decode_ahead(reader: ArchiveReader, ray: str | None) -> int:
+    """Chunks a reader decodes at once: with lm chunks on a cluster, enough for every worker to have some (8 each)."""
+    if ray is None or not any(chunk.codec == C.CodecId.LM for chunk in reader.index.chunks):
+        return DECODE_AHEAD
+    return max(DECODE_AHEAD, 8 * _cluster_cpus(ray))
 
 
 # ------------------------------------------------------------------------------------------------------ pack
@@ -353,7 +355,7 @@ def extract(
         elif refusals:
             more = f" (and {len(refusals) - 1} more; nothing was written)" if len(refusals) > 1 else " (nothing was written)"
             raise PathRefused(path=refusals[0].path, reason=refusals[0].reason + more)
-        return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(ray)).run(entries)
+        return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(reader, ray)).run(entries)
 
 
 def list_entries(archive: str) -> list[Entry]:
@@ -488,7 +490,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | 
                     bad_chunks[i] = exc
                 progress.advance(chunk.stored_size)
         else:
-            _verify_full(reader, bad_chunks, report, progress, _decode_ahead(ray))
+            _verify_full(reader, bad_chunks, report, progress, _decode_ahead(reader, ray))
         for i, exc in sorted(bad_chunks.items()):
             report.problems.insert(0, Problem(exc.fields["reason"], i, tuple(reader.chunk_paths(i))))
         progress.finish()
