@@ -65,6 +65,7 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, 
     codec = RayCodec(LmCodec(model, window=64, overlap=16), workers=2)
     pids = ray.get([worker.pid.remote() for worker in codec.workers])
     assert codec.encode_batch(chunks[:2]) == expected[:2]  # both workers up
+    assert codec.encode_batch([]) == [] and codec.decode_batch([], []) == []  # the writer's last, empty batch
     result: list = []
     run = threading.Thread(target=lambda: result.append(codec.encode_batch(chunks)))
     run.start()

@@ -42,15 +42,14 @@ def main() -> None:
             columns[peer.name] = [peer.compress_py(chunk) for chunk in chunks]
     print(f"{args.corpus}: {len(data)} bytes in {len(chunks)} chunks of {size}")
     print("chunk  raw     " + "  ".join(f"{name:>10}" for name in columns) + "  best")
+    sizes = [{name: len(payloads[i]) if payloads[i] is not None else len(chunk) for name, payloads in columns.items()}
+             for i, chunk in enumerate(chunks)]
     wins = dict.fromkeys(columns, 0)
-    for i, chunk in enumerate(chunks):
-        sizes = {name: len(payloads[i]) if payloads[i] is not None else len(chunk) for name, payloads in columns.items()}
-        best = min(sizes, key=sizes.get)
+    for i, (chunk, row) in enumerate(zip(chunks, sizes)):
+        best = min(row, key=row.get)
         wins[best] += 1
-        print(f"{i:5}  {len(chunk):6}  " + "  ".join(f"{sizes[name]:10}" for name in columns) + f"  {best}")
-    totals = {name: sum(len(p) if p is not None else len(c) for p, c in zip(payloads, chunks))
-              for name, payloads in columns.items()}
-    print("total  " + f"{len(data):6}  " + "  ".join(f"{totals[name]:10}" for name in columns))
+        print(f"{i:5}  {len(chunk):6}  " + "  ".join(f"{row[name]:10}" for name in columns) + f"  {best}")
+    print("total  " + f"{len(data):6}  " + "  ".join(f"{sum(row[name] for row in sizes):10}" for name in columns))
     print("chunks won: " + ", ".join(f"{name} {count}" for name, count in wins.items()))
 
 

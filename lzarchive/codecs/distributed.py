@@ -129,7 +129,7 @@ class RayCodec(Codec):
                                       f"it coded was used") from None
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
-        per_worker = -(-len(chunks) // len(self.workers))  # contiguous runs: chunk numbers stay consecutive in each
+        per_worker = max(1, -(-len(chunks) // len(self.workers)))  # contiguous runs: chunk numbers stay consecutive
         calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo : lo + per_worker]],
                                       first_chunk + lo)
                  for worker, lo in zip(self.workers, range(0, len(chunks), per_worker))]
