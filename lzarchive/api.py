@@ -62,18 +62,21 @@ def model_cache():
     return registry
 
 
-def load_model(model: str | None = None) -> CompiledModel:
-    """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache."""
+def load_model(model: str | None = None, positions: int | None = None) -> CompiledModel:
+    """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache
+    with the positions its source was trained for, or only the first `positions` (not for a compiled file)."""
     from .engine import architectures, registry
     from .engine.compiler import CompileError, read_compiled
 
     try:
         if model is None:
-            path = registry.default_model_path()
+            path = registry.default_model_path(positions)
         elif model.endswith(".lzm") and os.path.isfile(model):
+            if positions is not None:
+                raise CompileError(f"{model}: a compiled model keeps its positions; --positions applies to a source")
             path = registry.import_compiled(model)
         elif os.path.exists(model):
-            path = registry.compile_source(model)
+            path = registry.compile_source(model, max_positions=positions)
         else:
             raise registry.ModelNotFound(f"{model}: no such model file or directory")
         loaded = read_compiled(path)
@@ -136,11 +139,13 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
             raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements "
                               f"{', '.join(sorted(NUMERICS_PROFILES))}")
         try:
-            model = read_compiled(registry.resolve(ref.model_hash))
+            model = read_compiled(registry.resolve(ref.model_hash, ref.source))
         except registry.ModelNotFound:
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
-                                          f"with: lza model compile SOURCE") from None
+                                          f"with: lza model compile SOURCE (archives packed while lza cut models at "
+                                          f"{registry.EARLIER_POSITIONS} positions: add --positions "
+                                          f"{registry.EARLIER_POSITIONS})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
         codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER))

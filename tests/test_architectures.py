@@ -60,6 +60,22 @@ def test_a_gpt2_directory_compiles_to_the_same_model_as_its_weights(tmp_path):
     assert relative_error(converted, str(tmp_path / "dir"), "GPT2LMHeadModel") < 0.05  # int8 weights: a few percent
 
 
+def test_a_source_keeps_its_trained_positions_or_the_first_n_asked(tmp_path, private_model_cache):
+    """`lza model compile` keeps every position the source was trained for (the tiny GPT-2's 256); `--positions N`
+    keeps the first N: another model (hash), whose predictions within those N are the same. A compiled file's positions
+    are what they are."""
+    model_dir = write_gpt2(str(tmp_path / "dir"))
+    full = json.loads(run_cli("model", "compile", model_dir, "--json").stdout)
+    cut = json.loads(run_cli("model", "compile", model_dir, "--positions", "100", "--json").stdout)
+    assert (full["config"]["max_positions"], cut["config"]["max_positions"]) == (256, 100)
+    assert full["model_hash"] != cut["model_hash"]
+    payloads = [LmCodec(compiler.read_compiled(m["path"]), window=90, overlap=20).encode_batch([PROSE])[0]
+                for m in (full, cut)]
+    assert payloads[0] is not None and payloads[0] == payloads[1]
+    refused = run_cli("model", "compile", full["path"], "--positions", "100")
+    assert refused.exit_code == 12 and "keeps its positions" in refused.stderr
+
+
 def test_gpt2_small_shape_compiles_within_bounds_and_round_trips(tmp_path):
     """GPT-2 small's shape (12 layers of 768, 12 heads, 1,024 positions, 50,257 tokens), randomly initialized."""
     model_dir = write_gpt2(str(tmp_path / "small"), hidden=768, intermediate=3072, layers=12, heads=12, kv_heads=12,

@@ -54,18 +54,28 @@ def real_text() -> dict[str, bytes]:
             "odd.bin": b"caf\xc3\xa9 \xff\xfe not utf-8 \x00\x00 NUL \xc3( \x80 end\n"}
 
 
-def test_the_default_source_compiles_to_the_model_every_archive_names(tmp_path):
-    """The compiler, run on the pinned source, gives the model file whose hash the golden lm fixtures name (and every
-    archive packed with the defaults): a change to the compiler's arithmetic would leave them without a model on any
-    machine that compiles it afresh, while this machine's cached copy hides it."""
-    from lzarchive.engine import architectures, compiler, registry
+def test_the_default_model_keeps_its_positions_and_old_archives_find_theirs(tmp_path, monkeypatch):
+    """The default model keeps the 8,192 positions its source was trained for. The golden lm fixtures (and every
+    archive packed while the compiler cut models at 2,048 positions) name the earlier variant: a fresh model cache
+    rebuilds it from the same source by its hash, so a change to the compiler's arithmetic, which would leave them
+    without a model on any machine that compiles afresh, fails here. The two variants differ only in the rows beyond
+    2,048 of the RoPE tables, so they code every window both allow identically."""
+    from lzarchive.engine import compiler, registry
 
-    loaded = architectures.read_source(registry.default_source_path())
-    model_hash = compiler.compile_to(str(tmp_path / "default.lzm"), loaded, name=registry.DEFAULT_NAME,
-                                     source=registry.default_source_label())
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
     named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")
              for m in api.info(os.path.join(os.path.dirname(__file__), "..", "fixtures", name)).models}
-    assert named == {model_hash.hex()}
+    (earlier_hash,) = named
+    current = compiler.read_compiled(registry.default_model_path())
+    earlier = compiler.read_compiled(registry.resolve(bytes.fromhex(earlier_hash), registry.default_source_label()))
+    assert earlier.model_hash.hex() == earlier_hash != current.model_hash.hex()
+    assert (current.config.max_positions, earlier.config.max_positions) == (8192, registry.EARLIER_POSITIONS)
+    assert current.tensors.keys() == earlier.tensors.keys()
+    for name, tensor in earlier.tensors.items():
+        rows = current.tensors[name]
+        assert torch.equal(rows[: len(tensor)] if name.startswith("table.rope_") else rows, tensor), name
+    with pytest.raises(registry.ModelNotFound):  # another source's model is not looked for among the default's
+        registry.resolve(bytes(32), "gguf:other.gguf")
 
 
 def test_full_sequence_incremental_and_batches_agree(model, engine):

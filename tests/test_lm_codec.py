@@ -100,7 +100,7 @@ def test_missing_model_exits_12_and_names_it(tiny_path, tmp_path, monkeypatch):
     out = str(tmp_path / "a.lza")
     assert run_cli("pack", str(tmp_path / "a.txt"), "-o", out, "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(registry, "default_model_path", lambda: (_ for _ in ()).throw(registry.ModelNotFound("x")))
+    monkeypatch.setattr(registry, "default_model_path", lambda *_: (_ for _ in ()).throw(registry.ModelNotFound("x")))
     result = run_cli("extract", out, "-C", str(tmp_path / "x"))
     assert result.exit_code == EXIT_MODEL
     assert "tiny-0" in result.stderr and tiny_model().model_hash.hex() in result.stderr
@@ -123,7 +123,8 @@ def test_model_commands(tiny_path):
     assert record["model_hash"] == tiny_model().model_hash.hex() and record["numerics"] == "lza-int-v1"
     assert record["config"]["layers"] == 2
     listed = run_cli("model", "list").stdout.decode()
-    assert tiny_model().model_hash.hex()[:16] in listed and "tiny-0" in listed
+    (line,) = [row for row in listed.splitlines() if row.startswith(tiny_model().model_hash.hex()[:16])]
+    assert "tiny-0" in line and line.endswith(f"  {tiny_model().config.max_positions} positions")
     missing = run_cli("model", "info", "/nonexistent/model.gguf")
     assert missing.exit_code == EXIT_MODEL and "no such model" in missing.stderr
 

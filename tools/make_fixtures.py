@@ -109,9 +109,9 @@ def trees() -> dict[str, list]:
 
 ARCHIVES = {
     # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer, model: None for the
-    # default). The store archives do not depend on the zstd library's output, so their bytes are reproducible anywhere
-    # and the tests regenerate them byte for byte. The lm ones keep their window and primer when the writer's defaults
-    # change.
+    # default, as it was compiled when these were made: cut at 2,048 positions). The store archives do not depend on
+    # the zstd library's output, so their bytes are reproducible anywhere and the tests regenerate them byte for byte.
+    # The lm ones keep their window, primer and model when the writer's defaults change.
     "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0, None),
     "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, None),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
@@ -145,12 +145,14 @@ def materialize(root: str, tree: list) -> None:
         os.utime(os.path.join(root, path), ns=(MTIME, MTIME), follow_symlinks=False)
 
 
-def model_file(name: str, directory: str) -> str:
-    """A fixture's model as a compiled file in `directory` (packing imports it into the model cache)."""
+def model_file(name: str | None, directory: str) -> str:
+    """A fixture's model as a compiled file (packing imports it into the model cache)."""
     from tests.gpt2_tiny import tiny_gpt2
 
-    from lzarchive.engine import compiler
+    from lzarchive.engine import compiler, registry
 
+    if name is None:
+        return registry.default_model_path(registry.EARLIER_POSITIONS)
     assert name == GPT2_MODEL
     model, path = tiny_gpt2(), os.path.join(directory, name + ".lzm")
     compiler.write_compiled(path, model.config, model.tensors, numerics=model.numerics, name=model.name,
@@ -164,7 +166,7 @@ def build(name: str, out_path: str) -> None:
         materialize(tmp, trees()[tree])
         pack([os.path.join(tmp, trees()[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
              index_encoding=index_encoding, format_version=version, window=window, primer=primer,
-             model=model and model_file(model, tmp), force=True)
+             model=model_file(model, tmp) if codec == "lm" else None, force=True)
 
 
 def manifest() -> dict:

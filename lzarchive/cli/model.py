@@ -40,13 +40,14 @@ def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON L
     """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory)."""
     for entry in api.model_cache().list_models():
         if json_output:
-            emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(), path=entry.path)
+            emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(),
+                      positions=entry.positions, path=entry.path)
         else:
-            say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}", out=stdout)
+            say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}  {entry.positions} positions", out=stdout)
 
 
-def _load_and_describe(model: str | None, json_output: bool) -> None:
-    loaded = api.load_model(model)
+def _load_and_describe(model: str | None, json_output: bool, positions: int | None = None) -> None:
+    loaded = api.load_model(model, positions)
     _describe(loaded, json_output, api.model_cache().find(loaded.model_hash))
 
 
@@ -62,10 +63,11 @@ def info(
 @model_app.command("compile")
 def compile_command(
     source: Annotated[Optional[str], typer.Argument(help="GGUF file or Hugging Face directory; default model if omitted.")] = None,
+    positions: Annotated[Optional[int], typer.Option(min=2, help="Keep only the first N positions of those the source was trained for. Archives packed while lza cut every model at 2048 positions name that variant: compile it with --positions 2048 (lza rebuilds the default model's by itself).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
 ) -> None:
     """Compile a source model into the cache (deterministic: the same source always gives the same model hash)."""
-    _load_and_describe(source, json_output)
+    _load_and_describe(source, json_output, positions)
 
 
 def register(app: typer.Typer) -> None:

@@ -102,7 +102,7 @@ class RayCodec(Codec):
         self.batch_chunks = max(getattr(codec, "batch_chunks", 8), 8 * workers)
         settings = {f.name: getattr(codec, f.name) for f in dataclasses.fields(codec) if f.init and f.name != "model"}
         model = codec.model
-        with open(registry.resolve(model.model_hash), "rb") as f:
+        with open(registry.resolve(model.model_hash, model.source), "rb") as f:
             # in a list, so that actors get the reference and fetch the bytes only if their cache lacks the model
             self._model_file = [ray.put(f.read())]
         actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)

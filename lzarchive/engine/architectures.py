@@ -12,7 +12,7 @@ from types import ModuleType
 import torch
 
 from . import gpt2, llama
-from .compiler import DEFAULT_MAX_POSITIONS, CompiledModel, CompileError, Source
+from .compiler import CompiledModel, CompileError, Source
 from .model import ExactModel
 from .tokenizer import TokenTable, token_bytes_from_strings
 
@@ -39,8 +39,9 @@ def engine(model: CompiledModel, device: str | torch.device = "cpu", compiled_ke
                                                                           compiled_kernels)
 
 
-def read_source(path: str, max_positions: int = DEFAULT_MAX_POSITIONS) -> Source:
-    """A GGUF file or a Hugging Face directory, read by its architecture's converter."""
+def read_source(path: str, max_positions: int | None = None) -> Source:
+    """A GGUF file or a Hugging Face directory, read by its architecture's converter, with the positions it was
+    trained for (or the first `max_positions` of them)."""
     if os.path.isdir(path):
         return _from_hf_directory(path, max_positions)
     import gguf
@@ -53,7 +54,7 @@ def read_source(path: str, max_positions: int = DEFAULT_MAX_POSITIONS) -> Source
     return llama.from_gguf(path, reader, max_positions)
 
 
-def _from_hf_directory(path: str, max_positions: int) -> Source:
+def _from_hf_directory(path: str, max_positions: int | None) -> Source:
     """A Hugging Face directory (config.json, weights in any float dtype, tokenizer), its weights as float64."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -19,7 +19,6 @@ from .ops import divide
 from .tokenizer import TokenTable
 
 FILE_FORMAT = "lza-compiled-model/1"
-DEFAULT_MAX_POSITIONS = 2048
 CONTEXT_MODEL = "lza v1 model file"
 CONTEXT_TOKENIZER = "lza v1 token table"
 # The exact-integer bound for an int8 weight row times an activation row (|a| <= QMAX) in the int8 path:
@@ -60,6 +59,13 @@ class CompiledModel:
     @property
     def token_table(self) -> TokenTable:
         return TokenTable.from_tensors(self.tensors)
+
+
+def kept_positions(path: str, trained: int | None, limit: int | None) -> int:
+    """The positions a compiled model keeps: all its source was trained for, or `limit` if that is fewer."""
+    if not trained:
+        raise CompileError(f"{path}: the source does not say how many positions it was trained for")
+    return min(trained, limit or trained)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import tables
-from .compiler import CompileError, Source
+from .compiler import CompileError, Source, kept_positions
 from .model import RESIDUAL_BITS, ExactModel, ModelConfig
 from .tokenizer import TokenTable
 
@@ -56,7 +56,7 @@ def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: T
                   token_table, tokenizer_json, NUMERICS)
 
 
-def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int, escape_token: int,
+def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int | None, escape_token: int,
             token_table: TokenTable, tokenizer_json: str) -> Source:
     """A Hugging Face GPT-2 directory's config and float64 state dict."""
     unsupported = {"activation_function": (hf_config.activation_function, "gelu_new"),
@@ -70,7 +70,8 @@ def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions:
     config = ModelConfig(
         vocab_size=hf_config.vocab_size, hidden=hidden, intermediate=hf_config.n_inner or 4 * hidden,
         layers=hf_config.n_layer, heads=heads, kv_heads=heads, head_dim=hidden // heads, rope_theta=0.0,
-        norm_eps=float(hf_config.layer_norm_epsilon), max_positions=min(max_positions, hf_config.n_positions),
+        norm_eps=float(hf_config.layer_norm_epsilon),
+        max_positions=kept_positions(path, hf_config.n_positions, max_positions),
         bos_token=int(hf_config.bos_token_id if hf_config.bos_token_id is not None else escape_token),
         escape_token=escape_token, architecture=ARCHITECTURE,
     )

