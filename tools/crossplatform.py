@@ -10,7 +10,7 @@ Rows (each a separate process):
   cuda      the model on a GPU (--device cuda), when one is present
   --launcher NAME=COMMAND adds a row run through COMMAND (e.g. another architecture's Python under qemu-user:
             "aarch64=chroot /srv/arm64 /usr/bin/python3"; the repository must be at the same path inside, and the
-            model directory it uses must hold the default model and the fixtures' others, printed at the start).
+            model directory it uses must hold the models printed at the start).
 
 Usage: python tools/crossplatform.py --out tools/results/DATE-crossplatform.md [--text-bytes 64K] [--rows ...]
 """
@@ -75,12 +75,15 @@ def expected_files() -> dict[str, dict[str, str]]:
 
 
 def provide_models() -> None:
-    """The models the fixtures name other than the default one (the tiny GPT-2, compiled from its weights), imported
-    into this user's model cache, where every row run here finds them (a --launcher row needs them in its own)."""
+    """The models the archives name, in this user's model cache, where every row run here finds them (a --launcher
+    row needs them in its own): the default model (the text's) and its variant cut at 2,048 positions (the lm
+    fixtures'), and the others the fixtures name (the tiny GPT-2, compiled from its weights)."""
     import make_fixtures
 
     from lzarchive.engine import registry
 
+    print(f"model default: {registry.default_model_path()}", flush=True)
+    print(f"model default, the lm fixtures': {registry.default_model_path(registry.EARLIER_POSITIONS)}", flush=True)
     manifest = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as directory:
         for model in sorted({spec["model"] for spec in manifest["archives"].values() if "model" in spec}):
