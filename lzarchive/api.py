@@ -52,7 +52,7 @@ __all__ = [
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
-WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.1": (2, 1), "2.0": (2, 0), "1": (1, -1)}
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.2": (2, 2), "2.1": (2, 1), "2.0": (2, 0), "1": (1, -1)}
 
 
 def model_cache():
@@ -90,11 +90,12 @@ def load_model(model: str | None = None, positions: int | None = None) -> Compil
 
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
-                   window: int | None = None, primer: int = 0) -> list[Codec]:
+                   window: int | None = None, primer: int = 0, match: bool = False) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
     `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
-    0: payloads without the primer field (formats 1 and 2.0)."""
+    0: payloads without the primer field (formats 1 and 2.0).
+    `match`: payloads carry the adaptive field, and each chunk takes the match model where it pays (format 2.2)."""
     if name not in CODEC_CHOICES:
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
     if window is not None and name not in ("auto", "lm"):
@@ -108,7 +109,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
 
         loaded = load_model(model)
         try:
-            codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer))
+            codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
+                                  match_field=match))
         except ValueError as exc:
             raise UsageError(reason=str(exc)) from None
     if name in ("auto", "zstd"):
@@ -148,7 +150,8 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
                                           f"{registry.EARLIER_POSITIONS})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
-        codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER))
+        codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
+                        match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH))
         return on_cluster([codec], ray)[0]
 
     return provide
@@ -202,6 +205,7 @@ def pack(
     window: int | None = None,
     index_encoding: C.IndexEncoding | None = None,
     primer: int = LM_DEFAULT_PRIMER,
+    match: bool = True,
     format_version: int | str = FORMAT_VERSION,
     ray: str | None = None,
     progress: Progress = NULL_PROGRESS,
@@ -210,7 +214,9 @@ def pack(
     without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
     read are stored as read and listed in the result's `changed` (with a warning), as tar does.
     primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
-    format_version: 2 (its newest minor), "2.0" or 1 write archives that older lza releases can read (no primer).
+    match: lm chunks may mix the model with the chunk's match model, where that makes them smaller (writes 2.2).
+    format_version: 2 (its newest minor), "2.1", "2.0" or 1 write archives that older lza releases can read (no match
+    model before 2.2, no primer before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
@@ -228,11 +234,13 @@ def pack(
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
-    codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer), ray)
+    match = match and (major, minor) >= (2, 2)
+    codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer,
+                                       match=match), ray)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
-    primed = primer > 0 and bool(models)
-    if major == 2:  # 2.1 added only the lm primer: archives without one stay 2.0
-        minor = 1 if primed else 0
+    primed, matched = primer > 0 and bool(models), match and bool(models)
+    if major == 2:  # 2.1 added only the lm primer, 2.2 only the match model: archives without them stay 2.0
+        minor = 2 if matched else 1 if primed else 0
     with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
@@ -242,7 +250,8 @@ def pack(
         progress.start("pack", content)
         writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
                                index_encoding=index_encoding, major=major, minor=minor,
-                               incompat_flags=C.INCOMPAT_LM_PRIMER if primed else 0, progress=progress)
+                               incompat_flags=(C.INCOMPAT_LM_PRIMER if primed else 0)
+                               | (C.INCOMPAT_LM_MATCH if matched else 0), progress=progress)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link, progress)

@@ -63,7 +63,8 @@ def test_the_default_model_keeps_its_positions_and_old_archives_find_theirs(tmp_
     from lzarchive.engine import compiler, registry
 
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
-    named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")
+    named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza",
+                                          "v2.2-lm-match.lza")
              for m in api.info(os.path.join(os.path.dirname(__file__), "..", "fixtures", name)).models}
     (earlier_hash,) = named
     current = compiler.read_compiled(registry.default_model_path())

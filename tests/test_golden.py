@@ -13,6 +13,7 @@ import pytest
 
 from lzarchive import api
 from lzarchive.engine import registry
+from lzarchive.format import constants as C
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FIXTURES = os.path.join(ROOT, "fixtures")
@@ -94,9 +95,23 @@ def test_a_file_in_a_primed_chunk_reads_alone():
     assert hashlib.sha256(third).hexdigest() == rows["letters/third.txt"]["sha256"]
 
 
+@pytest.mark.realmodel
+def test_the_match_fixture_mixes_where_it_pays_and_its_chunks_read_alone():
+    """v2.2-lm-match: both chunks of log lines take the match model and the chunk of prose does not (SPEC 9.8); a
+    byte range in the second log chunk reads alone (its primer first), stopping where the range ends."""
+    path = os.path.join(FIXTURES, "v2.2-lm-match.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (2, C.INCOMPAT_LM_PRIMER | C.INCOMPAT_LM_MATCH)
+        # model, window, overlap, primer chunk + 1, primer tokens, then the adaptive field: one byte each here
+        heads = [reader.read_stored(chunk)[1][:6] for chunk in range(3)]
+    assert heads == [bytes([0, 64, 16, 1, 24, adaptive]) for adaptive in (1, 1, 0)]
+    log = next(data for path, _, data, _ in load_tool().trees()["match"] if path == "var/dpkg.log")
+    assert b"".join(api.cat(path, "var/dpkg.log", start=600, end=800)) == log[600:800]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
-    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza")])
+    for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

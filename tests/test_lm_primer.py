@@ -167,7 +167,7 @@ def primed_archive(tiny_path, tmp_path):
     for i, text in enumerate(texts(4, size=120)):
         (src / f"part{i}.txt").write_bytes(text)
     archive = tmp_path / "primed.lza"
-    api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20)
+    api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20, match=False)
     return src, archive
 
 

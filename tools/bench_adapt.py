@@ -4,8 +4,10 @@
 The float model (default GGUF, dequantized) codes the text in the lm codec's chunks and windows. Then, token by token
 and using only what a decoder has seen, each candidate turns the model's distribution into its own and is charged
 -log2 of the probability it gives the token that came:
-  match   the longest earlier repeat of the last 2..32 tokens predicts the next one; its weight is learned online per
-          (match length, model confidence) bucket: p = (1 - q) p_model + q [token = predicted]
+  match   the lm codec's match model (lzarchive/codecs/match.py, SPEC 9.8): the longest earlier repeat of the last
+          2..32 tokens predicts the next one, weighted per (match length, model confidence) bucket by its hits against
+          the model's expectation: p = (1 - q) p_model + q [token = predicted], q = Q / 2^16 (the model's
+          probabilities as 32-bit frequencies, as the exact codec sees them)
   cache   a unigram cache of the chunk's tokens, mixed in with a weight learned online per cache size
   bias    a log-space bias over the vocabulary learned by online gradient descent (Nacrith's bias head):
           p = softmax(logits + b), then b += rate (onehot(token) - p), at each rate of --bias-rates
@@ -35,30 +37,13 @@ from lzarchive import api
 from lzarchive.cli.render import parse_size
 from lzarchive.codecs import LM_DEFAULT_OVERLAP, LM_DEFAULT_WINDOW, lm_chunk_size
 from lzarchive.codecs.lm import LmCodec, window_bodies
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel
+from lzarchive.rangecoder import TOTAL_BITS
 
 GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 0.95)
 TEMPERATURES = (0.8, 0.9, 1.0, 1.1, 1.25)
-MIN_MATCH, MAX_MATCH = 2, 32
 SSE_BUCKETS = 24
 LN2 = math.log(2)
-
-
-def match_predictions(tokens: list[int]) -> list[tuple[int, int]]:
-    """For each position: (predicted token, match length), or (-1, 0): the token after the most recent earlier
-    occurrence of the longest suffix (2..32 tokens) of what came before."""
-    last_at: dict[tuple, int] = {}
-    out = []
-    for i in range(len(tokens)):
-        found = (-1, 0)
-        for n in range(min(MAX_MATCH, i), MIN_MATCH - 1, -1):
-            j = last_at.get(tuple(tokens[i - n : i]))
-            if j is not None:
-                found = (tokens[j], n)
-                break
-        out.append(found)
-        for n in range(MIN_MATCH, min(MAX_MATCH, i) + 1):  # after the lookup: later repeats find this position
-            last_at[tuple(tokens[i - n : i])] = i
-    return out
 
 
 class OnlineWeight:
@@ -81,16 +66,12 @@ class OnlineWeight:
             losses[k] -= math.log2(max(probability_of(w), 1e-300))
 
 
-def confidence_bucket(p: float) -> int:
-    return min(7, int(-math.log2(max(p, 1e-12))))
-
-
 class ChunkCandidates:
     """Every candidate's state for one chunk, fed one output row (float64 logits) and the token that came at a time."""
 
     def __init__(self, tokens: list[int], vocab: int, bias_rates: list[float]) -> None:
-        self.tokens, self.matches = tokens, match_predictions(tokens)
-        self.match_weight, self.cache_weight = OnlineWeight(), OnlineWeight()
+        self.tokens, self.match = tokens, MatchModel(TOTAL_BITS)
+        self.cache_weight = OnlineWeight()
         self.counts: dict[int, int] = defaultdict(int)
         self.rates = torch.tensor(bias_rates, dtype=torch.float64)[:, None]
         self.bias = torch.zeros(len(bias_rates), vocab, dtype=torch.float64)
@@ -105,14 +86,11 @@ class ChunkCandidates:
         p = math.exp(float(logp[token]))
         totals["model"] -= math.log2(p)
 
-        guess, length = self.matches[i]
-        if guess >= 0:
-            bucket, hit = (min(length, 16), confidence_bucket(math.exp(float(logp[guess])))), token == guess
-            q = self.match_weight.weight(bucket)
-            totals["match"] -= math.log2((1 - q) * p + (q if hit else 0.0))
-            self.match_weight.update(bucket, lambda w: (1 - w) * p + (w if hit else 0.0))
-        else:
-            totals["match"] -= math.log2(p)
+        guess = self.match.guess()
+        guess_freq = max(1, round(math.exp(float(logp[guess])) * 2**TOTAL_BITS)) if guess is not None else 0
+        q = self.match.weight(guess_freq) / 2**WEIGHT_BITS if guess is not None else 0.0
+        totals["match"] -= math.log2((1 - q) * p + (q if token == guess else 0.0))
+        self.match.update(token, guess_freq)
 
         cached = self.counts[token] / i if i else 0.0
         bucket = i.bit_length()  # how much the cache has seen: known to a decoder before the token

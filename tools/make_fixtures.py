@@ -49,20 +49,29 @@ WORDS = ("the of and to in is that it for on with as was at by an be this from o
          "morning distant journey careful gentle").split()
 
 
-def prose(size: int, seed: int, escapes: bytes = b"") -> bytes:
-    """`size` bytes of sentences in paragraphs; `escapes` spread through the text."""
-    state, out, words = seed, bytearray(), 0
+def drawer(seed: int):
+    """draw(n): the next number in [0, n) of a 64-bit LCG started at `seed`."""
+    state = seed
 
     def draw(n: int) -> int:
         nonlocal state
         state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
         return (state >> 33) % n
 
+    return draw
+
+
+def prose(size: int, seed: int, escapes: bytes = b"") -> bytes:
+    """`size` bytes of sentences in paragraphs; `escapes` spread through the text."""
+    draw, out = drawer(seed), bytearray()
     while len(out) < size:
         sentence = [WORDS[draw(len(WORDS))] for _ in range(6 + draw(9))]
         out += (" ".join(sentence).capitalize() + (". " if draw(5) else ".\n\n")).encode()
-        words += len(sentence)
-    out = out[:size]
+    return _escaped(bytes(out[:size]), escapes)
+
+
+def _escaped(text: bytes, escapes: bytes) -> bytes:
+    out, size = bytearray(text), len(text)
     for i, byte in enumerate(escapes):
         out[(i + 1) * size // (len(escapes) + 1)] = byte
     return bytes(out)
@@ -89,6 +98,31 @@ PRIMER_TREE = [
     ("letters/second.txt", "file", prose(500, 7), 0o644),
     ("letters/third.txt", "file", prose(450, 8, b"\xc0"), 0o600),
 ]
+
+
+def log_lines(size: int, seed: int, escapes: bytes = b"") -> bytes:
+    """`size` bytes of package-manager log lines: a few packages, versions and actions, so whole lines recur further
+    back than a short window reaches; `escapes` spread through the text."""
+    draw, out, minute = drawer(seed), bytearray(), 0
+    packages = ("libc6", "tzdata", "python3-apt", "openssl", "zlib1g", "libssl3")
+    while len(out) < size:
+        minute += draw(3)
+        package = packages[draw(len(packages))]
+        for action in ("unpacked", "half-configured", "installed")[draw(2):]:
+            out += f"2026-11-{seed:02d} 10:{minute % 60:02d}:{draw(60):02d} status {action} {package}:amd64 " \
+                   f"2.{len(package) % 4}-{draw(2) + 1}\n".encode()
+    return _escaped(bytes(out[:size]), escapes)
+
+
+# the match model (format 2.2): log lines in two chunks of 512 bytes (about 330 tokens each), in windows of 64
+# positions (overlap 16) after BOS and the first 24 tokens of chunk 0, so most repeats lie beyond the window; the
+# primer chunk's history includes its primer; a chunk of prose, where the match model does not pay (adaptive 0);
+# escapes in both
+MATCH_TREE = [
+    ("var", "dir", None, 0o755),
+    ("var/dpkg.log", "file", log_lines(1024, 11, b"\x04"), 0o644),
+    ("var/notes.txt", "file", prose(400, 12, b"\xc0"), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -104,7 +138,7 @@ def trees() -> dict[str, list]:
     for number, name in enumerate(("one", "two", "three")):
         text = b"".join(sampled_text(model, 240, seed) for seed in (2 * number + 1, 2 * number + 2))
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
-    return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "sampled": sampled}
+    return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -121,6 +155,7 @@ ARCHIVES = {
     "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0, None),
     "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0, None),
     "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80, None),
+    "v2.2-lm-match.lza": ("match", "2.2", "lm", 512, IndexEncoding.MSGPACK, 64, 24, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, GPT2_MODEL),

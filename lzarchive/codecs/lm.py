@@ -1,11 +1,13 @@
 """Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
 
 Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
-varint token count N, then the range coder's bytes. Tokens are predicted in windows of at most W positions after a
-prefix: BOS and, if the payload names a primer, the first P tokens of the primer chunk (an earlier lm chunk, or this
-one, which then codes them first in a window of their own). Window 0 is [prefix, t0, t1, ...]; each later window
-restarts the model on [prefix, the last O tokens of the previous windows, ...], so windows are independent forward
-passes. The prefix's keys and values are computed once and copied into each window.
+(with its lm_match flag) the adaptive field, varint token count N, then the range coder's bytes. Tokens are predicted
+in windows of at most W positions after a prefix: BOS and, if the payload names a primer, the first P tokens of the
+primer chunk (an earlier lm chunk, or this one, which then codes them first in a window of their own). Window 0 is
+[prefix, t0, t1, ...]; each later window restarts the model on [prefix, the last O tokens of the previous windows,
+...], so windows are independent forward passes. The prefix's keys and values are computed once and copied into each
+window. A payload whose adaptive field is 1 codes each token with the model's table mixed with the chunk's match model
+(match.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, Rang
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import Codec, CodecError, ReadChunk
+from .match import MatchModel, MatchWeights, guesses, mix_interval, mix_row
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
@@ -68,6 +71,7 @@ class Payload:
     overlap: int
     primer_chunk: int | None  # the chunk whose first primer_size tokens the windows start from, or None
     primer_size: int
+    match: bool  # the tables mixed with the match model (the adaptive field is 1)
     count: int  # tokens
     data: bytes  # the range coder's bytes
 
@@ -80,14 +84,15 @@ class Stream:
     decoder: RangeDecoder
     count: int
     limit: int
+    match: MatchModel | None = None
     tokens: list[int] = field(default_factory=list)
     escaped: dict[int, int] = field(default_factory=dict)
     produced: int = 0
     error: CodecError | None = None
 
     def copy(self) -> Stream:
-        return Stream(self.decoder.copy(), self.count, self.limit, list(self.tokens), dict(self.escaped), self.produced,
-                      self.error)
+        return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
+                      list(self.tokens), dict(self.escaped), self.produced, self.error)
 
 
 @dataclass
@@ -112,6 +117,8 @@ class LmCodec(Codec):
     batch_tokens: int = 1024  # tokens per forward when compressing; 2 x 1024 falls out of cache: 2.7x slower
     primer_field: bool = False  # payloads carry the primer field (the header's lm_primer flag, format 2.1)
     primer_tokens: int = 0  # when coding: tokens of the archive's first lm chunk that the later ones start from
+    match_field: bool = False  # payloads carry the adaptive field (the header's lm_match flag, format 2.2); when
+    # coding, each chunk then takes the match model where that makes it smaller
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
     codec_id = CodecId.LM
@@ -189,32 +196,53 @@ class LmCodec(Codec):
             for start, end in window_bodies(len(body), self.window, self.overlap):
                 after_prefix = body[max(0, start - self.overlap) : end] if start else body[:end]
                 jobs[key].append((i, base + start, base + end, after_prefix))
-        results: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
+        results: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
         for key, prefix in prefixes.items():
             for group in _length_groups(jobs[key], self.batch_tokens):
-                for (i, start, _, _), coded in zip(group, self._code_windows(prefix, group)):
+                for (i, start, _, _), coded in zip(group, self._code_windows(prefix, group, guessed)):
                     results[(i, start)] = coded
-        intervals: list[list[tuple[int, int]]] = [[] for _ in items]
+        intervals: list[list[tuple[int, int, int]]] = [[] for _ in items]
         for (i, _start), coded in sorted(results.items()):
             intervals[i].extend(coded)
         payloads = []
-        for (tokens, escaped), index, coded in zip(items, indices, intervals):
+        for (tokens, escaped), index, coded, chunk_guesses in zip(items, indices, intervals, guessed):
             header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
             if self.primer_field:
                 named = primer is not None and index >= primer.chunk
                 header += varint(primer.chunk + 1) + varint(len(primer.tokens)) if named else varint(0)
-            coder = RangeEncoder()
-            for position, (start, size) in enumerate(coded):
-                coder.encode(start, size)
-                if position in escaped:
-                    coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
-            payloads.append(header + varint(len(tokens)) + coder.finish())
+            body = self._range_code(tokens, escaped, coded)
+            if self.match_field:  # the adaptive field: the match model only where it makes the chunk smaller
+                mixed = self._range_code(tokens, escaped, coded, chunk_guesses)
+                header += varint(len(mixed) < len(body))
+                body = min(body, mixed, key=len)
+            payloads.append(header + varint(len(tokens)) + body)
         return payloads
 
-    def _code_windows(self, prefix: Prefix, group) -> list[list[tuple[int, int]]]:
-        """One batched forward after the shared prefix; for each window, (cumulative start, frequency) of each body
-        token. The table of a body token is the output at the position before it: the prefix's last for a window
-        that starts with no overlap."""
+    def _range_code(self, tokens: list[int], escaped: dict[int, int], coded: list[tuple[int, int, int]],
+                    guessed: list[tuple[int, int] | None] | None = None) -> bytes:
+        """The range coder's bytes for a chunk's tokens, given each one's (start, frequency) in the model's table and
+        the model's frequency of the match model's guess there; with the guesses, in the mixed tables."""
+        coder = RangeEncoder()
+        vocab = self.model.config.vocab_size
+        weights = MatchWeights(TOTAL_BITS)
+        for position, (token, (start, size, guess_freq)) in enumerate(zip(tokens, coded)):
+            if guessed is not None and guessed[position] is not None:
+                guess, length = guessed[position]
+                weight = weights.weight(length, guess_freq)
+                if weight:
+                    start, size = mix_interval(start, size, token, guess, weight, vocab, TOTAL_BITS)
+                weights.update(length, guess_freq, token == guess)
+            coder.encode(start, size)
+            if position in escaped:
+                coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
+        return coder.finish()
+
+    def _code_windows(self, prefix: Prefix, group,
+                      guessed: list[list[tuple[int, int] | None] | None]) -> list[list[tuple[int, int, int]]]:
+        """One batched forward after the shared prefix; for each window, (cumulative start, frequency, frequency of
+        the match model's guess or 0) of each body token (guessed: each chunk's guesses, or None). The table of a body
+        token is the output at the position before it: the prefix's last for a window that starts with no overlap."""
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
@@ -224,12 +252,14 @@ class LmCodec(Codec):
         # output k of these is the one before input k: the prefix's last, then the forward's
         hidden_q = torch.cat([prefix.hidden_q.expand(len(group), 1, -1), hidden_q], dim=1)
         hidden_s = torch.cat([prefix.hidden_s.expand(len(group), 1, -1), hidden_s], dim=1)
-        rows, targets = [], []
-        for b, (_, start, end, after_prefix) in enumerate(group):
+        rows, targets, guess_targets = [], [], []
+        for b, (i, start, end, after_prefix) in enumerate(group):
             first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
             for offset in range(end - start):
                 rows.append((b, first + offset))
                 targets.append(after_prefix[first + offset])
+                guess = guessed[i][start + offset] if guessed[i] is not None else None
+                guess_targets.append(-1 if guess is None else guess[0])
         coded = []
         for lo in range(0, len(rows), FREQ_ROWS):
             index = torch.tensor(rows[lo : lo + FREQ_ROWS], device=self.engine.device)
@@ -237,7 +267,10 @@ class LmCodec(Codec):
             freq, symbols = freq.cpu().numpy(), np.array(targets[lo : lo + FREQ_ROWS], dtype=np.int64)
             starts = np.empty_like(symbols)
             symbol_starts(freq, symbols, starts)
-            coded.extend(zip(starts.tolist(), freq[np.arange(len(symbols)), symbols].tolist()))
+            everyone = np.arange(len(symbols))
+            guess = np.array(guess_targets[lo : lo + FREQ_ROWS], dtype=np.int64)
+            guess_freq = np.where(guess >= 0, freq[everyone, np.maximum(guess, 0)], 0)
+            coded.extend(zip(starts.tolist(), freq[everyone, symbols].tolist(), guess_freq.tolist()))
         out, position = [], 0
         for _, start, end, _ in group:
             out.append(coded[position : position + end - start])
@@ -286,7 +319,7 @@ class LmCodec(Codec):
             if isinstance(primer, CodecError):
                 errors[i] = primer
                 continue
-            streams.setdefault(i, Stream(RangeDecoder(p.data), p.count, limits[i]))
+            streams.setdefault(i, Stream(RangeDecoder(p.data), p.count, limits[i], self._match_model(p)))
             groups.setdefault((p.window, p.overlap, p.primer_chunk, p.primer_size), []).append(i)
         for (window, overlap, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
@@ -329,7 +362,7 @@ class LmCodec(Codec):
             if self._decoded_primer is not None and self._decoded_primer[0] == key:
                 stream = self._decoded_primer[1].copy()
             else:
-                stream = Stream(RangeDecoder(source.data), size, UNLIMITED)
+                stream = Stream(RangeDecoder(source.data), size, UNLIMITED, self._match_model(source))
                 self._decode_group(self._prefix([]), size + 1, 0, [stream])  # one window of the P tokens
                 if stream.error is not None:
                     raise stream.error
@@ -337,6 +370,10 @@ class LmCodec(Codec):
         except CodecError as exc:
             raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
         return list(stream.tokens), stream
+
+    @staticmethod
+    def _match_model(payload: Payload) -> MatchModel | None:
+        return MatchModel(TOTAL_BITS) if payload.match else None
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         try:
@@ -355,6 +392,11 @@ class LmCodec(Codec):
             if named:
                 primer_chunk = named - 1
                 primer_size, pos = _read_varint(payload, pos)
+        adaptive = 0
+        if self.match_field:
+            adaptive, pos = _read_varint(payload, pos)
+            if adaptive > 1:
+                raise CodecError(f"lm: adaptive model {adaptive} is not one this lza implements (0: none, 1: match)")
         count, pos = _read_varint(payload, pos)
         if model_index != self.model_index:
             raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
@@ -366,7 +408,7 @@ class LmCodec(Codec):
                              f"with window {window}")
         if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
-        return Payload(window, overlap, primer_chunk, primer_size, count, payload[pos:])
+        return Payload(window, overlap, primer_chunk, primer_size, adaptive == 1, count, payload[pos:])
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
@@ -415,16 +457,26 @@ class LmCodec(Codec):
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
                 targets = np.zeros(len(block), dtype=np.int64)
+                guess_freq = [0] * len(block)  # the model's frequency of each stream's match guess
                 for j, (_, s) in enumerate(block):
+                    guess = s.match.guess() if s.match else None
+                    if guess is not None:
+                        guess_freq[j] = int(freq[j, guess])
+                        weight = s.match.weight(guess_freq[j])
+                        if weight:
+                            freq[j] = mix_row(freq[j], guess, weight, TOTAL_BITS)
                     try:
                         targets[j] = s.decoder.target(TOTAL)
                     except RangeDecodeError as exc:
                         s.error = CodecError(f"lm: {exc}")
                 symbols, starts = np.empty_like(targets), np.empty_like(targets)
                 find_symbols(freq, targets, symbols, starts)
-                for (_, s), row_freq, token, start in zip(block, freq, symbols.tolist(), starts.tolist()):
+                decoded = zip(block, freq, symbols.tolist(), starts.tolist(), guess_freq)
+                for (_, s), row_freq, token, start, known in decoded:
                     if s.error is not None:
                         continue
+                    if s.match:
+                        s.match.update(token, known)
                     try:
                         s.decoder.consume(start, int(row_freq[token]))
                         if token == cfg.escape_token:

@@ -1,0 +1,167 @@
+"""The lm codec's match model (format 2.2, SPEC 9.8) with the tiny model: the mixed tables are valid and the same
+whether built whole (decoder) or for one interval (encoder); guesses follow the spec's definition; chunks round-trip
+alone, together, in any lockstep grouping, with limits and with a primer; each chunk takes the match model only where
+it is smaller; the archive says so in its header; unknown adaptive models are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lzarchive import api
+from lzarchive.codecs import CodecError
+from lzarchive.codecs.lm import LmCodec
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_interval, mix_row
+from lzarchive.errors import EXIT_INTEGRITY
+from lzarchive.format import constants as C
+from lzarchive.format.records import Header
+from lzarchive.rangecoder import TOTAL_BITS
+
+from .adversarial.craft import craft2
+from .conftest import entries_and_chunks, run_cli
+from .tiny import greedy_text, tiny_model
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+
+def log_text(lines: int, seed: int) -> bytes:
+    """Machine-written lines that repeat beyond the tiny model's 32-position window."""
+    names = ("libfoo", "zlib1g", "python3-apt", "tzdata", "openssl")
+    return b"".join(f"2026-11-{seed % 28 + 1:02d} 10:{(seed + i) % 60:02d} status installed {names[(seed * i) % 5]}:"
+                    f"amd64 1.{i % 3}\n".encode() for i in range(lines))
+
+
+def match_codec(**options) -> LmCodec:
+    return LmCodec(tiny_model(), window=32, overlap=8, match_field=True, **options)
+
+
+@st.composite
+def frequency_rows(draw):
+    vocab = draw(st.integers(2, 300))
+    weights = np.array(draw(st.lists(st.integers(0, 1 << 20), min_size=vocab, max_size=vocab)), dtype=np.int64)
+    spare = (1 << TOTAL_BITS) - vocab
+    freq = 1 + weights * spare // max(1, int(weights.sum()))
+    freq[int(np.argmax(freq))] += (1 << TOTAL_BITS) - int(freq.sum())
+    return freq, draw(st.integers(0, vocab - 1)), draw(st.integers(0, (1 << WEIGHT_BITS) - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(frequency_rows())
+def test_a_mixed_table_is_a_valid_table_and_each_interval_matches_it(row):
+    freq, guess, weight = row
+    mixed = mix_row(freq, guess, weight, TOTAL_BITS)
+    assert mixed.sum() == 1 << TOTAL_BITS and mixed.min() >= 1
+    assert mixed[guess] >= freq[guess] if weight else np.array_equal(mixed, freq)
+    starts = np.concatenate([[0], np.cumsum(freq)[:-1]])
+    mixed_starts = np.concatenate([[0], np.cumsum(mixed)[:-1]])
+    for token in {0, guess, len(freq) - 1, (guess + 1) % len(freq)}:
+        assert mix_interval(int(starts[token]), int(freq[token]), token, guess, weight, len(freq), TOTAL_BITS) == \
+            (int(mixed_starts[token]), int(mixed[token]))
+
+
+def test_the_guess_follows_the_longest_run_before_the_latest_pairs():
+    assert guesses([1, 2, 3, 1, 2, 4, 1, 2, 9]) == [None] * 5 + [(3, 2), None, None, (4, 2)]
+    # before the last token: (5, 6) occurred twice; the earlier occurrence matches three tokens (1, 5, 6), the later two
+    assert guesses([1, 5, 6, 7, 2, 5, 6, 8, 1, 5, 6, 0])[-1] == (7, 3)
+    assert guesses(list(range(40)) + list(range(40)))[-1] == (39, 32)  # matches are counted up to 32 tokens
+
+
+@pytest.mark.parametrize("repeats, expected", [(255, 50), (256, 60)])
+def test_the_guess_looks_at_the_latest_256_occurrences_of_the_pair(repeats, expected):
+    """The longest run (10, 11, 1, 2 → 50) is found among the latest 256 occurrences of (1, 2), not beyond them."""
+    tokens = [10, 11, 1, 2, 50] + [7, 1, 2, 60] * repeats + [10, 11, 1, 2, 0]
+    assert guesses(tokens)[-1] == (expected, 4 if expected == 50 else 2)
+
+
+def test_the_weight_grows_with_guesses_the_model_did_not_expect_and_stays_below_one():
+    model, weights = MatchModel(TOTAL_BITS), []
+    unexpected = 1 << (TOTAL_BITS - 20)  # the model gives each guess about 1e-6
+    for token in [7, 8] * 30:
+        guess = model.guess()
+        if guess is not None:
+            assert guess == token  # a periodic text: every guess after the first period comes true
+            weights.append(model.weight(unexpected))
+        model.update(token, unexpected)
+    # lengths 2..7 each start a bucket (weight 0: nothing learned there yet); from length 8 on, one bucket learns
+    assert weights[:7] == [0] * 7 and weights[7:] == sorted(weights[7:]) and 0 < weights[8] < weights[-1] < 1 << WEIGHT_BITS
+    assert model.weight((1 << TOTAL_BITS) - 2) == 0  # where the model was already sure: no guess seen in that bucket
+
+
+@settings(max_examples=4, deadline=None)
+@given(data=st.data())
+def test_chunks_round_trip_alone_together_in_any_grouping_and_with_limits(data):
+    """The match model's state belongs to its chunk: the same tables in lockstep with any others, or alone."""
+    chunks = [log_text(data.draw(st.integers(3, 9), label=f"lines {i}"), i) for i in range(data.draw(st.integers(1, 4)))]
+    chunks.append(greedy_text(tiny_model(), 70, seed_token=2 + ord("m")) + b"\xff.")
+    payloads = match_codec().encode_batch(chunks)
+    sizes, decoder = [len(c) for c in chunks], match_codec()
+    assert decoder.decode_batch(payloads, sizes) == chunks
+    for payload, chunk in zip(payloads, chunks):
+        assert decoder.decode_batch([payload], [len(chunk)]) == [chunk]
+    decoder.batch_chunks = data.draw(st.integers(1, 3), label="lockstep")
+    assert decoder.decode_batch(payloads, sizes) == chunks
+    limits = [data.draw(st.integers(1, size), label=f"limit {i}") for i, size in enumerate(sizes)]
+    for chunk, limit, prefix in zip(chunks, limits, decoder.decode_batch(payloads, sizes, limits)):
+        assert limit <= len(prefix) and chunk.startswith(prefix)
+
+
+def test_with_a_primer_the_primer_chunk_keeps_its_history():
+    """The primer chunk's match model sees its primer tokens, coded in their own window, before the rest."""
+    chunks = [log_text(12, 1), log_text(8, 2), log_text(6, 3)]
+    codec = match_codec(primer_field=True, primer_tokens=20)
+    payloads = codec.encode_batch(chunks)
+    assert codec.primer.chunk == 0
+
+    def read_chunk(chunk):
+        return C.CodecId.LM, payloads[chunk]
+
+    decoder = match_codec(primer_field=True)
+    assert decoder.decode_batch(payloads, [len(c) for c in chunks], None, [0, 1, 2], read_chunk) == chunks
+    assert decoder.decode_batch(payloads[2:], [len(chunks[2])], None, [2], read_chunk) == chunks[2:]
+
+
+def test_each_chunk_takes_the_match_model_only_where_it_is_smaller():
+    repetitive, predictable = log_text(20, 4), greedy_text(tiny_model(), 90, seed_token=2 + ord("p"))
+    plain = LmCodec(tiny_model(), window=32, overlap=8).encode_batch([repetitive, predictable])
+    mixed = match_codec().encode_batch([repetitive, predictable])
+    # header: model, window, overlap, then the adaptive field (1 byte each here)
+    assert mixed[0][3] == 1 and len(mixed[0]) < 0.5 * len(plain[0])
+    assert mixed[1][3] == 0 and mixed[1][:3] + mixed[1][4:] == plain[1]
+
+
+def test_an_unknown_adaptive_model_is_refused_with_its_number(tiny_path, tmp_path):
+    from lzarchive.engine import registry
+
+    registry.import_compiled(tiny_path)
+    files = {"a.log": log_text(30, 6), "b.log": log_text(24, 5)}  # the first chunk the largest, as a writer makes them
+    codec = match_codec()
+    payloads = codec.encode_batch(list(files.values()))
+    [refused] = match_codec().decode_batch([payloads[1][:3] + b"\x02" + payloads[1][4:]], [len(files["b.log"])])
+    assert isinstance(refused, CodecError) and "adaptive model 2" in str(refused)
+    bad = [payloads[0], payloads[1][:3] + b"\x02" + payloads[1][4:]]
+    archive = tmp_path / "a.lza"
+    header = Header(models=(codec.model_ref,), minor=2, incompat_flags=C.INCOMPAT_LM_MATCH).to_wire()
+    archive.write_bytes(craft2(*entries_and_chunks(files, bad), header=header))
+    result = run_cli("cat", str(archive), "a.log")
+    assert result.stdout == files["a.log"], result.stderr
+    result = run_cli("verify", str(archive))
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "adaptive model 2" in result.stderr
+
+
+def test_pack_writes_2_2_with_the_match_model_and_older_formats_on_request(tiny_path, tmp_path):
+    source = tmp_path / "logs"
+    source.mkdir()
+    (source / "apt.log").write_bytes(log_text(30, 7))
+    written = {}
+    for name, options in (("default", {}), ("no-match", {"match": False}), ("2.1", {"format_version": "2.1"})):
+        archive = str(tmp_path / f"{name}.lza")
+        api.pack([str(source)], archive, codec="lm", model=str(tiny_path), **options)
+        with api.open_archive(archive) as reader:
+            written[name] = (reader.header.minor, reader.header.incompat_flags)
+        out = tmp_path / f"out-{name}"
+        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
+        assert (out / "logs" / "apt.log").read_bytes() == (source / "apt.log").read_bytes()
+    assert written == {"default": (2, C.INCOMPAT_LM_MATCH), "no-match": (0, 0), "2.1": (0, 0)}
+    assert (tmp_path / "default.lza").stat().st_size < (tmp_path / "no-match.lza").stat().st_size
