@@ -1,7 +1,7 @@
 """The lm codec's match model (format 2.2, SPEC 9.8) with the tiny model: the mixed tables are valid and the same
 whether built whole (decoder) or for one interval (encoder); guesses follow the spec's definition; chunks round-trip
 alone, together, in any lockstep grouping, with limits and with a primer; each chunk takes the match model only where
-it is smaller; the archive says so in its header; unknown adaptive models are refused."""
+it is smaller; the archive says so in its header; unknown adaptive models and damaged payloads are refused."""
 
 from __future__ import annotations
 
@@ -131,23 +131,33 @@ def test_each_chunk_takes_the_match_model_only_where_it_is_smaller():
     assert mixed[1][3] == 0 and mixed[1][:3] + mixed[1][4:] == plain[1]
 
 
-def test_an_unknown_adaptive_model_is_refused_with_its_number(tiny_path, tmp_path):
+@pytest.mark.parametrize("damage", ["adaptive 2", "adaptive 0", "flipped", "truncated"])
+def test_damaged_match_payloads_are_reported_with_their_chunk(damage, tiny_path, tmp_path):
+    """An unknown adaptive model is refused by its number; a payload read with the wrong tables or damaged bytes
+    (sealed in: the stored-bytes checksum is right) fails its chunk's checks. The other chunk still reads."""
     from lzarchive.engine import registry
 
     registry.import_compiled(tiny_path)
     files = {"a.log": log_text(30, 6), "b.log": log_text(24, 5)}  # the first chunk the largest, as a writer makes them
     codec = match_codec()
     payloads = codec.encode_batch(list(files.values()))
-    [refused] = match_codec().decode_batch([payloads[1][:3] + b"\x02" + payloads[1][4:]], [len(files["b.log"])])
-    assert isinstance(refused, CodecError) and "adaptive model 2" in str(refused)
-    bad = [payloads[0], payloads[1][:3] + b"\x02" + payloads[1][4:]]
+    good = payloads[1]  # model, window, overlap, adaptive (1): one byte each; the token count; the range coder's bytes
+    assert good[3] == 1
+    bad = {"adaptive 2": good[:3] + b"\x02" + good[4:], "adaptive 0": good[:3] + b"\x00" + good[4:],
+           "flipped": good[:-3] + bytes([good[-3] ^ 0x08]) + good[-2:], "truncated": good[: len(good) // 2]}[damage]
+    if damage == "adaptive 2":
+        [refused] = match_codec().decode_batch([bad], [len(files["b.log"])])
+        assert isinstance(refused, CodecError) and "adaptive model 2" in str(refused)
     archive = tmp_path / "a.lza"
     header = Header(models=(codec.model_ref,), minor=2, incompat_flags=C.INCOMPAT_LM_MATCH).to_wire()
-    archive.write_bytes(craft2(*entries_and_chunks(files, bad), header=header))
+    archive.write_bytes(craft2(*entries_and_chunks(files, [payloads[0], bad]), header=header))
     result = run_cli("cat", str(archive), "a.log")
     assert result.stdout == files["a.log"], result.stderr
     result = run_cli("verify", str(archive))
-    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "adaptive model 2" in result.stderr
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "b.log" in result.stderr
+    assert "adaptive model 2" in result.stderr or damage != "adaptive 2"
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "x"), "-q")
+    assert result.exit_code == EXIT_INTEGRITY and not (tmp_path / "x" / "b.log").exists()
 
 
 def test_pack_writes_2_2_with_the_match_model_and_older_formats_on_request(tiny_path, tmp_path):
