@@ -245,10 +245,12 @@ def pack(
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
         content = sum({(i.st.st_dev, i.st.st_ino): i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)}.values())
+        line_cuts = chunk_size is None and bool(models)  # a size the user gives is kept exactly
         if chunk_size is None:
             chunk_size = lm_chunk_size(content) if models else DEFAULT_CHUNK_SIZE
         progress.start("pack", content)
         writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=_batch_for(codecs), models=models,
+                               line_cuts=line_cuts,
                                index_encoding=index_encoding, major=major, minor=minor,
                                incompat_flags=(C.INCOMPAT_LM_PRIMER if primed else 0)
                                | (C.INCOMPAT_LM_MATCH if matched else 0), progress=progress)

@@ -193,3 +193,24 @@ def test_default_chunk_size_keeps_sixteen_chunks_in_lockstep():
     assert lm_chunk_size(426_754) == 27 * 1024  # 16 chunks of whole KiB (the last one shorter)
     assert -(-426_754 // lm_chunk_size(426_754)) == 16
     assert lm_chunk_size(1 << 20) == lm_chunk_size(1 << 30) == 32 * 1024  # large inputs: the largest
+
+
+def test_default_lm_chunks_end_at_line_breaks_and_a_given_chunk_size_is_kept(tiny_path, tmp_path):
+    """With the model and the default chunk size a full chunk ends after a line, so the next starts one (line_cuts);
+    --chunk-size N cuts at N exactly."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = b"".join(b"%d: a line of log text of some length\n" % (i * i) for i in range(500))  # ~20K: 3 chunks of 8K
+    (src / "a.log").write_bytes(data)
+    sizes = {}
+    for name, chunk_size in (("default", None), ("given", 8192)):
+        archive = str(tmp_path / f"{name}.lza")
+        api.pack([str(src)], archive, codec="auto", model=tiny_path, chunk_size=chunk_size, window=32)
+        with api.open_archive(archive) as reader:
+            sizes[name] = [c.raw_size for c in reader.index.chunks]
+        api.extract(archive, str(tmp_path / name))
+        assert (tmp_path / name / "src" / "a.log").read_bytes() == data
+    ends = [sum(sizes["default"][: i + 1]) for i in range(len(sizes["default"]) - 1)]
+    assert len(ends) == 2 and all(data[end - 1 : end] == b"\n" and 8192 - 1024 < end - start <= 8192
+                                  for start, end in zip([0] + ends, ends))
+    assert sizes["given"] == [8192, 8192, len(data) - 2 * 8192]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lzarchive import api
-from lzarchive.archive import reader
+from lzarchive.archive import reader, writer
 from lzarchive.archive.reader import ArchiveReader
+from lzarchive.archive.writer import ArchiveWriter
 
-from .conftest import snapshot
+from .conftest import files_under, snapshot
 
 NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")
 names = st.text(NAME_CHARS, min_size=1, max_size=12).filter(
@@ -174,3 +177,60 @@ def test_archive_inside_its_own_source_is_not_packed_into_itself(tmp_path):
     api.pack([str(tmp_path)], archive, codec="zstd", force=True)  # the old archive and the temp file are both skipped
     names = [e.path.rsplit("/", 1)[-1] for e in api.list_entries(archive)]
     assert "self.lza" not in names and not any(n.endswith(".lza-partial") for n in names)
+
+
+def line_cut_sizes(data: bytes, chunk_size: int) -> list[int]:
+    """The line_cuts rule for one file alone, restated: a full chunk ends after the last line break in its final
+    eighth, where there is one."""
+    sizes = []
+    while len(data) >= chunk_size:
+        sizes.append(data.rfind(b"\n", chunk_size - chunk_size // 8, chunk_size) + 1 or chunk_size)
+        data = data[sizes[-1]:]
+    return sizes + ([len(data)] if data else [])
+
+
+def write_store(path: str, files: list[bytes], chunk_size: int, line_cuts: bool, major: int = 2) -> None:
+    with open(path, "wb") as out:
+        archive = ArchiveWriter(out, [], chunk_size=chunk_size, line_cuts=line_cuts, major=major)
+        for i, data in enumerate(files):
+            archive.add_file(f"f{i}", io.BytesIO(data), mode=0o644, mtime_ns=0, size=len(data))
+        archive.finish()
+
+
+lines = st.binary(max_size=6).map(lambda b: b.replace(b"\n", b"")) | st.sampled_from([b"", b"\n", b"x\n"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.lists(lines, max_size=400).map(b"\n".join), chunk_size=st.sampled_from([1, 7, 8, 64, 100]),
+       read_block=st.sampled_from([3, 64, 1 << 20]))
+def test_line_cuts_end_full_chunks_after_their_last_line_break_in_the_final_eighth(data, chunk_size, read_block):
+    """Whatever blocks the file is read in; and without line_cuts every full chunk is exactly chunk_size."""
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(writer, "READ_BLOCK", read_block):
+        for line_cuts in (True, False):
+            path = os.path.join(tmp, f"{line_cuts}.lza")
+            write_store(path, [data], chunk_size, line_cuts)
+            with ArchiveReader.open(path) as archive:
+                sizes = [c.raw_size for c in archive.index.chunks]
+                assert [(r.chunk, r.offset) for r in archive.entries[0].chunks] == [(i, 0) for i in range(len(sizes))]
+            exact = [len(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
+            assert sizes == (line_cut_sizes(data, chunk_size) if line_cuts else exact)
+            assert api.verify(path, full=True).ok
+            api.extract(path, os.path.join(tmp, f"out-{line_cuts}"))
+            assert files_under(os.path.join(tmp, f"out-{line_cuts}")) == {"f0": data}
+
+
+@settings(max_examples=150, deadline=None)
+@example(files=[b"a" * 35 + b"\ncd", b"x" * 100], chunk_size=40)  # the last line break of chunk 0 is the first file's
+@given(files=st.lists(st.lists(lines, max_size=60).map(b"\n".join), max_size=8), chunk_size=st.sampled_from([8, 40, 100]))
+def test_line_cuts_never_move_an_earlier_file_and_every_file_reads_back(files, chunk_size):
+    """A cut moves bytes of the file being added only: the slices of the files before it are final (format 1 stores
+    them; format 2 implies them from the sizes, the same slices)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for major in (1, 2):
+            path = os.path.join(tmp, f"{major}.lza")
+            write_store(path, files, chunk_size, True, major)
+            with ArchiveReader.open(path) as archive:
+                assert all(c.raw_size <= chunk_size for c in archive.index.chunks)
+            api.extract(path, os.path.join(tmp, f"out-{major}"))
+            assert files_under(os.path.join(tmp, f"out-{major}")) == {f"f{i}": data for i, data in enumerate(files)}
+

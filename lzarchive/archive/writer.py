@@ -125,9 +125,13 @@ class ArchiveWriter:
         minor: int = -1,
         incompat_flags: int = 0,
         progress: Progress = NULL_PROGRESS,
+        line_cuts: bool = False,
     ) -> None:
         """index_encoding None: the smaller of the two; major, minor: the format version to write (minor -1: the
-        lowest that can express the header); incompat_flags: the features the codecs' payloads need (SPEC 4)."""
+        lowest that can express the header); incompat_flags: the features the codecs' payloads need (SPEC 4);
+        line_cuts: a full chunk ends after the last line break in its final eighth, where there is one, so that the
+        next chunk starts a line (a language model then starts cold on a line's first token, not on a word cut in
+        two)."""
         if not 1 <= chunk_size <= MAX_CHUNK_RAW:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_RAW} bytes, got {chunk_size}")
         if major not in SUPPORTED_MINOR:
@@ -136,26 +140,29 @@ class ArchiveWriter:
         self._out = out
         self._codecs = list(codecs)
         self._chunk_size = chunk_size
+        self._line_slack = chunk_size // 8 if line_cuts else 0
         self._batch_chunks = max(1, batch_chunks)
         self._progress = progress
         self._index_encoding = index_encoding
         self._entries: list[Entry] = []
         self._chunks: list[ChunkInfo] = []
         self._open = bytearray()  # plaintext of the chunk being filled
+        self._open_start = 0  # where it starts in the content (all files' bytes, in the order added)
+        self._chunk_starts: list[int] = []  # where each sealed chunk starts in the content
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
         self.stats = WriteStats()
         header = Header(models=tuple(models), major=major, minor=minor, incompat_flags=incompat_flags).to_wire()
         out.write(header)
         self._position = len(header)
 
-    @property
-    def _next_chunk(self) -> int:
-        return len(self._chunks) + len(self._sealed)
-
-    def _seal(self) -> None:
-        if self._open:
-            self._sealed.append(bytes(self._open))
-            self._open.clear()
+    def _seal(self, end: int | None = None) -> None:
+        """Close the open chunk after its first `end` bytes (all of them by default); the rest opens the next."""
+        end = len(self._open) if end is None else end
+        if end:
+            self._sealed.append(bytes(self._open[:end]))
+            self._chunk_starts.append(self._open_start)
+            self._open_start += end
+            del self._open[:end]
         if len(self._sealed) >= self._batch_chunks:
             self._flush()
 
@@ -171,18 +178,27 @@ class ArchiveWriter:
             stats.stored_bytes += head.stored_size
         self._sealed.clear()
 
-    def _append(self, data: bytes) -> list[ChunkRef]:
-        refs = []
+    def _append(self, data: bytes, file_start: int) -> None:
         view = memoryview(data)
         while view:
             room = self._chunk_size - len(self._open)
-            piece = view[:room]
-            refs.append(ChunkRef(self._next_chunk, len(self._open), len(piece)))
-            self._open += piece
-            view = view[len(piece):]
+            self._open += view[:room]
+            view = view[room:]
             if len(self._open) == self._chunk_size:
-                self._seal()
-        return refs
+                self._seal(self._line_end(file_start))
+
+    def _line_end(self, file_start: int) -> int:
+        """Where a full chunk ends: after its last line break in the final eighth (with line_cuts), but never before
+        the file being added starts (earlier files' slices are made, and a file that fits in a chunk stays in one),
+        else at chunk_size."""
+        search_from = max(self._chunk_size - self._line_slack, file_start - self._open_start)
+        return self._open.rfind(b"\n", search_from) + 1 or self._chunk_size
+
+    def _refs(self, chunk: int, start: int, end: int) -> tuple[ChunkRef, ...]:
+        """The slices of the content bytes [start, end), which start in chunk `chunk`, in it and the chunks after."""
+        starts = self._chunk_starts[chunk:] + [self._open_start]
+        spans = ((chunk + i, max(start, lo), min(end, hi)) for i, (lo, hi) in enumerate(zip(starts, starts[1:] + [end])))
+        return tuple(ChunkRef(c, lo - starts[c - chunk], hi - lo) for c, lo, hi in spans if lo < hi)
 
     def add_file(self, path: str, stream: BinaryIO, *, mode: int, mtime_ns: int, size: int) -> Entry:
         """Stream a regular file of `size` bytes (what the walk saw): never more, so a file that grows while it is
@@ -191,14 +207,15 @@ class ArchiveWriter:
         if self._open and len(self._open) + size > self._chunk_size >= size:
             self._seal()
         content = hasher(CONTEXT_ENTRY)
-        refs: list[ChunkRef] = []
+        chunk, start = len(self._chunk_starts), self._open_start + len(self._open)
         wanted, size = size, 0
         while size < wanted and (block := stream.read(min(READ_BLOCK, wanted - size))):
             content.update(block)
-            refs.extend(self._append(block))
+            self._append(block, start)
             size += len(block)
             self._progress.advance(len(block))
-        entry = Entry(path, EntryType.FILE, mode, mtime_ns, size, content.digest()[: check_size(self._major)], _merge(refs))
+        entry = Entry(path, EntryType.FILE, mode, mtime_ns, size, content.digest()[: check_size(self._major)],
+                      self._refs(chunk, start, start + size))
         return self._add(entry)
 
     def add_dir(self, path: str, *, mode: int, mtime_ns: int) -> Entry:
@@ -229,14 +246,3 @@ class ArchiveWriter:
         self.stats.archive_bytes = self._position + len(index) + len(footer)
         return self.stats
 
-
-def _merge(refs: list[ChunkRef]) -> tuple[ChunkRef, ...]:
-    """Join consecutive slices of the same chunk (a file read in several blocks)."""
-    merged: list[ChunkRef] = []
-    for ref in refs:
-        last = merged[-1] if merged else None
-        if last and last.chunk == ref.chunk and last.offset + last.length == ref.offset:
-            merged[-1] = ChunkRef(last.chunk, last.offset, last.length + ref.length)
-        else:
-            merged.append(ref)
-    return tuple(merged)
