@@ -117,11 +117,5 @@ class SourcesChanged(LzaError):
     read (see the warnings above)"""
 
 
-class Interrupted(LzaError):
-    """interrupted"""
-
-    exit_code = EXIT_INTERRUPTED
-
-
 class BenchmarkFailed(LzaError):
     """benchmark of {tool}: {reason}"""

@@ -1,4 +1,5 @@
-"""Atomic writes: a pack killed mid-write (SIGKILL) or interrupted (Ctrl-C) leaves no archive at the output path."""
+"""Atomic writes: a pack or an extraction killed mid-write (SIGKILL), interrupted (Ctrl-C) or terminated (SIGTERM,
+SIGHUP) leaves no archive or extracted file at its path, and an orderly stop no temporary file either."""
 
 from __future__ import annotations
 
@@ -24,12 +25,19 @@ def slow_source(tmp_path_factory):
     return src
 
 
+def start_lza(*args):
+    # SIGINT and SIGHUP back to their defaults: a shell starts background jobs with SIGINT ignored, nohup SIGHUP, and
+    # Python keeps both so (lza then rightly leaves them alone, and the command would run to its end)
+    def default_signals():
+        for signum in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+
+    return subprocess.Popen([sys.executable, "-m", "lzarchive", *map(str, args), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=default_signals)
+
+
 def start_pack(src, out):
-    # SIGINT back to its default: a shell starts background jobs with it ignored, and Python keeps it so (the pack
-    # would then run to the end whenever the tests themselves run in the background)
-    return subprocess.Popen([sys.executable, "-m", "lzarchive", "pack", str(src), "-o", str(out), "--codec", "zstd", "--level", "19", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return start_lza("pack", src, "-o", out, "--codec", "zstd", "--level", "19")
 
 
 def wait_for_partial(out, proc, minimum=1 << 20):
@@ -43,15 +51,40 @@ def wait_for_partial(out, proc, minimum=1 << 20):
     raise AssertionError("pack never started writing")
 
 
-@pytest.mark.parametrize("sig,expected", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
-def test_interrupted_pack_leaves_no_archive(slow_source, tmp_path, sig, expected):
+STOPS = {signal.SIGINT: (130, b"lza: interrupted"), signal.SIGTERM: (143, b"lza: terminated by SIGTERM"),
+         signal.SIGHUP: (129, b"lza: terminated by SIGHUP")}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, *STOPS], ids=lambda sig: sig.name)
+def test_interrupted_pack_leaves_no_archive(slow_source, tmp_path, sig):
     out = tmp_path / "out.lza"
     with start_pack(slow_source, out) as proc:
         partial = wait_for_partial(out, proc)
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == expected
     assert not out.exists()
-    if sig == signal.SIGINT:  # an orderly interrupt also removes its temporary file
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # an orderly stop also removes its temporary file, and says why it stopped
+        assert (proc.returncode, stderr.strip()) == STOPS[sig]
         assert not os.path.exists(partial)
-        assert b"interrupted" in stderr
+
+
+@pytest.mark.parametrize("sig", STOPS, ids=lambda sig: sig.name)
+def test_stopped_extraction_leaves_no_file(tiny_path, private_model_cache, tmp_path, sig):
+    """The signal comes while the file is being decoded (token by token, seconds with the tiny model): its temporary
+    file goes, and nothing appears under its name."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "notes.txt").write_bytes(b"the quick brown fox jumps over the lazy dog " * 100)
+    archive = tmp_path / "notes.lza"
+    with start_lza("pack", src, "-o", archive, "--model", tiny_path, "--codec", "lm") as proc:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    dest = tmp_path / "dest"
+    with start_lza("extract", archive, "-C", dest) as proc:
+        partial = wait_for_partial(dest / "src" / "notes.txt", proc, minimum=0)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stderr.strip()) == STOPS[sig]
+    assert not os.path.exists(partial)
+    assert os.listdir(dest / "src") == []

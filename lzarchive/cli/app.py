@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
@@ -13,6 +14,19 @@ from . import bench, cat, extract, inspect, model, pack, verify
 from .render import say, warn
 
 
+class Terminated(KeyboardInterrupt):
+    """A request to stop (SIGTERM: kill, timeout, a service manager; SIGHUP: the terminal closed), raised wherever the
+    command is, so that it stops as after Ctrl-C: temporary files removed, nothing half-written left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
 class LzaGroup(TyperGroup):
     """Maps library errors to one clear line and their exit codes, for every command in one place."""
 
@@ -22,6 +36,9 @@ class LzaGroup(TyperGroup):
         except LzaError as exc:
             say(f"lza: error: {exc}")  # names from the archive are escaped: one line, nothing for the terminal to act on
             raise typer.Exit(exc.exit_code) from None
+        except Terminated as exc:
+            say(f"lza: terminated by {signal.Signals(exc.signum).name}")
+            raise typer.Exit(128 + exc.signum) from None  # the shell's code for a death by that signal
         except KeyboardInterrupt:
             say("lza: interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -42,7 +59,8 @@ app = typer.Typer(
     "  lza extract docs.lza -C restored/   extract safely\n\n"
     "  lza bench ~/notes                   estimate lza against xz and zstd on your own files\n\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 integrity failure, 10 not an lza archive, "
-    "11 unsupported version or feature, 12 model missing or mismatched, 130 interrupted.",
+    "11 unsupported version or feature, 12 model missing or mismatched, 130 interrupted (Ctrl-C), "
+    "143 terminated (SIGTERM; 129 SIGHUP): partial output is removed either way.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -60,4 +78,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main() -> None:
     warnings.showwarning = _show_warning
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
+            signal.signal(signum, _terminate)
     app()
