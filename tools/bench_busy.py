@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""How lza's decoding shares a machine: decodes the first bytes of every chunk of an archive (lockstep decoding, after
+loading the model) in one process alone, then in several at once, each on all the CPU threads torch and numba take by
+default, and each on one (OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1). Prints each process's seconds.
+
+    python tools/bench_busy.py archive.lza --bytes 300 --processes 2 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+DECODE = """
+import sys, time
+from lzarchive.api import model_codecs
+from lzarchive.archive.reader import ArchiveReader
+from lzarchive.format.constants import CodecId
+reader = ArchiveReader.open(sys.argv[1], model_codecs("cpu", None))
+chunks = [c for c, info in enumerate(reader.index.chunks) if info.codec == CodecId.LM]
+reader.decode_chunks(chunks[:1], {chunks[0]: 10})
+start = time.perf_counter()
+out = reader.decode_chunks(chunks, {c: int(sys.argv[2]) for c in chunks})
+print(f"{time.perf_counter() - start:.1f}")
+"""
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+def decode_at_once(archive: str, size: int, processes: int, one_thread: bool) -> list[float]:
+    """Seconds each of `processes` simultaneous decodes took."""
+    env = {name: value for name, value in os.environ.items() if name not in ONE_THREAD}
+    runs = [subprocess.Popen([sys.executable, "-c", DECODE, archive, str(size)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**env, **ONE_THREAD} if one_thread else env)
+            for _ in range(processes)]
+    seconds = []
+    for run in runs:
+        out, err = run.communicate()
+        if run.returncode:
+            sys.exit(f"decoding failed: {err.strip().splitlines()[-1]}")
+        seconds.append(float(out))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("archive", help="an archive with lm chunks")
+    parser.add_argument("--bytes", type=int, default=300, help="bytes decoded from the start of each chunk")
+    parser.add_argument("--processes", type=int, default=2, help="decodes at once in the shared runs")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each setting, alternating")
+    args = parser.parse_args()
+    for processes in (1, args.processes):
+        for one_thread in (False, True) * args.repeat:
+            seconds = decode_at_once(args.archive, args.bytes, processes, one_thread)
+            threads = "one thread" if one_thread else "default threads"
+            print(f"{processes} process(es) at once, each on {threads}: "
+                  + ", ".join(f"{s:.1f}" for s in seconds) + " s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
