@@ -24,6 +24,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame) -> None:
+    for other in (signal.SIGTERM, signal.SIGHUP):  # a second request must not cut the cleanup short
+        signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
 
 
