@@ -48,7 +48,7 @@ def wait_for_partial(out, proc, minimum=1 << 20):
             return parts[0]
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.02)
-    raise AssertionError("pack never started writing")
+    raise AssertionError(f"lza never started writing {out}")
 
 
 STOPS = {signal.SIGINT: (130, b"lza: interrupted"), signal.SIGTERM: (143, b"lza: terminated by SIGTERM"),

@@ -40,7 +40,7 @@ def decode_at_once(archive: str, size: int, processes: int, one_thread: bool) ->
     for run in runs:
         out, err = run.communicate()
         if run.returncode:
-            sys.exit(f"decoding failed: {err.strip().splitlines()[-1]}")
+            sys.exit(f"decoding failed (exit {run.returncode}): {err.strip()}")
         seconds.append(float(out))
     return seconds
 
