@@ -60,6 +60,16 @@ def test_a_tool_that_loses_data_fails_the_benchmark(tmp_path):
         bench.measure_classical(lossy, TEXT, str(tmp_path))
 
 
+def test_a_decompressor_that_raises_fails_the_benchmark_naming_the_tool(tmp_path):
+    """pyppmd 1.3.1 at order 16 refuses some of its own output ("Corrupted input data"): a failure, not a crash."""
+    def refuse(packed: bytes) -> bytes:
+        raise ValueError("Corrupted input data.")
+
+    refusing = bench.Classical("refusing", (), (), lambda d: d, refuse)
+    with pytest.raises(BenchmarkFailed, match="refusing: its decompressor failed: ValueError: Corrupted input data"):
+        bench.measure_classical(refusing, TEXT, str(tmp_path))
+
+
 def test_sample_files_takes_a_prefix_of_each_file_within_the_budget(tmp_path):
     for name, size in (("a.txt", 100), ("b.txt", 50), ("c.txt", 80)):
         (tmp_path / name).write_bytes(bytes([ord(name[0])]) * size)

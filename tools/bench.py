@@ -37,6 +37,7 @@ from lzarchive.cli.render import parse_size
 from lzarchive.codecs import LM_MIN_CHUNK_SIZE as LM_CHUNK
 from lzarchive.codecs import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, LmCodec
+from lzarchive.errors import BenchmarkFailed
 
 SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
 PER_FILE = 16 << 10  # at most this much of each file, and at most a quarter of the corpus: a corpus spans many files
@@ -129,12 +130,13 @@ def row_of(corpus: str, m: bench.Measurement, tokens: int | None = None, lm_byte
 
 
 def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], device: str, tmp: str,
-                  lm_options: list[str], ray: str | None = None) -> list[Row]:
+                  lm_options: list[str], ray: str | None = None) -> tuple[list[Row], list[str]]:
     """lza (auto), each of its codecs, and the classical tools. On text, auto codes with lm (lm_bytes tells), so a
     separate --codec lm run would repeat the slowest measurement; it runs on the other corpora, where it differs.
     `lm_options`: extra `lza pack` options for the runs that use the model (auto, lm). `ray`: also run lza (auto) with
-    `--ray ray`, a row of its own."""
-    rows = []
+    `--ray ray`, a row of its own. Returns the rows and, for a classical tool that did not give back its input (a
+    peer's bug; lza's own failure ends the run), what failed where: the report lists it instead of a row."""
+    rows, failures = [], []
     for name, files in corpora.items():
         data = b"".join(files.values())
         for codec in ("auto", "zstd", "store") if name in TEXT else ("auto", "lm", "zstd", "store"):
@@ -152,10 +154,17 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
                 rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
         for tool in bench.CLASSICAL + bench.PEERS:
             print(f"[{name}] {tool.name} ...", file=sys.stderr, flush=True)
-            for m in (bench.measure_classical(tool, data, tmp), bench.measure_per_file(tool, files, tmp)):
+            for label, measure in ((tool.name, lambda: bench.measure_classical(tool, data, tmp)),
+                                   (f"{tool.name}, per file", lambda: bench.measure_per_file(tool, files, tmp))):
+                try:
+                    m = measure()
+                except BenchmarkFailed as e:
+                    failures.append(f"{name}: {label}: {e}")
+                    print(f"[{name}] {label} failed: {e}", file=sys.stderr, flush=True)
+                    continue
                 if m:
                     rows.append(row_of(name, m))
-    return rows
+    return rows, failures
 
 
 def chunk_size_sweep(files: dict[str, bytes], device: str, tmp: str) -> list[dict]:
@@ -333,6 +342,9 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
         container = "" if r.container_bytes is None else f"{r.container_bytes} ({100 * r.container_bytes / r.stored_bytes:.1f} %)"
         lines.append(f"| {r.corpus} | {r.tool} | {r.raw_bytes} | {r.stored_bytes} | {container} | {r.bits_per_byte:.3f} | "
                      f"{r.compress_s:.2f} | {r.decompress_s:.2f} | {rss} |")
+    if meta["failures"]:
+        lines += ["", "Runs that did not give back their input (no row: their size would be no compression):", ""]
+        lines += [f"- {failure}" for failure in meta["failures"]]
     for name in made:
         if name != "chunk_size.png":
             lines += ["", f"![{name[:-4].replace('_', ' ')}]({name})"]
@@ -391,7 +403,7 @@ def main() -> None:
     tokens = {name: sum(len(e[0]) for d in files.values() if (e := encoder.encode(d))) for name, files in corpora.items()}
     flops = bench.gemm_flops()
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        rows = compare_tools(corpora, tokens, args.device, tmp, shlex.split(args.lm_options), args.ray)
+        rows, failures = compare_tools(corpora, tokens, args.device, tmp, shlex.split(args.lm_options), args.ray)
         sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
         chunk_sweep = [] if args.no_sweeps else chunk_size_sweep(sweep_files, args.device, tmp)
     sweeps = {} if args.no_sweeps else model_sweeps(sweep_files, model, args.device)
@@ -404,6 +416,7 @@ def main() -> None:
         "classical_how": {t.name: "command" if t.compress and shutil.which(t.compress[0])
                           else "python" if t.compress_py else "not installed" for t in bench.CLASSICAL + bench.PEERS},
         "summary": summary(rows, flops, bench.model_flops_per_token(model.tensors)),
+        "failures": failures,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({**meta, "rows": [asdict(r) for r in rows], "chunk_size": chunk_sweep, "sweeps": sweeps}, f, indent=1)
