@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import platform
@@ -385,6 +386,8 @@ def main() -> None:
     parser.add_argument("--lm-options", default="", help="extra lza pack options for the runs that use the model, "
                         "e.g. '--chunk-size 32K --window 2048' (the tighter setting)")
     args = parser.parse_args()
+    if importlib.util.find_spec("matplotlib") is None:  # the charts come last: fail before hours of measurement
+        parser.error("matplotlib is missing: pip install -e '.[bench]'")
     size = SIZES.get(args.size) or parse_size(args.size)
     os.makedirs(args.out, exist_ok=True)
 
