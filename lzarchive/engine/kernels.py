@@ -1,8 +1,8 @@
 """Engine layer: the compiled CPU loops behind ops.CompiledOps, and the constants of the exact arithmetic (SPEC.md
 section 9.3). Every function here returns values that no implementation choice can change: reductions only over
 integers whose partial sums stay exactly representable, elementwise work only with single correctly rounded binary64
-operations in the order the SPEC gives (numba does not contract a * b + c into an FMA without fastmath), and tables
-instead of transcendental functions.
+operations in the order the SPEC gives (numba does not contract a * b + c into an FMA without fastmath, which only the
+loops that sum integer products get), and tables instead of transcendental functions.
 
 Integer-valued arrays are float64 (exact below 2^53), int64, or int16 (the KV cache: |q| <= QMAX); the int8 GEMM
 takes them as int8 halves (q = 256 * hi + lo) and sums the products in int32 below 2^31.
@@ -181,26 +181,46 @@ def rope_rows(x, start, cos, sin, out):
 # The same arithmetic as TorchOps' attention, in loops: one pass per row instead of a dozen tensor
 # passes, and no tiny batched GEMMs when decoding. Every operation is a single IEEE operation in the order SPEC.md
 # 9.3 gives. The integer dot products accumulate in whatever order the loops give: their sums are exact below 2^53.
+# So the loops that only sum integer products may let LLVM reassociate them and fuse a product into an add (an FMA
+# of exact operands rounds nothing): INTEGER_SUMS, never for a kernel with a rounding operation.
+INTEGER_SUMS = {"reassoc", "contract"}
 
 
-@compiled(parallel=True)
+@compiled(parallel=True, fastmath=INTEGER_SUMS)
 def attention_scores(q, k_t, z):
     """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1], with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact
-    integer sums, accumulated along head_dim four components at a time, vectorized across keys."""
+    integer sums, vectorized across keys. Rows three at a time (a grouped-query head's rows when decoding), four
+    components per pass: each key component is converted once for three rows, and each row loaded and stored a quarter
+    as often."""
     batch, heads, rows, keys = z.shape
     hd = q.shape[-1]
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
         k = k_t[b, h]
-        for r in range(rows):
+        for r in range(0, rows - 2, 3):
+            za, zb, zc = z[b, h, r], z[b, h, r + 1], z[b, h, r + 2]
+            qa, qb, qc = q[b, h, r], q[b, h, r + 1], q[b, h, r + 2]
+            za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
+            for d in range(0, hd - 3, 4):
+                k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
+                a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
+                b0, b1, b2, b3 = qb[d], qb[d + 1], qb[d + 2], qb[d + 3]
+                c0, c1, c2, c3 = qc[d], qc[d + 1], qc[d + 2], qc[d + 3]
+                for j in range(keys):
+                    x0, x1, x2, x3 = np.float64(k0[j]), np.float64(k1[j]), np.float64(k2[j]), np.float64(k3[j])
+                    za[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                    zb[j] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
+                    zc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+            for d in range(hd - hd % 4, hd):
+                for j in range(keys):
+                    x = np.float64(k[d, j])
+                    za[j] += qa[d] * x
+                    zb[j] += qb[d] * x
+                    zc[j] += qc[d] * x
+        for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
             row, q_row = z[b, h, r], q[b, h, r]
             row[:] = 0.0
-            for d in range(0, hd - 3, 4):  # four components per pass over the row: a quarter of its loads and stores
-                k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
-                q0, q1, q2, q3 = q_row[d], q_row[d + 1], q_row[d + 2], q_row[d + 3]
-                for j in range(keys):
-                    row[j] += (q0 * k0[j] + q1 * k1[j]) + (q2 * k2[j] + q3 * k3[j])
-            for d in range(hd - hd % 4, hd):
+            for d in range(hd):
                 for j in range(keys):
                     row[j] += q_row[d] * k[d, j]
 
@@ -276,21 +296,31 @@ def interleave_halves(x, out):
             out[b, h, r, 2 * j], out[b, h, r, 2 * j + 1] = _halves(np.int32(x[b, h, r, j]))
 
 
-@compiled(parallel=True)
+@compiled(parallel=True, fastmath=INTEGER_SUMS)
 def attention_values(w, v, out):
-    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16: exact integer sums, accumulated in key order."""
+    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16: exact integer sums. Keys four at a time, converted
+    once for all rows, each pass over a row's accumulators adding four products."""
     batch, heads, rows, keys = w.shape
+    hd = v.shape[-1]
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
         acc = out[b, h]
         acc[:] = 0.0
-        for j in range(keys):
-            v_row = v[b, h, j]
+        v4 = np.empty((4, hd))
+        for j in range(0, keys - 3, 4):
+            for t in range(4):
+                for d in range(hd):
+                    v4[t, d] = v[b, h, j + t, d]
+            for r in range(rows):
+                w0, w1, w2, w3 = w[b, h, r, j], w[b, h, r, j + 1], w[b, h, r, j + 2], w[b, h, r, j + 3]
+                acc_row = acc[r]
+                for d in range(hd):
+                    acc_row[d] += (w0 * v4[0, d] + w1 * v4[1, d]) + (w2 * v4[2, d] + w3 * v4[3, d])
+        for j in range(keys - keys % 4, keys):
             for r in range(rows):
                 weight = w[b, h, r, j]
-                acc_row = acc[r]
-                for d in range(v_row.shape[0]):
-                    acc_row[d] += weight * v_row[d]
+                for d in range(hd):
+                    acc[r, d] += weight * v[b, h, j, d]
 
 
 # ---------------------------------------------------------------------------------------------- frequency tables
