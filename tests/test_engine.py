@@ -136,9 +136,11 @@ def test_compiled_and_torch_attention_agree():
     vs[1, 1] = 0.0
     attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, keys)
     assert compiled.ops.use_int8
-    # 2 positions: 6 rows, fewer than the int8 GEMM's 17 (padded)
-    for positions in (torch.tensor([keys - 1]), torch.tensor([0]), torch.arange(150, 278), torch.arange(150, 152)):
-        rows = 3 * len(positions)
+    # 2 positions: 6 rows, fewer than the int8 GEMM's 17 (padded); decoding with 5 rows per head and 298 keys: the
+    # loops' groups of three rows and four keys, each with a remainder
+    for positions, group in ((torch.tensor([keys - 1]), 3), (torch.tensor([0]), 3), (torch.arange(150, 278), 3),
+                             (torch.arange(150, 152), 3), (torch.tensor([keys - 3]), 5)):
+        rows = group * len(positions)
         block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
         expected = attentions["torch"](block, block_factor, positions)
         assert torch.equal(attentions["loops"](block, block_factor, positions), expected)

@@ -16,8 +16,9 @@ CODEC_NAMES = {CodecId.STORE: "store", CodecId.ZSTD: "zstd", CodecId.LM: "lm"}
 LM_DEFAULT_WINDOW = 1024
 LM_DEFAULT_OVERLAP = 256
 # Tokens of the archive's first lm chunk that every later lm chunk's windows start from (format 2.1): none unless asked.
-# Measured on asyoulik.txt (tools/results/2026-11-30-primer.txt): 512 tokens pack 2.5 % smaller but extract 1.5x
-# slower, since every window also attends to them (below the speed floor for a default: 80 % of format 1's).
+# Measured (tools/results/2026-12-01-decode-attention.md): 512 tokens pack asyoulik.txt 2.4 % and lcet10.txt 1.7 %
+# smaller, but every window also attends to them: lcet10.txt packs about 2x and extracts 1.4x slower, below the speed
+# floor for a default (80 % of format 1's speed).
 LM_DEFAULT_PRIMER = 0
 # Chunks as large as keeps LM_LOCKSTEP of them decoding together, between 8 and 32 KiB. Measured on asyoulik.txt
 # (tools/results/2026-11-29-chunk-policy-asyoulik.md): 32 KiB chunks cost 2.8 % fewer bytes than 8 KiB, but a chunk
