@@ -6,7 +6,7 @@
 #                                               redoes the mounts and the launcher then)
 #   python tools/crossplatform.py --rows "" --launcher aarch64=ROOT.python --out FILE
 #
-# Needs an x86-64 Debian or Ubuntu host, root, and the Debian and PyPI mirrors. Emulation costs 40-60x: the 64 KiB text
+# Needs an x86-64 Debian or Ubuntu host, root, and the Debian and PyPI mirrors. Emulation costs 40-80x: the 64 KiB text
 # of the proof takes hours. The repository and /tmp (where crossplatform.py works) are bind-mounted at the same paths
 # inside, and the host's model cache at /models, so the models crossplatform.py provides are found there too.
 set -euo pipefail
