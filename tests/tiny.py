@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import torch
 
@@ -102,7 +102,7 @@ def tiny_ops() -> tuple[CompiledOps, TorchOps]:
 
 
 def every_attention(compiled: CompiledOps, torch_ops: TorchOps, k, ks, v, vs, keys: int) -> dict[str, Callable]:
-    """Every way the engine computes a block of attention: torch operations, the compiled loops, and the compiled
-    loops with both products in the int8 GEMM (what blocks of several positions take on a CPU)."""
-    return {"torch": torch_ops.attention(k, ks, v, vs, 1, keys), "loops": partial(compiled._loop_attention, k, ks, v, vs),
+    """Every way the engine computes a block of attention: torch operations, the compiled loops (decoding: blocks of
+    one position), and the int8 GEMM (what blocks of several positions take on a CPU)."""
+    return {"torch": torch_ops.attention(k, ks, v, vs, 1, keys), "loops": compiled.attention(k, ks, v, vs, 1, keys),
             "int8": compiled._int8_attention(k, ks, v, vs, keys)}

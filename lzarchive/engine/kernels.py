@@ -119,7 +119,7 @@ def _mean_square(v, divisor, residual_bits):
 
 @compiled(parallel=True)
 def norm_quantize_rows(x, weight, eps, residual_bits, q, scale):
-    """ExactOps.norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits)."""
+    """TorchOps.norm_quantize for (rows, d) int64 x: q = quantize(x * weight), scale = its scale / (rms * 2^bits)."""
     rows, d = x.shape
     for i in numba.prange(rows):
         for j in range(d):
@@ -147,7 +147,7 @@ def gate_quantize_rows(gate, up, table, table_step, q, scale):
 
 @compiled(parallel=True)
 def layer_norm_quantize_rows(x, gain, bias, eps, residual_bits, q, scale):
-    """ExactOps.layer_norm_quantize for (rows, d) int64 x."""
+    """TorchOps.layer_norm_quantize for (rows, d) int64 x."""
     rows, d = x.shape
     for i in numba.prange(rows):
         total = 0
@@ -164,7 +164,7 @@ def layer_norm_quantize_rows(x, gain, bias, eps, residual_bits, q, scale):
 
 @compiled(parallel=True)
 def rope_rows(x, start, cos, sin, out):
-    """ExactOps.rope for x (B, T, H, hd) at positions start + t: out[b, h, t] holds each pair (x0, x1) of x[b, t, h]
+    """TorchOps.rope for x (B, T, H, hd) at positions start + t: out[b, h, t] holds each pair (x0, x1) of x[b, t, h]
     as (x0 * cos - x1 * sin, x0 * sin + x1 * cos)."""
     batch, steps, heads, hd = x.shape
     for n in numba.prange(batch * steps):
@@ -247,19 +247,18 @@ def _softmax_row(row, seen, row_factor, k_scale, v_scale, exp15):
 
 
 @compiled(parallel=True)
-def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
-    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
-    row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); visible: (R,) keys row r sees (the
-    rest become 0); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
+def attention_weights(z, row_factor, k_scale, v_scale, exp15, factor):
+    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time, every row seeing every key (a
+    decoding step's). z: (B, H, R, keys) exact scores; row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale:
+    (B, H, keys); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
     batch, heads, rows, keys = z.shape
     for i in numba.prange(batch * heads * rows):
         b, h, r = i // (heads * rows), i // rows % heads, i % rows
-        row, seen = z[b, h, r], visible[r]
-        w_max, p_sum = _softmax_row(row, seen, row_factor[b, h, r], k_scale[b, h], v_scale[b, h], exp15)
+        row = z[b, h, r]
+        w_max, p_sum = _softmax_row(row, keys, row_factor[b, h, r], k_scale[b, h], v_scale[b, h], exp15)
         to_q = QMAX / w_max
-        for j in range(seen):
+        for j in range(keys):
             row[j] = np.rint(row[j] * to_q)
-        row[seen:] = 0.0
         factor[b, h, r] = (w_max / QMAX) / p_sum
 
 
@@ -328,7 +327,7 @@ def attention_values(w, v, out):
 
 @compiled(parallel=True)
 def frequency_rows(logits, exp_table, total_bits, freq):
-    """ExactOps.frequencies, one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64);
+    """TorchOps.frequencies, one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64);
     freq: (rows, vocab) int64."""
     rows, vocab = logits.shape
     last = exp_table.shape[0] - 1

@@ -88,7 +88,7 @@ class ExactModel:
     architecture has them), through the exact operations of one device (ops.py). Subclasses supply the steps that
     differ between architectures: _embed, _qkv, _mlp and _final_norm."""
 
-    gate_table = "sigmoid"  # the table of the MLP's gated activation (ops.ExactOps.gate_quantize)
+    gate_table = "sigmoid"  # the table of the MLP's gated activation (ops.TorchOps.gate_quantize)
 
     def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
                  compiled_kernels: bool | None = None):

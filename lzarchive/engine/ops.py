@@ -1,8 +1,10 @@
-"""Engine layer: the exact operations of SPEC.md 9.3-9.4, the only arithmetic a model does, behind one interface with
-two implementations, chosen once per engine by `exact_ops`:
+"""Engine layer: the exact operations of SPEC.md 9.3-9.4, the only arithmetic a model does, in two implementations
+chosen once per engine by `exact_ops`:
 
-- CompiledOps: the compiled CPU loops of kernels.py, the default on a CPU;
-- TorchOps: torch operations on any device (CUDA; a CPU with LZA_KERNELS=torch, for cross-platform proofs).
+- TorchOps: torch operations on any device (CUDA; a CPU with LZA_KERNELS=torch, for cross-platform proofs), and the
+  interface: each method's docstring defines its operation;
+- CompiledOps: the default on a CPU, TorchOps with the compiled loops of kernels.py in place of each operation where
+  they pay.
 
 Both give the same integers and binary64 values for every input; the tests compare them op by op on extreme and tie
 inputs. A quantized row is a pair (q, scale): q integer-valued float64 with |q| <= QMAX along the last axis, scale
@@ -151,13 +153,15 @@ def int8_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.add(acc[rows : 2 * rows], acc[:rows], alpha=256).reshape(*shape[:-1], w.shape[0])
 
 
-class ExactOps:
-    """What both implementations share: the device, the tables and the choice of integer products (the int8 GEMM
-    where a self-check on extreme values shows it exact on this device, else float64 products)."""
+class TorchOps:
+    """The exact operations in torch operations, on any device; the base of CompiledOps, which replaces them with
+    compiled loops on a CPU. Integer products take the int8 GEMM where a self-check on extreme values shows it exact
+    on this device, else float64 products."""
 
     def __init__(self, device: torch.device, tables: Tables) -> None:
         self.device = device
         self.tables = tables
+        self.sqrt = correctly_rounded_sqrt(device)
         # LZA_INT8_GEMM=off: the float64 products even where the int8 GEMM is exact (cross-platform proofs)
         self.use_int8 = os.environ.get("LZA_INT8_GEMM", "on") != "off" and self._int8_exact()
 
@@ -181,17 +185,19 @@ class ExactOps:
         return self._int8_linear(a, a_scale, w, w_scale)
 
     def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
-        raise NotImplementedError
+        return int8_products(a, w) * a_scale * w_scale
 
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """quantize() along the last axis."""
-        raise NotImplementedError
+        return quantize(x)
 
     def norm_quantize(self, x: torch.Tensor, weight: torch.Tensor, eps: float, residual_bits: int):
         """RMSNorm with gain `weight` fused with quantize: the 1/rms factor is one per row, so it moves into the
         scale. x: (..., d) int64 residual in units of 2^-residual_bits. Returns q and scale with q * scale =
         norm(x) * weight; the sum of squares is exact in int64 after dropping low bits of large rows."""
-        raise NotImplementedError
+        q, m_scale = quantize(x.to(F64) * weight)
+        rms = self.sqrt(mean_square(x, float(x.shape[-1]), residual_bits) + eps)
+        return q, m_scale / (rms * (1 << residual_bits))
 
     def layer_norm_quantize(self, x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: float,
                             residual_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,68 +205,31 @@ class ExactOps:
         The mean subtraction is exact in integers: y = d * x - sum x; the variance is that of y (its sum of squares
         exact in int64 after dropping low bits, as in norm_quantize) over d^3; n = ((y / (sigma * (d * 2^bits))) *
         gain) + bias."""
-        raise NotImplementedError
-
-    def gate_quantize(self, x: torch.Tensor, up: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """quantize(Tables.gated(x) * up) along the last axis (SiLU-gated MLPs), or quantize(Tables.gated(x)) without
-        up (GELU)."""
-        raise NotImplementedError
-
-    def rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """x (B, T, H, hd) at positions start + t, each pair (x0, x1) rotated to (x0 * cos - x1 * sin,
-        x0 * sin + x1 * cos) by the tables. Returns (B, H, T, hd)."""
-        raise NotImplementedError
-
-    def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, steps: int,
-                  keys: int) -> BlockAttention:
-        """Attention over one layer's cache for the blocks of a forward of `steps` positions, none reading past
-        `keys`: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs (B, KVH, S, 1). Each block's queries see
-        the keys up to their own position (causal)."""
-        raise NotImplementedError
-
-    def frequencies(self, logits: torch.Tensor, total_bits: int) -> torch.Tensor:
-        """(n, V) logits -> (n, V) int64 frequencies summing to 2^total_bits, each at least 1 (SPEC.md 9.4):
-        e = exp_neg(z - max z); f = 1 + floor(e * (2^total - V) / sum e); the remainder goes to the first maximal
-        token."""
-        raise NotImplementedError
-
-
-class TorchOps(ExactOps):
-    """The exact operations in torch operations, on any device."""
-
-    def __init__(self, device: torch.device, tables: Tables) -> None:
-        super().__init__(device, tables)
-        self.sqrt = correctly_rounded_sqrt(device)
-
-    def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
-        return int8_products(a, w) * a_scale * w_scale
-
-    def quantize(self, x):
-        return quantize(x)
-
-    def norm_quantize(self, x, weight, eps, residual_bits):
-        q, m_scale = quantize(x.to(F64) * weight)
-        rms = self.sqrt(mean_square(x, float(x.shape[-1]), residual_bits) + eps)
-        return q, m_scale / (rms * (1 << residual_bits))
-
-    def layer_norm_quantize(self, x, gain, bias, eps, residual_bits):
         d = x.shape[-1]
         y = x * d - x.sum(dim=-1, keepdim=True)  # d * (x - mean), exact
         sigma = self.sqrt(mean_square(y, float(d * d * d), residual_bits) + eps)
         return quantize((y.to(F64) / (sigma * float(d << residual_bits))) * gain + bias)
 
-    def gate_quantize(self, x, up=None):
+    def gate_quantize(self, x: torch.Tensor, up: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """quantize(Tables.gated(x) * up) along the last axis (SiLU-gated MLPs), or quantize(Tables.gated(x)) without
+        up (GELU)."""
         gated = self.tables.gated(x)
         return quantize(gated if up is None else gated * up)
 
-    def rope(self, x, start):
+    def rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x (B, T, H, hd) at positions start + t, each pair (x0, x1) rotated to (x0 * cos - x1 * sin,
+        x0 * sin + x1 * cos) by the tables. Returns (B, H, T, hd)."""
         x = x.transpose(1, 2)
         cos = self.tables.rope_cos[start : start + x.shape[2]]  # (T, hd/2)
         sin = self.tables.rope_sin[start : start + x.shape[2]]
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
 
-    def attention(self, k, ks, v, vs, steps, keys):
+    def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, steps: int,
+                  keys: int) -> BlockAttention:
+        """Attention over one layer's cache for the blocks of a forward of `steps` positions, none reading past
+        `keys`: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs (B, KVH, S, 1). Each block's queries see
+        the keys up to their own position (causal)."""
         return partial(self._block_attention, k, ks, v, vs)
 
     def _block_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
@@ -277,7 +246,10 @@ class TorchOps(ExactOps):
         w_q, w_scale = quantize(p.mul_(vs[:, :, :keys].transpose(-1, -2)))
         return (w_q @ v[:, :, :keys].to(F64)).mul_(w_scale / p_sum)  # exact product < 2^41
 
-    def frequencies(self, logits, total_bits):
+    def frequencies(self, logits: torch.Tensor, total_bits: int) -> torch.Tensor:
+        """(n, V) logits -> (n, V) int64 frequencies summing to 2^total_bits, each at least 1 (SPEC.md 9.4):
+        e = exp_neg(z - max z); f = 1 + floor(e * (2^total - V) / sum e); the remainder goes to the first maximal
+        token."""
         vocab = logits.shape[-1]
         e = self.tables.exp_neg(logits - logits.amax(dim=-1, keepdim=True))  # int64 <= 2^30
         free = (1 << total_bits) - vocab
@@ -287,7 +259,7 @@ class TorchOps(ExactOps):
         return freq.scatter_add(-1, top, remainder)
 
 
-class CompiledOps(ExactOps):
+class CompiledOps(TorchOps):
     """The exact operations in the compiled CPU loops of kernels.py: one pass per row where the torch operations
     make a dozen, each a pass over memory or, when decoding, mostly dispatch overhead."""
 
@@ -331,11 +303,14 @@ class CompiledOps(ExactOps):
         return out
 
     def attention(self, k, ks, v, vs, steps, keys):
-        """Blocks of several positions take both products in the int8 GEMM; decoding (one position) computes them in
-        the loops, streaming the cache, where BLAS is slow on products of three rows."""
-        if steps > 1 and self.use_int8 and keys < INT8_ATTENTION_KEYS:
+        """Decoding (one position) computes both products in the loops, streaming the cache, where BLAS is slow on
+        products of three rows; blocks of several positions take them in the int8 GEMM, or where that is not exact,
+        TorchOps' float64 products."""
+        if steps == 1:
+            return partial(self._decoding_attention, k, ks, v, vs)
+        if self.use_int8 and keys < INT8_ATTENTION_KEYS:
             return self._int8_attention(k, ks, v, vs, keys)
-        return partial(self._loop_attention, k, ks, v, vs)
+        return super().attention(k, ks, v, vs, steps, keys)
 
     def _int8_attention(self, k, ks, v, vs, keys: int) -> BlockAttention:
         """Both products in the int8 GEMM, with halves on both sides (the same integers); the key and value halves
@@ -369,26 +344,17 @@ class CompiledOps(ExactOps):
 
         return block_attention
 
-    def _loop_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
-        """One block in the loops; a block of several positions (where the int8 GEMM is not exact) takes its two
-        products from float64 BLAS."""
+    def _decoding_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
+        """One position's block (its rows are the heads of a group) in the loops."""
         batch, kv_heads, rows, hd = block.shape
         keys = int(positions[-1]) + 1
-        decoding = len(positions) == 1
-        if decoding:
-            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
-            attention_scores(block.numpy(), k.numpy(), z.numpy())
-        else:
-            z = block @ k[..., :keys].to(F64)
+        z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
+        attention_scores(block.numpy(), k.numpy(), z.numpy())
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
-        visible = (positions + 1).repeat(rows // len(positions))
-        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
                           self.tables.shifted(15, F64).numpy(), factor.numpy())
-        if decoding:
-            result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
-            attention_values(z.numpy(), v.numpy(), result.numpy())
-        else:
-            result = z @ v[:, :, :keys].to(F64)
+        result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
+        attention_values(z.numpy(), v.numpy(), result.numpy())
         return result.mul_(factor[..., None])
 
     def frequencies(self, logits, total_bits):
@@ -397,7 +363,7 @@ class CompiledOps(ExactOps):
         return freq
 
 
-def exact_ops(device: torch.device, tables: Tables, compiled: bool | None = None) -> ExactOps:
+def exact_ops(device: torch.device, tables: Tables, compiled: bool | None = None) -> TorchOps:
     """CompiledOps on a CPU (unless LZA_KERNELS=torch: the torch operations there too), TorchOps elsewhere."""
     if compiled is None:
         compiled = device.type == "cpu" and os.environ.get("LZA_KERNELS", "compiled") != "torch"
