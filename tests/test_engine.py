@@ -136,7 +136,7 @@ def test_compiled_and_torch_attention_agree():
     vs[1, 1] = 0.0
     attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, keys)
     assert compiled.ops.use_int8
-    # 2 positions: 6 rows, fewer than the int8 GEMM's 17 (padded); decoding with 5 rows per head and 298 keys: the
+    # 2 positions: 6 rows (12 halves: the int8 GEMM on few rows); decoding with 5 rows per head and 298 keys: the
     # loops' groups of three rows and four keys, each with a remainder
     for positions, group in ((torch.tensor([keys - 1]), 3), (torch.tensor([0]), 3), (torch.arange(150, 278), 3),
                              (torch.arange(150, 152), 3), (torch.tensor([keys - 3]), 5)):

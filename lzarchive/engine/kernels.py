@@ -264,9 +264,9 @@ def attention_weights(z, row_factor, k_scale, v_scale, exp15, factor):
 
 @compiled(parallel=True)
 def attention_weights_halves(acc, row_factor, k_scale, v_scale, visible, exp15, halves, factor):
-    """attention_weights from and to int8 halves. acc: (B, H, ≥ 2R, 2 keys) int32 products of the query halves (rows
+    """attention_weights from and to int8 halves. acc: (B, H, 2R, 2 keys) int32 products of the query halves (rows
     r and R + r: hi and lo of query r) with the key halves (columns 2j and 2j + 1: hi and lo of key j). Writes the
-    halves of wq into halves (B, H, ≥ 2R, keys), rows as in acc, and ws / Σ p into factor (B, H, R)."""
+    halves of wq into halves (B, H, 2R, keys), rows as in acc, and ws / Σ p into factor (B, H, R)."""
     batch, heads, rows = row_factor.shape
     for i in numba.prange(batch * heads * rows):
         b, h, r = i // (heads * rows), i // rows % heads, i % rows

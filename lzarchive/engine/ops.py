@@ -133,9 +133,11 @@ def float64_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def int8_halves(rows: int, width: int, device: torch.device) -> torch.Tensor:
-    """Room for the hi and lo halves of `rows` rows, rows first: the int8 GEMM wants more than 16 rows, and padding
-    rows are zero."""
-    return (torch.zeros if 2 * rows <= 16 else torch.empty)(max(2 * rows, 17), width, dtype=torch.int8, device=device)
+    """Room for the hi and lo halves of `rows` rows, rows first. CUDA's int8 GEMM wants more than 16 rows: there,
+    padding rows are zero."""
+    if device.type == "cuda" and 2 * rows <= 16:
+        return torch.zeros(17, width, dtype=torch.int8, device=device)
+    return torch.empty(2 * rows, width, dtype=torch.int8, device=device)
 
 
 def int8_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -166,6 +168,8 @@ class TorchOps:
         self.use_int8 = os.environ.get("LZA_INT8_GEMM", "on") != "off" and self._int8_exact()
 
     def _int8_exact(self) -> bool:
+        """The int8 GEMM against float64 products on extreme values, for 1 to 8 rows (a GEMM may take another kernel
+        for few rows) and for 40."""
         generator = torch.Generator().manual_seed(0)
         a = torch.randint(-QMAX, QMAX + 1, (40, 1536), generator=generator, dtype=torch.int64).to(F64)
         a[0], a[1] = QMAX, -QMAX
@@ -173,7 +177,7 @@ class TorchOps:
         w[0], w[1] = 127, -128
         a, w = a.to(self.device), w.to(self.device)
         try:
-            return bool(torch.equal(int8_products(a, w), float64_products(a, w)))
+            return all(torch.equal(int8_products(a[:rows], w), float64_products(a[:rows], w)) for rows in (*range(1, 9), 40))
         except (RuntimeError, NotImplementedError):
             return False
 
@@ -323,10 +327,9 @@ class CompiledOps(TorchOps):
 
         def block_attention(block, block_factor, positions) -> torch.Tensor:
             rows, keys = block.shape[2], int(positions[-1]) + 1
-            # at least 17 rows, as int8_halves gives the int8 GEMM; rows past 2 x rows are padding, their products unread
-            q_halves = torch.empty(batch, kv_heads, max(2 * rows, 17), hd, dtype=torch.int8)
-            w_halves = torch.empty(batch, kv_heads, len(q_halves[0, 0]), keys, dtype=torch.int8)
-            scores = torch.empty(batch, kv_heads, len(q_halves[0, 0]), 2 * keys, dtype=torch.int32)
+            q_halves = torch.empty(batch, kv_heads, 2 * rows, hd, dtype=torch.int8)
+            w_halves = torch.empty(batch, kv_heads, 2 * rows, keys, dtype=torch.int8)
+            scores = torch.empty(batch, kv_heads, 2 * rows, 2 * keys, dtype=torch.int32)
             for b, h in itertools.product(range(batch), range(kv_heads)):
                 split_halves(block[b, h].numpy(), q_halves[b, h].numpy())
                 torch._int_mm(q_halves[b, h], k_halves[b, h, :, : 2 * keys], out=scores[b, h])
