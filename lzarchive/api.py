@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_DEFAULT_PRIMER", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
-    "bench_sample", "cat", "extract", "info", "list_entries", "load_model", "model_cache", "open_archive",
+    "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "model_cache", "open_archive",
     "pack", "verify",
 ]
 
@@ -181,6 +181,19 @@ def _cluster_cpus(ray: str) -> int:
         raise ClusterError(reason=f"--ray {ray}: cannot join the Ray cluster: {exc}") from None
 
 
+def check_device(device: str) -> None:
+    """A --device checked before any work starts, so that an unusable one fails at once with its reason whatever the
+    archive holds. The CPU needs no check, and torch stays unloaded until an lm chunk needs it."""
+    if device == "cpu":
+        return
+    from .engine.ops import checked_device
+
+    try:
+        checked_device(device)
+    except ValueError as exc:
+        raise UsageError(reason=f"--device {exc}") from None
+
+
 def _decode_ahead(reader: ArchiveReader, ray: str | None) -> int:
     """Chunks a reader decodes at once: with lm chunks on a cluster, enough for every worker to have some (8 each)."""
     if ray is None or not any(chunk.codec == C.CodecId.LM for chunk in reader.index.chunks):
@@ -234,6 +247,7 @@ def pack(
     for source in sources:
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
+    check_device(device)
     match = match and (major, minor) >= (2, 2)
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer,
                                        match=match), ray)
@@ -344,6 +358,7 @@ def _link_target(fs_path: str) -> str:
 
 
 def open_archive(path: str, device: str = "cpu", ray: str | None = None) -> ArchiveReader:
+    check_device(device)
     return ArchiveReader.open(path, model_codecs(device, ray))
 
 
@@ -569,6 +584,7 @@ def bench_measure(files: dict[str, bytes], pack_options: Sequence[str], classica
     output is decompressed and compared. Returns bench.Measurement rows, lza first."""
     from . import bench
 
+    check_device(device)
     data = b"".join(files.values())
     with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
         results = [bench.measure_lza(files, tmp, pack_options, label=" ".join(["lza", *pack_options]), device=device)]

@@ -50,6 +50,33 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert not (tmp_path / "x.lza").exists()
 
 
+def test_an_unusable_device_is_a_usage_error_before_any_work(tree, tmp_path, monkeypatch):
+    """Every command that takes --device refuses one the engine cannot run on, with its reason, before it reads,
+    writes or samples anything (with this CPU build of torch, and with a CUDA one whose GPU is missing)."""
+    import torch
+
+    archive = tmp_path / "p.lza"
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(archive), "-q").exit_code == 0
+    commands = [["pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "n.lza")],
+                ["extract", str(archive), "-C", str(tmp_path / "out")], ["verify", "--full", str(archive)],
+                ["cat", str(archive), "proj/run.sh"], ["bench", str(tree)]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    for device, reason in (("cuda", "cannot use a CUDA GPU here"), ("cuda:1", "cannot use a CUDA GPU here"),
+                           ("mps", "cpu and cuda devices only"), ("meta", "cpu and cuda devices only"),
+                           ("gpu", "'gpu' is not a device")):
+        for command in commands:
+            result = run_cli(*command, "--device", device)
+            assert result.exit_code == EXIT_USAGE, (command, device, result.stderr)
+            assert result.stderr.startswith("lza: error: --device ") and reason in result.stderr and result.stderr.strip().count("\n") == 0 and not result.stdout
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "--device", "cuda:1")
+    assert result.exit_code == EXIT_USAGE and "no such GPU (this machine has 1)" in result.stderr
+    assert not (tmp_path / "n.lza").exists() and not (tmp_path / "out").exists()
+    assert run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "--device", "cpu").exit_code == 0
+
+
 def test_errors_are_one_line(tree, tmp_path):
     result = run_cli("pack", "--codec", "zstd", str(tmp_path / "missing"), "-o", str(tmp_path / "m.lza"))
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0

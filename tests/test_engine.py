@@ -266,6 +266,13 @@ def test_sqrt_rounds_correctly():
     assert sqrt(x).tolist() == [float(Decimal(v).sqrt()) for v in x.tolist()]
 
 
+@pytest.mark.parametrize("device", ["mps", "meta", "gpu"])
+def test_an_engine_is_built_only_where_it_can_run(device):
+    """Only the CPU and CUDA devices: MPS has no float64, a meta tensor no values; the engine says so, not torch."""
+    with pytest.raises(ValueError, match="cpu and cuda devices only|is not a device"):
+        architectures.engine(tiny_model(), device)
+
+
 def test_int8_and_float64_matmul_paths_agree():
     g = torch.Generator().manual_seed(5)
     for rows in (1, 2, 8, 9, 17, 300):

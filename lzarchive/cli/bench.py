@@ -22,7 +22,7 @@ def bench_files(
     codec: Annotated[str, typer.Option(help="The lza codec to try: auto, lm, zstd or store.")] = "auto",
     chunk_size: Annotated[Optional[str], typer.Option(help="Passed to lza pack (e.g. 32K).")] = None,
     window: Annotated[Optional[int], typer.Option(help="Passed to lza pack: the lm codec's context in tokens (e.g. 2048 with --chunk-size 32K: tighter, slower).")] = None,
-    device: Annotated[str, typer.Option(help="Where the model runs: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per tool.")] = False,
 ) -> None:
     """Estimate lza's ratio and speed on a sample of your files, next to xz -9e and zstd -19 on the same bytes.
@@ -33,6 +33,7 @@ def bench_files(
         budget, per_file_bytes = parse_size(sample), parse_size(per_file)
     except ValueError as exc:
         raise UsageError(reason=str(exc)) from None
+    api.check_device(device)  # before sampling: an unusable device fails at once
     chosen = api.bench_sample(files, budget, per_file_bytes)
     size = sum(map(len, chosen.values()))
     if not json_output:

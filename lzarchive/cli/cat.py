@@ -26,7 +26,7 @@ def cat(
     archive: Annotated[str, typer.Argument(help="The archive to read.")],
     path: Annotated[str, typer.Argument(help="The file inside the archive.")],
     byte_range: Annotated[Optional[str], typer.Option("--range", help="Only bytes START:END (END exclusive).")] = None,
-    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
 ) -> None:
     """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it, and the last of them
     only up to where the file ends. Nothing is written before it is checked: by the file's hash, or for a range of a

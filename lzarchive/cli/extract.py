@@ -17,7 +17,7 @@ def extract(
     overwrite: Annotated[bool, typer.Option(help="Replace existing files instead of refusing.")] = False,
     skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
-    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
     ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per CPU: local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,
 ) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .kernels import F64
-from .ops import Tables, exact_ops
+from .ops import Tables, checked_device, exact_ops
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
@@ -93,7 +93,7 @@ class ExactModel:
     def __init__(self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
                  compiled_kernels: bool | None = None):
         self.config = config
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         self.t = {name: tensor.to(self.device) for name, tensor in tensors.items()}
         if "output.q" not in self.t:  # tied embeddings: the output head is the embedding table
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
