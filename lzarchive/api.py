@@ -236,6 +236,8 @@ def pack(
     major, minor = _format_version(format_version)
     if primer < 0:
         raise UsageError(reason=f"the primer is a token count >= 0, got {primer}")
+    if primer and codec in ("zstd", "store"):
+        raise UsageError(reason=f"a primer applies to the lm codec only, not to {codec}")
     if primer and (major, minor) < (2, 1):
         raise UsageError(reason=f"format {format_version} has no primer; it needs format 2.1 (--format 2)")
     if primer and ray is not None:

@@ -138,7 +138,7 @@ def run_measured(argv: list[str], stdin_path: str | None = None, stdout_path: st
                 stream.close()
     stderr, _, peak = proc.stderr.rpartition(b"\nlza-peak-rss-kib ")
     if proc.returncode or not peak:
-        reason = f"exit {proc.returncode}: {stderr.decode(errors='replace')[-500:]}"
+        reason = f"exit {proc.returncode}: {stderr.decode(errors='replace').strip()[-500:]}"
         raise BenchmarkFailed(tool=" ".join(argv[:4]), reason=reason)
     return wall, int(peak) * 1024
 

@@ -45,8 +45,14 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--codec", "nope").exit_code == EXIT_USAGE
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--chunk-size", "big").exit_code == EXIT_USAGE
     assert run_cli("frobnicate").exit_code == EXIT_USAGE
-    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--window", "512")
-    assert result.exit_code == EXIT_USAGE and "lm codec only" in result.stderr
+    for option in (["--window", "512"], ["--primer", "64"]):
+        result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), *option)
+        assert result.exit_code == EXIT_USAGE and "lm codec only" in result.stderr
+    for option in (["--sample", "0"], ["--sample", "-3"], ["--per-file", "0"]):
+        result = run_cli("bench", "--codec", "zstd", str(tree), *option)
+        assert result.exit_code == EXIT_USAGE and "at least 1 byte" in result.stderr and not result.stdout
+    result = run_cli("bench", "--codec", "zstd", str(tree), "--window", "0")  # passed on, not dropped as falsy
+    assert result.exit_code == 1 and result.stderr.rstrip().endswith("lm codec only, not to zstd")
     assert not (tmp_path / "x.lza").exists()
 
 

@@ -33,12 +33,14 @@ def bench_files(
         budget, per_file_bytes = parse_size(sample), parse_size(per_file)
     except ValueError as exc:
         raise UsageError(reason=str(exc)) from None
+    if budget < 1 or per_file_bytes < 1:
+        raise UsageError(reason=f"--sample and --per-file are sizes of at least 1 byte, got {sample} and {per_file}")
     api.check_device(device)  # before sampling: an unusable device fails at once
     chosen = api.bench_sample(files, budget, per_file_bytes)
     size = sum(map(len, chosen.values()))
     if not json_output:
         say(f"sampled {human_bytes(size)} from {len(chosen)} files; packing with lza --codec {codec} ...")
-    options = ["--codec", codec] + (["--chunk-size", chunk_size] if chunk_size else []) + (["--window", str(window)] if window else [])
+    options = ["--codec", codec] + (["--chunk-size", chunk_size] if chunk_size else []) + (["--window", str(window)] if window is not None else [])
     results = api.bench_measure(chosen, options, COMPARED, device=device)
     if json_output:
         for m in results:
