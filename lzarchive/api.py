@@ -141,13 +141,18 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
             raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements "
                               f"{', '.join(sorted(NUMERICS_PROFILES))}")
         try:
-            model = read_compiled(registry.resolve(ref.model_hash, ref.source))
+            path = registry.resolve(ref.model_hash, ref.source)
         except registry.ModelNotFound:
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
                                           f"with: lza model compile SOURCE (archives packed while lza cut models at "
                                           f"{registry.EARLIER_POSITIONS} positions: add --positions "
                                           f"{registry.EARLIER_POSITIONS})") from None
+        try:
+            model = read_compiled(path)
+        except Exception as exc:  # a file with the right hash that safetensors cannot parse: not one lza wrote
+            raise ModelUnavailable(reason=f"model {ref.name}: {path} has the hash the archive names but is not a "
+                                          f"compiled model lza can read ({type(exc).__name__}: {exc})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
         codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
@@ -287,7 +292,11 @@ def _format_version(version: int | str) -> tuple[int, int]:
 
 
 def _check_output(output: str, force: bool) -> None:
-    """Refuse what would fail only after all the compression work: a missing directory, a directory as output."""
+    """Refuse what would fail only after all the compression work: a missing directory, a directory as output; and
+    '-', which other archivers read as standard output."""
+    if output == "-":
+        raise UsageError(reason="lza writes an archive only to a file (renamed into place once complete), not to "
+                                "standard output: name a file (./- for a file called '-')")
     if os.path.isdir(output):
         raise OutputError(path=output, reason="is a directory; name the archive file to write (e.g. -o out.lza)")
     if os.path.lexists(output) and not force:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from lzarchive import api
+from lzarchive.engine import compiler, registry
 from lzarchive.errors import EXIT_MODEL, EXIT_USAGE
 
 from .conftest import run_cli
@@ -45,6 +47,8 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--codec", "nope").exit_code == EXIT_USAGE
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), "--chunk-size", "big").exit_code == EXIT_USAGE
     assert run_cli("frobnicate").exit_code == EXIT_USAGE
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", "-")
+    assert result.exit_code == EXIT_USAGE and "not to standard output" in result.stderr and not os.path.exists("-")
     for option in (["--window", "512"], ["--primer", "64"]):
         result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), *option)
         assert result.exit_code == EXIT_USAGE and "lm codec only" in result.stderr
@@ -155,6 +159,52 @@ def test_an_unusable_model_is_named(kind, tree, tmp_path, monkeypatch):
     assert result.exit_code == EXIT_MODEL and str(model) in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "p.lza").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "one bit in the weights"])
+def test_a_damaged_model_in_the_cache_is_removed_and_reported_missing(damage, tree, tmp_path, tiny_path,
+                                                                       private_model_cache):
+    """A cached model file whose bytes no longer hash to its name (a full disk, a crash, bit rot) is removed with a
+    warning by whatever command meets it: readers then ask for the model (exit 12) as if it had never been cached, and
+    importing it again heals the cache. Before, `model list` and `extract` failed with a traceback, or with 'does not
+    match' and no way out but deleting the file by hand."""
+    archive = tmp_path / "p.lza"
+    assert run_cli("pack", str(tree), "-o", str(archive), "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
+    model_hash = compiler.read_compiled(tiny_path).model_hash
+    cached = registry.find(model_hash)
+    intact = Path(cached).read_bytes()
+
+    def damage_it():
+        data = bytearray(intact[: len(intact) // 2] if damage == "truncated" else intact)
+        data[-10] ^= 1 if damage != "truncated" else 0
+        Path(cached).write_bytes(data)
+
+    damage_it()
+    with pytest.warns(RuntimeWarning, match="is damaged .* removed"):
+        listed = run_cli("model", "list", "--json")
+    assert listed.exit_code == 0 and listed.stdout == b"" and not os.path.exists(cached)
+    damage_it()
+    with pytest.warns(RuntimeWarning, match="is damaged .* removed"):
+        result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_MODEL and "this archive needs model tiny-0" in result.stderr
+    assert "Traceback" not in result.stderr and not os.path.exists(cached)
+    assert run_cli("pack", str(tree), "-o", str(tmp_path / "again.lza"), "--codec", "lm", "--model", tiny_path,
+                   "-q").exit_code == 0
+    assert registry.find(model_hash) == cached and Path(cached).read_bytes() == intact
+    assert run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "-q").exit_code == 0
+
+
+def test_a_model_file_lza_cannot_parse_is_named_not_a_traceback(tree, tmp_path, tiny_path, private_model_cache,
+                                                                 monkeypatch):
+    """A file that has the hash an archive names but is no compiled model (crafted to it, as hashes are public)."""
+    archive = tmp_path / "p.lza"
+    assert run_cli("pack", str(tree), "-o", str(archive), "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
+    garbage = tmp_path / "garbage.lzm"
+    garbage.write_bytes(b"\x08" + bytes(300))
+    monkeypatch.setattr(registry, "resolve", lambda model_hash, source=None: str(garbage))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_MODEL and "is not a compiled model lza can read" in result.stderr
+    assert str(garbage) in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_a_symlink_whose_target_is_not_utf8_is_named(tmp_path):

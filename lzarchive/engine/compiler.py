@@ -153,9 +153,14 @@ def read_header(path: str) -> dict[str, str]:
     return metadata
 
 
-def read_compiled(path: str) -> CompiledModel:
+def file_hash(path: str) -> bytes:
+    """A compiled model file's hash: blake3 of its bytes (the model_hash archives name)."""
     with open(path, "rb") as f:
-        model_hash = digest(CONTEXT_MODEL, f.read())
+        return digest(CONTEXT_MODEL, f.read())
+
+
+def read_compiled(path: str) -> CompiledModel:
+    model_hash = file_hash(path)
     metadata = read_header(path)
     tensors = load_file(path)
     table = TokenTable.from_tensors(tensors)

@@ -140,7 +140,7 @@ def import_compiled(path: str) -> str:
     """Copy a compiled model file into the cache under its hash, so archives made with it can be read later."""
     model = compiler.read_compiled(path)
     target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
-    if not os.path.exists(target):
+    if not _intact(target, model.model_hash):
         with open(path, "rb") as f:
             compiler.write_atomically(target, f.read())
     return target
@@ -149,9 +149,32 @@ def import_compiled(path: str) -> str:
 def find(model_hash: bytes) -> str | None:
     for directory in dict.fromkeys((configured_dir(), cache_dir())):
         path = os.path.join(directory, model_hash.hex() + ".lzm")
-        if os.path.exists(path):
+        if _intact(path, model_hash):
             return path
     return None
+
+
+def _intact(path: str, model_hash: bytes) -> bool:
+    """Whether the cache holds this model at `path`. A file there whose bytes do not hash to its name (cut short by a
+    full disk or a crash, damaged on disk) is no model: it is removed, with a warning, so that the default model is
+    compiled again and any other is reported missing instead of failing to load."""
+    try:
+        if compiler.file_hash(path) == model_hash:
+            return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        warnings.warn(f"the model cache's {path} cannot be read ({exc.strerror.lower()}): skipped", RuntimeWarning,
+                      stacklevel=2)
+        return False
+    try:
+        os.unlink(path)
+        outcome = "removed"
+    except OSError as exc:
+        outcome = f"left in place ({exc.strerror.lower()}): remove it by hand"
+    warnings.warn(f"the model cache's {path} is damaged (its bytes do not match the hash it is named by): {outcome}",
+                  RuntimeWarning, stacklevel=2)
+    return False
 
 
 def default_model_path(max_positions: int | None = None) -> str:
@@ -180,9 +203,21 @@ def list_models() -> list[ModelEntry]:
     directory = cache_dir()  # once: finding it writes a probe file
     entries = []
     for name in sorted(os.listdir(directory)):
-        if name.endswith(".lzm"):
-            path = os.path.join(directory, name)
+        path = os.path.join(directory, name)
+        model_hash = _hash_named(name)
+        if model_hash is not None and _intact(path, model_hash):
             model = compiler.read_header(path)
             positions = compiler.ModelConfig.from_json(model["config"]).max_positions
-            entries.append(ModelEntry(path, bytes.fromhex(name[:-4]), model["name"], model["source"], positions))
+            entries.append(ModelEntry(path, model_hash, model["name"], model["source"], positions))
     return entries
+
+
+def _hash_named(name: str) -> bytes | None:
+    """The model hash a cache file's name gives (<64 hex digits>.lzm); None for names lza does not write."""
+    stem, suffix = os.path.splitext(name)
+    if suffix != ".lzm" or len(stem) != 64:
+        return None
+    try:
+        return bytes.fromhex(stem)
+    except ValueError:
+        return None
