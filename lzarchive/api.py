@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .archive.extract import Extractor, plan, select_entries
+from .archive.extract import Extractor, plan, select_entries, wanted_path
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
@@ -408,7 +408,7 @@ def list_entries(archive: str) -> list[Entry]:
 def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, device: str = "cpu") -> Iterator[bytes]:
     """Bytes [start, end) of one file, decoding only the chunks that hold them (the last only up to the file's end)."""
     with open_archive(archive, device) as reader:
-        matches = [e for e in reader.entries if e.path == path.strip("/")]
+        matches = [e for e in reader.entries if e.path == wanted_path(path)]
         if not matches:
             raise PathRefused(path=path, reason="not found in the archive")
         entry = matches[0]

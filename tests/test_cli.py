@@ -107,6 +107,13 @@ def test_selective_extract(tree, tmp_path):
     assert run_cli("extract", str(out), "proj/docs", "-C", str(dest), "-q").exit_code == 0
     assert (dest / "proj" / "docs" / "a.md").read_text() == "# title\n" * 100
     assert not (dest / "proj" / "run.sh").exists()
+    # names as a shell gives them: ./, //, a trailing /; "." is the whole archive
+    for i, (named, expected) in enumerate([("./proj/docs/", ["a.md"]), ("proj//docs/./a.md", ["a.md"]),
+                                           ("/proj/run.sh", ["run.sh"]), (".", ["a.md", "run.sh"])]):
+        assert run_cli("extract", str(out), named, "-C", str(tmp_path / str(i)), "-q").exit_code == 0
+        assert sorted(f.name for f in (tmp_path / str(i)).rglob("*") if f.is_file()) == expected
+    assert run_cli("cat", str(out), "./proj//run.sh").stdout == b"#!/bin/sh\necho hi\n"
+    assert run_cli("extract", str(out), "proj/../proj", "-C", str(tmp_path / "up")).exit_code == 1
 
 
 def test_unreadable_source_is_named(tmp_path):

@@ -130,11 +130,16 @@ def _open_parent(dest: str, parts: list[str]) -> tuple[int | None, int, int]:
     return fd, len(parts) - 1, 0
 
 
+def wanted_path(path: str) -> str:
+    """A path the user names, as the archive stores paths: `./a//b/` and `/a/b` are `a/b` ("" for the root)."""
+    return "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
 def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entry]:
     """Entries equal to or below each wanted path; a wanted path that matches nothing is an error."""
-    if not wanted:
+    prefixes = [wanted_path(w) for w in wanted]
+    if not wanted or "" in prefixes:  # nothing named, or the archive's root ("." or "/")
         return list(entries)
-    prefixes = [w.strip("/") for w in wanted]
     chosen = [e for e in entries if any(e.path == p or e.path.startswith(p + "/") for p in prefixes)]
     for prefix in prefixes:
         if not any(e.path == prefix or e.path.startswith(prefix + "/") for e in chosen):
