@@ -116,6 +116,24 @@ def test_selective_extract(tree, tmp_path):
     assert run_cli("extract", str(out), "proj/../proj", "-C", str(tmp_path / "up")).exit_code == 1
 
 
+def test_an_archive_read_from_a_pipe_is_refused_at_once(tree, tmp_path):
+    """A FIFO or a pipe (`cat a.lza | lza list /dev/stdin`) cannot be read from its end: said so, without waiting for a
+    writer (a subprocess, so that a regression times out instead of hanging the suite)."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    archive = tmp_path / "p.lza"
+    api.pack([str(tree)], str(archive), codec="zstd")
+    lza = [sys.executable, "-m", "lzarchive"]
+    for command in (["list", str(fifo)], ["extract", str(fifo), "-C", str(tmp_path / "out")]):
+        proc = subprocess.run(lza + command, capture_output=True, timeout=60)
+        assert proc.returncode == 1 and b"is a pipe" in proc.stderr and proc.stderr.count(b"\n") == 1
+    proc = subprocess.run(lza + ["list", "/dev/stdin"], input=archive.read_bytes(), capture_output=True, timeout=60)
+    assert proc.returncode == 1 and b"/dev/stdin: is a pipe" in proc.stderr and b"Traceback" not in proc.stderr
+
+
 def test_unreadable_source_is_named(tmp_path):
     src = tmp_path / "s"
     src.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -49,6 +50,9 @@ class ArchiveReader:
     @classmethod
     def open(cls, path: str, codec_provider: CodecProvider = builtin_codecs) -> ArchiveReader:
         try:
+            if stat.S_ISFIFO(os.stat(path).st_mode):  # opening one would wait for a writer, then fail to seek
+                raise InputError(path=path, reason="is a pipe: an archive's index is at its end, so lza reads archives "
+                                                   "from files it can seek in (save the stream to a file first)")
             stream = open(path, "rb")
         except OSError as exc:
             raise InputError(path=path, reason=exc.strerror or str(exc)) from None
