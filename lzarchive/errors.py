@@ -25,7 +25,8 @@ class LzaError(Exception):
 
     @property
     def message(self) -> str:
-        return (self.__doc__ or "").format(**self.fields)
+        template = " ".join(line.strip() for line in (self.__doc__ or "").splitlines())  # one line however wrapped
+        return template.format(**self.fields)
 
     def __str__(self) -> str:
         return self.message

@@ -100,6 +100,23 @@ def test_errors_are_one_line(tree, tmp_path):
     assert result.exit_code == 1 and "not found in the archive" in result.stderr
 
 
+def test_every_error_message_is_one_line():
+    """Each error class's template (its docstring, however wrapped in the source) reads as one line."""
+    import inspect
+    import string
+
+    from lzarchive import errors
+
+    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, errors.LzaError)]
+    assert len(classes) > 10
+    for cls in classes:
+        fields = {name: "x" for _, name, _, _ in string.Formatter().parse(cls.__doc__) if name}
+        if cls is errors.ChunkCorrupt:  # builds its `affected` from paths
+            fields = {"archive": "x", "chunk": 1, "reason": "x", "paths": ["x"]}
+        message = str(cls(**fields))
+        assert "\n" not in message and "  " not in message and message == message.strip(), (cls, message)
+
+
 def test_selective_extract(tree, tmp_path):
     out = tmp_path / "p.lza"
     api.pack([str(tree)], str(out), codec="zstd")
