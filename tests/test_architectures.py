@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,6 +128,41 @@ def test_llama_directories_of_every_float_dtype_compile(dtype, tmp_path):
     model = compiler.read_compiled(path)
     assert (model.config.architecture, model.numerics, model.config.kv_heads) == ("llama", "lza-int-v1", 2)
     assert relative_error(model, directory, "LlamaForCausalLM") < 0.05
+
+
+@pytest.mark.parametrize("option", [{"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, {"hidden_act": "gelu"}],
+                         ids=["rope scaling", "gelu"])
+def test_a_llama_directory_with_arithmetic_lza_does_not_run_is_refused(option, tmp_path, private_model_cache):
+    """Compiling it would silently drop what the source does differently (scaled positions, another activation)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    directory = str(tmp_path / "llama")
+    write_tokenizer(directory)
+    LlamaForCausalLM(LlamaConfig(vocab_size=267, hidden_size=64, intermediate_size=160, num_hidden_layers=1,
+                                 num_attention_heads=4, max_position_embeddings=256, bos_token_id=266, eos_token_id=266,
+                                 **option)).save_pretrained(directory)
+    with pytest.raises(compiler.CompileError, match="is not supported"):
+        architectures.read_source(directory)
+    result = run_cli("model", "compile", directory)
+    assert result.exit_code == 12 and "is not supported" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("field,value", [("llama.rope.scaling.type", "linear"), ("llama.rope.dimension_count", 8)])
+def test_a_llama_gguf_with_scaled_or_partial_rope_is_refused(field, value, tmp_path):
+    import gguf
+
+    path = str(tmp_path / "m.gguf")
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_uint32("llama.attention.head_count", 4)
+    writer.add_uint32("llama.embedding_length", 64)
+    (writer.add_string if isinstance(value, str) else writer.add_uint32)(field, value)
+    writer.add_tensor("token_embd.weight", np.zeros((10, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(compiler.CompileError, match="is not supported"):
+        architectures.read_source(path)
 
 
 def relative_error(model: compiler.CompiledModel, directory: str, hf_class: str) -> float:

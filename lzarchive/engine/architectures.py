@@ -57,12 +57,16 @@ def read_source(path: str, max_positions: int | None = None) -> Source:
 def _from_hf_directory(path: str, max_positions: int | None) -> Source:
     """A Hugging Face directory (config.json, weights in any float dtype, tokenizer), its weights as float64."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
     hf_config = AutoConfig.from_pretrained(path)
-    converters = {"llama": llama.from_hf, "gpt2": gpt2.from_hf}
-    if hf_config.model_type not in converters:
+    modules = {"llama": llama, "gpt2": gpt2}
+    if hf_config.model_type not in modules:
         raise CompileError(f"{path}: architecture {hf_config.model_type!r} is not supported (supported: "
-                           f"{', '.join(sorted(converters))})")
+                           f"{', '.join(sorted(modules))})")
+    module = modules[hf_config.model_type]
+    module.check_hf(path, hf_config)
+    logging.disable_progress_bar()  # lza shows its own progress; transformers' bars would interleave with it
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     state = {name: tensor.detach().to(torch.float64) for name, tensor in model.state_dict().items()}
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -71,4 +75,4 @@ def _from_hf_directory(path: str, max_positions: int | None) -> Source:
     table = TokenTable.from_list(token_bytes_from_strings([t or "" for t in vocab], control))
     tokenizer_json = json.dumps(json.loads(tokenizer.backend_tokenizer.to_str()), sort_keys=True)
     # the escape token: the smallest special token id, which tokenization never produces
-    return converters[hf_config.model_type](path, hf_config, state, max_positions, min(control), table, tokenizer_json)
+    return module.from_hf(path, hf_config, state, max_positions, min(control), table, tokenizer_json)

@@ -56,9 +56,8 @@ def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: T
                   token_table, tokenizer_json, NUMERICS)
 
 
-def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int | None, escape_token: int,
-            token_table: TokenTable, tokenizer_json: str) -> Source:
-    """A Hugging Face GPT-2 directory's config and float64 state dict."""
+def check_hf(path: str, hf_config) -> None:
+    """Refuse, before its weights are read, a Hugging Face GPT-2 whose arithmetic Engine does not run."""
     unsupported = {"activation_function": (hf_config.activation_function, "gelu_new"),
                    "scale_attn_weights": (hf_config.scale_attn_weights, True),
                    "scale_attn_by_inverse_layer_idx": (hf_config.scale_attn_by_inverse_layer_idx, False),
@@ -66,6 +65,11 @@ def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions:
     for name, (value, required) in unsupported.items():
         if value != required:
             raise CompileError(f"{path}: GPT-2 with {name} = {value!r} is not supported (only {required!r})")
+
+
+def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int | None, escape_token: int,
+            token_table: TokenTable, tokenizer_json: str) -> Source:
+    """A Hugging Face GPT-2 directory's config (checked by check_hf) and float64 state dict."""
     hidden, heads = hf_config.n_embd, hf_config.n_head
     config = ModelConfig(
         vocab_size=hf_config.vocab_size, hidden=hidden, intermediate=hf_config.n_inner or 4 * hidden,

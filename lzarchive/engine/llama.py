@@ -77,6 +77,12 @@ def from_gguf(path: str, reader, max_positions: int | None) -> Source:
 
     heads = field("llama.attention.head_count")
     hidden = field("llama.embedding_length")
+    scaling, rotated = field("llama.rope.scaling.type"), field("llama.rope.dimension_count")
+    if scaling not in (None, "none"):
+        raise CompileError(f"{path}: RoPE scaling {scaling!r} is not supported (only plain RoPE)")
+    if rotated not in (None, hidden // heads):
+        raise CompileError(f"{path}: RoPE over {rotated} of each head's {hidden // heads} dimensions is not supported "
+                           f"(only over whole heads)")
     config = ModelConfig(
         vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
         hidden=hidden,
@@ -109,6 +115,15 @@ def from_gguf(path: str, reader, max_positions: int | None) -> Source:
     byte_level = field("tokenizer.ggml.model") == "gpt2"
     table = TokenTable.from_list(token_bytes_from_strings(token_strings, control))
     return source(config, weights, table, bpe_tokenizer_json(token_strings, field("tokenizer.ggml.merges") or [], byte_level))
+
+
+def check_hf(path: str, hf_config) -> None:
+    """Refuse, before its weights are read, a Hugging Face Llama whose arithmetic Engine does not run."""
+    rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
+    unsupported = {"hidden_act": (hf_config.hidden_act, "silu"), "rope_type": (rope.get("rope_type", "default"), "default")}
+    for name, (value, required) in unsupported.items():
+        if value != required:
+            raise CompileError(f"{path}: a Llama with {name} = {value!r} is not supported (only {required!r})")
 
 
 def from_hf(path: str, hf_config, state: dict[str, torch.Tensor], max_positions: int | None, escape_token: int,
