@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries, wanted_path
+from .archive.files import describe
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
@@ -84,9 +85,17 @@ def load_model(model: str | None = None, positions: int | None = None) -> Compil
         return loaded
     except (registry.ModelNotFound, CompileError, architectures.UnsupportedModel) as exc:
         raise ModelUnavailable(reason=str(exc)) from None
+    except registry.CacheUnwritable as exc:
+        raise _cache_error(exc) from None
     except Exception as exc:  # the parsers of foreign formats (safetensors, GGUF, transformers) fail in many ways
         raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: a compiled .lzm, a GGUF "
                                       f"file or a Hugging Face directory ({type(exc).__name__}: {exc})") from None
+
+
+def _cache_error(exc) -> OutputError:
+    """registry.CacheUnwritable, for the user."""
+    return OutputError(path=exc.directory, reason=f"the model cache cannot take the compiled model: {describe(exc.error)} "
+                                                  f"(set LZA_MODEL_DIR to a directory with room)")
 
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
@@ -142,6 +151,8 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
                               f"{', '.join(sorted(NUMERICS_PROFILES))}")
         try:
             path = registry.resolve(ref.model_hash, ref.source)
+        except registry.CacheUnwritable as exc:
+            raise _cache_error(exc) from None
         except registry.ModelNotFound:
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "

@@ -236,6 +236,35 @@ def test_a_damaged_model_in_the_cache_is_removed_and_reported_missing(damage, tr
     assert run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "-q").exit_code == 0
 
 
+def test_a_model_cache_without_room_is_named_and_left_clean(tree, tmp_path, tiny_path, private_model_cache,
+                                                            monkeypatch):
+    """A compiled model that cannot be written into the cache (a full disk) fails the command with the cache's path
+    and why (was 'not a usable model' for a source that is fine), and leaves no partial file there."""
+    import errno
+
+    from .gpt2_tiny import write_gpt2
+
+    source = str(tmp_path / "gpt2")
+    write_gpt2(source)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    write_atomically = compiler.write_atomically
+    monkeypatch.setattr(compiler, "write_atomically", full)
+    for model in (tiny_path, source):  # imported as it is, or compiled from a source
+        result = run_cli("pack", str(tree), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model", model)
+        assert result.exit_code == 1, result.stderr
+        assert f"{registry.cache_dir()}: the model cache cannot take the compiled model: no space left on the device" \
+            in result.stderr and result.stderr.count("\n") == 1
+        assert os.listdir(registry.cache_dir()) in ([], ["sources"]) and not (tmp_path / "p.lza").exists()
+    monkeypatch.setattr(compiler, "write_atomically", write_atomically)
+    marker = registry._marker(source, None)  # a damaged marker is a reason to compile again, not a failure
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    Path(marker).write_text("not hex")
+    assert run_cli("pack", str(tree), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model", source, "-q").exit_code == 0
+
+
 def test_a_model_file_lza_cannot_parse_is_named_not_a_traceback(tree, tmp_path, tiny_path, private_model_cache,
                                                                  monkeypatch):
     """A file that has the hash an archive names but is no compiled model (crafted to it, as hashes are public)."""

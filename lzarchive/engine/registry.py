@@ -30,6 +30,14 @@ class ModelNotFound(LookupError):
     """A model the archive needs, or the default model's source, is not available."""
 
 
+class CacheUnwritable(Exception):
+    """A compiled model could not be written into the cache directory (full, or no longer writable)."""
+
+    def __init__(self, directory: str, error: OSError) -> None:
+        super().__init__(f"{directory}: {error}")
+        self.directory, self.error = directory, error
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     path: str
@@ -89,7 +97,7 @@ def compile_source(source_path: str, *, max_positions: int | None = None) -> str
     marker = _marker(source_path, max_positions)
     if os.path.exists(marker):
         with open(marker) as f:
-            path = find(bytes.fromhex(f.read().strip()))
+            path = find(_hex_or_empty(f.read().strip()))
         if path:
             return path
     is_default = source_path == _default_or_none()
@@ -100,19 +108,28 @@ def compile_source(source_path: str, *, max_positions: int | None = None) -> str
         label = default_source_label() if is_default else f"gguf:{os.path.basename(source_path)}"
     name = DEFAULT_NAME if is_default else os.path.basename(os.path.normpath(source_path))
     directory = cache_dir()
-    fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
-    os.close(fd)
     try:
-        model_hash = compiler.compile_to(temp, loaded, name=name, source=label)
-        final = os.path.join(directory, model_hash.hex() + ".lzm")
-        os.replace(temp, final)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as f:
-        f.write(model_hash.hex())
+        fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
+        os.close(fd)
+        try:
+            model_hash = compiler.compile_to(temp, loaded, name=name, source=label)
+            final = os.path.join(directory, model_hash.hex() + ".lzm")
+            os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        compiler.write_atomically(marker, model_hash.hex().encode())
+    except OSError as exc:
+        raise CacheUnwritable(directory, exc) from None
     return final
+
+
+def _hex_or_empty(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:  # a marker damaged on disk: compile again
+        return b""
 
 
 def _default_or_none() -> str | None:
@@ -142,7 +159,11 @@ def import_compiled(path: str) -> str:
     target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
     if not _intact(target, model.model_hash):
         with open(path, "rb") as f:
-            compiler.write_atomically(target, f.read())
+            data = f.read()
+        try:
+            compiler.write_atomically(target, data)
+        except OSError as exc:
+            raise CacheUnwritable(os.path.dirname(target), exc) from None
     return target
 
 
