@@ -142,8 +142,9 @@ def test_cli_window_option_reaches_the_codec_and_is_checked(tmp_path):
     assert len(archives["64"]) > len(archives[None])
     # the model keeps the 8,192 positions it was trained for: windows past the 2,048 it was once cut at are accepted
     assert run_cli("pack", str(src), "-o", str(tmp_path / "w4096.lza"), "--window", "4096", "-q").exit_code == 0
-    result = run_cli("pack", str(src), "-o", str(tmp_path / "big.lza"), "--window", "8193")
-    assert result.exit_code == 2 and "does not fit the model (8192 positions)" in result.stderr
+    for window in ("8193", "1", "-5"):
+        result = run_cli("pack", str(src), "-o", str(tmp_path / "big.lza"), "--window", window)
+        assert result.exit_code == 2 and f"lm window {window}: choose 2 .. 8192 tokens" in result.stderr
 
 
 def test_a_byte_without_a_token_is_escaped_not_a_reason_to_store(tmp_path):

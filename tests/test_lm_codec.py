@@ -18,6 +18,7 @@ from lzarchive.errors import EXIT_MODEL
 
 from .conftest import run_cli
 from .tiny import greedy_text, tiny_model
+
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
 
@@ -27,6 +28,15 @@ def test_window_bodies_cover_every_token_once():
         covered = [i for start, end in bodies for i in range(start, end)]
         assert covered == list(range(count))
         assert all(end - start <= (47 if i == 0 else 31) for i, (start, end) in enumerate(bodies))
+
+
+@pytest.mark.parametrize("window,overlap,message", [(1, None, "lm window 1: choose 2 .. 512 tokens"),
+                                                      (513, None, "lm window 513: choose 2 .. 512"),
+                                                      (10, 9, "lm overlap 9: choose 0 .. 8 tokens"),
+                                                      (10, -1, "lm overlap -1: choose 0 .. 8")])
+def test_a_window_or_overlap_the_model_cannot_take_is_refused(window, overlap, message):
+    with pytest.raises(ValueError, match=message):
+        LmCodec(tiny_model(), window=window, overlap=overlap)
 
 
 @settings(max_examples=25, deadline=None)

@@ -132,8 +132,10 @@ class LmCodec(Codec):
             self.window = min(DEFAULT_WINDOW, cfg.max_positions)
         if self.overlap is None:
             self.overlap = DEFAULT_OVERLAP * self.window // DEFAULT_WINDOW
-        if not 2 <= self.window <= cfg.max_positions or not 0 <= self.overlap < self.window - 1:
-            raise ValueError(f"lm window {self.window}/{self.overlap} does not fit the model ({cfg.max_positions} positions)")
+        if not 2 <= self.window <= cfg.max_positions:
+            raise ValueError(f"lm window {self.window}: choose 2 .. {cfg.max_positions} tokens (the model's positions)")
+        if not 0 <= self.overlap < self.window - 1:
+            raise ValueError(f"lm overlap {self.overlap}: choose 0 .. {self.window - 2} tokens (below the window)")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         self.engine = architectures.engine(self.model, self.device)
