@@ -63,7 +63,7 @@ def model_cache():
     return registry
 
 
-def load_model(model: str | None = None, positions: int | None = None) -> CompiledModel:
+def load_model(model: str | None = None, positions: int | None = None, progress: Progress = NULL_PROGRESS) -> CompiledModel:
     """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache
     with the positions its source was trained for, or only the first `positions` (not for a compiled file)."""
     from .engine import architectures, registry
@@ -71,13 +71,13 @@ def load_model(model: str | None = None, positions: int | None = None) -> Compil
 
     try:
         if model is None:
-            path = registry.default_model_path(positions)
+            path = registry.default_model_path(positions, progress.note)
         elif model.endswith(".lzm") and os.path.isfile(model):
             if positions is not None:
                 raise CompileError(f"{model}: a compiled model keeps its positions; --positions applies to a source")
             path = registry.import_compiled(model)
         elif os.path.exists(model):
-            path = registry.compile_source(model, max_positions=positions)
+            path = registry.compile_source(model, max_positions=positions, announce=progress.note)
         else:
             raise registry.ModelNotFound(f"{model}: no such model file or directory")
         loaded = read_compiled(path)
@@ -99,7 +99,8 @@ def _cache_error(exc) -> OutputError:
 
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
-                   window: int | None = None, primer: int = 0, match: bool = False) -> list[Codec]:
+                   window: int | None = None, primer: int = 0, match: bool = False,
+                   progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
     `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
@@ -116,7 +117,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     if name in ("auto", "lm"):
         from .codecs.lm import LmCodec
 
-        loaded = load_model(model)
+        loaded = load_model(model, progress=progress)
         try:
             codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
                                   match_field=match))
@@ -127,7 +128,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     return codecs
 
 
-def model_codecs(device: str = "cpu", ray: str | None = None):
+def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress = NULL_PROGRESS):
     """A reader's codec provider: store and zstd built in; lm from the model the header names, found by its hash.
     Archives naming several models, or a numerics profile this lza does not implement, are refused (unsupported).
     ray: decode lm chunks on the Ray cluster at this address (see on_cluster)."""
@@ -150,7 +151,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None):
             raise LookupError(f"model {ref.name} uses numerics {ref.numerics!r}; this lza implements "
                               f"{', '.join(sorted(NUMERICS_PROFILES))}")
         try:
-            path = registry.resolve(ref.model_hash, ref.source)
+            path = registry.resolve(ref.model_hash, ref.source, progress.note)
         except registry.CacheUnwritable as exc:
             raise _cache_error(exc) from None
         except registry.ModelNotFound:
@@ -268,7 +269,7 @@ def pack(
     check_device(device)
     match = match and (major, minor) >= (2, 2)
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer,
-                                       match=match), ray)
+                                       match=match, progress=progress), ray)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched = primer > 0 and bool(models), match and bool(models)
     if major == 2:  # 2.1 added only the lm primer, 2.2 only the match model: archives without them stay 2.0
@@ -379,9 +380,10 @@ def _link_target(fs_path: str) -> str:
 # ------------------------------------------------------------------------------------------------------ read side
 
 
-def open_archive(path: str, device: str = "cpu", ray: str | None = None) -> ArchiveReader:
+def open_archive(path: str, device: str = "cpu", ray: str | None = None,
+                 progress: Progress = NULL_PROGRESS) -> ArchiveReader:
     check_device(device)
-    return ArchiveReader.open(path, model_codecs(device, ray))
+    return ArchiveReader.open(path, model_codecs(device, ray, progress))
 
 
 def extract(
@@ -397,7 +399,7 @@ def extract(
 ) -> int:
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
-    with open_archive(archive, device, ray) as reader:
+    with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite)
         if refusals and skip_unsafe:
@@ -531,7 +533,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | 
 
     Structural damage (header, index, footer) raises; damage confined to chunks is collected in the report.
     """
-    with open_archive(archive, device, ray) as reader:
+    with open_archive(archive, device, ray, progress) as reader:
         report = VerifyReport(archive, full, chunks=len(reader.index.chunks), entries=len(reader.entries))
         bad_chunks: dict[int, ChunkCorrupt] = {}
         progress.start("verify", sum(c.stored_size for c in reader.index.chunks))

@@ -46,6 +46,25 @@ def test_a_gpt2_directory_packs_and_extracts(tmp_path, private_model_cache):
     assert described["config"]["architecture"] == "gpt2" and described["numerics"] == "lza-int-gpt2-v1"
 
 
+def test_compiling_a_source_is_announced_once(tmp_path, private_model_cache):
+    """The first use of a source compiles it (seconds to minutes, before any progress can show): the user is told."""
+    from lzarchive.archive.progress import Progress
+
+    class Notes(Progress):
+        def __init__(self):
+            self.notes = []
+
+        def note(self, text):
+            self.notes.append(text)
+
+    directory = str(tmp_path / "gpt2")
+    write_gpt2(directory)
+    first, again = Notes(), Notes()
+    assert api.load_model(directory, progress=first).model_hash == api.load_model(directory, progress=again).model_hash
+    assert len(first.notes) == 1 and first.notes[0].startswith(f"compiling {directory} into the model cache")
+    assert again.notes == []
+
+
 def test_a_gpt2_directory_compiles_to_the_same_model_as_its_weights(tmp_path):
     """The converter (GPT2LMHeadModel names, Conv1D weights transposed, the fused c_attn, tied head, positions and
     special tokens from the config and tokenizer) gives exactly the tensors and config of compiling the weights

@@ -272,7 +272,7 @@ def test_a_model_file_lza_cannot_parse_is_named_not_a_traceback(tree, tmp_path, 
     assert run_cli("pack", str(tree), "-o", str(archive), "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
     garbage = tmp_path / "garbage.lzm"
     garbage.write_bytes(b"\x08" + bytes(300))
-    monkeypatch.setattr(registry, "resolve", lambda model_hash, source=None: str(garbage))
+    monkeypatch.setattr(registry, "resolve", lambda model_hash, source=None, announce=None: str(garbage))
     result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
     assert result.exit_code == EXIT_MODEL and "is not a compiled model lza can read" in result.stderr
     assert str(garbage) in result.stderr and result.stderr.count("\n") == 1

@@ -12,6 +12,9 @@ class Progress:
     def advance(self, amount: int) -> None:
         """Work done since the last call, in the unit of the current phase."""
 
+    def note(self, text: str) -> None:
+        """A step the user would otherwise wait through without a word (compiling a model on first use)."""
+
     def warn(self, text: str) -> None:
         """Something the user should know that does not stop the operation (a skipped special file)."""
 

