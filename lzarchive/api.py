@@ -267,6 +267,8 @@ def pack(
         if not os.path.lexists(source):
             raise InputError(path=source, reason="no such file or directory")
     check_device(device)
+    if ray is not None and codec in ("auto", "lm"):
+        _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once
     match = match and (major, minor) >= (2, 2)
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer,
                                        match=match, progress=progress), ray)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -103,6 +105,15 @@ def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path
     result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--primer", "16",
                      "--ray", "local")
     assert result.exit_code == EXIT_USAGE and "--primer and --ray" in result.stderr
+    # an address where nothing answers fails at once, before the model loads (Ray alone retried for minutes)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.run([sys.executable, "-m", "lzarchive", "pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model",
+                           tiny_path, "--ray", f"127.0.0.1:{closed}"], capture_output=True, timeout=120)
+    assert proc.returncode == 1 and f"cannot join the Ray cluster: nothing answers at 127.0.0.1:{closed}".encode() \
+        in proc.stderr
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--ray", "local")
     assert result.exit_code == EXIT_USAGE and "pip install 'lzarchive[ray]'" in result.stderr

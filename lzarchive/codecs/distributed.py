@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tempfile
 from collections.abc import Sequence
 
@@ -36,10 +37,22 @@ def connect(address: str) -> int:
     the one running here or else a new one for this process (ray.init's own choice), unless this process has joined
     one already. Returns the cluster's CPUs: one worker each."""
     ray = ray_module()
+    _check_reachable(address)
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once where nothing answers at an explicit HOST:PORT: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'local', 'auto', or a form only Ray understands
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
 class _Worker:
