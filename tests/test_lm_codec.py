@@ -114,8 +114,12 @@ def test_missing_model_exits_12_and_names_it(tiny_path, tmp_path, monkeypatch):
     result = run_cli("extract", out, "-C", str(tmp_path / "x"))
     assert result.exit_code == EXIT_MODEL
     assert "tiny-0" in result.stderr and tiny_model().model_hash.hex() in result.stderr
-    assert not (tmp_path / "x" / "a.txt").exists()
+    # how to get a model that is not the default one (its package would not bring it)
+    assert "lza model compile SOURCE" in result.stderr and "pip install" not in result.stderr
+    assert not (tmp_path / "x").exists()  # the model was looked for before anything was written, directories too
     assert run_cli("list", out).exit_code == 0  # listing needs no model
+    assert run_cli("model", "compile", tiny_path).exit_code == 0  # a compiled file goes into the cache as it is
+    assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0
 
 
 def test_lm_codec_declines_binary(tiny_path):
