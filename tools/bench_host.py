@@ -1,0 +1,88 @@
+"""The lm codec's host-side work per token, which no accelerator takes over: tokenizing, the match model's guesses,
+range coding, and mixing a guess into a decoder's table. On a GPU the model's forward passes shrink; these do not,
+so they bound what one host process can feed it (issue 17's GPU targets: 1 MB/s packing, 0.5 MB/s extracting).
+
+    python tools/bench_host.py [TEXT]     (default: the first 64 KiB of ../shared/corpora/canterbury/lcet10.txt)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+
+import numpy as np
+
+from lzarchive import api
+from lzarchive.codecs.match import MatchModel, guesses, mix_row
+from lzarchive.engine.tokenizer import Encoder
+from lzarchive.rangecoder import TOTAL, TOTAL_BITS, RangeDecoder, RangeEncoder
+
+DEFAULT_TEXT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpora", "canterbury",
+                                             "lcet10.txt"))
+
+
+def per_token(label: str, seconds: float, count: int) -> float:
+    micros = seconds / count * 1e6
+    print(f"{label:<52} {micros:8.2f} us per token")
+    return micros
+
+
+def main() -> None:
+    path = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_TEXT
+    with open(path, "rb") as f:
+        text = f.read(65536)
+    model = api.load_model()
+    encoder = Encoder(model.token_table, model.tokenizer_json, model.config.escape_token)
+    started = time.perf_counter()
+    tokens, _ = encoder.encode(text)
+    tokenize = time.perf_counter() - started
+    count = len(tokens)
+    print(f"{path}: {len(text)} bytes, {count} tokens ({len(text) / count:.2f} bytes per token)")
+    rng = random.Random(0)
+    intervals = []  # skewed like a model's: mostly large intervals, some tiny
+    for _ in tokens:
+        size = max(1, int(TOTAL * rng.random() ** 3))
+        intervals.append((rng.randrange(TOTAL - size + 1), size))
+    encode_side = per_token("tokenize (encoder)", tokenize, count)
+    started = time.perf_counter()
+    guesses(tokens)
+    encode_side += per_token("match model guesses (encoder, every chunk)", time.perf_counter() - started, count)
+    started = time.perf_counter()
+    coder = RangeEncoder()
+    for start, size in intervals:
+        coder.encode(start, size)
+    data = coder.finish()
+    # the writer codes each chunk twice, with and without the match model, and keeps the smaller
+    encode_side += 2 * per_token("range encode", time.perf_counter() - started, count)
+    decoder = RangeDecoder(data)
+    started = time.perf_counter()
+    for start, size in intervals:
+        decoder.target(TOTAL)
+        decoder.consume(start, size)
+    decode_side = per_token("range decode (target, consume)", time.perf_counter() - started, count)
+    match = MatchModel(TOTAL_BITS)
+    started = time.perf_counter()
+    for token in tokens:
+        if match.guess() is not None:
+            match.weight(1 << 10)
+        match.update(token, 1 << 10)
+    match_side = per_token("match model (decoder: guess, weight, update)", time.perf_counter() - started, count)
+    vocab = model.config.vocab_size
+    freq = np.full(vocab, TOTAL // vocab, dtype=np.int64)
+    freq[0] += TOTAL - int(freq.sum())
+    started = time.perf_counter()
+    for _ in range(200):
+        mix_row(freq, 17, 3000, TOTAL_BITS)
+    mix = per_token("mix a weighted guess into a table (per such token)", (time.perf_counter() - started) / 200, 1)
+    bytes_per_token = len(text) / count
+    print(f"encoder host work: {encode_side:.1f} us per token -> at most {bytes_per_token / encode_side:.2f} MB/s per "
+          f"host core")
+    print(f"decoder host work, range coding and match model only (the decode loop's own bookkeeping per stream comes "
+          f"on top): {decode_side:.1f} us per token, {decode_side + match_side:.1f} in match-model chunks, +{mix:.0f} "
+          f"for each token whose guess is weighted")
+
+
+if __name__ == "__main__":
+    main()
