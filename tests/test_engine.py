@@ -197,10 +197,13 @@ def test_compiled_and_torch_frequency_tables_agree():
     symbol_starts(freq.numpy(), symbols.numpy(), starts.numpy())
     assert torch.equal(starts, cumulative[torch.arange(5), symbols] - freq[torch.arange(5), symbols])
     targets = torch.tensor([0, total - 1, int(cumulative[2, 899]), int(cumulative[3, 10]) - 1, 12345 * 4099])
-    found, found_starts = torch.empty(5, dtype=torch.int64), torch.empty(5, dtype=torch.int64)
-    find_symbols(freq.numpy(), targets.numpy(), found.numpy(), found_starts.numpy())
+    found, found_starts, found_sizes = (torch.empty(5, dtype=torch.int64) for _ in range(3))
+    unmixed = torch.full((5,), 1 << 16, dtype=torch.int64)  # keep 2^16: the tables as they are
+    find_symbols(freq.numpy(), targets.numpy(), torch.zeros(5, dtype=torch.int64).numpy(), unmixed.numpy(),
+                 torch.zeros(5, dtype=torch.int64).numpy(), 16, found.numpy(), found_starts.numpy(), found_sizes.numpy())
     assert torch.equal(found, torch.searchsorted(cumulative, targets[:, None], right=True)[:, 0])
     assert torch.equal(found_starts, cumulative[torch.arange(5), found] - freq[torch.arange(5), found])
+    assert torch.equal(found_sizes, freq[torch.arange(5), found])
 
 
 def test_compiled_and_torch_row_work_agree():

@@ -1,5 +1,5 @@
 """The lm codec's match model (format 2.2, SPEC 9.8) with the tiny model: the mixed tables are valid and the same
-whether built whole (decoder) or for one interval (encoder); guesses follow the spec's definition; chunks round-trip
+whether searched (decoder) or taken for one interval (encoder); guesses follow the spec's definition; chunks round-trip
 alone, together, in any lockstep grouping, with limits and with a primer; each chunk takes the match model only where
 it is smaller; the archive says so in its header; unknown adaptive models and damaged payloads are refused."""
 
@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_interval, mix_row
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_factors, mix_interval
+from lzarchive.engine.kernels import find_symbols
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format import constants as C
 from lzarchive.format.records import Header
@@ -47,18 +48,43 @@ def frequency_rows(draw):
     return freq, draw(st.integers(0, vocab - 1)), draw(st.integers(0, (1 << WEIGHT_BITS) - 1))
 
 
+def mixed_table(freq: np.ndarray, guess: int, weight: int) -> np.ndarray:
+    """SPEC 9.8's mixed table, the whole row at once in numpy: the reference for the encoder's intervals and the
+    decoder's search."""
+    vocab, keep = len(freq), (1 << WEIGHT_BITS) - weight
+    spare = (1 << TOTAL_BITS) - vocab
+    given = spare - ((spare * keep) >> WEIGHT_BITS)
+    v = np.arange(vocab + 1, dtype=np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(freq)])
+    return np.diff(v + (((cumulative - v) * keep) >> WEIGHT_BITS) + (v > guess) * given)
+
+
 @settings(max_examples=200, deadline=None)
 @given(frequency_rows())
 def test_a_mixed_table_is_a_valid_table_and_each_interval_matches_it(row):
+    """The encoder's interval of a token (mix_interval) and the decoder's search (find_symbols, which never writes the
+    mixed row) agree with the mixed table, at both ends of every interval tried."""
     freq, guess, weight = row
-    mixed = mix_row(freq, guess, weight, TOTAL_BITS)
+    mixed = mixed_table(freq, guess, weight)
     assert mixed.sum() == 1 << TOTAL_BITS and mixed.min() >= 1
     assert mixed[guess] >= freq[guess] if weight else np.array_equal(mixed, freq)
     starts = np.concatenate([[0], np.cumsum(freq)[:-1]])
     mixed_starts = np.concatenate([[0], np.cumsum(mixed)[:-1]])
-    for token in {0, guess, len(freq) - 1, (guess + 1) % len(freq)}:
+    tokens = sorted({0, guess, len(freq) - 1, (guess + 1) % len(freq), max(0, guess - 1)})
+    keep, given = mix_factors(weight, len(freq), TOTAL_BITS)
+    for token in tokens:
         assert mix_interval(int(starts[token]), int(freq[token]), token, guess, weight, len(freq), TOTAL_BITS) == \
             (int(mixed_starts[token]), int(mixed[token]))
+    rows = 2 * len(tokens)  # each interval's first and last target
+    found = [np.empty(rows, dtype=np.int64) for _ in range(3)]
+    for mixing in (True, False):  # with the guess mixed in, and with the model's own table (keep = 2^16)
+        table, table_starts = (mixed, mixed_starts) if mixing else (freq, starts)
+        search = np.array([t for token in tokens for t in (table_starts[token], table_starts[token] + table[token] - 1)])
+        find_symbols(np.tile(freq, (rows, 1)), search, np.full(rows, guess), np.full(rows, keep if mixing else 1 << 16),
+                     np.full(rows, given if mixing else 0), WEIGHT_BITS, *found)
+        expected = np.repeat(tokens, 2)
+        assert np.array_equal(found[0], expected)
+        assert np.array_equal(found[1], table_starts[expected]) and np.array_equal(found[2], table[expected])
 
 
 def test_the_guess_follows_the_longest_run_before_the_latest_pairs():

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from lzarchive import api
-from lzarchive.codecs.match import MatchModel, guesses, mix_row
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_factors
+from lzarchive.engine.kernels import find_symbols
 from lzarchive.engine.tokenizer import Encoder
 from lzarchive.rangecoder import TOTAL, TOTAL_BITS, RangeDecoder, RangeEncoder
 
@@ -25,7 +26,7 @@ DEFAULT_TEXT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".
 
 def per_token(label: str, seconds: float, count: int) -> float:
     micros = seconds / count * 1e6
-    print(f"{label:<52} {micros:8.2f} us per token")
+    print(f"{label:<60} {micros:8.2f} us per token")
     return micros
 
 
@@ -69,19 +70,27 @@ def main() -> None:
             match.weight(1 << 10)
         match.update(token, 1 << 10)
     match_side = per_token("match model (decoder: guess, weight, update)", time.perf_counter() - started, count)
-    vocab = model.config.vocab_size
-    freq = np.full(vocab, TOTAL // vocab, dtype=np.int64)
-    freq[0] += TOTAL - int(freq.sum())
-    started = time.perf_counter()
-    for _ in range(200):
-        mix_row(freq, 17, 3000, TOTAL_BITS)
-    mix = per_token("mix a weighted guess into a table (per such token)", (time.perf_counter() - started) / 200, 1)
+    vocab, rows = model.config.vocab_size, 64
+    freq = np.full((rows, vocab), TOTAL // vocab, dtype=np.int64)
+    freq[:, 0] += TOTAL - freq.sum(axis=1)
+    targets = np.array([rng.randrange(TOTAL) for _ in range(rows)], dtype=np.int64)
+    keep, given = mix_factors(3000, vocab, TOTAL_BITS)
+    found = [np.empty(rows, dtype=np.int64) for _ in range(3)]
+    mix = 0.0
+    for label, keeps, givens in (("search the model's table (per token)", 1 << WEIGHT_BITS, 0),
+                                 ("search it with a weighted guess mixed in (per such token)", keep, given)):
+        arguments = (freq, targets, np.full(rows, 17), np.full(rows, keeps), np.full(rows, givens), WEIGHT_BITS, *found)
+        find_symbols(*arguments)  # compiled on first use
+        started = time.perf_counter()
+        for _ in range(20):
+            find_symbols(*arguments)
+        mix = per_token(label, (time.perf_counter() - started) / 20, rows)
     bytes_per_token = len(text) / count
     print(f"encoder host work: {encode_side:.1f} us per token -> at most {bytes_per_token / encode_side:.2f} MB/s per "
           f"host core")
     print(f"decoder host work, range coding and match model only (the decode loop's own bookkeeping per stream comes "
-          f"on top): {decode_side:.1f} us per token, {decode_side + match_side:.1f} in match-model chunks, +{mix:.0f} "
-          f"for each token whose guess is weighted")
+          f"on top): {decode_side:.1f} us per token, {decode_side + match_side:.1f} in match-model chunks, and the "
+          f"table searches above ({mix:.0f} with a weighted guess)")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, Rang
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import Codec, CodecError, ReadChunk
-from .match import MatchModel, MatchWeights, guesses, mix_interval, mix_row
+from .match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
@@ -460,27 +460,31 @@ class LmCodec(Codec):
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
                 targets = np.zeros(len(block), dtype=np.int64)
                 guess_freq = [0] * len(block)  # the model's frequency of each stream's match guess
+                # each row's guess mixed in where its weight is not 0 (keep 2^16: the model's table as it is)
+                mixed_guess, given = np.zeros_like(targets), np.zeros_like(targets)
+                keep = np.full_like(targets, 1 << WEIGHT_BITS)
                 for j, (_, s) in enumerate(block):
                     guess = s.match.guess() if s.match else None
                     if guess is not None:
                         guess_freq[j] = int(freq[j, guess])
                         weight = s.match.weight(guess_freq[j])
                         if weight:
-                            freq[j] = mix_row(freq[j], guess, weight, TOTAL_BITS)
+                            mixed_guess[j] = guess
+                            keep[j], given[j] = mix_factors(weight, cfg.vocab_size, TOTAL_BITS)
                     try:
                         targets[j] = s.decoder.target(TOTAL)
                     except RangeDecodeError as exc:
                         s.error = CodecError(f"lm: {exc}")
-                symbols, starts = np.empty_like(targets), np.empty_like(targets)
-                find_symbols(freq, targets, symbols, starts)
-                decoded = zip(block, freq, symbols.tolist(), starts.tolist(), guess_freq)
-                for (_, s), row_freq, token, start, known in decoded:
+                symbols, starts, sizes = np.empty_like(targets), np.empty_like(targets), np.empty_like(targets)
+                find_symbols(freq, targets, mixed_guess, keep, given, WEIGHT_BITS, symbols, starts, sizes)
+                decoded = zip(block, symbols.tolist(), starts.tolist(), sizes.tolist(), guess_freq)
+                for (_, s), token, start, size, known in decoded:
                     if s.error is not None:
                         continue
                     if s.match:
                         s.match.update(token, known)
                     try:
-                        s.decoder.consume(start, int(row_freq[token]))
+                        s.decoder.consume(start, size)
                         if token == cfg.escape_token:
                             byte = s.decoder.target(ESCAPED_BYTE_TOTAL)
                             s.decoder.consume(byte, 1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine.kernels import mixed_cumulative
+
 MIN_MATCH, MAX_MATCH = 2, 32  # match lengths, in tokens
 CANDIDATES = 256  # the latest earlier occurrences of the last two tokens that a guess is chosen from
 LENGTH_BUCKETS = 8  # match lengths 2..7 apart, 8 and longer together
@@ -127,25 +129,18 @@ class MatchModel:
         return other
 
 
-def _mixed_cumulative(cumulative, symbol, guess: int, weight: int, vocab: int, total_bits: int):
-    """C'(s) = s + floor((C(s) - s) (2^16 - Q) / 2^16) + [s > guess] Δ: every symbol keeps at least 1, the guess
-    gets the mass the others gave up."""
+def mix_factors(weight: int, vocab: int, total_bits: int) -> tuple[int, int]:
+    """K = 2^16 - Q and Δ = R - (R K) // 2^16 (R = 2^total_bits - vocab) of a weight Q: with them,
+    kernels.mixed_cumulative gives the mixed table (SPEC.md 9.8), every symbol keeping at least 1 and the guess
+    receiving the Δ the others gave up."""
     keep = (1 << WEIGHT_BITS) - weight
     spare = (1 << total_bits) - vocab
-    given = spare - ((spare * keep) >> WEIGHT_BITS)
-    return symbol + (((cumulative - symbol) * keep) >> WEIGHT_BITS) + (symbol > guess) * given
+    return keep, spare - ((spare * keep) >> WEIGHT_BITS)
 
 
 def mix_interval(start: int, size: int, token: int, guess: int, weight: int, vocab: int, total_bits: int):
     """The coded token's (start, size) in the mixed table, from its (start, size) in the model's."""
-    lo = _mixed_cumulative(start, token, guess, weight, vocab, total_bits)
-    hi = _mixed_cumulative(start + size, token + 1, guess, weight, vocab, total_bits)
-    return int(lo), int(hi - lo)
-
-
-def mix_row(freq: np.ndarray, guess: int, weight: int, total_bits: int) -> np.ndarray:
-    """The mixed table of a whole row of model frequencies (int64, summing to 2^total_bits)."""
-    cumulative = np.zeros(len(freq) + 1, dtype=np.int64)
-    np.cumsum(freq, out=cumulative[1:])
-    mixed = _mixed_cumulative(cumulative, np.arange(len(freq) + 1, dtype=np.int64), guess, weight, len(freq), total_bits)
-    return np.diff(mixed)
+    keep, given = mix_factors(weight, vocab, total_bits)
+    lo = mixed_cumulative(start, token, guess, keep, given, WEIGHT_BITS)
+    hi = mixed_cumulative(start + size, token + 1, guess, keep, given, WEIGHT_BITS)
+    return lo, hi - lo

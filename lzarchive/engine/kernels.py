@@ -363,13 +363,33 @@ def symbol_starts(freq, symbols, starts):
         starts[i] = start
 
 
+@compiled()
+def mixed_cumulative(cumulative, symbol, guess, keep, given, weight_bits):
+    """C'(s) = s + floor((C(s) - s) keep / 2^weight_bits) + [s > guess] given: where symbol s's interval starts once
+    a guess is mixed into a table whose own cumulative there is C(s) (the match model's mixing, SPEC.md 9.8). keep =
+    2^weight_bits (given = 0) leaves the table as it is. Integers below 2^48 for tables of total 2^32."""
+    return symbol + (((cumulative - symbol) * keep) >> weight_bits) + (given if symbol > guess else 0)
+
+
 @compiled(parallel=True)
-def find_symbols(freq, targets, symbols, starts):
-    """symbols[i]: the symbol whose interval [starts[i], starts[i] + freq[i, symbol]) holds targets[i] (below the
-    table's total)."""
+def find_symbols(freq, targets, guesses, keeps, givens, weight_bits, symbols, starts, sizes):
+    """symbols[i]: the symbol whose interval [starts[i], starts[i] + sizes[i]) holds targets[i] (below the table's
+    total) in row i of freq, or, where keeps[i] < 2^weight_bits, in that row with guesses[i] mixed in
+    (mixed_cumulative): searched one symbol at a time, without writing the mixed row."""
     for i in numba.prange(freq.shape[0]):
-        start, symbol = 0, 0
-        while targets[i] >= start + freq[i, symbol]:
-            start += freq[i, symbol]
+        cumulative, symbol = 0, 0
+        if keeps[i] == 1 << weight_bits:
+            while targets[i] >= cumulative + freq[i, symbol]:
+                cumulative += freq[i, symbol]
+                symbol += 1
+            symbols[i], starts[i], sizes[i] = symbol, cumulative, freq[i, symbol]
+            continue
+        start = 0  # mixed_cumulative(0, 0, ...) for every guess
+        while True:
+            cumulative += freq[i, symbol]
+            end = mixed_cumulative(cumulative, symbol + 1, guesses[i], keeps[i], givens[i], weight_bits)
+            if targets[i] < end:
+                break
+            start = end
             symbol += 1
-        symbols[i], starts[i] = symbol, start
+        symbols[i], starts[i], sizes[i] = symbol, start, end - start
