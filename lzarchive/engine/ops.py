@@ -183,7 +183,7 @@ class TorchOps:
         self.tables = tables
         self.sqrt = correctly_rounded_sqrt(device)
         # LZA_INT8_GEMM=off: the float64 products even where the int8 GEMM is exact (cross-platform proofs)
-        self.use_int8 = os.environ.get("LZA_INT8_GEMM", "on") != "off" and self._int8_exact()
+        self.use_int8 = switch("LZA_INT8_GEMM", ("on", "off")) == "on" and self._int8_exact()
 
     def _int8_exact(self) -> bool:
         """The int8 GEMM against float64 products on extreme values, for 1 to 8 rows (a GEMM may take another kernel
@@ -384,8 +384,17 @@ class CompiledOps(TorchOps):
         return freq
 
 
+def switch(name: str, choices: tuple[str, ...]) -> str:
+    """An environment switch of the engine (the first choice when unset): a value outside its choices is an error, not
+    a silent default, since cross-platform proofs rely on which path ran."""
+    value = os.environ.get(name, choices[0])
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: choose {' or '.join(choices)}")
+    return value
+
+
 def exact_ops(device: torch.device, tables: Tables, compiled: bool | None = None) -> TorchOps:
     """CompiledOps on a CPU (unless LZA_KERNELS=torch: the torch operations there too), TorchOps elsewhere."""
     if compiled is None:
-        compiled = device.type == "cpu" and os.environ.get("LZA_KERNELS", "compiled") != "torch"
+        compiled = device.type == "cpu" and switch("LZA_KERNELS", ("compiled", "torch")) == "compiled"
     return (CompiledOps if compiled else TorchOps)(device, tables)
