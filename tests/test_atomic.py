@@ -88,3 +88,33 @@ def test_stopped_extraction_leaves_no_file(tiny_path, private_model_cache, tmp_p
     assert (proc.returncode, stderr.strip()) == STOPS[sig]
     assert not os.path.exists(partial)
     assert os.listdir(dest / "src") == []
+
+
+def test_a_stop_that_lands_inside_the_jit_is_delivered_again_outside_it(monkeypatch):
+    """A signal handled while numba compiles or loads a kernel would raise inside a ctypes callback, which swallows the
+    exception (the extraction above then ran on to its end, exit 0, in 4 of 36 runs) or unwinds through LLVM (a crash
+    at exit): the handler sends the signal again shortly instead, and raises only outside numba and llvmlite."""
+    from lzarchive.cli import app
+
+    sent = []
+
+    class Timer:
+        def __init__(self, delay, function, args):
+            sent.append((delay, function, args))
+            self.daemon = False
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(app.threading, "Timer", Timer)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # the raising path would ignore further SIGTERM, SIGHUP
+    jit_frame = {}
+    exec(compile("import sys\ndef callback(): return sys._getframe()\nframe = callback()", f"{os.sep}site{os.sep}llvmlite"
+                 f"{os.sep}binding{os.sep}executionengine.py", "exec"), jit_frame)
+    for handler, signum in ((app._terminate, signal.SIGTERM), (app._terminate, signal.SIGHUP),
+                            (app._interrupt, signal.SIGINT)):
+        handler(signum, jit_frame["frame"])  # no exception there
+        assert sent.pop() == (0.05, os.kill, (os.getpid(), signum))
+        with pytest.raises(KeyboardInterrupt) as stopped:  # Terminated is one
+            handler(signum, sys._getframe())
+        assert getattr(stopped.value, "signum", signal.SIGINT) == signum and not sent

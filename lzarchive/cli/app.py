@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import warnings
 
 import typer
@@ -24,9 +26,34 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame) -> None:
+    if _inside_the_jit(frame):
+        return _deliver_again(signum)
     for other in (signal.SIGTERM, signal.SIGHUP):  # a second request must not cut the cleanup short
         signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
+
+
+def _interrupt(signum, frame) -> None:
+    if _inside_the_jit(frame):
+        return _deliver_again(signum)
+    raise KeyboardInterrupt
+
+
+def _inside_the_jit(frame) -> bool:
+    """Whether numba is compiling or loading a kernel: an exception raised there is swallowed by the ctypes callback
+    it lands in (the command then ran on to its end, exit 0) or unwinds through LLVM's state (a crash at exit)."""
+    while frame is not None:
+        if any(f"{os.sep}{package}{os.sep}" in frame.f_code.co_filename for package in ("numba", "llvmlite")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_again(signum: int) -> None:
+    """The same signal again shortly, until it arrives outside the JIT."""
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+    timer.daemon = True  # never what keeps the process alive
+    timer.start()
 
 
 class LzaGroup(TyperGroup):
@@ -80,7 +107,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main() -> None:
     warnings.showwarning = _show_warning
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum, handler in ((signal.SIGTERM, _terminate), (signal.SIGHUP, _terminate), (signal.SIGINT, _interrupt)):
         if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
-            signal.signal(signum, _terminate)
+            signal.signal(signum, handler)
     app()
