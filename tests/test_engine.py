@@ -10,11 +10,12 @@ from decimal import Decimal, getcontext
 from pathlib import Path
 
 import numba
+import numpy as np
 import pytest
 import torch
 
 from lzarchive.engine import architectures, compiler, llama, tables
-from lzarchive.engine.kernels import QMAX, find_symbols, symbol_starts
+from lzarchive.engine.kernels import QMAX
 from lzarchive.engine.llama import Engine as ExactLlama
 from lzarchive.engine.ops import CompiledOps, TorchOps, correctly_rounded_sqrt, float64_products, int8_products
 from lzarchive.rangecoder import TOTAL_BITS
@@ -192,18 +193,18 @@ def test_compiled_and_torch_frequency_tables_agree():
     assert freq[1, 0] == total - (vocab - 1) * uniform and torch.all(freq[1, 1:] == uniform)
     assert freq[2, 5] > freq[2, 900]  # the remainder goes to the first of the equal maxima
     cumulative = freq.cumsum(dim=1)
-    symbols = torch.tensor([0, vocab - 1, 5, 900, 77])
-    starts = torch.empty(5, dtype=torch.int64)
-    symbol_starts(freq.numpy(), symbols.numpy(), starts.numpy())
-    assert torch.equal(starts, cumulative[torch.arange(5), symbols] - freq[torch.arange(5), symbols])
-    targets = torch.tensor([0, total - 1, int(cumulative[2, 899]), int(cumulative[3, 10]) - 1, 12345 * 4099])
-    found, found_starts, found_sizes = (torch.empty(5, dtype=torch.int64) for _ in range(3))
-    unmixed = torch.full((5,), 1 << 16, dtype=torch.int64)  # keep 2^16: the tables as they are
-    find_symbols(freq.numpy(), targets.numpy(), torch.zeros(5, dtype=torch.int64).numpy(), unmixed.numpy(),
-                 torch.zeros(5, dtype=torch.int64).numpy(), 16, found.numpy(), found_starts.numpy(), found_sizes.numpy())
-    assert torch.equal(found, torch.searchsorted(cumulative, targets[:, None], right=True)[:, 0])
-    assert torch.equal(found_starts, cumulative[torch.arange(5), found] - freq[torch.arange(5), found])
-    assert torch.equal(found_sizes, freq[torch.arange(5), found])
+    symbols = np.array([0, vocab - 1, 5, 900, 77])
+    for ops in (compiled, torch_ops):
+        assert np.array_equal(ops.symbol_starts(freq, symbols), (cumulative - freq)[torch.arange(5), symbols].numpy())
+        assert np.array_equal(ops.table_entries(freq, symbols), freq[torch.arange(5), symbols].numpy())
+    targets = np.array([0, total - 1, int(cumulative[2, 899]), int(cumulative[3, 10]) - 1, 12345 * 4099])
+    unmixed = np.full(5, 1 << 16)  # keep 2^16: the tables as they are
+    for ops in (compiled, torch_ops):
+        found, found_starts, found_sizes = ops.find_symbols(freq, targets, np.zeros(5, dtype=np.int64), unmixed,
+                                                            np.zeros(5, dtype=np.int64), 16)
+        assert np.array_equal(found, torch.searchsorted(cumulative, torch.from_numpy(targets)[:, None], right=True)[:, 0])
+        assert np.array_equal(found_starts, (cumulative - freq)[torch.arange(5), found].numpy())
+        assert np.array_equal(found_sizes, freq[torch.arange(5), found].numpy())
 
 
 def test_compiled_and_torch_row_work_agree():

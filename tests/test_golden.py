@@ -140,7 +140,7 @@ def test_lm_fixtures_decode_under_other_kernels(env, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    for name in ("v1-lm.lza", "v2-lm.lza", "v2.1-lm-primer.lza", "v2-gpt2.lza"):
+    for name in ("v1-lm.lza", "v2-lm.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza", "v2-gpt2.lza"):
         files = {row["path"]: row["sha256"] for row in expected_entries(name) if "sha256" in row}
         out = tmp_path / name
         model_env = provide_model(name, tmp_path, monkeypatch)

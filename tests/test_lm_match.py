@@ -5,8 +5,11 @@ it is smaller; the archive says so in its header; unknown adaptive models and da
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +17,7 @@ from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
 from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_factors, mix_interval
-from lzarchive.engine.kernels import find_symbols
+from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format import constants as C
 from lzarchive.format.records import Header
@@ -22,7 +25,7 @@ from lzarchive.rangecoder import TOTAL_BITS
 
 from .adversarial.craft import craft2
 from .conftest import entries_and_chunks, run_cli
-from .tiny import greedy_text, tiny_model
+from .tiny import greedy_text, tiny_model, tiny_ops
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
@@ -62,8 +65,8 @@ def mixed_table(freq: np.ndarray, guess: int, weight: int) -> np.ndarray:
 @settings(max_examples=200, deadline=None)
 @given(frequency_rows())
 def test_a_mixed_table_is_a_valid_table_and_each_interval_matches_it(row):
-    """The encoder's interval of a token (mix_interval) and the decoder's search (find_symbols, which never writes the
-    mixed row) agree with the mixed table, at both ends of every interval tried."""
+    """The encoder's interval of a token (mix_interval) and the decoder's search (find_symbols, compiled and in torch
+    operations, neither writing the mixed row) agree with the mixed table, at both ends of every interval tried."""
     freq, guess, weight = row
     mixed = mixed_table(freq, guess, weight)
     assert mixed.sum() == 1 << TOTAL_BITS and mixed.min() >= 1
@@ -76,12 +79,12 @@ def test_a_mixed_table_is_a_valid_table_and_each_interval_matches_it(row):
         assert mix_interval(int(starts[token]), int(freq[token]), token, guess, weight, len(freq), TOTAL_BITS) == \
             (int(mixed_starts[token]), int(mixed[token]))
     rows = 2 * len(tokens)  # each interval's first and last target
-    found = [np.empty(rows, dtype=np.int64) for _ in range(3)]
-    for mixing in (True, False):  # with the guess mixed in, and with the model's own table (keep = 2^16)
+    for mixing, ops in itertools.product((True, False), tiny_ops()):  # with the guess mixed in, and without (keep 2^16)
         table, table_starts = (mixed, mixed_starts) if mixing else (freq, starts)
         search = np.array([t for token in tokens for t in (table_starts[token], table_starts[token] + table[token] - 1)])
-        find_symbols(np.tile(freq, (rows, 1)), search, np.full(rows, guess), np.full(rows, keep if mixing else 1 << 16),
-                     np.full(rows, given if mixing else 0), WEIGHT_BITS, *found)
+        found = ops.find_symbols(torch.from_numpy(np.tile(freq, (rows, 1))), search, np.full(rows, guess),
+                                 np.full(rows, keep if mixing else 1 << 16), np.full(rows, given if mixing else 0),
+                                 WEIGHT_BITS)
         expected = np.repeat(tokens, 2)
         assert np.array_equal(found[0], expected)
         assert np.array_equal(found[1], table_starts[expected]) and np.array_equal(found[2], table[expected])
@@ -155,6 +158,19 @@ def test_each_chunk_takes_the_match_model_only_where_it_is_smaller():
     # header: model, window, overlap, then the adaptive field (1 byte each here)
     assert mixed[0][3] == 1 and len(mixed[0]) < 0.5 * len(plain[0])
     assert mixed[1][3] == 0 and mixed[1][:3] + mixed[1][4:] == plain[1]
+
+
+def test_the_torch_operations_code_and_decode_the_same_payloads(monkeypatch):
+    """The intervals and the mixed-table search in torch operations (on the engine's device: what a GPU runs, with only
+    a few integers per row crossing to the range coder) give the compiled loops' payloads and decode them."""
+    chunks = [log_text(20, 5), greedy_text(tiny_model(), 90, seed_token=2 + ord("t"))]
+    payloads = match_codec().encode_batch(chunks)
+    assert payloads[0][3] == 1  # the first chunk's tables are mixed with the match model's guesses
+    monkeypatch.setenv("LZA_KERNELS", "torch")
+    codec = match_codec()
+    assert type(codec.engine.ops) is TorchOps
+    assert codec.encode_batch(chunks) == payloads
+    assert codec.decode_batch(payloads, [len(c) for c in chunks]) == chunks
 
 
 @pytest.mark.parametrize("damage", ["adaptive 2", "adaptive 0", "flipped", "truncated"])

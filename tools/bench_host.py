@@ -1,6 +1,7 @@
 """The lm codec's host-side work per token, which no accelerator takes over: tokenizing, the match model's guesses,
-range coding, and mixing a guess into a decoder's table. On a GPU the model's forward passes shrink; these do not,
-so they bound what one host process can feed it (issue 17's GPU targets: 1 MB/s packing, 0.5 MB/s extracting).
+range coding. On a GPU the model's forward passes shrink; these do not, so they bound what one host process can feed
+it (issue 17's GPU targets: 1 MB/s packing, 0.5 MB/s extracting). Also the search of a decoder's table (with a guess
+mixed in), host work on a CPU and the device's on a GPU, in both implementations on this CPU.
 
     python tools/bench_host.py [TEXT]     (default: the first 64 KiB of ../shared/corpora/canterbury/lcet10.txt)
 """
@@ -13,10 +14,11 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from lzarchive import api
 from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_factors
-from lzarchive.engine.kernels import find_symbols
+from lzarchive.engine.ops import Tables, exact_ops
 from lzarchive.engine.tokenizer import Encoder
 from lzarchive.rangecoder import TOTAL, TOTAL_BITS, RangeDecoder, RangeEncoder
 
@@ -71,26 +73,31 @@ def main() -> None:
         match.update(token, 1 << 10)
     match_side = per_token("match model (decoder: guess, weight, update)", time.perf_counter() - started, count)
     vocab, rows = model.config.vocab_size, 64
-    freq = np.full((rows, vocab), TOTAL // vocab, dtype=np.int64)
-    freq[:, 0] += TOTAL - freq.sum(axis=1)
+    freq = torch.full((rows, vocab), TOTAL // vocab, dtype=torch.int64)
+    freq[:, 0] += TOTAL - freq.sum(dim=1)
     targets = np.array([rng.randrange(TOTAL) for _ in range(rows)], dtype=np.int64)
     keep, given = mix_factors(3000, vocab, TOTAL_BITS)
-    found = [np.empty(rows, dtype=np.int64) for _ in range(3)]
     mix = 0.0
-    for label, keeps, givens in (("search the model's table (per token)", 1 << WEIGHT_BITS, 0),
-                                 ("search it with a weighted guess mixed in (per such token)", keep, given)):
-        arguments = (freq, targets, np.full(rows, 17), np.full(rows, keeps), np.full(rows, givens), WEIGHT_BITS, *found)
-        find_symbols(*arguments)  # compiled on first use
-        started = time.perf_counter()
-        for _ in range(20):
-            find_symbols(*arguments)
-        mix = per_token(label, (time.perf_counter() - started) / 20, rows)
+    # the search is the device's work (ops.find_symbols): the compiled loops on a CPU, torch operations on a GPU, whose
+    # numbers come from the device; here both on this CPU
+    for compiled in (True, False):
+        ops = exact_ops(torch.device("cpu"), Tables.of(model.tensors, "sigmoid"), compiled)
+        path = "compiled" if compiled else "torch ops"
+        for label, keeps, givens in ((f"search the model's table ({path}, per token)", 1 << WEIGHT_BITS, 0),
+                                     (f"search it with a weighted guess mixed in ({path}, per such token)", keep, given)):
+            arguments = (freq, targets, np.full(rows, 17), np.full(rows, keeps), np.full(rows, givens), WEIGHT_BITS)
+            ops.find_symbols(*arguments)  # compiled on first use
+            started = time.perf_counter()
+            for _ in range(20):
+                ops.find_symbols(*arguments)
+            searched = per_token(label, (time.perf_counter() - started) / 20, rows)
+            mix = searched if compiled else mix
     bytes_per_token = len(text) / count
     print(f"encoder host work: {encode_side:.1f} us per token -> at most {bytes_per_token / encode_side:.2f} MB/s per "
           f"host core")
     print(f"decoder host work, range coding and match model only (the decode loop's own bookkeeping per stream comes "
           f"on top): {decode_side:.1f} us per token, {decode_side + match_side:.1f} in match-model chunks, and the "
-          f"table searches above ({mix:.0f} with a weighted guess)")
+          f"the compiled table searches above ({mix:.0f} with a weighted guess) on a CPU")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import torch
 
 from ..engine import architectures
 from ..engine.compiler import CompiledModel
-from ..engine.kernels import find_symbols, symbol_starts
 from ..engine.model import KVCache
 from ..engine.tokenizer import Encoder
 from ..format.constants import CodecId
@@ -263,16 +262,15 @@ class LmCodec(Codec):
                 guess = guessed[i][start + offset] if guessed[i] is not None else None
                 guess_targets.append(-1 if guess is None else guess[0])
         coded = []
+        ops = self.engine.ops
         for lo in range(0, len(rows), FREQ_ROWS):
             index = torch.tensor(rows[lo : lo + FREQ_ROWS], device=self.engine.device)
             freq = self.engine.frequencies(hidden_q[index[:, 0], index[:, 1]], hidden_s[index[:, 0], index[:, 1]], TOTAL_BITS)
-            freq, symbols = freq.cpu().numpy(), np.array(targets[lo : lo + FREQ_ROWS], dtype=np.int64)
-            starts = np.empty_like(symbols)
-            symbol_starts(freq, symbols, starts)
-            everyone = np.arange(len(symbols))
+            symbols = np.array(targets[lo : lo + FREQ_ROWS], dtype=np.int64)
             guess = np.array(guess_targets[lo : lo + FREQ_ROWS], dtype=np.int64)
-            guess_freq = np.where(guess >= 0, freq[everyone, np.maximum(guess, 0)], 0)
-            coded.extend(zip(starts.tolist(), freq[everyone, symbols].tolist(), guess_freq.tolist()))
+            guess_freq = np.where(guess >= 0, ops.table_entries(freq, np.maximum(guess, 0)), 0)
+            coded.extend(zip(ops.symbol_starts(freq, symbols).tolist(), ops.table_entries(freq, symbols).tolist(),
+                             guess_freq.tolist()))
         out, position = [], 0
         for _, start, end, _ in group:
             out.append(coded[position : position + end - start])
@@ -457,26 +455,26 @@ class LmCodec(Codec):
             for lo in range(0, len(pending), FREQ_ROWS):
                 block = pending[lo : lo + FREQ_ROWS]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
-                freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS).cpu().numpy()
+                freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS)
+                guesses = [s.match.guess() if s.match else None for _, s in block]
+                # the model's frequency of each stream's match guess (0: no guess)
+                guess_freq = [0 if guess is None else int(f) for guess, f in
+                              zip(guesses, self.engine.ops.table_entries(freq, np.array([g or 0 for g in guesses])))]
                 targets = np.zeros(len(block), dtype=np.int64)
-                guess_freq = [0] * len(block)  # the model's frequency of each stream's match guess
                 # each row's guess mixed in where its weight is not 0 (keep 2^16: the model's table as it is)
                 mixed_guess, given = np.zeros_like(targets), np.zeros_like(targets)
                 keep = np.full_like(targets, 1 << WEIGHT_BITS)
                 for j, (_, s) in enumerate(block):
-                    guess = s.match.guess() if s.match else None
-                    if guess is not None:
-                        guess_freq[j] = int(freq[j, guess])
+                    if guesses[j] is not None:
                         weight = s.match.weight(guess_freq[j])
                         if weight:
-                            mixed_guess[j] = guess
+                            mixed_guess[j] = guesses[j]
                             keep[j], given[j] = mix_factors(weight, cfg.vocab_size, TOTAL_BITS)
                     try:
                         targets[j] = s.decoder.target(TOTAL)
                     except RangeDecodeError as exc:
                         s.error = CodecError(f"lm: {exc}")
-                symbols, starts, sizes = np.empty_like(targets), np.empty_like(targets), np.empty_like(targets)
-                find_symbols(freq, targets, mixed_guess, keep, given, WEIGHT_BITS, symbols, starts, sizes)
+                symbols, starts, sizes = self.engine.ops.find_symbols(freq, targets, mixed_guess, keep, given, WEIGHT_BITS)
                 decoded = zip(block, symbols.tolist(), starts.tolist(), sizes.tolist(), guess_freq)
                 for (_, s), token, start, size, known in decoded:
                     if s.error is not None:

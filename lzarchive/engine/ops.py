@@ -23,9 +23,9 @@ import torch
 
 from . import tables
 from .kernels import (EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
-                      attention_weights, attention_weights_halves, frequency_rows, gate_quantize_rows, interleave_halves,
-                      join_halves, layer_norm_quantize_rows, norm_quantize_rows, quantize_rows, rope_rows,
-                      split_halves)
+                      attention_weights, attention_weights_halves, find_symbols, frequency_rows, gate_quantize_rows,
+                      interleave_halves, join_halves, layer_norm_quantize_rows, norm_quantize_rows, quantize_rows,
+                      rope_rows, split_halves, symbol_starts)
 
 INT8_ATTENTION_KEYS = 1 << 17  # the int8 values product sums up to keys x 2^14 in int32
 
@@ -280,6 +280,36 @@ class TorchOps:
         top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
         return freq.scatter_add(-1, top, remainder)
 
+    # The range coder runs on the host; of the (n, V) tables only a few integers per row cross to it: a GPU's link
+    # would otherwise carry V integers per token (49,152 at the default model).
+
+    @staticmethod
+    def table_entries(freq: torch.Tensor, symbols: np.ndarray) -> np.ndarray:
+        """freq[i, symbols[i]] for each row i, on the host."""
+        return freq.gather(-1, torch.as_tensor(symbols, device=freq.device)[:, None])[:, 0].cpu().numpy()
+
+    def symbol_starts(self, freq: torch.Tensor, symbols: np.ndarray) -> np.ndarray:
+        """Where each row's symbol's interval begins: freq[i, 0] + ... + freq[i, symbols[i] - 1], on the host."""
+        index = torch.as_tensor(symbols, device=freq.device)[:, None]
+        return (freq.cumsum(dim=-1).gather(-1, index) - freq.gather(-1, index))[:, 0].cpu().numpy()
+
+    def find_symbols(self, freq: torch.Tensor, targets: np.ndarray, guesses: np.ndarray, keeps: np.ndarray,
+                     givens: np.ndarray, weight_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(symbols, starts, sizes) on the host: in row i of freq with guesses[i] mixed in (kernels.mixed_cumulative;
+        keeps[i] = 2^weight_bits and givens[i] = 0 leave the row as it is), the symbol whose interval [start, start +
+        size) holds targets[i] (below the table's total)."""
+
+        def column(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(values, device=freq.device)[:, None]
+
+        after = torch.arange(1, freq.shape[-1] + 1, device=freq.device)  # s + 1: each symbol's interval ends at C'(s + 1)
+        ends = after + torch.bitwise_right_shift((freq.cumsum(dim=-1) - after) * column(keeps), weight_bits)
+        ends += (after > column(guesses)) * column(givens)
+        symbols = torch.searchsorted(ends, column(targets), right=True)  # the first end above the target
+        starts = torch.where(symbols > 0, ends.gather(-1, (symbols - 1).clamp(min=0)), 0)
+        sizes = ends.gather(-1, symbols) - starts
+        return symbols[:, 0].cpu().numpy(), starts[:, 0].cpu().numpy(), sizes[:, 0].cpu().numpy()
+
 
 class CompiledOps(TorchOps):
     """The exact operations in the compiled CPU loops of kernels.py: one pass per row where the torch operations
@@ -382,6 +412,16 @@ class CompiledOps(TorchOps):
         freq = torch.empty(logits.shape, dtype=torch.int64)
         frequency_rows(logits.numpy(), self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
         return freq
+
+    def symbol_starts(self, freq, symbols):
+        starts = np.empty_like(symbols)
+        symbol_starts(freq.numpy(), symbols, starts)
+        return starts
+
+    def find_symbols(self, freq, targets, guesses, keeps, givens, weight_bits):
+        symbols, starts, sizes = (np.empty_like(targets) for _ in range(3))
+        find_symbols(freq.numpy(), targets, guesses, keeps, givens, weight_bits, symbols, starts, sizes)
+        return symbols, starts, sizes
 
 
 def switch(name: str, choices: tuple[str, ...]) -> str:
