@@ -97,7 +97,7 @@ def main() -> None:
           f"host core")
     print(f"decoder host work, range coding and match model only (the decode loop's own bookkeeping per stream comes "
           f"on top): {decode_side:.1f} us per token, {decode_side + match_side:.1f} in match-model chunks, and the "
-          f"the compiled table searches above ({mix:.0f} with a weighted guess) on a CPU")
+          f"compiled table searches above ({mix:.0f} with a weighted guess) on a CPU")
 
 
 if __name__ == "__main__":

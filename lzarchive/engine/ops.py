@@ -303,8 +303,8 @@ class TorchOps:
             return torch.as_tensor(values, device=freq.device)[:, None]
 
         after = torch.arange(1, freq.shape[-1] + 1, device=freq.device)  # s + 1: each symbol's interval ends at C'(s + 1)
-        ends = after + torch.bitwise_right_shift((freq.cumsum(dim=-1) - after) * column(keeps), weight_bits)
-        ends += (after > column(guesses)) * column(givens)
+        ends = freq.cumsum(dim=-1).sub_(after).mul_(column(keeps)).bitwise_right_shift_(weight_bits).add_(after)
+        ends.add_(torch.where(after > column(guesses), column(givens), 0))
         symbols = torch.searchsorted(ends, column(targets), right=True)  # the first end above the target
         starts = torch.where(symbols > 0, ends.gather(-1, (symbols - 1).clamp(min=0)), 0)
         sizes = ends.gather(-1, symbols) - starts
