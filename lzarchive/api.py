@@ -69,6 +69,8 @@ def load_model(model: str | None = None, positions: int | None = None, progress:
     from .engine import architectures, registry
     from .engine.compiler import CompileError, read_compiled
 
+    if model is not None:
+        _named(model, "model (a compiled .lzm, a GGUF file or a Hugging Face directory)")
     try:
         if model is None:
             path = registry.default_model_path(positions, progress.note)
@@ -272,7 +274,7 @@ def pack(
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
     for source in sources:
-        if not os.path.lexists(source):
+        if not os.path.lexists(_named(source, "file or directory to pack")):
             raise InputError(path=source, reason="no such file or directory")
     check_device(device)
     if ray is not None and codec in ("auto", "lm"):
@@ -305,6 +307,14 @@ def pack(
     return stats
 
 
+def _named(path: str, what: str) -> str:
+    """A path given by the user; an empty one names nothing (the OS would say "no such file", or the current
+    directory where a directory is looked for), so it is a usage error."""
+    if not path:
+        raise UsageError(reason=f"an empty path names no {what}")
+    return path
+
+
 def _format_version(version: int | str) -> tuple[int, int]:
     """--format → (major, minor); minor -1 lets the header choose (format 1: 1.0 without models, 1.1 with)."""
     try:
@@ -316,6 +326,7 @@ def _format_version(version: int | str) -> tuple[int, int]:
 def _check_output(output: str, force: bool) -> None:
     """Refuse what would fail only after all the compression work: a missing directory, a directory as output; and
     '-', which other archivers read as standard output."""
+    _named(output, "archive to write (-o)")
     if output == "-":
         raise UsageError(reason="lza writes an archive only to a file (renamed into place once complete), not to "
                                 "standard output: name a file (./- for a file called '-')")
@@ -393,7 +404,7 @@ def _link_target(fs_path: str) -> str:
 def open_archive(path: str, device: str = "cpu", ray: str | None = None,
                  progress: Progress = NULL_PROGRESS) -> ArchiveReader:
     check_device(device)
-    return ArchiveReader.open(path, model_codecs(device, ray, progress))
+    return ArchiveReader.open(_named(path, "archive"), model_codecs(device, ray, progress))
 
 
 def extract(
@@ -409,6 +420,7 @@ def extract(
 ) -> int:
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
+    _named(dest, "directory to extract into (-C . is this one)")
     with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite)
@@ -606,7 +618,7 @@ def bench_sample(paths: Sequence[str], budget: int, per_file: int) -> dict[str, 
     from . import bench
 
     for path in paths:
-        if not os.path.exists(path):
+        if not os.path.exists(_named(path, "file or directory to sample")):
             raise UsageError(reason=f"{path}: no such file or directory")
     chosen = bench.sample_files(paths, budget, per_file)
     if not any(chosen.values()):

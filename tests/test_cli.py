@@ -60,6 +60,26 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert not (tmp_path / "x.lza").exists()
 
 
+def test_an_empty_path_is_a_usage_error_before_any_work(tree, tmp_path, monkeypatch):
+    """'' names nothing: the OS calls it missing, or the current directory where a directory is looked for (-C ''
+    was "exists and is not a directory"). Every command that takes a path says which one was empty."""
+    archive = tmp_path / "p.lza"
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(archive), "-q").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    for command, what in ((["pack", "--codec", "zstd", "", "-o", "n.lza"], "file or directory to pack"),
+                          (["pack", "--codec", "zstd", str(tree), "-o", ""], "archive to write"),
+                          (["pack", str(tree), "-o", "n.lza", "--model", ""], "model"),
+                          (["extract", str(archive), "-C", ""], "directory to extract into"),
+                          (["extract", "", "-C", "out"], "archive"), (["list", ""], "archive"), (["info", ""], "archive"),
+                          (["verify", ""], "archive"), (["cat", "", "proj/run.sh"], "archive"),
+                          (["bench", ""], "file or directory to sample"), (["model", "compile", ""], "model")):
+        result = run_cli(*command)
+        assert result.exit_code == EXIT_USAGE, (command, result.stderr)
+        assert result.stderr.startswith(f"lza: error: an empty path names no {what}") and not result.stdout, command
+    assert sorted(os.listdir(tmp_path)) == before
+
+
 def test_an_unusable_device_is_a_usage_error_before_any_work(tree, tmp_path, monkeypatch):
     """Every command that takes --device refuses one the engine cannot run on, with its reason, before it reads,
     writes or samples anything (with this CPU build of torch, and with a CUDA one whose GPU is missing)."""
