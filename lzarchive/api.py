@@ -421,6 +421,8 @@ def extract(
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
     _named(dest, "directory to extract into (-C . is this one)")
+    for path in paths:  # a script's unset variable must not mean the whole archive
+        _named(path, "entry (. is the whole archive)")
     with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite)
@@ -444,6 +446,7 @@ def list_entries(archive: str) -> list[Entry]:
 
 def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, device: str = "cpu") -> Iterator[bytes]:
     """Bytes [start, end) of one file, decoding only the chunks that hold them (the last only up to the file's end)."""
+    _named(path, "file in the archive")
     with open_archive(archive, device) as reader:
         matches = [e for e in reader.entries if e.path == wanted_path(path)]
         if not matches:

@@ -72,6 +72,8 @@ def test_an_empty_path_is_a_usage_error_before_any_work(tree, tmp_path, monkeypa
                           (["pack", str(tree), "-o", "n.lza", "--model", ""], "model"),
                           (["extract", str(archive), "-C", ""], "directory to extract into"),
                           (["extract", "", "-C", "out"], "archive"), (["list", ""], "archive"), (["info", ""], "archive"),
+                          (["extract", str(archive), "proj", "", "-C", "out"], "entry"),  # not the whole archive
+                          (["cat", str(archive), ""], "file in the archive"),
                           (["verify", ""], "archive"), (["cat", "", "proj/run.sh"], "archive"),
                           (["bench", ""], "file or directory to sample"), (["model", "compile", ""], "model")):
         result = run_cli(*command)
