@@ -7,6 +7,7 @@ import os
 import tempfile
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -168,6 +169,23 @@ def test_several_sources_and_excludes(tmp_path, cli):
     result = cli("pack", "--codec", "zstd", str(tmp_path / "a"), str(tmp_path / "b.txt"), "-o", out, "-x", "*.o", "--exclude", "a/cache", "-q")
     assert result.exit_code == 0, result.stderr
     assert [e.path for e in api.list_entries(out)] == ["a", "a/keep.txt", "b.txt"]
+
+
+@pytest.mark.parametrize("pattern,left", [
+    ("cache/*", ["t", "t/a", "t/a/cache", "t/a/keep.txt", "t/cache", "t/cache.txt"]),  # a path at any depth, as tar
+    ("a/cache", ["t", "t/a", "t/a/keep.txt", "t/cache", "t/cache/x", "t/cache.txt"]),
+    ("cache/", ["t", "t/a", "t/a/keep.txt", "t/cache.txt"]),  # a trailing / matches directories only
+    ("cache.txt/", ["t", "t/a", "t/a/cache", "t/a/cache/x", "t/a/keep.txt", "t/cache", "t/cache/x", "t/cache.txt"]),
+    ("t/a", ["t", "t/cache", "t/cache/x", "t/cache.txt"]),  # the source's own name begins every path
+    ("*.txt", ["t", "t/a", "t/a/cache", "t/a/cache/x", "t/cache", "t/cache/x"]),
+])
+def test_excludes_match_as_tar_does(pattern, left, tmp_path):
+    for path in ("a/cache/x", "a/keep.txt", "cache/x", "cache.txt"):
+        (tmp_path / "t" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / path).write_text(path)
+    archive = str(tmp_path / "o.lza")
+    api.pack([str(tmp_path / "t")], archive, codec="zstd", excludes=[pattern])
+    assert [e.path for e in api.list_entries(archive)] == left
 
 
 def test_archive_inside_its_own_source_is_not_packed_into_itself(tmp_path):

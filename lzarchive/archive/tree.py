@@ -40,18 +40,28 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress) ->
         yield from _walk_one(source, name, excludes, progress)
 
 
-def _excluded(archive_path: str, excludes: Sequence[str]) -> bool:
-    base = archive_path.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(archive_path, p) or fnmatch.fnmatchcase(base, p) for p in excludes)
+def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
+    """tar's default for --exclude: a glob matches the whole path or any part of it that starts after a '/' (a name,
+    or cache/* at any depth), its * matching '/' too; a trailing '/' matches directories only (as rsync and git do)."""
+    parts = archive_path.split("/")
+    tails = ["/".join(parts[i:]) for i in range(len(parts))]
+    for pattern in excludes:
+        if pattern.endswith("/") and not is_dir:
+            continue
+        if any(fnmatch.fnmatchcase(tail, pattern.rstrip("/")) for tail in tails):
+            return True
+    return False
 
 
 def _walk_one(fs_path: str, archive_path: str, excludes: Sequence[str], progress: Progress) -> Iterator[SourceItem]:
-    if _excluded(archive_path, excludes):
+    if _excluded(archive_path, excludes, is_dir=False):  # before lstat: an excluded path need not be readable
         return
     try:
         st = os.lstat(fs_path)
     except OSError as exc:
         raise InputError(path=fs_path, reason=exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(st.st_mode) and _excluded(archive_path, excludes, is_dir=True):
+        return
     try:
         check_path(archive_path)
     except ValueError as exc:

@@ -20,7 +20,7 @@ def pack(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Archive to write (may also be given as the last argument ending in .lza).")] = None,
     codec: Annotated[str, typer.Option(help=f"Chunk codec: {', '.join(api.CODEC_CHOICES)}. auto keeps the smallest per chunk.")] = "auto",
     chunk_size: Annotated[Optional[str], typer.Option(help=f"Plaintext bytes per chunk (e.g. 16K, 1M): larger packs tighter, smaller reads one file faster. Default with the lm codec: the size that makes 16 chunks (they decode together), within {LM_MIN_CHUNK_SIZE // 1024}K..{LM_MAX_CHUNK_SIZE // 1024}K, each ending after a line break in its last eighth where there is one (so the next starts a line); {DEFAULT_CHUNK_SIZE // 1024}K otherwise. A size given here is kept exactly.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Skip paths or names matching this glob (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", "-x", help="Skip what matches this glob, as tar does: a name (*.o), or a path at any depth (cache/*, a/b); a trailing / matches directories only (build/). Repeatable.")] = None,
     level: Annotated[Optional[int], typer.Option(help="zstd level, 1..22 (default 12).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model for the lm codec: a compiled .lzm, a GGUF file or a Hugging Face directory (default: SmolLM2-135M-Instruct).")] = None,
     device: Annotated[str, typer.Option(help="Where the model runs: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch). Archives are identical either way.")] = "cpu",
