@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,17 @@ def test_a_damaged_model_in_the_cache_is_removed_and_reported_missing(damage, tr
                    "-q").exit_code == 0
     assert registry.find(model_hash) == cached and Path(cached).read_bytes() == intact
     assert run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "-q").exit_code == 0
+
+
+def test_a_model_cache_that_is_a_file_is_passed_over_quietly(tmp_path, monkeypatch):
+    """LZA_MODEL_DIR naming a file (or a home that is not a directory): nothing can be cached or found there, which
+    is said once; looking a model up there is not 'cannot be read (not a directory)' for each file name tried."""
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "file"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert registry.find(bytes(32)) is None
+    assert not [w for w in caught if "cannot be read" in str(w.message)]
 
 
 def test_a_model_cache_without_room_is_named_and_left_clean(tree, tmp_path, tiny_path, private_model_cache,

@@ -188,7 +188,7 @@ def _intact(path: str, model_hash: bytes) -> bool:
     try:
         if compiler.file_hash(path) == model_hash:
             return True
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (LZA_MODEL_DIR may even name a file)
         return False
     except OSError as exc:
         warnings.warn(f"the model cache's {path} cannot be read ({(exc.strerror or str(exc)).lower()}): skipped",
