@@ -221,10 +221,17 @@ def check_device(device: str) -> None:
         raise UsageError(reason=f"--device {exc}") from None
 
 
-def _decode_ahead(reader: ArchiveReader, ray: str | None) -> int:
-    """Chunks a reader decodes at once: with lm chunks on a cluster, enough for every worker to have some (8 each)."""
-    if ray is None or not any(chunk.codec == C.CodecId.LM for chunk in reader.index.chunks):
+def _decode_ahead(reader: ArchiveReader, ray: str | None, device: str) -> int:
+    """Chunks a reader decodes at once: with lm chunks, as many as the device decodes in lockstep (a GPU: many
+    more than a CPU), or on a cluster enough for every worker to have some (8 each)."""
+    if not any(chunk.codec == C.CodecId.LM for chunk in reader.index.chunks):
         return DECODE_AHEAD
+    if ray is None:
+        import torch
+
+        from .engine.model import batching
+
+        return max(DECODE_AHEAD, batching(torch.device(device)).chunks)
     return max(DECODE_AHEAD, 8 * _cluster_cpus(ray))
 
 
@@ -436,7 +443,7 @@ def extract(
             raise PathRefused(path=refusals[0].path, reason=refusals[0].reason + more)
         for codec_id in sorted({reader.index.chunks[ref.chunk].codec for entry in entries for ref in entry.chunks}):
             reader.codec(codec_id)  # a model that is missing is found so before anything is written
-        return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(reader, ray)).run(entries)
+        return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(reader, ray, device)).run(entries)
 
 
 def list_entries(archive: str) -> list[Entry]:
@@ -572,7 +579,7 @@ def verify(archive: str, *, full: bool = False, device: str = "cpu", ray: str | 
                     bad_chunks[i] = exc
                 progress.advance(chunk.stored_size)
         else:
-            _verify_full(reader, bad_chunks, report, progress, _decode_ahead(reader, ray))
+            _verify_full(reader, bad_chunks, report, progress, _decode_ahead(reader, ray, device))
         for i, exc in sorted(bad_chunks.items()):
             report.problems.insert(0, Problem(exc.fields["reason"], i, tuple(reader.chunk_paths(i))))
         progress.finish()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from decimal import Decimal, getcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 from lzarchive.engine import architectures, compiler, llama, tables
 from lzarchive.engine.kernels import QMAX
 from lzarchive.engine.llama import Engine as ExactLlama
+from lzarchive.engine.model import CPU_BATCHING, batching
 from lzarchive.engine.ops import CompiledOps, TorchOps, correctly_rounded_sqrt, float64_products, int8_products
 from lzarchive.rangecoder import TOTAL_BITS
 
@@ -81,7 +84,7 @@ def test_long_batches_run_in_passes_of_fewer_rows_with_the_same_results(engine, 
     rows = [random_tokens(24, 200 + i, vocab) for i in range(7)]
     cache = engine.new_cache(7, 30)
     q, s = engine.forward(torch.tensor(rows), cache)
-    monkeypatch.setattr("lzarchive.engine.model.FORWARD_TOKENS", 3 * 24)  # passes of 3, 3 and 1 rows
+    monkeypatch.setattr(engine, "batching", replace(engine.batching, forward_tokens=3 * 24))  # passes of 3, 3, 1 rows
     passes = engine.new_cache(7, 30)
     q_passes, s_passes = engine.forward(torch.tensor(rows), passes)
     assert torch.equal(q, q_passes) and torch.equal(s, s_passes) and passes.length == 24
@@ -89,6 +92,20 @@ def test_long_batches_run_in_passes_of_fewer_rows_with_the_same_results(engine, 
                for a, b in zip(getattr(cache, group), getattr(passes, group)))
     step = torch.tensor([[5]] * 7)  # one more position: both caches hold the same keys at the same length
     assert torch.equal(engine.forward(step, cache)[0], engine.forward(step, passes)[0])
+
+
+def test_a_gpu_gets_batches_sized_for_its_memory(monkeypatch):
+    """No GPU here: the sizes a CUDA device gets from the memory it reports free. Half of it holds the KV caches of
+    the chunks decoded in lockstep: at the default model's shape and window (25 MB a chunk), all 1,024 of a batch with
+    80 GiB free, 171 with 8 GiB."""
+    assert batching(torch.device("cpu")) is CPU_BATCHING
+    default_shape = ExactLlama.cache_bytes(SimpleNamespace(config=SimpleNamespace(layers=30, kv_heads=3, head_dim=64)),
+                                           1024)
+    for free, lockstep in ((80 << 30, 1024), (8 << 30, 171)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 141 << 30))
+        gpu = batching(torch.device("cuda"))
+        assert gpu.cache_budget == free // 2 and min(gpu.chunks, gpu.cache_budget // default_shape) == lockstep
+        assert gpu.forward_tokens > CPU_BATCHING.forward_tokens and gpu.frequency_rows > CPU_BATCHING.frequency_rows
 
 
 def test_thread_count_does_not_matter(engine):

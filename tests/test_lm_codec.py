@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -79,7 +80,8 @@ def test_lockstep_groups_stay_within_the_kv_cache_budget(monkeypatch):
     groups = []
     decode_group = codec._decode_group
     monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[3])) or decode_group(*args))
-    monkeypatch.setattr("lzarchive.codecs.lm.DECODE_CACHE_BUDGET", 2 * codec.engine.cache_bytes(32) + 1)
+    budget = 2 * codec.engine.cache_bytes(32) + 1
+    monkeypatch.setattr(codec.engine, "batching", replace(codec.engine.batching, cache_budget=budget))
     assert codec.decode_batch(payloads, [len(c) for c in chunks]) == chunks
     assert groups == [2, 2, 1]
 

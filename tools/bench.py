@@ -37,7 +37,8 @@ from lzarchive import api, bench
 from lzarchive.cli.render import parse_size
 from lzarchive.codecs import LM_MIN_CHUNK_SIZE as LM_CHUNK
 from lzarchive.codecs import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
-from lzarchive.codecs.lm import DECODE_CACHE_BUDGET, LmCodec
+from lzarchive.codecs.lm import LmCodec
+from lzarchive.engine.model import batching
 from lzarchive.errors import BenchmarkFailed
 
 SIZES = {"quick": 8 << 10, "full": 1 << 20}  # bytes per corpus (quick: one 8 KiB lm chunk each, ~32 minutes on 2 cores)
@@ -328,8 +329,8 @@ def report(meta: dict, rows: list[Row], chunk_sweep: list[dict], sweeps: dict, m
         f"this machine's measured fp32 GEMM rate ({s['gemm_fp32_gflops']} GFLOP/s; model FLOPs = "
         f"{s['model_gflops_per_token']} GFLOP per token). Times are of the whole `lza pack` / `lza extract` processes, "
         "model loading included. A file of one chunk decodes token by token alone; archives of many chunks decode "
-        f"up to {LmCodec.batch_chunks} of them in lockstep (fewer at longer windows: their KV caches stay within "
-        f"{DECODE_CACHE_BUDGET >> 30} GiB){' (see the decode batch sweep)' if sweeps else ''}.", "",
+        f"up to {meta['lockstep']['chunks']} of them in lockstep (fewer at longer windows: their KV caches stay within "
+        f"{meta['lockstep']['cache_budget'] / 2**30:.0f} GiB){' (see the decode batch sweep)' if sweeps else ''}.", "",
         "## Ratio, speed and memory per corpus", "",
         "Peak RSS is each process's own, measured through a small launcher (about 8 MiB, which smaller tools read as).",
         "",
@@ -410,6 +411,7 @@ def main() -> None:
         sweep_files = {**corpora.get("prose", {}), **corpora.get("code", {})}
         chunk_sweep = [] if args.no_sweeps else chunk_size_sweep(sweep_files, args.device, tmp)
     sweeps = {} if args.no_sweeps else model_sweeps(sweep_files, model, args.device)
+    lockstep = batching(torch.device(args.device))
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -420,6 +422,7 @@ def main() -> None:
                           else "python" if t.compress_py else "not installed" for t in bench.CLASSICAL + bench.PEERS},
         "summary": summary(rows, flops, bench.model_flops_per_token(model.tensors)),
         "failures": failures,
+        "lockstep": {"chunks": lockstep.chunks, "cache_budget": lockstep.cache_budget},
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({**meta, "rows": [asdict(r) for r in rows], "chunk_size": chunk_sweep, "sweeps": sweeps}, f, indent=1)

@@ -33,9 +33,7 @@ from .match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, 
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
-FREQ_ROWS = 64  # rows of frequency tables computed at once: one output-head GEMM for all chunks decoded in lockstep
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
-DECODE_CACHE_BUDGET = 3 << 30  # bytes of KV cache for the chunks decoded in lockstep: 120 at the default model and window
 
 
 def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -113,7 +111,6 @@ class LmCodec(Codec):
     device: str = "cpu"
     window: int | None = None  # default: DEFAULT_WINDOW, or the model's positions if fewer
     overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window
-    batch_tokens: int = 1024  # tokens per forward when compressing; 2 x 1024 falls out of cache: 2.7x slower
     primer_field: bool = False  # payloads carry the primer field (the header's lm_primer flag, format 2.1)
     primer_tokens: int = 0  # when coding: tokens of the archive's first lm chunk that the later ones start from
     match_field: bool = False  # payloads carry the adaptive field (the header's lm_match flag, format 2.2); when
@@ -122,8 +119,6 @@ class LmCodec(Codec):
 
     codec_id = CodecId.LM
     name = "lm"
-    batch_chunks = 64  # chunks per lockstep decode at most (measured per token: 1.9 ms at 64, 2.1 at 32, 8 at 3); fewer
-    # where their KV caches would exceed DECODE_CACHE_BUDGET
 
     def __post_init__(self) -> None:
         cfg = self.model.config
@@ -138,6 +133,9 @@ class LmCodec(Codec):
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         self.engine = architectures.engine(self.model, self.device)
+        # chunks per batch and per lockstep decode at most (fewer where their KV caches would exceed the device's
+        # budget), and tokens per forward when compressing: the device's sizes (model.Batching)
+        self.batch_chunks, self.batch_tokens = self.engine.batching.chunks, self.engine.batching.forward_tokens
         self.encoder = Encoder(self.model.token_table, self.model.tokenizer_json, cfg.escape_token)
         self._decoded_primer: tuple[tuple[int, int, bytes], Stream] | None = None  # the last primer decoded
 
@@ -263,11 +261,12 @@ class LmCodec(Codec):
                 guess_targets.append(-1 if guess is None else guess[0])
         coded = []
         ops = self.engine.ops
-        for lo in range(0, len(rows), FREQ_ROWS):
-            index = torch.tensor(rows[lo : lo + FREQ_ROWS], device=self.engine.device)
+        step = self.engine.batching.frequency_rows
+        for lo in range(0, len(rows), step):
+            index = torch.tensor(rows[lo : lo + step], device=self.engine.device)
             freq = self.engine.frequencies(hidden_q[index[:, 0], index[:, 1]], hidden_s[index[:, 0], index[:, 1]], TOTAL_BITS)
-            symbols = np.array(targets[lo : lo + FREQ_ROWS], dtype=np.int64)
-            guess = np.array(guess_targets[lo : lo + FREQ_ROWS], dtype=np.int64)
+            symbols = np.array(targets[lo : lo + step], dtype=np.int64)
+            guess = np.array(guess_targets[lo : lo + step], dtype=np.int64)
             guess_freq = np.where(guess >= 0, ops.table_entries(freq, np.maximum(guess, 0)), 0)
             coded.extend(zip(ops.symbol_starts(freq, symbols).tolist(), ops.table_entries(freq, symbols).tolist(),
                              guess_freq.tolist()))
@@ -324,7 +323,8 @@ class LmCodec(Codec):
         for (window, overlap, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
             prefix = self._prefix(primer)
-            most = max(1, min(self.batch_chunks, DECODE_CACHE_BUDGET // self.engine.cache_bytes(len(primer) + window)))
+            budget = self.engine.batching.cache_budget
+            most = max(1, min(self.batch_chunks, budget // self.engine.cache_bytes(len(primer) + window)))
             # groups as even as the limit allows (35 chunks: one group, not 32 and then 3 decoded nearly alone), with
             # chunks of similar token counts together, since a group takes as many steps as its longest chunk
             members.sort(key=lambda i: streams[i].count - len(streams[i].tokens), reverse=True)
@@ -452,8 +452,8 @@ class LmCodec(Codec):
                 inputs = torch.tensor([[streams[i].tokens[-1]] for i in rows], device=self.engine.device)
                 hidden_q, hidden_s = self.engine.forward(inputs, cache)
             pending = [(row, streams[i]) for row, i in enumerate(rows) if unfinished(i)]
-            for lo in range(0, len(pending), FREQ_ROWS):
-                block = pending[lo : lo + FREQ_ROWS]
+            for lo in range(0, len(pending), self.engine.batching.frequency_rows):
+                block = pending[lo : lo + self.engine.batching.frequency_rows]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS)
                 guesses = [s.match.guess() if s.match else None for _, s in block]

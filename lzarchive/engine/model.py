@@ -20,9 +20,34 @@ from .ops import Tables, checked_device, exact_ops
 
 RESIDUAL_BITS = 16
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
-MLP_BLOCK = 256  # rows (batch x positions) per MLP block
-FORWARD_TOKENS = 1024  # batch x positions per pass at most: 64 windows of 257 positions in one pass took 30.6 s, in
-# passes of 3-4 rows 14-16 s (the intermediates stay in cache), and held 1.3 GB more
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How much work one call takes on a device. Rows are independent, so any sizes give the same integers: these
+    trade memory for speed only."""
+
+    forward_tokens: int  # batch x positions per forward pass at most
+    mlp_rows: int  # rows (batch x positions) per MLP block
+    frequency_rows: int  # rows of frequency tables computed at once (one output-head GEMM)
+    chunks: int  # chunks coded in one batch and decoded in lockstep at most
+    cache_budget: int  # bytes of KV cache for the chunks decoded in lockstep
+
+
+# A CPU's, measured on this 2-core one: 64 windows of 257 positions in one pass took 30.6 s, in passes of 3-4 rows
+# 14-16 s (the intermediates stay in cache) and held 1.3 GB less; per token, decoding 64 chunks in lockstep took
+# 1.9 ms, 32 2.1 ms, 3 8 ms; 3 GiB of KV cache is 120 chunks at the default model and window.
+CPU_BATCHING = Batching(forward_tokens=1024, mlp_rows=256, frequency_rows=64, chunks=64, cache_budget=3 << 30)
+
+
+def batching(device: torch.device) -> Batching:
+    """CPU_BATCHING, or on a GPU sizes for its memory: thousands of rows per kernel instead of a CPU cache's worth,
+    and half of the memory free when the model has loaded for the KV caches of the chunks in lockstep (the passes'
+    intermediates take a few GB at these sizes). Not yet measured on a GPU."""
+    if device.type != "cuda":
+        return CPU_BATCHING
+    free, _ = torch.cuda.mem_get_info(device)
+    return Batching(forward_tokens=16384, mlp_rows=16384, frequency_rows=1024, chunks=1024, cache_budget=free // 2)
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,7 @@ class ExactModel:
             self.t["output.q"], self.t["output.scale"] = self.t["tok_embeddings.q"], self.t["tok_embeddings.scale"]
         # the compiled CPU loops (the default on a CPU) or torch operations (any device): the same integers
         self.ops = exact_ops(self.device, Tables.of(self.t, self.gate_table), compiled_kernels)
+        self.batching = batching(self.device)
 
     # ------------------------------------------------------------------------------------------ building blocks
 
@@ -186,7 +212,7 @@ class ExactModel:
         """
         cfg = self.config
         batch, steps = tokens.shape
-        rows = max(1, FORWARD_TOKENS // steps)
+        rows = max(1, self.batching.forward_tokens // steps)
         if batch > rows:  # rows are independent: the same integers in passes of fewer rows
             parts = [self.forward(tokens[lo : lo + rows], cache.rows(lo, lo + rows)) for lo in range(0, batch, rows)]
             cache.length += steps
@@ -209,7 +235,8 @@ class ExactModel:
             x = x + self._residual(self._linear(a, s, p + "wo"))
             # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch
             rows = x.reshape(batch * steps, cfg.hidden)
-            x = torch.cat([block + self._mlp(block, p) for block in rows.split(MLP_BLOCK)]).view(batch, steps, cfg.hidden)
+            x = torch.cat([block + self._mlp(block, p) for block in rows.split(self.batching.mlp_rows)])
+            x = x.view(batch, steps, cfg.hidden)
         cache.length = end
         return self._final_norm(x)
 
