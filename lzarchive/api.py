@@ -281,8 +281,10 @@ def pack(
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
     for source in sources:
-        if not os.path.lexists(_named(source, "file or directory to pack")):
-            raise InputError(path=source, reason="no such file or directory")
+        try:
+            os.lstat(_named(source, "file or directory to pack"))
+        except OSError as exc:  # 'file.txt/' is not a directory, not missing
+            raise InputError(path=source, reason=describe(exc).lower()) from None
     check_device(device)
     if ray is not None and codec in ("auto", "lm"):
         _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once

@@ -114,6 +114,9 @@ def test_errors_are_one_line(tree, tmp_path):
     result = run_cli("pack", "--codec", "zstd", str(tmp_path / "missing"), "-o", str(tmp_path / "m.lza"))
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
     assert "missing" in result.stderr and "no such file" in result.stderr.lower()
+    (tmp_path / "file").write_text("x")
+    result = run_cli("pack", "--codec", "zstd", str(tmp_path / "file") + "/", "-o", str(tmp_path / "m.lza"))
+    assert result.exit_code == 1 and result.stderr.rstrip().endswith("file/: not a directory")
     out = tmp_path / "p.lza"
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "-q").exit_code == 0
     again = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
