@@ -460,3 +460,29 @@ def test_commands_that_need_no_model_do_not_load_torch_or_numba(tmp_path):
         proc = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr.decode().rsplit("\n", 1)[-1] == "", (command, proc.stderr[-300:])
+
+
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_a_stdout_that_cannot_be_written_is_one_error_line(stdout, tree, tmp_path):
+    """`lza list a.lza > /dev/full` (a full disk) or with stdout closed: one line naming standard output, exit 1; the
+    output still buffered is not a second error at exit. Commands that write nothing there do not mind."""
+    import shlex
+    import subprocess
+    import sys
+
+    archive = tmp_path / "p.lza"
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(archive), "-q").exit_code == 0
+    redirect = "> /dev/full" if stdout == "full" else ">&-"
+    reason = "no space left on device" if stdout == "full" else "it is closed"
+
+    def lza(*args: str) -> subprocess.CompletedProcess:
+        command = shlex.join([sys.executable, "-m", "lzarchive", *args]) + " " + redirect
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+
+    for args in (["list", str(archive)], ["list", "--json", str(archive)], ["info", str(archive)],
+                 ["cat", str(archive), "proj/run.sh"], ["--help"], ["model", "--help"]):
+        result = lza(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr == f"lza: error: standard output cannot be written: {reason}\n", (args, result.stderr)
+    assert lza("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "q.lza"), "-q").returncode == 0
+    assert (tmp_path / "q.lza").exists()

@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from ..api import EXIT_INTERRUPTED, LzaError
 from . import bench, cat, extract, inspect, model, pack, verify
-from .render import say, warn
+from .render import GuardedStdout, StdoutUnwritable, say, warn
 
 
 class Terminated(KeyboardInterrupt):
@@ -39,6 +39,15 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def fail(exc: LzaError) -> None:
+    say(f"lza: error: {exc}")  # names from the archive are escaped: one line, nothing for the terminal to act on
+    if isinstance(exc, StdoutUnwritable):  # what is still buffered for it goes nowhere, not into a second error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no descriptor to redirect: nothing is buffered either
+            pass
+
+
 def _inside_the_jit(frame) -> bool:
     """Whether numba is compiling or loading a kernel: an exception raised there is swallowed by the ctypes callback
     it lands in (the command then ran on to its end, exit 0) or unwinds through LLVM's state (a crash at exit)."""
@@ -61,9 +70,11 @@ class LzaGroup(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a stdout that cannot take the output fails here, as an error, not at exit
+            return result
         except LzaError as exc:
-            say(f"lza: error: {exc}")  # names from the archive are escaped: one line, nothing for the terminal to act on
+            fail(exc)
             raise typer.Exit(exc.exit_code) from None
         except Terminated as exc:
             say(f"lza: terminated by {signal.Signals(exc.signum).name}")
@@ -110,4 +121,9 @@ def main() -> None:
     for signum, handler in ((signal.SIGTERM, _terminate), (signal.SIGHUP, _terminate), (signal.SIGINT, _interrupt)):
         if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
             signal.signal(signum, handler)
-    app()
+    sys.stdout = GuardedStdout(sys.stdout)
+    try:
+        app()
+    except StdoutUnwritable as exc:  # outside a command: its --help
+        fail(exc)
+        sys.exit(exc.exit_code)

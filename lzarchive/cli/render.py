@@ -15,12 +15,52 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress as RichBar, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.text import Text
 
-from ..api import Progress
+from ..api import OutputError, Progress
 
 JSON_SCHEMA = "lza.cli/1"
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
+
+
+class StdoutUnwritable(OutputError):
+    """standard output cannot be written: {reason}"""
+
+
+class GuardedStdout:
+    """sys.stdout (or its buffer) for the CLI: a write or flush that fails (a full disk, a device error, a closed
+    descriptor) is StdoutUnwritable, reported as one line like any other error instead of a traceback. A reader that
+    went away (BrokenPipeError) is left to the CLI, which ends quietly. `stream` None: the process started with
+    stdout closed (`lza list a.lza >&-`), which only commands that write to it mind."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, data):
+        if self._stream is None:
+            raise StdoutUnwritable(reason="it is closed")
+        return self._guarded(self._stream.write, data)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._guarded(self._stream.flush)
+
+    @property
+    def buffer(self) -> GuardedStdout:
+        return GuardedStdout(None if self._stream is None else self._stream.buffer)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    @staticmethod
+    def _guarded(call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: stdout was closed
+            raise StdoutUnwritable(reason=(exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else
+                                   "it is closed") from None
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", '"': '\\"'}
