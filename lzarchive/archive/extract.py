@@ -97,6 +97,23 @@ class DestinationView:
         finally:
             os.close(fd)
 
+    def holds_anything(self, path: str) -> bool:
+        """Whether the directory on disk at `path` (reached without following links) has entries."""
+        parts = path.split("/")
+        fd, _, _ = _open_parent(self.dest, parts)
+        if fd is None:
+            return False
+        try:
+            directory = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        try:
+            return bool(os.listdir(directory))
+        finally:
+            os.close(directory)
+
 
 def _disk_link(dest: str, path: str) -> str | None:
     """The target of a symlink on disk at dest/path, reached without following any link; None if there is none."""
@@ -163,8 +180,13 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusa
         existing = view.existing(entry.path)
         if isinstance(existing, str):
             refusals.append(Refusal(entry.path, existing))
-        elif existing is not None and not overwrite and not (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
+        elif existing is None or (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
+            continue
+        elif not overwrite:
             refusals.append(Refusal(entry.path, "already exists (use --overwrite to replace it)"))
+        elif stat.S_ISDIR(existing.st_mode) and view.holds_anything(entry.path):
+            refusals.append(Refusal(entry.path, "is a directory that is not empty (--overwrite replaces files, links "
+                                                "and empty directories)"))
     return refusals
 
 
@@ -270,11 +292,22 @@ class Extractor:
                 os.mkdir(name, 0o700, dir_fd=parent)
 
     def _clear(self, name: str, parent: int) -> None:
-        """With --overwrite, remove a non-directory in the way; without it, plan() already refused."""
+        """With --overwrite, remove what is in the way (plan() refused directories that are not empty); without it,
+        plan() already refused."""
         if self.overwrite:
             try:
                 os.unlink(name, dir_fd=parent)
             except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                os.rmdir(name, dir_fd=parent)
+
+    def _clear_directory(self, name: str, parent: int) -> None:
+        """With --overwrite, remove an empty directory where a file goes: a rename cannot replace it."""
+        if self.overwrite:
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except (FileNotFoundError, NotADirectoryError):
                 pass
 
     def _write_file(self, entry: Entry, name: str, parent: int, source: ChunkSource) -> None:
@@ -294,6 +327,7 @@ class Extractor:
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             os.close(fd)
             fd = -1
+            self._clear_directory(name, parent)
             place(temp, name, replace=self.overwrite, dir_fd=parent)
         except FileExistsError:
             remove_quietly(temp, parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -311,14 +312,37 @@ def test_temporary_names_never_collide_with_anything(tmp_path):
     assert {p.name: p.read_bytes() for p in mine.iterdir()} == {".x.lza-partial": b"the user's own file", "x": PAYLOAD}
 
 
-def test_a_failed_final_rename_leaves_no_temporary_file(tmp_path):
+def test_a_failed_final_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
     archive = tmp_path / "a.lza"
     archive.write_bytes(craft([content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
     dest = tmp_path / "dest"
-    (dest / "x").mkdir(parents=True)  # --overwrite may replace files, but a file cannot be renamed over a directory
+    dest.mkdir()
+
+    def refuse(*args, **kwargs):  # what a directory that appeared at x meanwhile would do
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+
+    monkeypatch.setattr("lzarchive.archive.extract.place", refuse)
     result = run_cli("extract", str(archive), "-C", str(dest), "--overwrite")
     assert result.exit_code == 1 and "Traceback" not in result.stderr and "x" in result.stderr
-    assert os.listdir(dest) == ["x"] and os.listdir(dest / "x") == []
+    assert os.listdir(dest) == []
+
+
+def test_overwrite_replaces_empty_directories_and_refuses_others_before_writing(tmp_path):
+    """--overwrite puts a file or a link where an empty directory is (a rename cannot replace one: it was 'Is a
+    directory' after the entries before it were written); a directory that holds anything is refused up front."""
+    archive = tmp_path / "a.lza"
+    archive.write_bytes(craft([content_entry("a", None), content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD),
+                               link_entry("y", "x")], [PAYLOAD]))
+    dest = tmp_path / "dest"
+    (dest / "x").mkdir(parents=True)
+    (dest / "y").mkdir()
+    (dest / "y" / "keep").write_bytes(b"the user's")
+    result = run_cli("extract", str(archive), "-C", str(dest), "--overwrite")
+    assert result.exit_code == 1 and "y: refused: is a directory that is not empty" in result.stderr
+    assert sorted(os.listdir(dest)) == ["x", "y"] and os.listdir(dest / "x") == []  # not even "a", listed first
+    (dest / "y" / "keep").unlink()
+    assert run_cli("extract", str(archive), "-C", str(dest), "--overwrite").exit_code == 0
+    assert (dest / "x").read_bytes() == PAYLOAD and os.readlink(dest / "y") == "x" and (dest / "a").read_bytes() == b""
 
 
 def test_directories_get_their_modes_even_when_extraction_fails(tmp_path):
