@@ -284,7 +284,7 @@ def pack(
         try:
             os.lstat(_named(source, "file or directory to pack"))
         except OSError as exc:  # 'file.txt/' is not a directory, not missing
-            raise InputError(path=source, reason=describe(exc).lower()) from None
+            raise InputError(path=source, reason=describe(exc)) from None
     check_device(device)
     if ray is not None and codec in ("auto", "lm"):
         _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once
@@ -384,7 +384,7 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
             progress.warn(f"{item.fs_path}: file removed before we read it; not stored")
             return
         except OSError as exc:
-            raise InputError(path=item.fs_path, reason=exc.strerror or str(exc)) from None
+            raise InputError(path=item.fs_path, reason=describe(exc)) from None
         if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             writer.stats.changed.append(item.fs_path)
             progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
@@ -397,7 +397,7 @@ def _link_target(fs_path: str) -> str:
     try:
         target = os.readlink(fs_path)
     except OSError as exc:
-        raise InputError(path=fs_path, reason=exc.strerror or str(exc)) from None
+        raise InputError(path=fs_path, reason=describe(exc)) from None
     try:
         size = len(target.encode("utf-8"))
     except UnicodeEncodeError:

@@ -486,3 +486,16 @@ def test_a_stdout_that_cannot_be_written_is_one_error_line(stdout, tree, tmp_pat
         assert result.stderr == f"lza: error: standard output cannot be written: {reason}\n", (args, result.stderr)
     assert lza("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "q.lza"), "-q").returncode == 0
     assert (tmp_path / "q.lza").exists()
+
+
+def test_a_device_error_names_the_file_it_reads(tmp_path):
+    """An I/O error (a failing disk, a network share gone; here /proc/self/mem, whose first page is never mapped)
+    names the file and the error, exit 1: reading an archive was a traceback. Nothing is written."""
+    for command in (["list", "/proc/self/mem"], ["verify", "/proc/self/mem"],
+                    ["extract", "/proc/self/mem", "-C", str(tmp_path / "out")]):
+        result = run_cli(*command)
+        assert result.exit_code == 1, (command, result.stderr)
+        assert result.stderr == "lza: error: /proc/self/mem: cannot be read: input/output error\n", command
+    result = run_cli("pack", "--codec", "zstd", "/proc/self/mem", "-o", str(tmp_path / "m.lza"))
+    assert result.exit_code == 1 and result.stderr == "lza: error: /proc/self/mem: input/output error\n"
+    assert os.listdir(tmp_path) == []

@@ -62,4 +62,5 @@ def describe(exc: OSError) -> str:
         return "name too long for the file system"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
-    return exc.strerror or str(exc)
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]  # "input/output error", as lza's own reasons read

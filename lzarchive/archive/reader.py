@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..format import constants as C
 from ..format.records import ChunkHeader, Entry, Footer, Header, Index
+from .files import describe
 
 CodecProvider = Callable[[int, Header], Codec]
 
@@ -55,7 +56,7 @@ class ArchiveReader:
                                                    "from files it can seek in (save the stream to a file first)")
             stream = open(path, "rb")
         except OSError as exc:
-            raise InputError(path=path, reason=exc.strerror or str(exc)) from None
+            raise InputError(path=path, reason=describe(exc)) from None
         try:
             return cls._parse(path, stream, codec_provider)
         except BaseException:
@@ -65,8 +66,8 @@ class ArchiveReader:
     @classmethod
     def _parse(cls, path: str, stream: BinaryIO, codec_provider: CodecProvider) -> ArchiveReader:
         file_size = os.fstat(stream.fileno()).st_size
-        fixed = stream.read(C.HEADER_FIXED_SIZE)
-        tail = _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC))
+        fixed = _read_at(stream, 0, C.HEADER_FIXED_SIZE, path)
+        tail = _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC), path)
         if fixed[:8] != C.HEADER_MAGIC:
             if 0 < len(fixed) < len(C.HEADER_MAGIC) and C.HEADER_MAGIC.startswith(fixed):
                 raise TruncatedArchive(archive=path, reason=f"only {len(fixed)} bytes")
@@ -83,7 +84,7 @@ class ArchiveReader:
         if file_size < header_size:
             raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold the header")
         try:
-            header = Header.from_wire(_read_at(stream, 0, header_size))
+            header = Header.from_wire(_read_at(stream, 0, header_size, path))
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=str(exc)) from None
         if header.major not in C.SUPPORTED_MINOR:
@@ -96,14 +97,14 @@ class ArchiveReader:
         if tail != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
             raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
         try:
-            footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size), header.major)
+            footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), header.major)
         except ValueError as exc:
             raise CorruptArchive(archive=path, reason=str(exc)) from None
         index_end = file_size - footer_size
         index_size = index_end - footer.index_offset
         if not header_size <= footer.index_offset <= index_end or footer.index_size not in (None, index_size):
             raise CorruptArchive(archive=path, reason="the footer's index position does not fit the file")
-        index_region = _read_at(stream, footer.index_offset, index_size)
+        index_region = _read_at(stream, footer.index_offset, index_size, path)
         if not footer.index_ok(index_region):
             raise CorruptArchive(archive=path, reason="index checksum mismatch")
         try:
@@ -143,7 +144,7 @@ class ArchiveReader:
     def read_stored(self, chunk: int) -> tuple[ChunkHeader, bytes]:
         """Read one chunk's header and payload, check them against the index and the stored-bytes hash."""
         info = self.index.chunks[chunk]
-        data = _read_at(self.stream, info.offset, info.header_size + info.stored_size)
+        data = _read_at(self.stream, info.offset, info.header_size + info.stored_size, self.path)
         if len(data) != info.header_size + info.stored_size:
             raise self._corrupt(chunk, "cut short")
         try:
@@ -269,6 +270,10 @@ def content_prefixes(entries: Sequence[Entry]) -> dict[int, int]:
     return ends
 
 
-def _read_at(stream: BinaryIO, offset: int, size: int) -> bytes:
-    stream.seek(offset)
-    return stream.read(size)
+def _read_at(stream: BinaryIO, offset: int, size: int, path: str) -> bytes:
+    """Bytes of the archive at `path`; a device error (EIO: a failing disk or network share) names the archive."""
+    try:
+        stream.seek(offset)
+        return stream.read(size)
+    except OSError as exc:
+        raise InputError(path=path, reason=f"cannot be read: {describe(exc)}") from None

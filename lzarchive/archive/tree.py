@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, UsageError
 from ..format.records import check_path
+from .files import describe
 from .progress import Progress
 
 
@@ -59,7 +60,7 @@ def _walk_one(fs_path: str, archive_path: str, excludes: Sequence[str], progress
     try:
         st = os.lstat(fs_path)
     except OSError as exc:
-        raise InputError(path=fs_path, reason=exc.strerror or str(exc)) from None
+        raise InputError(path=fs_path, reason=describe(exc)) from None
     if stat.S_ISDIR(st.st_mode) and _excluded(archive_path, excludes, is_dir=True):
         return
     try:
@@ -74,6 +75,6 @@ def _walk_one(fs_path: str, archive_path: str, excludes: Sequence[str], progress
         try:
             children = sorted(os.listdir(fs_path))
         except OSError as exc:
-            raise InputError(path=fs_path, reason=exc.strerror or str(exc)) from None
+            raise InputError(path=fs_path, reason=describe(exc)) from None
         for child in children:
             yield from _walk_one(os.path.join(fs_path, child), f"{archive_path}/{child}", excludes, progress)
