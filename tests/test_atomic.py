@@ -111,10 +111,9 @@ def test_a_stop_that_lands_inside_the_jit_is_delivered_again_outside_it(monkeypa
     jit_frame = {}
     exec(compile("import sys\ndef callback(): return sys._getframe()\nframe = callback()", f"{os.sep}site{os.sep}llvmlite"
                  f"{os.sep}binding{os.sep}executionengine.py", "exec"), jit_frame)
-    for handler, signum in ((app._terminate, signal.SIGTERM), (app._terminate, signal.SIGHUP),
-                            (app._interrupt, signal.SIGINT)):
-        handler(signum, jit_frame["frame"])  # no exception there
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        app._stop(signum, jit_frame["frame"])  # no exception there
         assert sent.pop() == (0.05, os.kill, (os.getpid(), signum))
         with pytest.raises(KeyboardInterrupt) as stopped:  # Terminated is one
-            handler(signum, sys._getframe())
+            app._stop(signum, sys._getframe())
         assert getattr(stopped.value, "signum", signal.SIGINT) == signum and not sent

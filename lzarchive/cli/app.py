@@ -25,18 +25,15 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _terminate(signum, frame) -> None:
+def _stop(signum, frame) -> None:
+    """SIGINT raises KeyboardInterrupt, SIGTERM and SIGHUP Terminated, wherever the command is (but in the JIT)."""
     if _inside_the_jit(frame):
         return _deliver_again(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     for other in (signal.SIGTERM, signal.SIGHUP):  # a second request must not cut the cleanup short
         signal.signal(other, signal.SIG_IGN)
     raise Terminated(signum)
-
-
-def _interrupt(signum, frame) -> None:
-    if _inside_the_jit(frame):
-        return _deliver_again(signum)
-    raise KeyboardInterrupt
 
 
 def fail(exc: LzaError) -> None:
@@ -118,9 +115,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main() -> None:
     warnings.showwarning = _show_warning
-    for signum, handler in ((signal.SIGTERM, _terminate), (signal.SIGHUP, _terminate), (signal.SIGINT, _interrupt)):
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
-            signal.signal(signum, handler)
+            signal.signal(signum, _stop)
     sys.stdout = GuardedStdout(sys.stdout)
     try:
         app()
