@@ -160,6 +160,19 @@ def test_without_the_primer_field_payloads_read_as_format_2_0():
         LmCodec(tiny_model(), window=32, overlap=8, primer_tokens=8)
 
 
+def test_a_primer_longer_than_the_positions_leave_is_a_usage_error(tiny_path, tmp_path):
+    """A primer and a window share the model's positions (512 for the tiny model): a longer primer was cut to fit
+    without a word; now the bound is named, before anything is written."""
+    (tmp_path / "t.txt").write_bytes(texts(1)[0])
+    for primer, window, usable in ((481, "32", 480), (10_000, "500", 12)):
+        result = run_cli("pack", str(tmp_path / "t.txt"), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model",
+                         tiny_path, "--window", window, "--primer", str(primer))
+        assert result.exit_code == EXIT_USAGE and not (tmp_path / "p.lza").exists()
+        assert f"lm primer {primer}: choose 0 .. {usable} tokens" in result.stderr
+    assert run_cli("pack", str(tmp_path / "t.txt"), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model", tiny_path,
+                   "--window", "32", "--primer", "480", "-q").exit_code == 0
+
+
 @pytest.fixture
 def primed_archive(tiny_path, tmp_path):
     src = tmp_path / "src"

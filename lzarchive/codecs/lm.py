@@ -132,6 +132,9 @@ class LmCodec(Codec):
             raise ValueError(f"lm overlap {self.overlap}: choose 0 .. {self.window - 2} tokens (below the window)")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
+        if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
+            raise ValueError(f"lm primer {self.primer_tokens}: choose 0 .. {cfg.max_positions - self.window} tokens "
+                             f"(the model's {cfg.max_positions} positions less the window, {self.window})")
         self.engine = architectures.engine(self.model, self.device)
         # chunks per batch and per lockstep decode at most (fewer where their KV caches would exceed the device's
         # budget), and tokens per forward when compressing: the device's sizes (model.Batching)
@@ -160,7 +163,7 @@ class LmCodec(Codec):
         payloads: list[bytes | None] = [None] * len(chunks)
         if self.primer is not None and first_chunk <= self.primer.chunk:
             self.primer = None  # chunks numbered from the primer's or before: another archive
-        size = min(self.primer_tokens, self.model.config.max_positions - self.window)
+        size = self.primer_tokens
         if size > 0 and self.primer is None:
             # the primer chunk is the first whose payload the writer can keep (not larger than the chunk); a candidate
             # that fails is still a valid chunk with a primer of its own
