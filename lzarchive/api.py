@@ -462,7 +462,8 @@ def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, devi
             raise PathRefused(path=path, reason="not found in the archive")
         entry = matches[0]
         if not entry.has_content:
-            raise PathRefused(path=path, reason=f"is a {entry.type.name.lower()}, not a file")
+            kind = {C.EntryType.DIR: "directory", C.EntryType.SYMLINK: "symlink"}.get(entry.type, entry.type.name.lower())
+            raise PathRefused(path=path, reason=f"is a {kind}, not a file")
         if start < 0 or (end is not None and end < start):
             raise UsageError(reason=f"invalid range {start}:{end}")
         end = entry.size if end is None else min(end, entry.size)

@@ -124,6 +124,11 @@ def test_errors_are_one_line(tree, tmp_path):
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "-q").exit_code == 0
     result = run_cli("extract", str(out), "proj/nothing", "-C", str(tmp_path / "d"))
     assert result.exit_code == 1 and "not found in the archive" in result.stderr
+    (tree / "link").symlink_to("run.sh")
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "-q").exit_code == 0
+    for path, kind in (("proj/docs", "directory"), ("proj/link", "symlink")):
+        result = run_cli("cat", str(out), path)
+        assert result.exit_code == 1 and result.stderr == f"lza: error: {path}: refused: is a {kind}, not a file\n"
 
 
 def test_every_error_message_is_one_line():
