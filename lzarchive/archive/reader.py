@@ -95,7 +95,7 @@ class ArchiveReader:
             raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
         footer_size = C.FOOTER_SIZES[header.major]
         if tail != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
-            raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
+            _refuse_missing_footer(stream, path, file_size, header_size, header.major)
         try:
             footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), header.major)
         except ValueError as exc:
@@ -268,6 +268,32 @@ def content_prefixes(entries: Sequence[Entry]) -> dict[int, int]:
         for ref in entry.chunks:
             ends[ref.chunk] = max(ends.get(ref.chunk, 0), ref.offset + ref.length)
     return ends
+
+
+APPENDED_SEARCH = 1 << 20  # bytes before the end searched for a footer that other bytes were appended to
+
+
+def _refuse_missing_footer(stream: BinaryIO, path: str, file_size: int, header_size: int, major: int) -> None:
+    """No footer at the end: the archive was cut short or never finished, or bytes were appended after its footer
+    (concatenated files, a download with a trailer). The latter is said so when a footer whose index checksum holds
+    ends earlier (an archive stored inside this one has footers too, whose indexes do not sit there)."""
+    footer_size = C.FOOTER_SIZES[major]
+    start = max(header_size, file_size - APPENDED_SEARCH)
+    tail = _read_at(stream, start, file_size - start, path)
+    found = tail.rfind(C.FOOTER_MAGIC)
+    while found >= 0:
+        end = start + found + len(C.FOOTER_MAGIC)
+        try:
+            footer = Footer.from_wire(_read_at(stream, end - footer_size, footer_size, path), major)
+        except ValueError:
+            footer = None
+        if footer is not None and header_size <= footer.index_offset <= end - footer_size and \
+                footer.index_ok(_read_at(stream, footer.index_offset, end - footer_size - footer.index_offset, path)):
+            raise CorruptArchive(archive=path, reason=f"{file_size - end} bytes follow its footer (which ends at byte "
+                                                      f"{end}): appended to the archive? lza reads the footer only "
+                                                      f"from the end")
+        found = tail.rfind(C.FOOTER_MAGIC, 0, found)
+    raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
 
 
 def _read_at(stream: BinaryIO, offset: int, size: int, path: str) -> bytes:

@@ -409,3 +409,20 @@ def test_bytes_after_a_zstd_frame_are_damage(tmp_path):
     archive.write_bytes(header + index + Footer.of(2, len(header), index).to_wire())
     result = run_cli("list", str(archive))
     assert result.exit_code == EXIT_INTEGRITY and "after the frame" in result.stderr
+
+
+def test_bytes_appended_after_the_footer_are_named_as_such(tmp_path):
+    """An archive with bytes after its footer (concatenated, a download's trailer) is refused as damaged, saying so,
+    not as 'cut short'; a cut-short archive that holds another archive (whose footer is not this one's) stays cut
+    short."""
+    inner = craft2([file_row("f", PAYLOAD)], [PAYLOAD])
+    appended = tmp_path / "appended.lza"
+    appended.write_bytes(inner + b"trailer\n")
+    result = run_cli("list", str(appended))
+    assert result.exit_code == EXIT_INTEGRITY
+    assert f"8 bytes follow its footer (which ends at byte {len(inner)}): appended to the archive?" in result.stderr
+    outer = craft2([file_row("inner.lza", inner)], [inner])
+    cut = tmp_path / "cut.lza"
+    cut.write_bytes(outer[: outer.index(inner) + len(inner) + 5])
+    result = run_cli("list", str(cut))
+    assert result.exit_code == EXIT_INTEGRITY and "truncated archive: no footer at the end" in result.stderr
