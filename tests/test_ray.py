@@ -21,6 +21,7 @@ from lzarchive.codecs.lm import LmCodec
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
 
 from .conftest import files_under, lm_archive, run_cli
+from .test_lm_primer import header_of
 from .tiny import greedy_text, tiny_model
 
 
@@ -96,7 +97,11 @@ def test_a_damaged_chunk_is_reported_as_without_ray(cluster, lm_files, tmp_path)
 def test_primed_chunks_decode_on_a_cluster(cluster, tree, tiny_path, tmp_path):
     """Each worker gets the primer chunk's payload from the driver (workers read no archive), whichever holds it."""
     archive = tmp_path / "primed.lza"
-    api.pack([str(tree)], str(archive), codec="lm", chunk_size=512, model=tiny_path, primer=16)
+    # the tiny model's 512 positions leave no room for a primer at the default window (512 there)
+    api.pack([str(tree)], str(archive), codec="lm", chunk_size=512, model=tiny_path, primer=16, window=256)
+    with api.open_archive(str(archive)) as reader:  # the primer field of every payload: its chunk + 1, then 16 tokens
+        primed = [header_of(reader.read_stored(i)[1])[0][3:5] for i in range(len(reader.index.chunks))]
+    assert len(primed) > 2 and all(fields == [1, 16] for fields in primed)
     api.extract(str(archive), str(tmp_path / "out"), ray="local")
     assert files_under(str(tmp_path / "out" / "src")) == files_under(str(tree))
 

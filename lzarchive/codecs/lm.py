@@ -134,7 +134,8 @@ class LmCodec(Codec):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
             raise ValueError(f"lm primer {self.primer_tokens}: choose 0 .. {cfg.max_positions - self.window} tokens "
-                             f"(the model's {cfg.max_positions} positions less the window, {self.window})")
+                             f"(the model's {cfg.max_positions} positions less the window, {self.window}; a smaller "
+                             f"--window leaves more)")
         self.engine = architectures.engine(self.model, self.device)
         # chunks per batch and per lockstep decode at most (fewer where their KV caches would exceed the device's
         # budget), and tokens per forward when compressing: the device's sizes (model.Batching)
