@@ -364,19 +364,19 @@ def _inode_of(path: str) -> tuple[int, int]:
 
 def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> None:
     st, path = item.st, item.archive_path
-    mode = stat.S_IMODE(st.st_mode)
+    mode, mtime_ns = stat.S_IMODE(st.st_mode), _storable_mtime(st.st_mtime_ns, item.fs_path, progress)
     if stat.S_ISDIR(st.st_mode):
-        writer.add_dir(path, mode=mode, mtime_ns=st.st_mtime_ns)
+        writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        writer.add_symlink(path, _link_target(item.fs_path), mode=mode, mtime_ns=st.st_mtime_ns)
+        writer.add_symlink(path, _link_target(item.fs_path), mode=mode, mtime_ns=mtime_ns)
     else:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_link:
-            writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=st.st_mtime_ns)
+            writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
             return
         try:
             with open(item.fs_path, "rb") as stream:
-                entry = writer.add_file(path, stream, mode=mode, mtime_ns=st.st_mtime_ns, size=st.st_size)
+                entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
                 after = os.fstat(stream.fileno())
                 grew = entry.size == st.st_size and stream.read(1)
         except FileNotFoundError:
@@ -390,6 +390,17 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
             progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
         if st.st_nlink > 1:
             first_link[key] = entry
+
+
+def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
+    """A modification time as the format holds it (int64 nanoseconds): one outside 1677-09-21 .. 2262-04-11 (a
+    damaged clock or file system) is stored as the nearest it holds, with a warning; it made an unreadable archive."""
+    lo, hi = C.MTIME_RANGE
+    if lo <= mtime_ns <= hi:
+        return mtime_ns
+    progress.warn(f"{fs_path}: modification time outside 1677-09-21 .. 2262-04-11, which the format holds: stored as "
+                  f"{'2262-04-11' if mtime_ns > hi else '1677-09-21'}")
+    return min(max(mtime_ns, lo), hi)
 
 
 def _link_target(fs_path: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tempfile
@@ -15,6 +16,7 @@ from lzarchive import api
 from lzarchive.archive import reader, writer
 from lzarchive.archive.reader import ArchiveReader
 from lzarchive.archive.writer import ArchiveWriter
+from lzarchive.format import constants as C
 
 from .conftest import files_under, snapshot
 
@@ -252,3 +254,31 @@ def test_line_cuts_never_move_an_earlier_file_and_every_file_reads_back(files, c
             api.extract(path, os.path.join(tmp, f"out-{major}"))
             assert files_under(os.path.join(tmp, f"out-{major}")) == {f"f{i}": data for i, data in enumerate(files)}
 
+
+
+def test_a_modification_time_beyond_what_the_format_holds_is_stored_as_its_nearest(tmp_path):
+    """A file dated 2300 (a damaged clock): its nanoseconds exceed int64, and pack wrote an archive that no reader
+    accepted ('invalid index'). Now the time is stored as the latest the format holds, with a warning, and the writer
+    refuses to write any entry a reader would refuse."""
+    (tmp_path / "t").mkdir()
+    future = tmp_path / "t" / "future.txt"
+    future.write_text("from the future")
+    year_2300 = 10_413_792_000 * 10**9
+    os.utime(future, ns=(year_2300, year_2300))
+    archive = str(tmp_path / "t.lza")
+    warnings = []
+
+    class Recorder(api.Progress):
+        def warn(self, text: str) -> None:
+            warnings.append(text)
+
+    api.pack([str(tmp_path / "t")], archive, codec="zstd", progress=Recorder())
+    assert warnings == [f"{future}: modification time outside 1677-09-21 .. 2262-04-11, which the format holds: "
+                        f"stored as 2262-04-11"]
+    latest = C.MTIME_RANGE[1]
+    assert [e.mtime_ns for e in api.list_entries(archive) if e.path == "t/future.txt"] == [latest]
+    api.extract(archive, str(tmp_path / "out"))
+    assert (tmp_path / "out" / "t" / "future.txt").read_text() == "from the future"
+    entry = api.list_entries(archive)[1]
+    with pytest.raises(ValueError, match="mtime_ns"):
+        dataclasses.replace(entry, mtime_ns=latest + 1).to_wire(2)

@@ -277,6 +277,7 @@ class Entry:
         return content_hasher.digest()[: len(self.content_hash)] == self.content_hash
 
     def to_wire(self, major: int) -> dict | list:
+        _check_common(self.path, self.mode, self.mtime_ns)  # never write what no reader would accept
         if major == 2:  # slices are implied (SPEC 5), a hard link's content is its target's
             row = [int(self.type), self.path, self.mode, self.mtime_ns]
             if self.type is C.EntryType.FILE:
@@ -345,7 +346,7 @@ _MODES: dict[int, int] = {}  # one int object per distinct mode: a few kinds of 
 def _check_common(path: Any, mode: Any, mtime_ns: Any) -> tuple[str, int, int]:
     path = check_path(path)
     mode = _MODES.setdefault(_check_int(mode, f"{path}: mode", 0, C.MODE_MASK), mode)
-    return path, mode, _check_int(mtime_ns, f"{path}: mtime_ns", -(1 << 63), (1 << 63) - 1)
+    return path, mode, _check_int(mtime_ns, f"{path}: mtime_ns", *C.MTIME_RANGE)
 
 
 def _check_symlink_target(target: Any, path: str) -> str:
