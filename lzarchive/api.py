@@ -298,6 +298,9 @@ def pack(
     with atomic_output(output, replace=force) as out:
         skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
         items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
+        if len(items) > C.MAX_ENTRIES:  # known before any compression work
+            raise UsageError(reason=f"the sources hold {len(items):,} entries, more than the {C.MAX_ENTRIES:,} an "
+                                    f"archive holds: pack them into several archives")
         content = sum({(i.st.st_dev, i.st.st_ino): i.st.st_size for i in items if stat.S_ISREG(i.st.st_mode)}.values())
         line_cuts = chunk_size is None and bool(models)  # a size the user gives is kept exactly
         if chunk_size is None:

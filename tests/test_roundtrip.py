@@ -282,3 +282,28 @@ def test_a_modification_time_beyond_what_the_format_holds_is_stored_as_its_neare
     entry = api.list_entries(archive)[1]
     with pytest.raises(ValueError, match="mtime_ns"):
         dataclasses.replace(entry, mtime_ns=latest + 1).to_wire(2)
+
+
+def test_sources_beyond_the_format_limits_are_refused_not_written(tmp_path, monkeypatch):
+    """More entries, chunks or index bytes than an archive holds (SPEC 8) made an archive no reader accepted, after
+    all the compression work. Now: too many entries is refused before any work, and the writer refuses any index a
+    reader would (nothing is left at the output either way). The limits are lowered here to make them reachable."""
+    for name in ("a", "b", "c"):
+        (tmp_path / "t" / name).mkdir(parents=True)
+        (tmp_path / "t" / name / "f").write_text(name * 40)
+    archive = tmp_path / "t.lza"
+    monkeypatch.setattr(C, "MAX_ENTRIES", 6)
+    with pytest.raises(api.UsageError, match="the sources hold 7 entries, more than the 6 an archive holds"):
+        api.pack([str(tmp_path / "t")], str(archive), codec="zstd")
+    monkeypatch.setattr(C, "MAX_ENTRIES", 7)
+    monkeypatch.setattr(C, "MAX_CHUNKS", 2)
+    with pytest.raises(api.LzaError, match="cannot hold these sources: 3 chunks, more than the 2 an archive holds"):
+        api.pack([str(tmp_path / "t")], str(archive), codec="zstd", chunk_size=40)
+    monkeypatch.setattr(C, "MAX_CHUNKS", 1 << 26)
+    monkeypatch.setattr(C, "MAX_INDEX_RAW", 100)
+    with pytest.raises(api.LzaError, match="cannot hold these sources: an index of 1.. bytes, more than the 100"):
+        api.pack([str(tmp_path / "t")], str(archive), codec="zstd")
+    assert not archive.exists() and os.listdir(tmp_path) == ["t"]
+    monkeypatch.setattr(C, "MAX_INDEX_RAW", 1 << 30)
+    api.pack([str(tmp_path / "t")], str(archive), codec="zstd", chunk_size=40)
+    assert len(api.list_entries(str(archive))) == 7

@@ -238,7 +238,11 @@ class ArchiveWriter:
     def finish(self) -> WriteStats:
         self._seal()
         self._flush()
-        index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._major, self._index_encoding)
+        try:
+            index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._major, self._index_encoding)
+        except ValueError as exc:  # never an archive that no reader accepts
+            raise OutputError(path=getattr(self._out, "path", "the archive"),
+                              reason=f"cannot hold these sources: {exc} (pack them into several archives)") from None
         footer = Footer.of(self._major, self._position, index).to_wire()
         self._out.write(index)
         self._out.write(footer)

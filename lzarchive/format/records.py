@@ -418,7 +418,11 @@ class Index:
     chunks: tuple[ChunkInfo, ...]
 
     def to_wire(self, major: int, encoding: C.IndexEncoding | None = None) -> bytes:
-        """The index region; encoding None: whichever is smaller."""
+        """The index region; encoding None: whichever is smaller. ValueError where a reader would refuse it."""
+        _require(len(self.entries) <= C.MAX_ENTRIES, f"{len(self.entries):,} entries, more than the "
+                                                     f"{C.MAX_ENTRIES:,} an archive holds")
+        _require(len(self.chunks) <= C.MAX_CHUNKS, f"{len(self.chunks):,} chunks, more than the {C.MAX_CHUNKS:,} an "
+                                                   f"archive holds")
         if major == 1:
             body = pack({
                 "chunks": [[c.offset, c.stored_size, c.raw_size, int(c.codec)] for c in self.chunks],
@@ -427,6 +431,8 @@ class Index:
         else:
             body = pack([[[int(c.codec), c.raw_size, c.stored_size] for c in self.chunks],
                          [e.to_wire(major) for e in self.entries]])
+        _require(len(body) <= C.MAX_INDEX_RAW, f"an index of {len(body):,} bytes, more than the {C.MAX_INDEX_RAW:,} an "
+                                               f"archive holds")
         # compressed only where it may be kept
         stored = body if encoding == C.IndexEncoding.MSGPACK else _zstd_compress(body)
         if encoding is None:
