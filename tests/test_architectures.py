@@ -94,6 +94,8 @@ def test_a_source_keeps_its_trained_positions_or_the_first_n_asked(tmp_path, pri
     assert payloads[0] is not None and payloads[0] == payloads[1]
     refused = run_cli("model", "compile", full["path"], "--positions", "100")
     assert refused.exit_code == 12 and "keeps its positions" in refused.stderr
+    refused = run_cli("model", "compile", model_dir, "--positions", "257")
+    assert refused.exit_code == 12 and "was trained for 256 positions; --positions 257 asks for more" in refused.stderr
 
 
 def test_gpt2_small_shape_compiles_within_bounds_and_round_trips(tmp_path):

@@ -62,10 +62,12 @@ class CompiledModel:
 
 
 def kept_positions(path: str, trained: int | None, limit: int | None) -> int:
-    """The positions a compiled model keeps: all its source was trained for, or `limit` if that is fewer."""
+    """The positions a compiled model keeps: all its source was trained for, or the first `limit` of them."""
     if not trained:
         raise CompileError(f"{path}: the source does not say how many positions it was trained for")
-    return min(trained, limit or trained)
+    if limit and limit > trained:  # asking for more was given the trained count without a word
+        raise CompileError(f"{path}: was trained for {trained} positions; --positions {limit} asks for more")
+    return limit or trained
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
