@@ -102,6 +102,8 @@ def test_lza_bench_reports_lza_xz_and_zstd(tmp_path):
     small = run_cli("bench", str(tmp_path), "--codec", "zstd", "--chunk-size", "1K", "--json")
     first = json.loads(small.stdout.decode().splitlines()[0])
     assert first["tool"] == "lza --codec zstd --chunk-size 1K" and first["stored_bytes"] > records[0]["stored_bytes"]
+    table = run_cli("bench", str(tmp_path), "--codec", "zstd")  # no model loaded, none said to be
+    assert table.exit_code == 0 and "xz -9e" in table.stdout.decode() and "model" not in table.stderr
 
 
 def test_lza_bench_refuses_a_missing_path(tmp_path):

@@ -57,8 +57,8 @@ def bench_files(
                       f"{m.stored_bytes / xz.stored_bytes:.2f}x" if xz else "-", f"{m.compress_s:.1f} s",
                       f"{m.decompress_s:.1f} s")
     stdout.print(table)
-    say("lza's times include loading the model (a few seconds); its size includes the archive's header and index, "
-        "which weigh more on a small sample.")
+    loading = "lza's times include loading the model (a few seconds); " if codec in ("auto", "lm") else ""
+    say(f"{loading}lza's size includes the archive's header and index, which weigh more on a small sample.")
 
 
 def register(app: typer.Typer) -> None:
