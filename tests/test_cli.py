@@ -504,3 +504,27 @@ def test_a_device_error_names_the_file_it_reads(tmp_path):
     result = run_cli("pack", "--codec", "zstd", "/proc/self/mem", "-o", str(tmp_path / "m.lza"))
     assert result.exit_code == 1 and result.stderr == "lza: error: /proc/self/mem: input/output error\n"
     assert os.listdir(tmp_path) == []
+
+
+def test_names_a_stdout_encoding_lacks_come_out_escaped(tmp_path):
+    """Under an ASCII or Latin-1 locale (here PYTHONIOENCODING), `lza list` of a name with é or ✓ ended in a
+    traceback (UnicodeEncodeError): the listing escapes what the encoding lacks, and --json writes \\u escapes, the
+    same JSON strings."""
+    import subprocess
+    import sys
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "héllo ✓").write_text("x")
+    archive = tmp_path / "t.lza"
+    assert run_cli("pack", "--codec", "zstd", str(tmp_path / "t"), "-o", str(archive), "-q").exit_code == 0
+
+    def lza(*args: str, encoding: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lzarchive", *args], capture_output=True,
+                              env={**os.environ, "PYTHONIOENCODING": encoding})
+
+    listed = lza("list", str(archive), encoding="ascii")
+    assert listed.returncode == 0 and listed.stdout == b"t\nt/h\\xe9llo \\u2713\n", listed.stderr
+    assert lza("list", str(archive), encoding="latin-1").stdout == "t\nt/héllo \\u2713\n".encode("latin-1")
+    records = lza("list", "--json", str(archive), encoding="ascii")
+    assert records.returncode == 0 and records.stdout.isascii()
+    assert [json.loads(line)["path"] for line in records.stdout.splitlines()] == ["t", "t/héllo ✓"]

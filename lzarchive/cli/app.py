@@ -118,6 +118,8 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's ignored SIGHUP stays ignored
             signal.signal(signum, _stop)
+    if sys.stdout is not None:  # names the encoding (a Latin-1 or ASCII locale) cannot write come out escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     sys.stdout = GuardedStdout(sys.stdout)
     try:
         app()

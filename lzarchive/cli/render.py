@@ -58,6 +58,8 @@ class GuardedStdout:
             return call(*args)
         except BrokenPipeError:
             raise
+        except UnicodeError:
+            raise  # a bug (main() makes stdout escape what its encoding lacks), not the stream's fault
         except (OSError, ValueError) as exc:  # ValueError: stdout was closed
             raise StdoutUnwritable(reason=(exc.strerror or str(exc)).lower() if isinstance(exc, OSError) else
                                    "it is closed") from None
@@ -91,8 +93,10 @@ def say(text: str, *, out: Console | None = None) -> None:
 
 
 def emit_json(record_type: str, /, **fields: Any) -> None:
-    """One JSON Lines record; every record names the schema and its type."""
-    sys.stdout.write(json.dumps({"schema": JSON_SCHEMA, "type": record_type, **fields}, ensure_ascii=False) + "\n")
+    """One JSON Lines record; every record names the schema and its type. Text as it is where stdout takes Unicode,
+    else \\u escapes (the same JSON strings)."""
+    unicode = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").startswith("utf")
+    sys.stdout.write(json.dumps({"schema": JSON_SCHEMA, "type": record_type, **fields}, ensure_ascii=not unicode) + "\n")
 
 
 def human_bytes(n: float) -> str:
