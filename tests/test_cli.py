@@ -528,3 +528,15 @@ def test_names_a_stdout_encoding_lacks_come_out_escaped(tmp_path):
     records = lza("list", "--json", str(archive), encoding="ascii")
     assert records.returncode == 0 and records.stdout.isascii()
     assert [json.loads(line)["path"] for line in records.stdout.splitlines()] == ["t", "t/héllo ✓"]
+
+
+def test_summaries_count_in_words(tree, tmp_path):
+    """'packed 1 entry ... in 1 chunk', 'entries 2 directories, 2 files': they said '1 entries', '1 chunks', '2 dir'."""
+    out = tmp_path / "p.lza"
+    packed = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
+    assert "packed 4 entries, " in packed.stderr and " in 1 chunk, " in packed.stderr
+    assert "entries      2 directories, 2 files\n" in run_cli("info", str(out)).stdout.decode()
+    single = run_cli("pack", "--codec", "zstd", str(tree / "run.sh"), "-o", str(tmp_path / "s.lza"))
+    assert single.stderr.startswith("packed 1 entry, ")
+    assert run_cli("verify", str(tmp_path / "s.lza")).stderr.startswith("ok (full): 1 chunk, 1 entry: ")
+    assert run_cli("extract", str(tmp_path / "s.lza"), "-C", str(tmp_path / "o")).stderr.startswith("extracted 1 entry to ")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import api
-from .render import BarProgress, emit_json, say
+from .render import BarProgress, counted, emit_json, say
 
 
 def extract(
@@ -35,7 +35,7 @@ def extract(
     if json_output:
         emit_json("extract", archive=archive, directory=directory, entries=count)
     elif not quiet:
-        say(f"extracted {count} entries to {directory}")
+        say(f"extracted {counted(count, 'entry')} to {directory}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from .. import api
 from ..api import DEFAULT_CHUNK_SIZE, SourcesChanged, UsageError
 from ..api import LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE
 from ..api import LM_DEFAULT_WINDOW as LM_WINDOW
-from .render import BarProgress, emit_json, human_bytes, parse_size, say
+from .render import BarProgress, counted, emit_json, human_bytes, parse_size, say
 
 
 def pack(
@@ -63,8 +63,9 @@ def pack(
                   codecs={k: vars(v) for k, v in stats.per_codec.items()}, changed=stats.changed)
     elif not quiet:
         ratio = stats.archive_bytes / stats.raw_bytes * 100 if stats.raw_bytes else 0.0
-        say(f"packed {stats.entries} entries, {human_bytes(stats.raw_bytes)} → {human_bytes(stats.archive_bytes)} "
-            f"({ratio:.1f} %) in {stats.chunks} chunks, {elapsed:.1f} s: {output}")
+        say(f"packed {counted(stats.entries, 'entry')}, {human_bytes(stats.raw_bytes)} → "
+            f"{human_bytes(stats.archive_bytes)} ({ratio:.1f} %) in {counted(stats.chunks, 'chunk')}, {elapsed:.1f} s: "
+            f"{output}")
     if stats.changed:  # as tar: the archive is there, but not a snapshot of one moment (exit 1)
         raise SourcesChanged(archive=output, count=len(stats.changed))
 

@@ -99,6 +99,16 @@ def emit_json(record_type: str, /, **fields: Any) -> None:
     sys.stdout.write(json.dumps({"schema": JSON_SCHEMA, "type": record_type, **fields}, ensure_ascii=not unicode) + "\n")
 
 
+NOUNS = {"entry": "entries", "dir": "directories", "file": "files", "symlink": "symlinks",
+         "hardlink": "hard links", "chunk": "chunks"}  # info's entry kinds ("dir", "hardlink") read as words
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 entry', '3 entries', '1 directory' (for info's kind 'dir'): summaries in words."""
+    singular = {"dir": "directory", "hardlink": "hard link"}.get(noun, noun)
+    return f"{n} {singular if n == 1 else NOUNS[noun]}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

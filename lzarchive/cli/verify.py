@@ -8,7 +8,7 @@ import typer
 
 from .. import api
 from ..api import EXIT_INTEGRITY
-from .render import BarProgress, emit_json, say
+from .render import BarProgress, counted, emit_json, say
 
 
 def verify(
@@ -35,7 +35,7 @@ def verify(
         emit_json("verify", archive=archive, mode=mode, ok=report.ok, chunks=report.chunks, entries=report.entries,
                   problems=len(report.problems))
     elif not quiet and report.ok:
-        say(f"ok ({mode}): {report.chunks} chunks, {report.entries} entries: {archive}")
+        say(f"ok ({mode}): {counted(report.chunks, 'chunk')}, {counted(report.entries, 'entry')}: {archive}")
     if not report.ok:
         raise typer.Exit(EXIT_INTEGRITY)
 
