@@ -540,3 +540,5 @@ def test_summaries_count_in_words(tree, tmp_path):
     assert single.stderr.startswith("packed 1 entry, ")
     assert run_cli("verify", str(tmp_path / "s.lza")).stderr.startswith("ok (full): 1 chunk, 1 entry: ")
     assert run_cli("extract", str(tmp_path / "s.lza"), "-C", str(tmp_path / "o")).stderr.startswith("extracted 1 entry to ")
+    assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "e.lza"), "-x", "proj").exit_code == 0
+    assert "entries      none\n" in run_cli("info", str(tmp_path / "e.lza")).stdout.decode()

@@ -56,7 +56,7 @@ def info_command(
         tokenizer = f" tokenizer {model['tokenizer_hash'][:16]}…" if model["tokenizer_hash"] else ""
         say(f"model        {model['name']} ({model['source']}) {model['numerics']} "
             f"hash {model['model_hash'][:16]}…{tokenizer}", out=stdout)
-    say("entries      " + ", ".join(counted(n, k) for k, n in sorted(result.entries.items())), out=stdout)
+    say("entries      " + (", ".join(counted(n, k) for k, n in sorted(result.entries.items())) or "none"), out=stdout)
     say(f"content      {human_bytes(result.content_bytes)} → archive {human_bytes(result.archive_bytes)}"
         f" ({result.ratio * 100:.2f} %)", out=stdout)
     say(f"{'codec':<8} {'chunks':>8} {'raw':>12} {'stored':>12} {'stored/raw':>10}", out=stdout)
