@@ -460,19 +460,19 @@ class LmCodec(Codec):
                 block = pending[lo : lo + self.engine.batching.frequency_rows]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS)
-                guesses = [s.match.guess() if s.match else None for _, s in block]
+                guessed = [s.match.guess() if s.match else None for _, s in block]
                 # the model's frequency of each stream's match guess (0: no guess)
                 guess_freq = [0 if guess is None else int(f) for guess, f in
-                              zip(guesses, self.engine.ops.table_entries(freq, np.array([g or 0 for g in guesses])))]
+                              zip(guessed, self.engine.ops.table_entries(freq, np.array([g or 0 for g in guessed])))]
                 targets = np.zeros(len(block), dtype=np.int64)
                 # each row's guess mixed in where its weight is not 0 (keep 2^16: the model's table as it is)
                 mixed_guess, given = np.zeros_like(targets), np.zeros_like(targets)
                 keep = np.full_like(targets, 1 << WEIGHT_BITS)
                 for j, (_, s) in enumerate(block):
-                    if guesses[j] is not None:
+                    if guessed[j] is not None:
                         weight = s.match.weight(guess_freq[j])
                         if weight:
-                            mixed_guess[j] = guesses[j]
+                            mixed_guess[j] = guessed[j]
                             keep[j], given[j] = mix_factors(weight, cfg.vocab_size, TOTAL_BITS)
                     try:
                         targets[j] = s.decoder.target(TOTAL)
