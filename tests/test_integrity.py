@@ -130,5 +130,9 @@ def test_cat_ranges(tmp_path):
         assert b"".join(api.cat(archive, "d.bin", start, end)) == data[start:end]
     assert run_cli("cat", archive, "d.bin", "--range", "10:").stdout == data[10:]
     assert run_cli("cat", archive, "d.bin", "--range", ":10").stdout == data[:10]
-    assert run_cli("cat", archive, "d.bin", "--range", "nonsense").exit_code == 2
+    assert run_cli("cat", archive, "d.bin", "--range", ":").stdout == data
+    # what int() would take but is no byte offset, an empty value (a script's unset variable), and END before START
+    for bad in ["nonsense", "1_0:20", " 1:3", "\u0663:5", "-1:2", "", "5:0"]:
+        result = run_cli("cat", archive, "d.bin", "--range", bad)
+        assert result.exit_code == 2 and result.stdout == b"" and f"invalid --range {bad!r}" in result.stderr, bad
     assert run_cli("cat", archive, "missing").exit_code == 1

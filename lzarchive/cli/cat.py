@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Optional
 
@@ -11,15 +12,18 @@ from .. import api
 from ..api import UsageError
 
 
+RANGE = re.compile(r"([0-9]*):([0-9]*)")  # ASCII digits only: int() would also take '1_0', ' 1' and other scripts' digits
+
+
 def parse_range(text: str) -> tuple[int, int | None]:
     """'START:END', 'START:' or ':END' → (start, end); END is exclusive."""
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        return int(start or 0), (int(end) if end else None)
-    except ValueError:
-        raise UsageError(reason=f"invalid --range {text!r}: use START:END, START: or :END (bytes, END exclusive)") from None
+    match = RANGE.fullmatch(text)
+    if not match:
+        raise UsageError(reason=f"invalid --range {text!r}: use START:END, START: or :END (bytes, END exclusive)")
+    start, end = int(match[1] or 0), (int(match[2]) if match[2] else None)
+    if end is not None and end < start:
+        raise UsageError(reason=f"invalid --range {text!r}: END is before START")
+    return start, end
 
 
 def cat(
@@ -31,7 +35,7 @@ def cat(
     """Write one file (or a byte range of it) to stdout, decoding only the chunks that hold it, and the last of them
     only up to where the file ends. Nothing is written before it is checked: by the file's hash, or for a range of a
     file spread over several chunks, by each chunk's checksum."""
-    start, end = parse_range(byte_range) if byte_range else (0, None)
+    start, end = parse_range(byte_range) if byte_range is not None else (0, None)
     out = sys.stdout.buffer
     for piece in api.cat(archive, path, start, end, device=device):
         out.write(piece)

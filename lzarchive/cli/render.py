@@ -100,7 +100,7 @@ def emit_json(record_type: str, /, **fields: Any) -> None:
 
 
 NOUNS = {"entry": "entries", "dir": "directories", "file": "files", "symlink": "symlinks",
-         "hardlink": "hard links", "chunk": "chunks"}  # info's entry kinds ("dir", "hardlink") read as words
+         "hardlink": "hard links", "chunk": "chunks", "source file": "source files"}  # info's entry kinds ("dir", "hardlink") read as words
 
 
 def counted(n: int, noun: str) -> str:
