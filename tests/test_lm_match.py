@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, guesses, mix_factors, mix_interval
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval
 from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format import constants as C
@@ -102,6 +102,59 @@ def test_the_guess_looks_at_the_latest_256_occurrences_of_the_pair(repeats, expe
     """The longest run (10, 11, 1, 2 → 50) is found among the latest 256 occurrences of (1, 2), not beyond them."""
     tokens = [10, 11, 1, 2, 50] + [7, 1, 2, 60] * repeats + [10, 11, 1, 2, 0]
     assert guesses(tokens)[-1] == (expected, 4 if expected == 50 else 2)
+
+
+def spec_guess(tokens: list[int], i: int) -> tuple[int, int] | None:
+    """SPEC 9.8's guess before t_i, word for word: the latest 256 j with the same pair before them, each one's match
+    length, the largest length and the largest j among equals."""
+    if i < 2:
+        return None
+    js = [j for j in range(2, i) if tokens[j - 2 : j] == tokens[i - 2 : i]][-256:]
+    if not js:
+        return None
+    lengths = {j: max(n for n in range(2, min(32, j) + 1) if tokens[j - n : j] == tokens[i - n : i]) for j in js}
+    j = max(js, key=lambda j: (lengths[j], j))
+    return tokens[j], lengths[j]
+
+
+def spec_weight(bucket: tuple[int, int, int]) -> int:
+    guessed, hits, mass = bucket
+    return (max(0, hits * (1 << TOTAL_BITS) - mass) << 16) // ((guessed + 2) * (1 << TOTAL_BITS) - mass)
+
+
+token_runs = st.lists(st.integers(0, 3), max_size=300) | st.lists(st.sampled_from([0, 49151, 1 << 30]), max_size=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=token_runs, cut=st.integers(0, 300))
+def test_guesses_and_weights_follow_the_spec(tokens, cut):
+    """The compiled match model against SPEC 9.8 written out in Python: every guess of a chunk's coder (guesses) and
+    of a decoder (MatchModel one token at a time, its arrays grown from a small start, copied midway), and every
+    weight, with the model's frequencies of the guesses spread over the four confidences."""
+    assert guesses(tokens) == [spec_guess(tokens, i) for i in range(len(tokens))]
+    model = MatchModel(TOTAL_BITS)
+    model.finder = type(model.finder)(capacity=4)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i, token in enumerate(tokens):
+        if i == cut:
+            model = model.copy()
+        expected = spec_guess(tokens, i)
+        assert model.guess() == (expected[0] if expected else None)
+        freq = [1, 1 << 29, (1 << 30) - 1, 1 << 30, (1 << 31) + 7, (1 << 32) - 2][(i * 7 + token) % 6]
+        if expected:
+            bucket = buckets.setdefault((min(expected[1], 8), min(3, 32 - freq.bit_length())), [0, 0, 0])
+            assert model.weight(freq) == spec_weight(bucket)
+            bucket[0], bucket[1], bucket[2] = bucket[0] + 1, bucket[1] + (token == expected[0]), bucket[2] + freq
+        model.update(token, freq)
+
+
+def test_the_weight_is_exact_where_its_product_passes_64_bits():
+    """A bucket of 2^24 - 1 guesses (a chunk's most) of mass near 2^56: (h T - s) 2^16 needs 73 bits."""
+    weights = MatchWeights(TOTAL_BITS)
+    for guessed, hits, mass in [((1 << 24) - 1, (1 << 24) - 1, 1 << 24), ((1 << 24) - 1, 1 << 23, ((1 << 24) - 2) << 31),
+                                (5, 5, 5), (3, 0, 0), ((1 << 24) - 1, (1 << 24) - 1, ((1 << 24) - 1) * ((1 << 32) - 2))]:
+        weights.buckets[6, 3] = guessed, hits, mass
+        assert weights.weight(8, 1) == spec_weight((guessed, hits, mass))
 
 
 def test_the_weight_grows_with_guesses_the_model_did_not_expect_and_stays_below_one():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.kernels import mixed_cumulative
+from ..engine.kernels import compiled, mixed_cumulative
 
 MIN_MATCH, MAX_MATCH = 2, 32  # match lengths, in tokens
 CANDIDATES = 256  # the latest earlier occurrences of the last two tokens that a guess is chosen from
@@ -20,87 +20,178 @@ WEIGHT_BITS = 16
 
 
 class MatchFinder:
-    """A chunk's tokens so far and where each pair of tokens occurred; guess() → (token, length) or None for the next
-    position, then push(token)."""
+    """A chunk's tokens so far and, for each pair of tokens, where it occurred: guess() → (token, length) or None for
+    the next position, then push(token). Arrays that grow as the chunk does, worked on by compiled loops: the decoder
+    calls them for every token of every chunk, which on a GPU is the host's work per token."""
 
-    def __init__(self) -> None:
-        self.tokens = np.zeros(1024, dtype=np.int64)
+    def __init__(self, capacity: int = 1024) -> None:
         self.count = 0
-        self.after: dict[tuple[int, int], list[int]] = {}  # a pair of tokens → the indexes after its occurrences
+        self.tokens = np.zeros(capacity, dtype=np.int64)
+        # earlier[j]: the previous index with the same pair of tokens before it as j, or -1 (j >= MIN_MATCH)
+        self.earlier = np.full(capacity, -1, dtype=np.int64)
+        self._new_table()
+
+    def _new_table(self) -> None:
+        """A hash table with a power of two slots, at most half of them used: a pair of tokens → the latest index
+        after it."""
+        slots = 1 << (2 * len(self.tokens)).bit_length()
+        self.pairs = np.full(slots, -1, dtype=np.int64)
+        self.latest = np.zeros(slots, dtype=np.int64)
 
     def guess(self) -> tuple[int, int] | None:
         """Among the latest CANDIDATES occurrences of the last two tokens, the one whose run of equal tokens before
         it matches the end of the chunk so far longest (up to MAX_MATCH), the latest among equals: the token after it
         and that length."""
-        i, tokens = self.count, self.tokens
-        found = self.after.get((int(tokens[i - 2]), int(tokens[i - 1]))) if i >= MIN_MATCH else None
-        if not found:
-            return None
-        after = np.array(found[-CANDIDATES:], dtype=np.int64)
-        length = np.full(len(after), MIN_MATCH, dtype=np.int64)
-        extending = np.ones(len(after), dtype=bool)
-        for n in range(MIN_MATCH + 1, MAX_MATCH + 1):
-            extending &= after >= n  # a run cannot start before the chunk
-            extending[extending] = tokens[after[extending] - n] == tokens[i - n]
-            if not extending.any():
-                break
-            length += extending
-        best = len(after) - 1 - int(np.argmax(length[::-1]))  # the latest of the longest
-        return int(tokens[after[best]]), int(length[best])
+        token, length = _guess(self.tokens, self.count, self.earlier, self.pairs, self.latest)
+        return None if length == 0 else (token, length)
 
     def push(self, token: int) -> None:
-        i = self.count
-        if i >= MIN_MATCH:
-            self.after.setdefault((int(self.tokens[i - 2]), int(self.tokens[i - 1])), []).append(i)
-        if i == len(self.tokens):
-            self.tokens = np.concatenate([self.tokens, np.zeros_like(self.tokens)])
-        self.tokens[i] = token
+        if self.count == len(self.tokens):
+            self._grow()
+        _push(self.tokens, self.count, self.earlier, self.pairs, self.latest, token)
         self.count += 1
 
+    def _grow(self) -> None:
+        more = max(1, len(self.tokens))  # twice the room
+        self.tokens = np.concatenate([self.tokens, np.zeros(more, dtype=np.int64)])
+        self.earlier = np.concatenate([self.earlier, np.full(more, -1, dtype=np.int64)])
+        self._new_table()
+        _index_pairs(self.tokens, self.count, self.pairs, self.latest)
+
     def copy(self) -> MatchFinder:
-        other = MatchFinder()
-        other.tokens, other.count = self.tokens.copy(), self.count
-        other.after = {pair: list(where) for pair, where in self.after.items()}
+        other = MatchFinder(0)
+        other.count = self.count
+        other.tokens, other.earlier = self.tokens.copy(), self.earlier.copy()
+        other.pairs, other.latest = self.pairs.copy(), self.latest.copy()
         return other
+
+
+@compiled()
+def _slot(pairs, pair):
+    """Where `pair` is in the hash table (its size a power of two), or the empty slot where it goes: a multiplicative
+    hash folded onto its low bits, linear probing."""
+    mixed = np.uint64(pair) * np.uint64(0x9E3779B97F4A7C15)
+    slot = np.int64((mixed ^ (mixed >> np.uint64(29))) & np.uint64(len(pairs) - 1))
+    while pairs[slot] != -1 and pairs[slot] != pair:
+        slot = (slot + 1) & (len(pairs) - 1)
+    return slot
+
+
+@compiled()
+def _pair(tokens, j):
+    """The pair of tokens before index j as one key (tokens are below 2^31)."""
+    return (tokens[j - 2] << 32) | tokens[j - 1]
+
+
+@compiled()
+def _push(tokens, count, earlier, pairs, latest, token):
+    """Appends token at index count (< len(tokens)), recording index count under the pair before it."""
+    if count >= MIN_MATCH:
+        slot = _slot(pairs, _pair(tokens, count))
+        earlier[count] = latest[slot] if pairs[slot] != -1 else -1
+        pairs[slot], latest[slot] = _pair(tokens, count), count
+    tokens[count] = token
+
+
+@compiled()
+def _index_pairs(tokens, count, pairs, latest):
+    """Fills an empty hash table with the latest index after each pair of the first count tokens."""
+    for j in range(MIN_MATCH, count):
+        slot = _slot(pairs, _pair(tokens, j))
+        pairs[slot], latest[slot] = _pair(tokens, j), j
+
+
+@compiled()
+def _guess(tokens, count, earlier, pairs, latest):
+    """(the guessed token, its match length), or (0, 0) without a guess: the candidates latest first, a longer match
+    replacing the best so far (so the latest among equals stays)."""
+    best_token, best_length = 0, 0
+    if count < MIN_MATCH:
+        return best_token, best_length
+    slot = _slot(pairs, _pair(tokens, count))
+    j = latest[slot] if pairs[slot] != -1 else -1
+    candidates = 0
+    while j >= 0 and candidates < CANDIDATES and best_length < MAX_MATCH:
+        length = MIN_MATCH
+        while length < min(MAX_MATCH, j) and tokens[j - length - 1] == tokens[count - length - 1]:
+            length += 1  # a run cannot start before the chunk: length <= j
+        if length > best_length:
+            best_token, best_length = tokens[j], length
+        j = earlier[j]
+        candidates += 1
+    return best_token, best_length
 
 
 def guesses(tokens: list[int]) -> list[tuple[int, int] | None]:
     """MatchFinder.guess() at every position of a chunk's tokens: what a coder needs before the model's tables."""
-    finder, out = MatchFinder(), []
-    for token in tokens:
-        out.append(finder.guess())
-        finder.push(token)
-    return out
+    finder = MatchFinder(max(1, len(tokens)))
+    found = np.zeros((len(tokens), 2), dtype=np.int64)
+    _all_guesses(np.array(tokens, dtype=np.int64), finder.tokens, finder.earlier, finder.pairs, finder.latest, found)
+    return [None if length == 0 else (token, length) for token, length in found.tolist()]
+
+
+@compiled()
+def _all_guesses(chunk, tokens, earlier, pairs, latest, found):
+    for i in range(len(chunk)):
+        found[i, 0], found[i, 1] = _guess(tokens, i, earlier, pairs, latest)
+        _push(tokens, i, earlier, pairs, latest, chunk[i])
 
 
 class MatchWeights:
-    """Per (length, confidence) bucket: guesses, hits, and the sum of the model's frequencies of the guesses."""
+    """Per (length, confidence) bucket: guesses, hits, and the sum of the model's frequencies of the guesses (below
+    2^56: a chunk has fewer than 2^24 tokens)."""
 
     def __init__(self, total_bits: int) -> None:
         self.total_bits = total_bits
-        self.buckets: dict[tuple[int, int], list[int]] = {}
-
-    def _bucket(self, length: int, guess_freq: int) -> tuple[int, int]:
-        confidence = min(CONFIDENCE_BUCKETS - 1, self.total_bits - guess_freq.bit_length())
-        return min(length, LENGTH_BUCKETS) - MIN_MATCH, confidence
+        self.buckets = np.zeros((LENGTH_BUCKETS - MIN_MATCH + 1, CONFIDENCE_BUCKETS, 3), dtype=np.int64)
 
     def weight(self, length: int, guess_freq: int) -> int:
         """Q in [0, 2^16): the guess's share, (hits - expected hits) / (guesses + PRIOR - expected hits) in its bucket,
         the expectation being the model's own probabilities of the guesses."""
-        guessed, hits, mass = self.buckets.get(self._bucket(length, guess_freq), (0, 0, 0))
-        total = 1 << self.total_bits
-        return (max(0, hits * total - mass) << WEIGHT_BITS) // ((guessed + PRIOR) * total - mass)
+        return _weight(self.buckets, length, guess_freq, self.total_bits)
 
     def update(self, length: int, guess_freq: int, hit: bool) -> None:
-        bucket = self.buckets.setdefault(self._bucket(length, guess_freq), [0, 0, 0])
-        bucket[0] += 1
-        bucket[1] += hit
-        bucket[2] += guess_freq
+        _update(self.buckets, length, guess_freq, hit, self.total_bits)
 
     def copy(self) -> MatchWeights:
         other = MatchWeights(self.total_bits)
-        other.buckets = {key: list(value) for key, value in self.buckets.items()}
+        other.buckets = self.buckets.copy()
         return other
+
+
+@compiled()
+def _bucket(buckets, length, guess_freq, total_bits):
+    """The bucket's (guesses, hits, mass) row: lengths 2..7 and longer; confidence total_bits - bitlen(guess_freq),
+    at most 3."""
+    confidence = 0
+    while confidence < CONFIDENCE_BUCKETS - 1 and guess_freq < 1 << (total_bits - 1 - confidence):
+        confidence += 1
+    return buckets[min(length, LENGTH_BUCKETS) - MIN_MATCH, confidence]
+
+
+@compiled()
+def _weight(buckets, length, guess_freq, total_bits):
+    """(max(0, hits T - mass) 2^16) // ((guesses + PRIOR) T - mass), T = 2^total_bits, by long division: the
+    numerator is below the denominator (hits <= guesses), which is below 2^57, while the product would pass 2^64."""
+    bucket = _bucket(buckets, length, guess_freq, total_bits)  # guesses, hits, mass
+    remainder = max(0, (bucket[1] << total_bits) - bucket[2])
+    divisor = ((bucket[0] + PRIOR) << total_bits) - bucket[2]
+    weight = 0
+    for _ in range(WEIGHT_BITS):
+        remainder <<= 1
+        weight <<= 1
+        if remainder >= divisor:
+            remainder -= divisor
+            weight |= 1
+    return weight
+
+
+@compiled()
+def _update(buckets, length, guess_freq, hit, total_bits):
+    bucket = _bucket(buckets, length, guess_freq, total_bits)
+    bucket[0] += 1
+    bucket[1] += hit
+    bucket[2] += guess_freq
 
 
 class MatchModel:
