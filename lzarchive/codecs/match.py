@@ -26,9 +26,10 @@ class MatchFinder:
 
     def __init__(self, capacity: int = 1024) -> None:
         self.count = 0
-        self.tokens = np.zeros(capacity, dtype=np.int64)
+        # int32: tokens and indexes of a chunk (fewer than 2^24) fit, in 8 bytes per token and 24-48 for the table
+        self.tokens = np.zeros(capacity, dtype=np.int32)
         # earlier[j]: the previous index with the same pair of tokens before it as j, or -1 (j >= MIN_MATCH)
-        self.earlier = np.full(capacity, -1, dtype=np.int64)
+        self.earlier = np.full(capacity, -1, dtype=np.int32)
         self._new_table()
 
     def _new_table(self) -> None:
@@ -36,7 +37,7 @@ class MatchFinder:
         after it."""
         slots = 1 << (2 * len(self.tokens)).bit_length()
         self.pairs = np.full(slots, -1, dtype=np.int64)
-        self.latest = np.zeros(slots, dtype=np.int64)
+        self.latest = np.zeros(slots, dtype=np.int32)
 
     def guess(self) -> tuple[int, int] | None:
         """Among the latest CANDIDATES occurrences of the last two tokens, the one whose run of equal tokens before
@@ -53,8 +54,8 @@ class MatchFinder:
 
     def _grow(self) -> None:
         more = max(1, len(self.tokens))  # twice the room
-        self.tokens = np.concatenate([self.tokens, np.zeros(more, dtype=np.int64)])
-        self.earlier = np.concatenate([self.earlier, np.full(more, -1, dtype=np.int64)])
+        self.tokens = np.concatenate([self.tokens, np.zeros(more, dtype=np.int32)])
+        self.earlier = np.concatenate([self.earlier, np.full(more, -1, dtype=np.int32)])
         self._new_table()
         _index_pairs(self.tokens, self.count, self.pairs, self.latest)
 
@@ -80,7 +81,7 @@ def _slot(pairs, pair):
 @compiled()
 def _pair(tokens, j):
     """The pair of tokens before index j as one key (tokens are below 2^31)."""
-    return (tokens[j - 2] << 32) | tokens[j - 1]
+    return (np.int64(tokens[j - 2]) << 32) | np.int64(tokens[j - 1])
 
 
 @compiled()
@@ -126,7 +127,7 @@ def guesses(tokens: list[int]) -> list[tuple[int, int] | None]:
     """MatchFinder.guess() at every position of a chunk's tokens: what a coder needs before the model's tables."""
     finder = MatchFinder(max(1, len(tokens)))
     found = np.zeros((len(tokens), 2), dtype=np.int64)
-    _all_guesses(np.array(tokens, dtype=np.int64), finder.tokens, finder.earlier, finder.pairs, finder.latest, found)
+    _all_guesses(np.array(tokens, dtype=np.int32), finder.tokens, finder.earlier, finder.pairs, finder.latest, found)
     return [None if length == 0 else (token, length) for token, length in found.tolist()]
 
 
