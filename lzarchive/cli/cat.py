@@ -12,7 +12,8 @@ from .. import api
 from ..api import UsageError
 
 
-RANGE = re.compile(r"([0-9]*):([0-9]*)")  # ASCII digits only: int() would also take '1_0', ' 1' and other scripts' digits
+# ASCII digits only: int() would also take '1_0', ' 1' and other scripts' digits
+RANGE = re.compile(r"([0-9]*):([0-9]*)")
 
 
 def parse_range(text: str) -> tuple[int, int | None]:

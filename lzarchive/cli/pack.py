@@ -67,7 +67,7 @@ def pack(
             f"{human_bytes(stats.archive_bytes)} ({ratio:.1f} %) in {counted(stats.chunks, 'chunk')}, {elapsed:.1f} s: "
             f"{output}")
     if stats.changed:  # as tar: the archive is there, but not a snapshot of one moment (exit 1)
-        raise SourcesChanged(archive=output, sources=counted(len(stats.changed), 'source file'))
+        raise SourcesChanged(archive=output, sources=counted(len(stats.changed), "source file"))
 
 
 def register(app: typer.Typer) -> None:

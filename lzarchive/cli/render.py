@@ -99,8 +99,9 @@ def emit_json(record_type: str, /, **fields: Any) -> None:
     sys.stdout.write(json.dumps({"schema": JSON_SCHEMA, "type": record_type, **fields}, ensure_ascii=not unicode) + "\n")
 
 
-NOUNS = {"entry": "entries", "dir": "directories", "file": "files", "symlink": "symlinks",
-         "hardlink": "hard links", "chunk": "chunks", "source file": "source files"}  # info's entry kinds ("dir", "hardlink") read as words
+# info's entry kinds ("dir", "hardlink") read as words
+NOUNS = {"entry": "entries", "dir": "directories", "file": "files", "symlink": "symlinks", "hardlink": "hard links",
+         "chunk": "chunks", "source file": "source files"}
 
 
 def counted(n: int, noun: str) -> str:
