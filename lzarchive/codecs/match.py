@@ -85,12 +85,20 @@ def _pair(tokens, j):
 
 
 @compiled()
+def _record(tokens, j, pairs, latest):
+    """Makes index j the latest after its pair of tokens; returns the one that was, or -1."""
+    pair = _pair(tokens, j)
+    slot = _slot(pairs, pair)
+    before = latest[slot] if pairs[slot] != -1 else -1
+    pairs[slot], latest[slot] = pair, j
+    return before
+
+
+@compiled()
 def _push(tokens, count, earlier, pairs, latest, token):
     """Appends token at index count (< len(tokens)), recording index count under the pair before it."""
     if count >= MIN_MATCH:
-        slot = _slot(pairs, _pair(tokens, count))
-        earlier[count] = latest[slot] if pairs[slot] != -1 else -1
-        pairs[slot], latest[slot] = _pair(tokens, count), count
+        earlier[count] = _record(tokens, count, pairs, latest)
     tokens[count] = token
 
 
@@ -98,8 +106,7 @@ def _push(tokens, count, earlier, pairs, latest, token):
 def _index_pairs(tokens, count, pairs, latest):
     """Fills an empty hash table with the latest index after each pair of the first count tokens."""
     for j in range(MIN_MATCH, count):
-        slot = _slot(pairs, _pair(tokens, j))
-        pairs[slot], latest[slot] = _pair(tokens, j), j
+        _record(tokens, j, pairs, latest)
 
 
 @compiled()
