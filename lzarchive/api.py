@@ -187,13 +187,14 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
 def on_cluster(codecs: list[Codec], ray: str | None) -> list[Codec]:
     """The codecs, with the lm codec's batches run on the Ray cluster at address `ray` (None: in this process, as
     they are; 'local': the cluster running here, else one started for this process; 'auto': the one running here;
-    else its address), one worker per CPU of the cluster. The bytes are the same either way."""
+    else its address), one worker per machine of the cluster, using its CPUs (per GPU with a CUDA device). The bytes
+    are the same either way."""
     if ray is None or not any(c.codec_id == C.CodecId.LM for c in codecs):
         return codecs
     from .codecs.distributed import RayCodec
 
-    workers = _cluster_cpus(ray)
-    return [RayCodec(c, workers) if c.codec_id == C.CodecId.LM else c for c in codecs]
+    _cluster_cpus(ray)
+    return [RayCodec(c) if c.codec_id == C.CodecId.LM else c for c in codecs]
 
 
 def _cluster_cpus(ray: str) -> int:

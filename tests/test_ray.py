@@ -1,6 +1,7 @@
-"""`--ray`: the lm codec's batches on a Ray cluster (a local one with two CPUs, started here) give the same bytes as
-in-process: archives packed on it are identical, extraction and full verification round-trip, a worker killed in
-the middle of a batch costs a rerun and not a byte, a damaged chunk is reported exactly as without Ray."""
+"""`--ray`: the lm codec's batches on a Ray cluster (a local one of two nodes, with two CPUs and one, started here)
+give the same bytes as in-process: archives packed on it are identical, extraction and full verification
+round-trip, a worker killed in the middle of a batch costs a rerun and not a byte, a damaged chunk is reported
+exactly as without Ray. Workers are placed one per node with all its CPUs, or one per GPU."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import time
 
 import pytest
 import ray
+from ray.cluster_utils import Cluster
 
 from lzarchive import api
-from lzarchive.codecs.distributed import RayCodec
+from lzarchive.codecs.distributed import Placement, RayCodec, _balanced, _runs, _Worker, placements
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
+from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE, ClusterError
 
 from .conftest import files_under, lm_archive, run_cli
 from .test_lm_primer import header_of
@@ -27,12 +29,16 @@ from .tiny import greedy_text, tiny_model
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Two CPUs, so two workers; their model cache starts empty, so the model reaches them through the object store."""
+    """Two nodes, so two workers, one with two threads and one with one; their model cache starts empty, so the model
+    reaches them through the object store."""
     workers_cache = tmp_path_factory.mktemp("worker-models")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"LZA_MODEL_DIR": str(workers_cache)}})
     yield workers_cache
     ray.shutdown()
+    nodes.shutdown()
 
 
 @pytest.fixture
@@ -65,9 +71,9 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, 
     api.load_model(tiny_path)  # into the driver's cache, where RayCodec reads the file it sends
     chunks = [b"".join(greedy_text(model, 400, seed_token=2 + ord("a") + i + j) for j in range(4)) for i in range(24)]
     expected = LmCodec(model, window=64, overlap=16).encode_batch(chunks)
-    codec = RayCodec(LmCodec(model, window=64, overlap=16), workers=2)
-    pids = ray.get([worker.pid.remote() for worker in codec.workers])
-    assert codec.encode_batch(chunks[:2]) == expected[:2]  # both workers up
+    codec = RayCodec(LmCodec(model, window=64, overlap=16))
+    pids = [pid for _, pid, _ in ray.get([worker.describe.remote() for worker in codec.workers])]
+    assert codec.encode_batch(chunks[:3]) == expected[:3]  # both workers up (their shares: two chunks and one)
     assert codec.encode_batch([]) == [] and codec.decode_batch([], []) == []  # the writer's last, empty batch
     result: list = []
     run = threading.Thread(target=lambda: result.append(codec.encode_batch(chunks)))
@@ -77,7 +83,38 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, 
     os.kill(pids[0], signal.SIGKILL)
     run.join()
     assert result == [expected]
-    assert ray.get(codec.workers[0].pid.remote()) != pids[0]  # restarted, and the rerun part came from the new one
+    assert ray.get(codec.workers[0].describe.remote())[1] != pids[0]  # restarted; the rerun part came from the new one
+
+
+def test_one_worker_per_node_holds_its_cpus_or_one_per_gpu(cluster, tiny_path, private_model_cache):
+    api.load_model(tiny_path)
+    codec = RayCodec(LmCodec(tiny_model(), window=64, overlap=16))
+    nodes = sorted((node["NodeID"], int(node["Resources"]["CPU"])) for node in ray.nodes())
+    assert sorted((node, threads) for node, _, threads in ray.get([w.describe.remote() for w in codec.workers])) == \
+        nodes and sorted(cpus for _, cpus in nodes) == [1, 2]
+    with pytest.raises(ClusterError, match="--device cuda: the Ray cluster has no GPU for a worker"):
+        placements(ray.nodes(), "cuda")
+    described = [{"NodeID": "head", "Alive": True, "Resources": {"CPU": 0.0, "memory": 1e9}},  # ray start --num-cpus 0
+                 {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+                 {"NodeID": "a", "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+                 {"NodeID": "b", "Alive": True, "Resources": {"CPU": 4.0}}]
+    assert placements(described, "cpu") == [Placement("a", 16, False), Placement("b", 4, False)]
+    assert placements(described, "cuda:1") == [Placement("a", 8, True), Placement("a", 8, True)]
+    # parts in proportion to the workers' CPUs: contiguous runs when packing, balanced sizes when decoding
+    assert _runs(10, [16, 4]) == [(0, 8), (8, 10)] and _runs(1, [1, 1]) == [(0, 1), (1, 1)]
+    assert _balanced([5, 1, 3, 2, 4, 5], [2, 1]) == [[0, 1, 2, 5], [3, 4]]
+
+
+def test_a_worker_that_cannot_build_the_codec_fails_the_run_naming_why(cluster, tiny_path, private_model_cache):
+    """A node whose worker refuses the codec (here an engine switch set wrong there; a GPU its torch cannot use)."""
+    api.load_model(tiny_path)
+    codec = RayCodec(LmCodec(tiny_model(), window=64, overlap=16))
+    misconfigured = ray.remote(_Worker).options(num_cpus=0, runtime_env={"env_vars": {
+        "LZA_KERNELS": "fast", "LZA_MODEL_DIR": str(cluster)}})
+    codec.workers, codec.shares = [misconfigured.remote(LmCodec, {}, tiny_model().model_hash, 1)], [1]
+    with pytest.raises(ClusterError, match=r"a Ray worker cannot run the lm codec on [\d.]+: LZA_KERNELS='fast': "
+                                           r"choose compiled or torch"):
+        codec.encode_batch([b"some text"])
 
 
 def test_a_damaged_chunk_is_reported_as_without_ray(cluster, lm_files, tmp_path):

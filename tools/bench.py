@@ -146,14 +146,14 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
             print(f"[{name}] {label} ...", file=sys.stderr, flush=True)
             options = ["--codec", codec] + (lm_options if codec in ("auto", "lm") else [])
             m = bench.measure_lza(files, tmp, options, label=label, device=device)
-            info = api.info(os.path.join(tmp, bench.LZA_ARCHIVE))
-            lm = info.codecs.get("lm", {}).get("raw_bytes", 0)
-            payload = sum(c["stored_bytes"] for c in info.codecs.values())
-            rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
+            rows.append(lza_row(name, m, tokens[name], tmp))
             if codec == "auto" and ray:
                 print(f"[{name}] lza --ray {ray} ...", file=sys.stderr, flush=True)
+                chunks = coded_chunks(tmp)
                 m = bench.measure_lza(files, tmp, options, label=f"lza --ray {ray}", device=device, ray=ray)
-                rows.append(row_of(name, m, tokens[name] if lm else None, lm, info.archive_bytes - payload))
+                if coded_chunks(tmp) != chunks:  # the archives differ only where the tree's times do
+                    raise RuntimeError(f"[{name}] lza --ray {ray} coded other chunks than lza in one process")
+                rows.append(lza_row(name, m, tokens[name], tmp))
         for tool in bench.CLASSICAL + bench.PEERS:
             print(f"[{name}] {tool.name} ...", file=sys.stderr, flush=True)
             for label, measure in ((tool.name, lambda: bench.measure_classical(tool, data, tmp)),
@@ -167,6 +167,20 @@ def compare_tools(corpora: dict[str, dict[str, bytes]], tokens: dict[str, int], 
                 if m:
                     rows.append(row_of(name, m))
     return rows, failures
+
+
+def lza_row(corpus: str, m: bench.Measurement, tokens: int, tmp: str) -> Row:
+    """The row of the lza run whose archive is in `tmp`: its tokens where it used the model, its container bytes."""
+    info = api.info(os.path.join(tmp, bench.LZA_ARCHIVE))
+    lm = info.codecs.get("lm", {}).get("raw_bytes", 0)
+    payload = sum(c["stored_bytes"] for c in info.codecs.values())
+    return row_of(corpus, m, tokens if lm else None, lm, info.archive_bytes - payload)
+
+
+def coded_chunks(tmp: str) -> list[bytes]:
+    """The payloads of the archive in `tmp`, in order."""
+    with api.open_archive(os.path.join(tmp, bench.LZA_ARCHIVE)) as reader:
+        return [reader.read_stored(i)[1] for i in range(len(reader.index.chunks))]
 
 
 def chunk_size_sweep(files: dict[str, bytes], device: str, tmp: str) -> list[dict]:

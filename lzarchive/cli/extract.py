@@ -18,7 +18,7 @@ def extract(
     skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
-    ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per CPU: local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
+    ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per machine using its CPUs (per GPU with --device cuda): local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON Lines.")] = False,
 ) -> None:
     """Extract all entries, or the ones named, under a directory, safely.

@@ -16,7 +16,7 @@ def verify(
     full: Annotated[bool, typer.Option("--full/--quick", help="--full (default) decodes every chunk and checks every plaintext and file checksum; --quick checks structure and stored-bytes checksums only.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only problems.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
-    ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per CPU: local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
+    ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per machine using its CPUs (per GPU with --device cuda): local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per problem, then a summary.")] = False,
 ) -> None:
     """Check an archive; every damaged chunk is reported with the files it affects. Exit 3 on any problem."""

@@ -1,12 +1,15 @@
 """Codec layer: a codec whose batches run on a Ray cluster (`lza pack/extract/verify --ray`).
 
-Workers are Ray actors, each holding one copy of the codec, built from the same settings around the same compiled
-model: found by its hash in the worker's own model cache, or else fetched once from Ray's object store (where the
-driver put the model file) and imported into that cache. The driver splits every batch into one part per worker and
-puts the results back in order. Chunks are independent and the engine is exact, so every payload and every plaintext
-is the same bytes whichever worker made it; the archive itself is read and written only by the driver. A worker that
-dies is restarted by Ray and its part run again (RETRIES times at most); a decoded chunk is still checked against
-its hash by the reader, as without Ray.
+Workers are Ray actors, one per machine of the cluster (one per GPU with `--device cuda`), each using all of its
+machine's CPUs as threads: one process decodes all of its chunks in lockstep, which is faster per CPU than several
+processes sharing them (wider matrix products), and holds one model and one KV cache budget per machine instead of
+one per CPU. Each holds one copy of the codec, built from the same settings around the same compiled model: found by
+its hash in the worker's own model cache, or else fetched once from Ray's object store (where the driver put the
+model file) and imported into that cache. The driver splits every batch into one part per worker, in proportion to
+their CPUs, and puts the results back in order. Chunks are independent and the engine is exact, so every payload
+and every plaintext is the same bytes whichever worker made it; the archive itself is read and written only by the
+driver. A worker that dies is restarted by Ray and its part run again (RETRIES times at most); a decoded chunk is
+still checked against its hash by the reader, as without Ray.
 """
 
 from __future__ import annotations
@@ -35,13 +38,39 @@ def ray_module():
 def connect(address: str) -> int:
     """Join the cluster at `address` (a Ray address; 'auto': the cluster running on this machine) or, for 'local',
     the one running here or else a new one for this process (ray.init's own choice), unless this process has joined
-    one already. Returns the cluster's CPUs: one worker each."""
+    one already. Returns the cluster's CPUs."""
     ray = ray_module()
     _check_reachable(address)
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one worker runs: a node of the cluster, the CPUs it reserves there (its threads), and a GPU or none."""
+
+    node_id: str
+    cpus: int
+    gpu: bool
+
+
+def placements(nodes: list[dict], device: str) -> list[Placement]:
+    """One worker per live node with CPUs, holding them all; for a CUDA device, one per GPU instead, each with an
+    equal share of its node's CPUs (at least one thread). `nodes`: ray.nodes(). ClusterError where none fits."""
+    found = []
+    for node in nodes:
+        resources = node.get("Resources", {}) if node.get("Alive") else {}
+        cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+        if not device.startswith("cuda"):
+            found += [Placement(node["NodeID"], cpus, False)] if cpus else []
+        elif gpus:
+            found += [Placement(node["NodeID"], cpus // gpus, True)] * gpus
+    if not found:
+        raise ClusterError(reason=f"--device {device}: the Ray cluster has no "
+                                  f"{'GPU' if device.startswith('cuda') else 'CPU'} for a worker")
+    return found
 
 
 def _check_reachable(address: str) -> None:
@@ -55,16 +84,20 @@ def _check_reachable(address: str) -> None:
         raise ConnectionError(f"nothing answers at {host}:{port} ({exc.strerror or exc})") from None
 
 
+class WorkerUnfit(Exception):
+    """A worker that cannot build the codec on its node (its device, an engine switch there): nothing can run there."""
+
+
 class _Worker:
     """One actor: the codec, rebuilt from its settings around the model with this hash on the first call (which
     brings the model file's object reference, so that a restarted actor's constructor holds none)."""
 
-    def __init__(self, codec_type: type, settings: dict, model_hash: bytes) -> None:
+    def __init__(self, codec_type: type, settings: dict, model_hash: bytes, threads: int) -> None:
         import numba
         import torch
 
-        torch.set_num_threads(1)  # one CPU per actor: the cluster's CPUs are the parallelism
-        numba.set_num_threads(1)
+        torch.set_num_threads(threads)  # the CPUs this worker reserved on its node
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         self.recipe = codec_type, settings, model_hash
         self.codec: Codec | None = None
 
@@ -81,11 +114,17 @@ class _Worker:
                     with open(staged, "wb") as f:
                         f.write(ray_module().get(model_file[0]))
                     path = registry.import_compiled(staged)
-            self.codec = codec_type(read_compiled(path), **settings)
+            try:
+                self.codec = codec_type(read_compiled(path), **settings)
+            except ValueError as exc:  # what refuses the driver's own codec as a usage error
+                raise WorkerUnfit(f"{ray_module().util.get_node_ip_address()}: {exc}") from None
         return self.codec
 
-    def pid(self) -> int:
-        return os.getpid()
+    def describe(self) -> tuple[str, int, int]:
+        """Where this worker runs: its node, its process and its threads."""
+        import torch
+
+        return ray_module().get_runtime_context().get_node_id(), os.getpid(), torch.get_num_threads()
 
     def encode(self, model_file: list, chunks: list[bytes], first_chunk: int) -> list[bytes | None]:
         return self._codec(model_file).encode_batch(chunks, first_chunk)
@@ -104,22 +143,33 @@ class _Worker:
 
 
 class RayCodec(Codec):
-    """`codec` (a dataclass codec around a compiled model, such as LmCodec) run on `workers` Ray actors."""
+    """`codec` (a dataclass codec around a compiled model, such as LmCodec) run on Ray actors, one at each of `where`
+    (by default: placements() on the cluster this process has joined, for the codec's device)."""
 
-    def __init__(self, codec: Codec, workers: int) -> None:
+    def __init__(self, codec: Codec, where: list[Placement] | None = None) -> None:
         ray = ray_module()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         from ..engine import registry
 
         self.inner = codec
         self.codec_id, self.name = codec.codec_id, codec.name
-        self.batch_chunks = max(getattr(codec, "batch_chunks", 8), 8 * workers)
+        device = getattr(codec, "device", "cpu")
+        where = placements(ray.nodes(), device) if where is None else where
+        self.shares = [max(1, p.cpus) for p in where]  # a part's size follows its worker's threads
+        self.batch_chunks = max(getattr(codec, "batch_chunks", 8), 8 * sum(self.shares))
         settings = {f.name: getattr(codec, f.name) for f in dataclasses.fields(codec) if f.init and f.name != "model"}
+        if device.startswith("cuda"):
+            settings["device"] = "cuda"  # Ray shows each GPU worker only its own GPU
         model = codec.model
         with open(registry.resolve(model.model_hash, model.source), "rb") as f:
             # in a list, so that actors get the reference and fetch the bytes only if their cache lacks the model
             self._model_file = [ray.put(f.read())]
-        actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
-        self.workers = [actor.remote(type(codec), settings, model.model_hash) for _ in range(workers)]
+        actor = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
+        # soft: a worker whose node is gone restarts wherever its CPUs are free
+        self.workers = [actor.options(num_cpus=p.cpus, num_gpus=int(p.gpu),
+                                      scheduling_strategy=NodeAffinitySchedulingStrategy(p.node_id, soft=True))
+                        .remote(type(codec), settings, model.model_hash, max(1, p.cpus)) for p in where]
 
     @property
     def model_ref(self):
@@ -136,16 +186,16 @@ class RayCodec(Codec):
         try:
             return ray.get(calls)
         except ray.exceptions.RayTaskError as exc:  # the codec raised in the worker: what it would raise here
+            if isinstance(exc.cause, WorkerUnfit):
+                raise ClusterError(reason=f"a Ray worker cannot run the {self.name} codec on {exc.cause}") from None
             raise exc.cause from None
         except ray.exceptions.RayError as exc:
             raise ClusterError(reason=f"a Ray worker was lost {RETRIES + 1} times ({type(exc).__name__}); nothing "
                                       f"it coded was used") from None
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
-        per_worker = max(1, -(-len(chunks) // len(self.workers)))  # contiguous runs: chunk numbers stay consecutive
-        calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo : lo + per_worker]],
-                                      first_chunk + lo)
-                 for worker, lo in zip(self.workers, range(0, len(chunks), per_worker))]
+        calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo:hi]], first_chunk + lo)
+                 for worker, (lo, hi) in zip(self.workers, _runs(len(chunks), self.shares)) if hi > lo]
         results: list[bytes | None] = []
         for part in self._run(calls):
             results.extend(part)
@@ -162,7 +212,7 @@ class RayCodec(Codec):
                         others[chunk] = read_chunk(chunk)
                     except CodecError as exc:
                         others[chunk] = exc
-        parts = _balanced(raw_sizes, len(self.workers))
+        parts = _balanced(raw_sizes, self.shares)
         calls = [worker.decode.remote(self._model_file, [bytes(payloads[i]) for i in part], [raw_sizes[i] for i in part],
                                       [limits[i] for i in part], None if chunks is None else [chunks[i] for i in part],
                                       others)
@@ -174,13 +224,21 @@ class RayCodec(Codec):
         return results
 
 
-def _balanced(sizes: Sequence[int], workers: int) -> list[list[int]]:
-    """Indices of `sizes` in `workers` parts of about equal total size (the largest first, each to the least loaded
-    part), each in its original order: a part's decoding takes as long as its longest chunks."""
-    parts: list[list[int]] = [[] for _ in range(workers)]
-    loads = [0] * workers
+def _runs(count: int, shares: Sequence[int]) -> list[tuple[int, int]]:
+    """[lo, hi) of `count` items in one contiguous run per worker (chunk numbers stay consecutive), of lengths in
+    proportion to the workers' `shares`, rounded up."""
+    ends = [-(-count * sum(shares[: w + 1]) // sum(shares)) for w in range(len(shares))]
+    return list(zip([0, *ends], ends))
+
+
+def _balanced(sizes: Sequence[int], shares: Sequence[int]) -> list[list[int]]:
+    """Indices of `sizes` in one part per worker, of total sizes about in proportion to the workers' `shares` (the
+    largest first, each to the part it would leave least loaded per share), each in its original order: a part's
+    decoding takes as long as its longest chunks."""
+    parts: list[list[int]] = [[] for _ in shares]
+    loads = [0] * len(shares)
     for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        lightest = loads.index(min(loads))
+        lightest = min(range(len(shares)), key=lambda w: (loads[w] + sizes[i]) / shares[w])
         parts[lightest].append(i)
         loads[lightest] += sizes[i]
     return [sorted(part) for part in parts]
