@@ -175,26 +175,33 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):
             raise ModelUnavailable(reason=f"model {ref.name}: the cached file does not match the hashes the archive names")
         try:
-            codec = LmCodec(model, device=device, primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
+            codec = LmCodec(model, device=_here(device, ray),
+                            primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
                             match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH))
         except ValueError as exc:  # an engine switch with a value it does not know
             raise UsageError(reason=str(exc)) from None
-        return on_cluster([codec], ray)[0]
+        return on_cluster([codec], ray, device)[0]
 
     return provide
 
 
-def on_cluster(codecs: list[Codec], ray: str | None) -> list[Codec]:
+def on_cluster(codecs: list[Codec], ray: str | None, device: str = "cpu") -> list[Codec]:
     """The codecs, with the lm codec's batches run on the Ray cluster at address `ray` (None: in this process, as
     they are; 'local': the cluster running here, else one started for this process; 'auto': the one running here;
-    else its address), one worker per machine of the cluster, using its CPUs (per GPU with a CUDA device). The bytes
-    are the same either way."""
+    else its address), one worker per machine of the cluster, using its CPUs (per GPU with a CUDA `device`). The
+    bytes are the same either way."""
     if ray is None or not any(c.codec_id == C.CodecId.LM for c in codecs):
         return codecs
     from .codecs.distributed import RayCodec
 
     _cluster_cpus(ray)
-    return [RayCodec(c) if c.codec_id == C.CodecId.LM else c for c in codecs]
+    return [RayCodec(c, device) if c.codec_id == C.CodecId.LM else c for c in codecs]
+
+
+def _here(device: str, ray: str | None) -> str:
+    """Where this process runs its own lm codec: on `device`, or with a cluster on the CPU (it only reads payloads'
+    fields there, and needs no GPU of its own)."""
+    return device if ray is None else "cpu"
 
 
 def _cluster_cpus(ray: str) -> int:
@@ -209,15 +216,16 @@ def _cluster_cpus(ray: str) -> int:
         raise ClusterError(reason=f"--ray {ray}: cannot join the Ray cluster: {exc}") from None
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, ray: str | None = None) -> None:
     """A --device checked before any work starts, so that an unusable one fails at once with its reason whatever the
-    archive holds. The CPU needs no check, and torch stays unloaded until an lm chunk needs it."""
+    archive holds (for a cluster's workers: its name; each checks the rest where it runs). The CPU needs no check,
+    and torch stays unloaded until an lm chunk needs it."""
     if device == "cpu":
         return
     from .engine.ops import checked_device
 
     try:
-        checked_device(device)
+        checked_device(device, here=ray is None)
     except ValueError as exc:
         raise UsageError(reason=f"--device {exc}") from None
 
@@ -286,12 +294,12 @@ def pack(
             os.lstat(_named(source, "file or directory to pack"))
         except OSError as exc:  # 'file.txt/' is not a directory, not missing
             raise InputError(path=source, reason=describe(exc)) from None
-    check_device(device)
+    check_device(device, ray)
     if ray is not None and codec in ("auto", "lm"):
         _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once
     match = match and (major, minor) >= (2, 2)
-    codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=device, window=window, primer=primer,
-                                       match=match, progress=progress), ray)
+    codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=_here(device, ray), window=window,
+                                       primer=primer, match=match, progress=progress), ray, device)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched = primer > 0 and bool(models), match and bool(models)
     if major == 2:  # 2.1 added only the lm primer, 2.2 only the match model: archives without them stay 2.0
@@ -427,7 +435,7 @@ def _link_target(fs_path: str) -> str:
 
 def open_archive(path: str, device: str = "cpu", ray: str | None = None,
                  progress: Progress = NULL_PROGRESS) -> ArchiveReader:
-    check_device(device)
+    check_device(device, ray)
     return ArchiveReader.open(_named(path, "archive"), model_codecs(device, ray, progress))
 
 

@@ -1,11 +1,13 @@
-"""`--ray`: the lm codec's batches on a Ray cluster (a local one of two nodes, with two CPUs and one, started here)
-give the same bytes as in-process: archives packed on it are identical, extraction and full verification
-round-trip, a worker killed in the middle of a batch costs a rerun and not a byte, a damaged chunk is reported
-exactly as without Ray. Workers are placed one per node with all its CPUs, or one per GPU."""
+"""`--ray`: the lm codec's batches on a Ray cluster (a local one started here: two nodes with two CPUs and one, and a
+third that declares a GPU it does not have) give the same bytes as in-process: archives packed on it are identical,
+extraction and full verification round-trip, a worker killed in the middle of a batch costs a rerun and not a byte,
+a damaged chunk is reported exactly as without Ray. Workers are placed one per node with all its CPUs, or one per
+GPU; one that cannot run the codec where it is placed fails the run, saying why."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from lzarchive import api
-from lzarchive.codecs.distributed import Placement, RayCodec, _balanced, _runs, _Worker, placements
+from lzarchive.codecs.distributed import Placement, RayCodec, _balanced, _runs, placements
 from lzarchive.codecs.lm import LmCodec
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE, ClusterError
 
@@ -29,11 +31,13 @@ from .tiny import greedy_text, tiny_model
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Two nodes, so two workers, one with two threads and one with one; their model cache starts empty, so the model
-    reaches them through the object store."""
+    """Two nodes with CPUs, so two workers, one with two threads and one with one, and a node with a GPU only (as Ray
+    is told: this machine has none); the workers' model cache starts empty, so the model reaches them through the
+    object store."""
     workers_cache = tmp_path_factory.mktemp("worker-models")
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     nodes.add_node(num_cpus=1)
+    nodes.add_node(num_cpus=0, num_gpus=1)
     ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"LZA_MODEL_DIR": str(workers_cache)}})
     yield workers_cache
@@ -89,32 +93,41 @@ def test_a_worker_killed_mid_batch_costs_a_rerun_not_a_byte(cluster, tiny_path, 
 def test_one_worker_per_node_holds_its_cpus_or_one_per_gpu(cluster, tiny_path, private_model_cache):
     api.load_model(tiny_path)
     codec = RayCodec(LmCodec(tiny_model(), window=64, overlap=16))
-    nodes = sorted((node["NodeID"], int(node["Resources"]["CPU"])) for node in ray.nodes())
+    nodes = sorted((n["NodeID"], int(n["Resources"]["CPU"])) for n in ray.nodes() if "CPU" in n["Resources"])
     assert sorted((node, threads) for node, _, threads in ray.get([w.describe.remote() for w in codec.workers])) == \
         nodes and sorted(cpus for _, cpus in nodes) == [1, 2]
+    gpu_node = next(node["NodeID"] for node in ray.nodes() if "GPU" in node["Resources"])
+    assert placements(ray.nodes(), "cuda") == [Placement(gpu_node, 0, True)]
     with pytest.raises(ClusterError, match="--device cuda: the Ray cluster has no GPU for a worker"):
-        placements(ray.nodes(), "cuda")
+        placements([node for node in ray.nodes() if node["NodeID"] != gpu_node], "cuda")
     described = [{"NodeID": "head", "Alive": True, "Resources": {"CPU": 0.0, "memory": 1e9}},  # ray start --num-cpus 0
                  {"NodeID": "gone", "Alive": False, "Resources": {"CPU": 8.0, "GPU": 1.0}},
                  {"NodeID": "a", "Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
                  {"NodeID": "b", "Alive": True, "Resources": {"CPU": 4.0}}]
     assert placements(described, "cpu") == [Placement("a", 16, False), Placement("b", 4, False)]
     assert placements(described, "cuda:1") == [Placement("a", 8, True), Placement("a", 8, True)]
+    assert [p.share for p in (Placement("a", 16, False), Placement("a", 8, True), Placement("g", 0, True))] == [16, 1, 1]
     # parts in proportion to the workers' CPUs: contiguous runs when packing, balanced sizes when decoding
     assert _runs(10, [16, 4]) == [(0, 8), (8, 10)] and _runs(1, [1, 1]) == [(0, 1), (1, 1)]
     assert _balanced([5, 1, 3, 2, 4, 5], [2, 1]) == [[0, 1, 2, 5], [3, 4]]
 
 
-def test_a_worker_that_cannot_build_the_codec_fails_the_run_naming_why(cluster, tiny_path, private_model_cache):
-    """A node whose worker refuses the codec (here an engine switch set wrong there; a GPU its torch cannot use)."""
-    api.load_model(tiny_path)
-    codec = RayCodec(LmCodec(tiny_model(), window=64, overlap=16))
-    misconfigured = ray.remote(_Worker).options(num_cpus=0, runtime_env={"env_vars": {
-        "LZA_KERNELS": "fast", "LZA_MODEL_DIR": str(cluster)}})
-    codec.workers, codec.shares = [misconfigured.remote(LmCodec, {}, tiny_model().model_hash, 1)], [1]
-    with pytest.raises(ClusterError, match=r"a Ray worker cannot run the lm codec on [\d.]+: LZA_KERNELS='fast': "
-                                           r"choose compiled or torch"):
-        codec.encode_batch([b"some text"])
+def test_gpu_workers_go_where_the_gpus_are_and_say_why_they_cannot_run(cluster, tree, tiny_path, lm_files, tmp_path):
+    """--device cuda with --ray: this process needs no GPU of its own (it has none here), the worker goes to the node
+    with the GPU, and there torch cannot use it: the run fails naming the node and the reason, writing nothing."""
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--device", "cuda",
+                     "--ray", "local")
+    assert result.exit_code == 1 and not (tmp_path / "a.lza").exists()
+    assert re.search(r"a Ray worker cannot run the lm codec on [\d.]+: cuda: this torch \(.*\) cannot use a CUDA "
+                     r"GPU here", result.stderr), result.stderr
+    codec, files, payloads = lm_files
+    archive = tmp_path / "lm.lza"
+    archive.write_bytes(lm_archive(codec, files, payloads))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "--device", "cuda", "--ray", "local")
+    assert result.exit_code == 1 and "a Ray worker cannot run the lm codec on" in result.stderr
+    assert not any((tmp_path / "out").rglob("*.txt"))
+    result = run_cli("verify", "--full", str(archive), "--device", "cudaa", "--ray", "local")
+    assert result.exit_code == EXIT_USAGE and "'cudaa' is not a device" in result.stderr  # the name, checked here
 
 
 def test_a_damaged_chunk_is_reported_as_without_ray(cluster, lm_files, tmp_path):

@@ -55,6 +55,11 @@ class Placement:
     cpus: int
     gpu: bool
 
+    @property
+    def share(self) -> int:
+        """Its part of every batch, relative to the other workers': its threads on CPUs; GPUs count alike."""
+        return 1 if self.gpu else max(1, self.cpus)
+
 
 def placements(nodes: list[dict], device: str) -> list[Placement]:
     """One worker per live node with CPUs, holding them all; for a CUDA device, one per GPU instead, each with an
@@ -143,10 +148,11 @@ class _Worker:
 
 
 class RayCodec(Codec):
-    """`codec` (a dataclass codec around a compiled model, such as LmCodec) run on Ray actors, one at each of `where`
-    (by default: placements() on the cluster this process has joined, for the codec's device)."""
+    """`codec` (a dataclass codec around a compiled model, such as LmCodec) run on Ray actors with the model on
+    `device` (by default the codec's), one at each of `where` (by default: placements() on the cluster this process
+    has joined)."""
 
-    def __init__(self, codec: Codec, where: list[Placement] | None = None) -> None:
+    def __init__(self, codec: Codec, device: str | None = None, where: list[Placement] | None = None) -> None:
         ray = ray_module()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -154,13 +160,12 @@ class RayCodec(Codec):
 
         self.inner = codec
         self.codec_id, self.name = codec.codec_id, codec.name
-        device = getattr(codec, "device", "cpu")
+        device = device or getattr(codec, "device", "cpu")
         where = placements(ray.nodes(), device) if where is None else where
-        self.shares = [max(1, p.cpus) for p in where]  # a part's size follows its worker's threads
+        self.shares = [p.share for p in where]
         self.batch_chunks = max(getattr(codec, "batch_chunks", 8), 8 * sum(self.shares))
         settings = {f.name: getattr(codec, f.name) for f in dataclasses.fields(codec) if f.init and f.name != "model"}
-        if device.startswith("cuda"):
-            settings["device"] = "cuda"  # Ray shows each GPU worker only its own GPU
+        settings["device"] = "cuda" if device.startswith("cuda") else device  # Ray shows a GPU worker only its own
         model = codec.model
         with open(registry.resolve(model.model_hash, model.source), "rb") as f:
             # in a list, so that actors get the reference and fetch the bytes only if their cache lacks the model

@@ -155,21 +155,22 @@ def int8_products(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.add(acc[rows : 2 * rows], acc[:rows], alpha=256).reshape(*shape[:-1], w.shape[0])
 
 
-def checked_device(name: str | torch.device) -> torch.device:
-    """The device `name` names, where the engine can run there: the CPU, or a CUDA GPU this torch can use. Others
-    lack what the exact operations need (float64 on Apple's MPS) or were never checked; ValueError says why."""
+def checked_device(name: str | torch.device, here: bool = True) -> torch.device:
+    """The device `name` names, where the engine can run there: the CPU, or a CUDA GPU this torch can use (unless not
+    `here`: a cluster's workers check that where they run). Others lack what the exact operations need (float64 on
+    Apple's MPS) or were never checked; ValueError says why."""
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ValueError(f"{name!r} is not a device (cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}: lza runs models on cpu and cuda devices only")
+    if device.type == "cuda" and here:
         if not torch.cuda.is_available():
             why = "it was built without CUDA" if torch.version.cuda is None else "it finds no usable GPU or driver"
             raise ValueError(f"{name}: this torch ({torch.__version__}) cannot use a CUDA GPU here: {why}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"{name}: no such GPU (this machine has {torch.cuda.device_count()})")
-    elif device.type != "cpu":
-        raise ValueError(f"{name}: lza runs models on cpu and cuda devices only")
     return device
 
 
