@@ -1,15 +1,15 @@
 """Codec layer: a codec whose batches run on a Ray cluster (`lza pack/extract/verify --ray`).
 
-Workers are Ray actors, one per machine of the cluster (one per GPU with `--device cuda`), each using all of its
-machine's CPUs as threads: one process decodes all of its chunks in lockstep, which is faster per CPU than several
-processes sharing them (wider matrix products), and holds one model and one KV cache budget per machine instead of
-one per CPU. Each holds one copy of the codec, built from the same settings around the same compiled model: found by
-its hash in the worker's own model cache, or else fetched once from Ray's object store (where the driver put the
-model file) and imported into that cache. The driver splits every batch into one part per worker, in proportion to
-their CPUs, and puts the results back in order. Chunks are independent and the engine is exact, so every payload
-and every plaintext is the same bytes whichever worker made it; the archive itself is read and written only by the
-driver. A worker that dies is restarted by Ray and its part run again (RETRIES times at most); a decoded chunk is
-still checked against its hash by the reader, as without Ray.
+Workers are Ray actors, one per machine of the cluster using all of its CPUs as threads (with `--device cuda`, one
+per GPU, each with a share of its machine's CPUs): one process decodes all of its chunks in lockstep, which is
+faster per CPU than several processes sharing them (wider matrix products), and holds one model and one KV cache
+budget per machine instead of one per CPU. Each holds one copy of the codec, built from the same settings around the
+same compiled model: found by its hash in the worker's own model cache, or else fetched once from Ray's object store
+(where the driver put the model file) and imported into that cache. The driver splits every batch into one part per
+worker, in proportion to their CPUs (GPUs alike), and puts the results back in order. Chunks are independent and the
+engine is exact, so every payload and every plaintext is the same bytes whichever worker made it; the archive itself
+is read and written only by the driver. A worker that dies is restarted by Ray and its part run again (RETRIES times
+at most); a decoded chunk is still checked against its hash by the reader, as without Ray.
 """
 
 from __future__ import annotations
