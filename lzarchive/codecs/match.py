@@ -85,11 +85,17 @@ def _pair(tokens, j):
 
 
 @compiled()
-def _record(tokens, j, pairs, latest):
-    """Makes index j the latest after its pair of tokens; returns the one that was, or -1."""
+def _latest(tokens, j, pairs, latest):
+    """The pair of tokens before index j, its slot, and the latest index after that pair so far, or -1."""
     pair = _pair(tokens, j)
     slot = _slot(pairs, pair)
-    before = latest[slot] if pairs[slot] != -1 else -1
+    return pair, slot, latest[slot] if pairs[slot] != -1 else -1
+
+
+@compiled()
+def _record(tokens, j, pairs, latest):
+    """Makes index j the latest after its pair of tokens; returns the one that was, or -1."""
+    pair, slot, before = _latest(tokens, j, pairs, latest)
     pairs[slot], latest[slot] = pair, j
     return before
 
@@ -116,8 +122,7 @@ def _guess(tokens, count, earlier, pairs, latest):
     best_token, best_length = 0, 0
     if count < MIN_MATCH:
         return best_token, best_length
-    slot = _slot(pairs, _pair(tokens, count))
-    j = latest[slot] if pairs[slot] != -1 else -1
+    j = _latest(tokens, count, pairs, latest)[2]
     candidates = 0
     while j >= 0 and candidates < CANDIDATES and best_length < MAX_MATCH:
         length = MIN_MATCH
