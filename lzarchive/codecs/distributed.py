@@ -40,8 +40,8 @@ def connect(address: str) -> int:
     the one running here or else a new one for this process (ray.init's own choice), unless this process has joined
     one already. Returns the cluster's CPUs."""
     ray = ray_module()
-    _check_reachable(address)
     if not ray.is_initialized():
+        _check_reachable(address)
         ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
