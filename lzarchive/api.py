@@ -67,7 +67,7 @@ def load_model(model: str | None = None, positions: int | None = None, progress:
     """A compiled model: the default one, a compiled .lzm file, or a GGUF file / HF directory compiled into the cache
     with the positions its source was trained for, or only the first `positions` (not for a compiled file)."""
     from .engine import architectures, registry
-    from .engine.compiler import CompileError, read_compiled
+    from .engine.compiler import CompileError
 
     if model is not None:
         _named(model, "model (a compiled .lzm, a GGUF file or a Hugging Face directory)")
@@ -82,9 +82,7 @@ def load_model(model: str | None = None, positions: int | None = None, progress:
             path = registry.compile_source(model, max_positions=positions, announce=progress.note)
         else:
             raise registry.ModelNotFound(f"{model}: no such model file or directory")
-        loaded = read_compiled(path)
-        architectures.architecture(loaded.config.architecture, loaded.numerics)
-        return loaded
+        return architectures.read_compiled(path)
     except (registry.ModelNotFound, CompileError, architectures.UnsupportedModel) as exc:
         raise ModelUnavailable(reason=str(exc)) from None
     except registry.CacheUnwritable as exc:
@@ -118,11 +116,14 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     codecs: list[Codec] = []
     if name in ("auto", "lm"):
         from .codecs.lm import LmCodec
+        from .engine.tokenizer import TokenizerError
 
         loaded = load_model(model, progress=progress)
         try:
             codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
                                   match_field=match))
+        except TokenizerError as exc:
+            raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: {exc}") from None
         except ValueError as exc:
             raise UsageError(reason=str(exc)) from None
     if name in ("auto", "zstd"):
@@ -140,8 +141,8 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
             return builtin_codecs(codec_id, header)
         from .codecs.lm import LmCodec
         from .engine import registry
-        from .engine.architectures import NUMERICS_PROFILES
-        from .engine.compiler import read_compiled
+        from .engine.architectures import NUMERICS_PROFILES, read_compiled
+        from .engine.tokenizer import TokenizerError
 
         if not header.models:
             raise LookupError("lm chunks but no model in the header")
@@ -178,6 +179,8 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
             codec = LmCodec(model, device=_here(device, ray),
                             primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
                             match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH))
+        except TokenizerError as exc:
+            raise ModelUnavailable(reason=f"model {ref.name}: not a usable model: {exc}") from None
         except ValueError as exc:  # an engine switch with a value it does not know
             raise UsageError(reason=str(exc)) from None
         return on_cluster([codec], ray, device)[0]

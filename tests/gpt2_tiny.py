@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from lzarchive.engine import compiler, gpt2
+from lzarchive.engine import architectures, compiler, gpt2
 from lzarchive.engine.model import ModelConfig
 from lzarchive.engine.tokenizer import TokenTable, byte_level_alphabet
 
@@ -64,7 +64,7 @@ def tiny_gpt2(seed: int = 0) -> compiler.CompiledModel:
         path = os.path.join(directory, "gpt2.lzm")
         compiler.compile_to(path, gpt2.source(config, gpt2_weights(config, seed), gpt2_token_table(), None),
                             name=f"gpt2-tiny-{seed}", source="test:random")
-        return compiler.read_compiled(path)
+        return architectures.read_compiled(path)
 
 
 def write_tokenizer(directory: str) -> None:

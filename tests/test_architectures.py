@@ -72,7 +72,7 @@ def test_a_gpt2_directory_compiles_to_the_same_model_as_its_weights(tmp_path):
     direct = tiny_gpt2()
     path = str(tmp_path / "hf.lzm")
     compiler.compile_to(path, architectures.read_source(write_gpt2(str(tmp_path / "dir"))), name="x", source="y")
-    converted = compiler.read_compiled(path)
+    converted = architectures.read_compiled(path)
     assert converted.config == direct.config and converted.numerics == direct.numerics == "lza-int-gpt2-v1"
     assert converted.tensors.keys() == direct.tensors.keys()
     assert all(torch.equal(converted.tensors[name], tensor) for name, tensor in direct.tensors.items())
@@ -89,7 +89,7 @@ def test_a_source_keeps_its_trained_positions_or_the_first_n_asked(tmp_path, pri
     cut = json.loads(run_cli("model", "compile", model_dir, "--positions", "100", "--json").stdout)
     assert (full["config"]["max_positions"], cut["config"]["max_positions"]) == (256, 100)
     assert full["model_hash"] != cut["model_hash"]
-    payloads = [LmCodec(compiler.read_compiled(m["path"]), window=90, overlap=20).encode_batch([PROSE])[0]
+    payloads = [LmCodec(architectures.read_compiled(m["path"]), window=90, overlap=20).encode_batch([PROSE])[0]
                 for m in (full, cut)]
     assert payloads[0] is not None and payloads[0] == payloads[1]
     refused = run_cli("model", "compile", full["path"], "--positions", "100")
@@ -104,7 +104,7 @@ def test_gpt2_small_shape_compiles_within_bounds_and_round_trips(tmp_path):
                            head_dim=64, max_positions=1024, vocab_size=50257)
     path = str(tmp_path / "small.lzm")
     compiler.compile_to(path, architectures.read_source(model_dir), name="gpt2-small-random", source="test:random")
-    model = compiler.read_compiled(path)
+    model = architectures.read_compiled(path)
     worst = compiler.check_bounds(model.config, model.tensors)
     assert worst["attention.values"] == 1024 * 32639**2 and max(worst.values()) < 2**53
     assert max(v for name, v in worst.items() if name.endswith(".q")) < 2**31
@@ -119,9 +119,8 @@ def test_an_architecture_this_lza_does_not_implement_is_refused(tmp_path, privat
         path = str(tmp_path / f"{architecture}-{numerics}.lzm")
         compiler.write_compiled(path, dataclasses.replace(gpt2.config, architecture=architecture), gpt2.tensors,
                                 numerics=numerics, name="odd", source="test", tokenizer_json=gpt2.tokenizer_json)
-        model = compiler.read_compiled(path)
         with pytest.raises(architectures.UnsupportedModel, match=f"architecture '{architecture}' with numerics"):
-            LmCodec(model)
+            architectures.read_compiled(path)  # before any tensor is read or run
         result = run_cli("pack", str(tmp_path), "-o", str(tmp_path / "x.lza"), "--codec", "lm", "--model", path)
         assert result.exit_code == 12 and "is not implemented by this lza" in result.stderr
     (tmp_path / "a.txt").write_bytes(greedy_text(tiny_model(), 60))  # the Llama profile still packs
@@ -146,7 +145,7 @@ def test_llama_directories_of_every_float_dtype_compile(dtype, tmp_path):
     hf.to(dtype).save_pretrained(directory)
     path = str(tmp_path / "llama.lzm")
     compiler.compile_to(path, architectures.read_source(directory), name="llama", source="test")
-    model = compiler.read_compiled(path)
+    model = architectures.read_compiled(path)
     assert (model.config.architecture, model.numerics, model.config.kv_heads) == ("llama", "lza-int-v1", 2)
     assert relative_error(model, directory, "LlamaForCausalLM") < 0.05
 
@@ -197,3 +196,163 @@ def relative_error(model: compiler.CompiledModel, directory: str, hf_class: str)
     with torch.no_grad():
         expected = getattr(transformers, hf_class).from_pretrained(directory, dtype=torch.float64)(tokens).logits[0]
     return float(((logits - expected).pow(2).mean() / expected.pow(2).mean()).sqrt())
+
+
+def crafted_model_file(path: str, model: compiler.CompiledModel, config_json: str | None = None,
+                       tensors: dict[str, torch.Tensor] | None = None, tokenizer_json: str = "", **config_changes) -> str:
+    """A model file like `model`'s but with its config changed (or given as JSON text) or other tensors: what a damaged
+    or crafted file can hold, written as the compiler writes files."""
+    from safetensors.torch import save
+
+    config = config_json or dataclasses.replace(model.config, **config_changes).to_json()
+    metadata = {"format": compiler.FILE_FORMAT, "numerics": model.numerics, "config": config, "name": "crafted",
+                "source": "test", "tokenizer_json": tokenizer_json}
+    tensors = model.tensors if tensors is None else tensors
+    with open(path, "wb") as f:
+        f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())},
+                     metadata={"lza": json.dumps(metadata, sort_keys=True)}))
+    return path
+
+
+def changed(tensors: dict[str, torch.Tensor], name: str, change) -> dict[str, torch.Tensor]:
+    """The tensors with one replaced by change(a copy of it), or removed where change gives None."""
+    out = dict(tensors)
+    value = change(tensors[name].clone())
+    if value is None:
+        del out[name]
+    else:
+        out[name] = value
+    return out
+
+
+def set_first(value):
+    def change(tensor):
+        tensor.view(-1)[0] = value
+        return tensor
+    return change
+
+
+LLAMA_CRAFTED = {  # what is changed -> what the refusal names
+    "bos token beyond the vocabulary": (dict(bos_token=262), "bos_token = 262 is out of range"),
+    "negative escape token": (dict(escape_token=-5), "escape_token = -5 is out of range"),
+    "no kv heads": (dict(kv_heads=0), "kv_heads = 0 is out of range"),
+    "heads not a multiple of kv heads": (dict(heads=3), "heads = 3 is out of range"),
+    "zero epsilon": (dict(norm_eps=0.0), "norm_eps = 0.0 is out of range"),
+    "NaN epsilon": (dict(norm_eps=float("nan")), "norm_eps = nan is out of range"),
+    "huge epsilon": (dict(norm_eps=1e300), "norm_eps = 1e\\+300 is out of range"),
+    "theta not a number": (dict(rope_theta="x"), "rope_theta = 'x' is not a number"),
+    "vocabulary a boolean": (dict(vocab_size=True), "vocab_size = True is not an int"),
+    "odd head width": (dict(head_dim=15), "head_dim = 15 is odd"),
+    # positions beyond the RoPE tables' rows: a window would read past them
+    "more positions than the tables hold": (dict(max_positions=1024),
+                                            r"table.rope_cos: int64 \(512, 8\), expected int64 \(1024, 8\)"),
+    "a wider hidden state than the weights": (dict(hidden=65), r"layers.0.attn_norm: float64 \(64,\), expected float64 \(65,\)"),
+    "a layer more than the file holds": (dict(layers=3), "tensor layers.2.wq.q: missing"),
+    "an unknown architecture": (dict(architecture="mamba"), "architecture 'mamba' with numerics 'lza-int-v1'"),
+    "config without a field": (dict(config_json='{"vocab_size": 264}'), "not an object with exactly the fields"),
+    "config not JSON": (dict(config_json="{"), "config: not a JSON text"),
+    "a NaN gain": (dict(tensors=("layers.0.attn_norm", set_first(float("nan")))), "layers.0.attn_norm: a value not in"),
+    "an infinite gain": (dict(tensors=("norm", set_first(float("inf")))), "tensor norm: a value not in"),
+    "a negative scale": (dict(tensors=("layers.1.wo.scale", set_first(-0.5))), r"layers.1.wo.scale: a value not in \(0"),
+    "a scale beyond 2^64": (dict(tensors=("layers.0.wq.scale", set_first(1e30))), "layers.0.wq.scale: a value not in"),
+    "a gain of another dtype": (dict(tensors=("layers.0.ffn_norm", lambda t: t.to(torch.float32))),
+                                r"layers.0.ffn_norm: float32 \(64,\), expected float64 \(64,\)"),
+    "EXP's table not starting at one": (dict(tensors=("table.exp2_frac", set_first((1 << 30) - 1))),
+                                        "table.exp2_frac: values outside the table's range"),
+    "a RoPE entry above one": (dict(tensors=("table.rope_sin", set_first((1 << 30) + 1))), "table.rope_sin: values outside"),
+    "a sigmoid entry below zero": (dict(tensors=("table.sigmoid", set_first(-1))), "table.sigmoid: values outside"),
+    "a token table past its bytes": (dict(tensors=("tokenizer.offsets", lambda t: torch.cat([t[:-1], t[-1:] + 1]))),
+                                     "tokenizer.offsets: does not tile tokenizer.bytes"),
+    "a token table of fewer rows": (dict(tensors=("tokenizer.offsets", lambda t: t[:-1])),
+                                    r"tokenizer.offsets: int64 \(262,\), expected int64 \(263,\)"),
+    "an output head without its scales": (dict(tensors=("output.scale", lambda t: None)), "tensor output.scale: missing"),
+    "a tensor no Llama has": (dict(tensors=("norm.bias", None)), "tensor norm.bias: not one of a llama model's"),
+}
+
+
+@pytest.mark.parametrize("case", list(LLAMA_CRAFTED))
+def test_a_model_file_is_checked_before_it_is_trusted(case, tmp_path):
+    """SPEC.md 9.2: every field of the config, every tensor's presence, dtype and shape, every float64's range, the
+    tables' ranges and the token table are checked when a model file is read; a file that breaks a rule is refused,
+    naming it, before anything runs (before, such files ran: a window read past the RoPE tables, a negative escape
+    token indexed from the end, others failed with a traceback)."""
+    model = tiny_model()
+    change, expected = LLAMA_CRAFTED[case]
+    tensors = dict(model.tensors)
+    tensors["output.q"], tensors["output.scale"] = tensors["tok_embeddings.q"].clone(), tensors["tok_embeddings.scale"].clone()
+    if "tensors" in change:
+        name, edit = change.pop("tensors")
+        if name == "norm.bias":  # a tensor to add, not one to change
+            tensors["norm.bias"] = tensors["norm"].clone()
+        else:
+            tensors = changed(tensors, name, edit)
+    path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, tensors=tensors, **change)
+    with pytest.raises((compiler.CompileError, architectures.UnsupportedModel), match=expected):
+        architectures.read_compiled(path)
+
+
+def test_a_crafted_model_file_is_refused_by_every_command(tmp_path, private_model_cache):
+    """pack --model, model info and model compile refuse it (exit 12, the rule it breaks named); nothing is written."""
+    model = tiny_model()
+    path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, max_positions=4096)
+    (tmp_path / "a.txt").write_bytes(PROSE)
+    out = tmp_path / "a.lza"
+    for command in (["pack", str(tmp_path / "a.txt"), "-o", str(out), "--codec", "lm", "--model", path],
+                    ["model", "info", path], ["model", "compile", path]):
+        result = run_cli(*command)
+        assert result.exit_code == 12 and "expected int64 (4096, 8)" in result.stderr, (command, result.stderr)
+    assert not out.exists() and not list((tmp_path / "models").glob("*.lzm"))
+    # in the cache under its own hash (as only a hand could put it), with a config out of range: `model list` reads
+    # only configs, and warns of this one instead of listing it
+    path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, escape_token=-5)
+    cached = tmp_path / "models" / (compiler.file_hash(path).hex() + ".lzm")
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes((tmp_path / "crafted.lzm").read_bytes())
+    with pytest.warns(RuntimeWarning, match="not listed, not a usable compiled model: config: escape_token = -5"):
+        result = run_cli("model", "list")  # the CLI prints it as "lza: warning: ..."
+    assert result.exit_code == 0
+    assert cached.name[:16].encode() not in result.stdout
+
+
+def test_gpt2_model_files_are_checked_too(tmp_path):
+    gpt2 = tiny_gpt2()
+    cases = {"kv heads other than heads": (dict(kv_heads=1), "GPT-2 needs kv_heads = heads"),
+             "positions beyond the position rows": (dict(max_positions=2 * gpt2.config.max_positions),
+                                                    r"pos_embeddings.(q|scale): .*, expected"),
+             "a bias missing": (dict(tensors=changed(gpt2.tensors, "layers.0.wo.bias", lambda t: None)),
+                                "tensor layers.0.wo.bias: missing")}
+    for case, (change, expected) in cases.items():
+        path = crafted_model_file(str(tmp_path / "crafted.lzm"), gpt2, **change)
+        with pytest.raises(compiler.CompileError, match=expected):
+            architectures.read_compiled(path)
+
+
+def test_a_source_with_a_weight_that_is_not_a_number_does_not_compile(tmp_path):
+    """The compiler checks what it writes by the same rules: a NaN in a source's weights would otherwise become an
+    undefined int8 and a NaN scale."""
+    from .tiny import random_weights, tiny_config, tiny_table
+    from lzarchive.engine import llama
+
+    config = tiny_config()
+    weights = random_weights(config, 0)
+    weights["layers.1.w_up"][3, 5] = float("nan")
+    with pytest.raises(compiler.CompileError, match="layers.1.w_up: a weight that is not a finite number"):
+        compiler.compile_to(str(tmp_path / "nan.lzm"), llama.source(config, weights, tiny_table(config.vocab_size), None),
+                            name="nan", source="test")
+    assert not (tmp_path / "nan.lzm").exists()
+
+
+def test_a_model_whose_tokenizer_cannot_serve_does_not_pack(tmp_path, private_model_cache):
+    """The tokenizer a model file holds is read before packing starts: one that does not parse, or gives ids its
+    token table lacks, is refused (exit 12) where it failed with a traceback mid-pack."""
+    from lzarchive.engine.tokenizer import bpe_tokenizer_json
+
+    model = tiny_model()
+    (tmp_path / "a.txt").write_bytes(PROSE)
+    beyond = bpe_tokenizer_json([chr(0x100 + i) for i in range(300)], [], byte_level=False)  # ids up to 299 of 262
+    for tokenizer_json, expected in (("{not json", "its tokenizer cannot be read"),
+                                     (beyond, "its tokenizer gives token id 299, beyond its 262 tokens")):
+        path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, tokenizer_json=tokenizer_json)
+        result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(tmp_path / "a.lza"), "--codec", "lm", "--model", path)
+        assert result.exit_code == 12 and expected in result.stderr, result.stderr
+        assert not (tmp_path / "a.lza").exists()

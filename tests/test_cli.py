@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lzarchive import api
-from lzarchive.engine import compiler, registry
+from lzarchive.engine import architectures, compiler, registry
 from lzarchive.errors import EXIT_MODEL, EXIT_USAGE
 
 from .conftest import run_cli
@@ -243,7 +243,7 @@ def test_a_damaged_model_in_the_cache_is_removed_and_reported_missing(damage, tr
     match' and no way out but deleting the file by hand."""
     archive = tmp_path / "p.lza"
     assert run_cli("pack", str(tree), "-o", str(archive), "--codec", "lm", "--model", tiny_path, "-q").exit_code == 0
-    model_hash = compiler.read_compiled(tiny_path).model_hash
+    model_hash = architectures.read_compiled(tiny_path).model_hash
     cached = registry.find(model_hash)
     intact = Path(cached).read_bytes()
 

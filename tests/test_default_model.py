@@ -60,15 +60,15 @@ def test_the_default_model_keeps_its_positions_and_old_archives_find_theirs(tmp_
     rebuilds it from the same source by its hash, so a change to the compiler's arithmetic, which would leave them
     without a model on any machine that compiles afresh, fails here. The two variants differ only in the rows beyond
     2,048 of the RoPE tables, so they code every window both allow identically."""
-    from lzarchive.engine import compiler, registry
+    from lzarchive.engine import architectures, registry
 
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
     named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza",
                                           "v2.2-lm-match.lza")
              for m in api.info(os.path.join(os.path.dirname(__file__), "..", "fixtures", name)).models}
     (earlier_hash,) = named
-    current = compiler.read_compiled(registry.default_model_path())
-    earlier = compiler.read_compiled(registry.resolve(bytes.fromhex(earlier_hash), registry.default_source_label()))
+    current = architectures.read_compiled(registry.default_model_path())
+    earlier = architectures.read_compiled(registry.resolve(bytes.fromhex(earlier_hash), registry.default_source_label()))
     assert earlier.model_hash.hex() == earlier_hash != current.model_hash.hex()
     assert (current.config.max_positions, earlier.config.max_positions) == (8192, registry.EARLIER_POSITIONS)
     assert current.tensors.keys() == earlier.tensors.keys()

@@ -57,7 +57,7 @@ def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
         path = os.path.join(directory, "tiny.lzm")
         compiler.compile_to(path, llama.source(config, random_weights(config, seed), tiny_table(config.vocab_size), None),
                             name=f"tiny-{seed}", source="test:random")
-        return compiler.read_compiled(path)
+        return architectures.read_compiled(path)
 
 
 def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:

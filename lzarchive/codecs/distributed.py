@@ -109,7 +109,7 @@ class _Worker:
     def _codec(self, model_file: list) -> Codec:
         if self.codec is None:
             from ..engine import registry
-            from ..engine.compiler import read_compiled
+            from ..engine.architectures import read_compiled
 
             codec_type, settings, model_hash = self.recipe
             path = registry.find(model_hash)

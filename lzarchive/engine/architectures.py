@@ -11,7 +11,7 @@ from types import ModuleType
 
 import torch
 
-from . import gpt2, llama
+from . import compiler, gpt2, llama
 from .compiler import CompiledModel, CompileError, Source
 from .model import ExactModel
 from .tokenizer import TokenTable, token_bytes_from_strings
@@ -31,6 +31,12 @@ def architecture(config_architecture: str, numerics: str) -> ModuleType:
         known = ", ".join(f"{a} ({n})" for a, n in sorted(ARCHITECTURES))
         raise UnsupportedModel(f"architecture {config_architecture!r} with numerics {numerics!r} is not implemented "
                                f"by this lza (it runs {known})") from None
+
+
+def read_compiled(path: str) -> CompiledModel:
+    """A compiled model file, checked against its architecture's layout before it is trusted: UnsupportedModel for an
+    architecture this lza does not run, CompileError for any other rule of SPEC.md 9.2 it breaks."""
+    return compiler.read_compiled(path, lambda config, numerics: architecture(config.architecture, numerics).layout(config))
 
 
 def engine(model: CompiledModel, device: str | torch.device = "cpu", compiled_kernels: bool | None = None) -> ExactModel:

@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save
 
 from ..format.wire import digest
+from . import tables
 from .kernels import F64, WMAX
-from .model import ModelConfig
+from .model import FLOAT_LIMIT, ModelConfig
 from .ops import divide
 from .tokenizer import TokenTable
 
@@ -27,7 +30,34 @@ INT32_LIMIT = 1 << 31
 
 
 class CompileError(ValueError):
-    """The source cannot be compiled (unsupported architecture, bounds that would not be exact)."""
+    """The source cannot be compiled (unsupported architecture, bounds that would not be exact), or a compiled model
+    file breaks a rule of SPEC.md 9.2."""
+
+
+class Tensor(NamedTuple):
+    """What a model file's tensor must be: its dtype, its shape (None: any length) and whether it may be absent."""
+
+    dtype: torch.dtype
+    shape: tuple[int | None, ...]
+    optional: bool = False
+
+
+Layout = dict[str, Tensor]  # an architecture's tensors, by name
+
+
+def matrix(name: str, rows: int, columns: int, optional: bool = False) -> Layout:
+    """A weight matrix's tensors: int8 rows and their float64 scales."""
+    return {name + ".q": Tensor(torch.int8, (rows, columns), optional), name + ".scale": Tensor(F64, (rows,), optional)}
+
+
+def common_layout(config: ModelConfig, gate_table: str) -> Layout:
+    """The tensors of every architecture: the token embedding, the token table, EXP's table and the activation's."""
+    gate_rows = 2 * tables.SIGMOID_RANGE * tables.SIGMOID_STEPS_PER_UNIT + 1
+    return {**matrix("tok_embeddings", config.vocab_size, config.hidden),
+            "tokenizer.bytes": Tensor(torch.uint8, (None,)),
+            "tokenizer.offsets": Tensor(torch.int64, (config.vocab_size + 1,)),
+            "table.exp2_frac": Tensor(torch.int64, (tables.EXP2_FRAC_STEPS,)),
+            "table." + gate_table: Tensor(torch.int64, (gate_rows,))}
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,7 @@ class Source:
     token_table: TokenTable
     tokenizer_json: str | None
     numerics: str
+    layout: Layout  # the tensors its compiled file must hold
 
 
 @dataclass(frozen=True)
@@ -83,15 +114,15 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def check_bounds(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict[str, int]:
     """The largest possible partial sum of every matmul, from the actual int8 weights; refuse any over the limit.
 
-    Linear layers (int8 path, per half): sum |w| * 128 over a row. Attention (float64): 64 * QMAX^2 for scores and
-    max_positions * QMAX^2 for the weighted values, both below 2^53.
+    Linear layers (int8 path, per half): sum |w| * 128 over a row. Attention (float64): head_dim * QMAX^2 for scores
+    and max_positions * QMAX^2 for the weighted values, both below 2^53.
     """
     from .kernels import QMAX
 
     worst = {}
     for name, tensor in tensors.items():
-        if name.endswith(".q") and tensor.dtype == torch.int8:
-            worst[name] = int(tensor.to(torch.int64).abs().sum(dim=-1).max()) * 128
+        if name.endswith(".q") and tensor.dtype == torch.int8:  # |int8| <= 128 in int16, row sums exact in int64
+            worst[name] = int(tensor.to(torch.int16).abs_().sum(dim=-1, dtype=torch.int64).max()) * 128
     worst["attention.scores"] = config.head_dim * QMAX * QMAX
     worst["attention.values"] = config.max_positions * QMAX * QMAX
     for name, bound in worst.items():
@@ -101,18 +132,66 @@ def check_bounds(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict[
     return worst
 
 
+# value ranges of the integer tables (SPEC.md 9.2): units of 2^-30, EXP's largest exactly 1 (the largest score's
+# weight and the likeliest token's e, so that no sum of them is 0)
+TABLE_RANGES = {"exp2_frac": (0, 1 << tables.TABLE_BITS), "sigmoid": (0, 1 << tables.TABLE_BITS),
+                "gelu": (0, 1 << tables.TABLE_BITS), "rope_cos": (-(1 << tables.TABLE_BITS), 1 << tables.TABLE_BITS),
+                "rope_sin": (-(1 << tables.TABLE_BITS), 1 << tables.TABLE_BITS)}
+
+
+def check_model(config: ModelConfig, tensors: dict[str, torch.Tensor], layout: Layout) -> None:
+    """Everything SPEC.md 9.2 asks of a compiled model's tensors, before any is used: exactly the layout's tensors
+    (an optional group all or none), their dtypes and shapes, every float64 finite and at most FLOAT_LIMIT in
+    magnitude (scales positive), the tables' ranges, a token table that tiles its bytes, and the bounds of 9.3.
+    CompileError names the first rule broken."""
+    unknown = sorted(set(tensors) - set(layout))
+    if unknown:
+        raise CompileError(f"tensor {unknown[0]}: not one of a {config.architecture} model's")
+    optional = [name for name, rule in layout.items() if rule.optional]
+    for name, rule in layout.items():
+        if name not in tensors and not (rule.optional and not any(other in tensors for other in optional)):
+            raise CompileError(f"tensor {name}: missing")
+    for name, tensor in tensors.items():
+        rule = layout[name]
+        if tensor.dtype != rule.dtype or tensor.dim() != len(rule.shape) or any(
+                size is not None and size != actual for size, actual in zip(rule.shape, tensor.shape)):
+            sizes = ["n" if size is None else str(size) for size in rule.shape]
+            shape = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+            raise CompileError(f"tensor {name}: {str(tensor.dtype).removeprefix('torch.')} {tuple(tensor.shape)}, "
+                               f"expected {str(rule.dtype).removeprefix('torch.')} {shape}")
+        if tensor.dtype == F64:  # NaN fails both comparisons
+            low = (tensor > 0) if name.endswith(".scale") else (tensor >= -FLOAT_LIMIT)
+            if not bool((low & (tensor <= FLOAT_LIMIT)).all()):
+                raise CompileError(f"tensor {name}: a value not in {'(0' if name.endswith('.scale') else '[-2^64'}, 2^64]")
+        table = name.removeprefix("table.")
+        if table in TABLE_RANGES:
+            low, high = TABLE_RANGES[table]
+            if not bool(((tensor >= low) & (tensor <= high)).all()) or (table == "exp2_frac" and tensor[0] != high):
+                raise CompileError(f"tensor {name}: values outside the table's range")
+    offsets = tensors["tokenizer.offsets"]
+    if offsets[0] != 0 or offsets[-1] != len(tensors["tokenizer.bytes"]) or bool((offsets[1:] < offsets[:-1]).any()):
+        raise CompileError("tensor tokenizer.offsets: does not tile tokenizer.bytes")
+    check_bounds(config, tensors)
+
+
 def build_tensors(loaded: Source) -> dict[str, torch.Tensor]:
     """A source's float weights → compiled tensors: matrices as int8 rows with float64 scales (`.q`, `.scale`), vectors
     (gains, biases) as float64; then the architecture's tables and the token table."""
+    try:
+        loaded.config.check()
+    except ValueError as exc:
+        raise CompileError(str(exc)) from None
     out: dict[str, torch.Tensor] = {}
     for name, w in loaded.weights.items():
+        if not bool(torch.isfinite(w).all()):  # NaN would quantize to no int8 at all
+            raise CompileError(f"{name}: a weight that is not a finite number")
         if w.dim() == 2:
             out[name + ".q"], out[name + ".scale"] = quantize_weight(w)
         else:
             out[name] = w.to(F64)
     out.update({"table." + name: table for name, table in loaded.tables.items()})
     out.update(loaded.token_table.to_tensors())
-    check_bounds(loaded.config, out)
+    check_model(loaded.config, out, loaded.layout)
     return out
 
 
@@ -142,16 +221,19 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def read_header(path: str) -> dict[str, str]:
-    """The metadata of a compiled model file, checked to be ours."""
+    """The metadata of a compiled model file, checked to be ours: every field a string."""
     from safetensors import safe_open
 
     with safe_open(path, "pt") as f:
         try:
             metadata = json.loads((f.metadata() or {}).get("lza", "{}"))
-        except ValueError:
+        except (ValueError, RecursionError):
             metadata = {}
-    if metadata.get("format") != FILE_FORMAT or not isinstance(metadata.get("numerics"), str):
+    if not isinstance(metadata, dict) or metadata.get("format") != FILE_FORMAT:
         raise CompileError(f"{path}: not a compiled model of format {FILE_FORMAT}")
+    for name in ("numerics", "config", "name", "source", "tokenizer_json"):
+        if not isinstance(metadata.get(name), str):
+            raise CompileError(f"{path}: its metadata field {name} is missing or not a string")
     return metadata
 
 
@@ -161,13 +243,25 @@ def file_hash(path: str) -> bytes:
         return digest(CONTEXT_MODEL, f.read())
 
 
-def read_compiled(path: str) -> CompiledModel:
+def read_compiled(path: str, layout_of: Callable[[ModelConfig, str], Layout]) -> CompiledModel:
+    """A compiled model file, checked before anything in it is trusted (SPEC.md 9.2): its metadata, its config, and its
+    tensors against the layout `layout_of` gives for its config and numerics (architectures.read_compiled passes its
+    architecture's). CompileError says what is wrong."""
     model_hash = file_hash(path)
     metadata = read_header(path)
+    try:
+        config = ModelConfig.from_json(metadata["config"])
+        layout = layout_of(config, metadata["numerics"])
+    except ValueError as exc:  # a CompileError too
+        raise CompileError(f"{path}: {exc}") from None
     tensors = load_file(path)
+    try:
+        check_model(config, tensors, layout)
+    except CompileError as exc:
+        raise CompileError(f"{path}: {exc}") from None
     table = TokenTable.from_tensors(tensors)
-    return CompiledModel(ModelConfig.from_json(metadata["config"]), tensors, metadata["name"], metadata["source"],
-                         model_hash, tokenizer_hash(table), metadata["tokenizer_json"] or None, metadata["numerics"])
+    return CompiledModel(config, tensors, metadata["name"], metadata["source"], model_hash, tokenizer_hash(table),
+                         metadata["tokenizer_json"] or None, metadata["numerics"])
 
 
 def tokenizer_hash(table: TokenTable) -> bytes:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from . import tables
-from .compiler import CompileError, Source, kept_positions
+from .compiler import CompileError, Layout, Source, Tensor, common_layout, kept_positions, matrix
+from .kernels import F64
 from .model import RESIDUAL_BITS, ExactModel, ModelConfig
 from .tokenizer import TokenTable
 
@@ -48,12 +49,30 @@ class Engine(ExactModel):
         return self._layer_norm(x, "norm")
 
 
+def layout(config: ModelConfig) -> Layout:
+    """The tensors of a compiled GPT-2 model (SPEC.md 9.2): every head is a kv head, and the heads span the hidden
+    width (the fused q, k and v rows are split there)."""
+    d, f = config.hidden, config.intermediate
+    if config.kv_heads != config.heads or config.heads * config.head_dim != d:
+        raise ValueError(f"config: GPT-2 needs kv_heads = heads and heads x head_dim = hidden, not {config.kv_heads}, "
+                         f"{config.heads} x {config.head_dim}, {d}")
+    tensors = {**common_layout(config, "gelu"), **matrix("pos_embeddings", config.max_positions, d),
+               "norm": Tensor(F64, (d,)), "norm.bias": Tensor(F64, (d,))}
+    for layer in range(config.layers):
+        p = f"layers.{layer}."
+        for name, rows, columns in (("wqkv", 3 * d, d), ("wo", d, d), ("w_up", f, d), ("w_down", d, f)):
+            tensors.update({**matrix(p + name, rows, columns), p + name + ".bias": Tensor(F64, (rows,))})
+        for name in ("attn_norm", "ffn_norm"):
+            tensors.update({p + name: Tensor(F64, (d,)), p + name + ".bias": Tensor(F64, (d,))})
+    return tensors
+
+
 def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: TokenTable,
            tokenizer_json: str | None) -> Source:
     """Float weights named as Engine reads them ((out, in) layout), with GPT-2's tables."""
     integer_tables = {"exp2_frac": tables.exp2_frac_table(), "gelu": tables.gelu_table()}
     return Source(config, weights, {name: torch.tensor(values, dtype=torch.int64) for name, values in integer_tables.items()},
-                  token_table, tokenizer_json, NUMERICS)
+                  token_table, tokenizer_json, NUMERICS, layout(config))
 
 
 def check_hf(path: str, hf_config) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from . import tables
-from .compiler import CompileError, Source, kept_positions
+from .compiler import CompileError, Layout, Source, Tensor, common_layout, kept_positions, matrix
+from .kernels import F64
 from .model import RESIDUAL_BITS, ExactModel, ModelConfig
 from .tokenizer import TokenTable, bpe_tokenizer_json, token_bytes_from_strings
 
@@ -57,6 +58,25 @@ class Engine(ExactModel):
         return self._norm(x, "norm")
 
 
+def layout(config: ModelConfig) -> Layout:
+    """The tensors of a compiled Llama model (SPEC.md 9.2); the output head may be absent (tied to the embedding)."""
+    if config.head_dim % 2:
+        raise ValueError(f"config: head_dim = {config.head_dim} is odd, and RoPE rotates pairs")
+    d, f = config.hidden, config.intermediate
+    q, kv = config.heads * config.head_dim, config.kv_heads * config.head_dim
+    tensors = {**common_layout(config, "sigmoid"), **matrix("output", config.vocab_size, d, optional=True),
+               "norm": Tensor(F64, (d,))}
+    tensors.update({"table.rope_cos": Tensor(torch.int64, (config.max_positions, config.head_dim // 2)),
+                    "table.rope_sin": Tensor(torch.int64, (config.max_positions, config.head_dim // 2))})
+    for layer in range(config.layers):
+        p = f"layers.{layer}."
+        for name, rows, columns in (("wq", q, d), ("wk", kv, d), ("wv", kv, d), ("wo", d, q), ("w_gate", f, d),
+                                    ("w_up", f, d), ("w_down", d, f)):
+            tensors.update(matrix(p + name, rows, columns))
+        tensors.update({p + "attn_norm": Tensor(F64, (d,)), p + "ffn_norm": Tensor(F64, (d,))})
+    return tensors
+
+
 def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: TokenTable,
            tokenizer_json: str | None) -> Source:
     """Float weights named as Engine reads them ((out, in) layout, RoPE as adjacent pairs), with Llama's tables."""
@@ -64,7 +84,7 @@ def source(config: ModelConfig, weights: dict[str, torch.Tensor], token_table: T
     integer_tables = {"exp2_frac": tables.exp2_frac_table(), "sigmoid": tables.sigmoid_table(), "rope_cos": cos,
                       "rope_sin": sin}
     return Source(config, weights, {name: torch.tensor(values, dtype=torch.int64) for name, values in integer_tables.items()},
-                  token_table, tokenizer_json, NUMERICS)
+                  token_table, tokenizer_json, NUMERICS, layout(config))
 
 
 def from_gguf(path: str, reader, max_positions: int | None) -> Source:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -19,6 +19,9 @@ from .kernels import F64
 from .ops import Tables, checked_device, exact_ops
 
 RESIDUAL_BITS = 16
+# every binary64 a model file holds (and its norm_eps) is at most this in magnitude: with it no intermediate value of
+# the forward can overflow binary64, so there is never an infinity or a NaN to index a table with
+FLOAT_LIMIT = 2.0**64
 ATTENTION_BLOCK = 128  # query positions per block (memory and the causal half both shrink)
 
 
@@ -71,7 +74,41 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls(**json.loads(text))
+        """A config as a model file holds it (SPEC.md 9.2), every field checked: ValueError names the first one wrong."""
+        try:
+            values = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValueError("config: not a JSON text") from None
+        names = [f.name for f in fields(cls)]
+        if not isinstance(values, dict) or sorted(values) != sorted(names):
+            raise ValueError(f"config: not an object with exactly the fields {', '.join(names)}")
+        checked = {}
+        for f in fields(cls):
+            value = values[f.name]
+            kind = {"int": int, "float": (int, float), "str": str}[f.type]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"config: {f.name} = {value!r} is not {'a number' if f.type == 'float' else 'an ' + f.type}")
+            if f.type == "float" and not -FLOAT_LIMIT <= value <= FLOAT_LIMIT:  # also NaN; a huge integer never converts
+                raise ValueError(f"config: {f.name} = {value!r} is out of range")
+            checked[f.name] = float(value) if f.type == "float" else value  # a number: the nearest binary64
+        config = cls(**checked)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """The ranges of SPEC.md 9.2: ValueError names the first field out of range."""
+        rules = {
+            "vocab_size": 2 <= self.vocab_size <= 1 << 31,  # frequency tables of total 2^32, each at least 1
+            "hidden": self.hidden >= 1, "intermediate": self.intermediate >= 1, "layers": self.layers >= 1,
+            "kv_heads": self.kv_heads >= 1,
+            "heads": self.heads >= 1 and self.kv_heads >= 1 and self.heads % self.kv_heads == 0,
+            "head_dim": self.head_dim >= 1, "max_positions": self.max_positions >= 2,  # BOS and one token
+            "bos_token": 0 <= self.bos_token < self.vocab_size, "escape_token": 0 <= self.escape_token < self.vocab_size,
+            "norm_eps": 0 < self.norm_eps <= FLOAT_LIMIT, "rope_theta": 0 <= self.rope_theta <= FLOAT_LIMIT,
+        }
+        for name, holds in rules.items():
+            if not holds:
+                raise ValueError(f"config: {name} = {getattr(self, name)!r} is out of range")
 
 
 @dataclass

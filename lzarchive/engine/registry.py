@@ -161,7 +161,7 @@ def _marker(source_path: str, max_positions: int | None) -> str:
 
 def import_compiled(path: str) -> str:
     """Copy a compiled model file into the cache under its hash, so archives made with it can be read later."""
-    model = compiler.read_compiled(path)
+    model = architectures.read_compiled(path)
     target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
     if not _intact(target, model.model_hash):
         with open(path, "rb") as f:
@@ -233,8 +233,12 @@ def list_models() -> list[ModelEntry]:
         path = os.path.join(directory, name)
         model_hash = _hash_named(name)
         if model_hash is not None and _intact(path, model_hash):
-            model = compiler.read_header(path)
-            positions = compiler.ModelConfig.from_json(model["config"]).max_positions
+            try:
+                model = compiler.read_header(path)
+                positions = compiler.ModelConfig.from_json(model["config"]).max_positions
+            except ValueError as exc:  # a CompileError too: a file lza did not write, named by its hash
+                warnings.warn(f"{path}: not listed, not a usable compiled model: {exc}", RuntimeWarning)
+                continue
             entries.append(ModelEntry(path, model_hash, model["name"], model["source"], positions))
     return entries
 

@@ -81,6 +81,10 @@ class TokenTable:
         return tokens
 
 
+class TokenizerError(ValueError):
+    """A model's tokenizer that cannot be used: unreadable, or giving ids its token table does not have."""
+
+
 class Encoder:
     """Bytes → token ids: a BPE tokenizer on the valid UTF-8 runs, single-byte tokens for other bytes, and the escape
     token followed by the raw byte for bytes that have no token of their own (a control character the vocabulary
@@ -97,7 +101,13 @@ class Encoder:
         if tokenizer_json:
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_str(tokenizer_json)
+            try:
+                self.tokenizer = Tokenizer.from_str(tokenizer_json)
+            except Exception as exc:  # the library raises bare Exceptions
+                raise TokenizerError(f"its tokenizer cannot be read ({exc})") from None
+            largest = max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+            if largest >= len(table):  # the token table would have no bytes for it
+                raise TokenizerError(f"its tokenizer gives token id {largest}, beyond its {len(table)} tokens")
         self._untokenizable = _characters_with_bytes(set(range(256)) - table.byte_tokens.keys())
 
     def encode(self, data: bytes) -> tuple[list[int], dict[int, int]] | None:
