@@ -141,7 +141,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
             return builtin_codecs(codec_id, header)
         from .codecs.lm import LmCodec
         from .engine import registry
-        from .engine.architectures import NUMERICS_PROFILES, read_compiled
+        from .engine.architectures import NUMERICS_PROFILES, UnsupportedModel, read_compiled
         from .engine.tokenizer import TokenizerError
 
         if not header.models:
@@ -170,7 +170,9 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                                           f"{registry.EARLIER_POSITIONS} variant") from None
         try:
             model = read_compiled(path)
-        except Exception as exc:  # a file with the right hash that safetensors cannot parse: not one lza wrote
+        except UnsupportedModel:  # an architecture this lza does not run: the reader reports it unsupported (exit 11)
+            raise
+        except Exception as exc:  # a file with the right hash that breaks SPEC 9.2 or does not parse: not one lza wrote
             raise ModelUnavailable(reason=f"model {ref.name}: {path} has the hash the archive names but is not a "
                                           f"compiled model lza can read ({type(exc).__name__}: {exc})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):

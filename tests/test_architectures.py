@@ -19,7 +19,7 @@ from lzarchive.engine import architectures, compiler
 
 from .conftest import run_cli
 from .gpt2_tiny import tiny_gpt2, write_gpt2, write_tokenizer
-from .tiny import greedy_text, tiny_model
+from .tiny import crafted_model_file, greedy_text, tiny_model
 
 PROSE = (b"The archive keeps every byte of every file. A model predicts the next token; the coder spends what the "
          b"prediction deserves, and the reader, with the same model, gets the same predictions back.\n") * 3
@@ -196,22 +196,6 @@ def relative_error(model: compiler.CompiledModel, directory: str, hf_class: str)
     with torch.no_grad():
         expected = getattr(transformers, hf_class).from_pretrained(directory, dtype=torch.float64)(tokens).logits[0]
     return float(((logits - expected).pow(2).mean() / expected.pow(2).mean()).sqrt())
-
-
-def crafted_model_file(path: str, model: compiler.CompiledModel, config_json: str | None = None,
-                       tensors: dict[str, torch.Tensor] | None = None, tokenizer_json: str = "", **config_changes) -> str:
-    """A model file like `model`'s but with its config changed (or given as JSON text) or other tensors: what a damaged
-    or crafted file can hold, written as the compiler writes files."""
-    from safetensors.torch import save
-
-    config = config_json or dataclasses.replace(model.config, **config_changes).to_json()
-    metadata = {"format": compiler.FILE_FORMAT, "numerics": model.numerics, "config": config, "name": "crafted",
-                "source": "test", "tokenizer_json": tokenizer_json}
-    tensors = model.tensors if tensors is None else tensors
-    with open(path, "wb") as f:
-        f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())},
-                     metadata={"lza": json.dumps(metadata, sort_keys=True)}))
-    return path
 
 
 def changed(tensors: dict[str, torch.Tensor], name: str, change) -> dict[str, torch.Tensor]:

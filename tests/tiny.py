@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from functools import lru_cache
 
 import torch
+from safetensors.torch import save
 
 from lzarchive.engine import architectures, compiler, llama
 from lzarchive.engine.model import ModelConfig
@@ -106,3 +109,17 @@ def every_attention(compiled: CompiledOps, torch_ops: TorchOps, k, ks, v, vs, ke
     one position), and the int8 GEMM (what blocks of several positions take on a CPU)."""
     return {"torch": torch_ops.attention(k, ks, v, vs, 1, keys), "loops": compiled.attention(k, ks, v, vs, 1, keys),
             "int8": compiled._int8_attention(k, ks, v, vs, keys)}
+
+
+def crafted_model_file(path: str, model: compiler.CompiledModel, config_json: str | None = None,
+                       tensors: dict[str, torch.Tensor] | None = None, tokenizer_json: str = "", **config_changes) -> str:
+    """A model file like `model`'s but with its config changed (or given as JSON text) or other tensors: what a damaged
+    or crafted file can hold, written as the compiler writes files."""
+    config = config_json or dataclasses.replace(model.config, **config_changes).to_json()
+    metadata = {"format": compiler.FILE_FORMAT, "numerics": model.numerics, "config": config, "name": "crafted",
+                "source": "test", "tokenizer_json": tokenizer_json}
+    tensors = model.tensors if tensors is None else tensors
+    with open(path, "wb") as f:
+        f.write(save({k: v.contiguous() for k, v in sorted(tensors.items())},
+                     metadata={"lza": json.dumps(metadata, sort_keys=True)}))
+    return path

@@ -58,17 +58,28 @@ def test_an_lm_token_bomb_stops_at_the_end_of_its_payload(lm_files, tmp_path, mo
     assert len(steps) < 3 * 40
 
 
-@pytest.mark.parametrize("header", ["two-models", "other-numerics"])
+@pytest.mark.parametrize("header", ["two-models", "other-numerics", "other-architecture"])
 def test_archives_this_lza_cannot_decode_are_unsupported_not_damaged(lm_files, header, tmp_path):
-    """SPEC allows up to 16 models; this lza decodes lm chunks of archives with one, in its own numerics: others
-    exit 11 (unsupported), while everything that needs no model still works."""
+    """SPEC allows up to 16 models; this lza decodes lm chunks of archives with one, in its own numerics and of an
+    architecture it runs: others exit 11 (unsupported), while everything that needs no model still works."""
     import dataclasses
+    import os
 
+    from lzarchive.engine import compiler, registry
     from lzarchive.errors import EXIT_UNSUPPORTED
+
+    from ..tiny import crafted_model_file, tiny_model
 
     codec, files, payloads = lm_files
     ref = codec.model_ref
-    models = (ref, ref) if header == "two-models" else (dataclasses.replace(ref, numerics="lza-int-v9"),)
+    expected = {"two-models": "2 models", "other-numerics": "lza-int-v9", "other-architecture": "architecture 'gpt3'"}
+    if header == "other-architecture":  # a known profile, a model file (found by its hash) naming another architecture
+        path = crafted_model_file(str(tmp_path / "gpt3.lzm"), tiny_model(), architecture="gpt3")
+        model_hash = compiler.file_hash(path)
+        os.replace(path, os.path.join(registry.cache_dir(), model_hash.hex() + ".lzm"))
+        ref = dataclasses.replace(ref, model_hash=model_hash)
+    models = {"two-models": (ref, ref), "other-numerics": (dataclasses.replace(ref, numerics="lza-int-v9"),),
+              "other-architecture": (ref,)}[header]
     archive = tmp_path / "a.lza"
     archive.write_bytes(craft2(*entries_and_chunks(files, payloads), header=Header(models=models).to_wire()))
     assert run_cli("list", str(archive)).exit_code == 0 and run_cli("verify", "--quick", str(archive)).exit_code == 0
@@ -76,4 +87,4 @@ def test_archives_this_lza_cannot_decode_are_unsupported_not_damaged(lm_files, h
                     ["cat", str(archive), "a.txt"]):
         result = run_cli(*command)
         assert result.exit_code == EXIT_UNSUPPORTED, (command, result.stderr)
-        assert ("2 models" if header == "two-models" else "lza-int-v9") in result.stderr
+        assert expected[header] in result.stderr
