@@ -326,17 +326,24 @@ def test_a_source_with_a_weight_that_is_not_a_number_does_not_compile(tmp_path):
     assert not (tmp_path / "nan.lzm").exists()
 
 
-def test_a_model_whose_tokenizer_cannot_serve_does_not_pack(tmp_path, private_model_cache):
-    """The tokenizer a model file holds is read before packing starts: one that does not parse, or gives ids its
-    token table lacks, is refused (exit 12) where it failed with a traceback mid-pack."""
-    from lzarchive.engine.tokenizer import bpe_tokenizer_json
+def test_a_model_whose_tokenizer_cannot_serve(tmp_path, private_model_cache):
+    """A tokenizer that does not parse is refused before packing starts (exit 12), where it failed with a traceback;
+    one that gives an id its token table lacks (an added token beyond the vocabulary) leaves those chunks to other
+    codecs, as any tokenization that does not give the chunk's bytes back, where it failed with an IndexError."""
+    from lzarchive.engine.tokenizer import Encoder, bpe_tokenizer_json
 
     model = tiny_model()
     (tmp_path / "a.txt").write_bytes(PROSE)
-    beyond = bpe_tokenizer_json([chr(0x100 + i) for i in range(300)], [], byte_level=False)  # ids up to 299 of 262
-    for tokenizer_json, expected in (("{not json", "its tokenizer cannot be read"),
-                                     (beyond, "its tokenizer gives token id 299, beyond its 262 tokens")):
-        path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, tokenizer_json=tokenizer_json)
-        result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(tmp_path / "a.lza"), "--codec", "lm", "--model", path)
-        assert result.exit_code == 12 and expected in result.stderr, result.stderr
-        assert not (tmp_path / "a.lza").exists()
+    path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, tokenizer_json="{not json")
+    result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(tmp_path / "a.lza"), "--codec", "lm", "--model", path)
+    assert result.exit_code == 12 and "its tokenizer cannot be read" in result.stderr, result.stderr
+    assert not (tmp_path / "a.lza").exists()
+
+    beyond = bpe_tokenizer_json([chr(0x100 + i) for i in range(299)] + ["T"], [], byte_level=False)  # "T": 299 of 262
+    assert Encoder(model.token_table, beyond, model.config.escape_token).encode(b"TTT") is None
+    path = crafted_model_file(str(tmp_path / "crafted.lzm"), model, tokenizer_json=beyond)
+    result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(tmp_path / "a.lza"), "--codec", "lm", "--model", path)
+    assert result.exit_code == 0, result.stderr
+    assert "lm" not in api.info(str(tmp_path / "a.lza")).codecs
+    assert run_cli("extract", str(tmp_path / "a.lza"), "-C", str(tmp_path / "x")).exit_code == 0
+    assert (tmp_path / "x" / "a.txt").read_bytes() == PROSE

@@ -82,7 +82,7 @@ class TokenTable:
 
 
 class TokenizerError(ValueError):
-    """A model's tokenizer that cannot be used: unreadable, or giving ids its token table does not have."""
+    """A model's tokenizer that cannot be read."""
 
 
 class Encoder:
@@ -105,9 +105,6 @@ class Encoder:
                 self.tokenizer = Tokenizer.from_str(tokenizer_json)
             except Exception as exc:  # the library raises bare Exceptions
                 raise TokenizerError(f"its tokenizer cannot be read ({exc})") from None
-            largest = max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
-            if largest >= len(table):  # the token table would have no bytes for it
-                raise TokenizerError(f"its tokenizer gives token id {largest}, beyond its {len(table)} tokens")
         self._untokenizable = _characters_with_bytes(set(range(256)) - table.byte_tokens.keys())
 
     def encode(self, data: bytes) -> tuple[list[int], dict[int, int]] | None:
@@ -124,7 +121,8 @@ class Encoder:
                     token = self.escape_token
                 tokens.append(token)
         natural_escape = tokens.count(self.escape_token) != len(escaped)
-        return None if natural_escape or self.decode(tokens, escaped) != data else (tokens, escaped)
+        beyond = max(tokens, default=0) >= len(self.table)  # an added token the table lacks (a pad token, say)
+        return None if natural_escape or beyond or self.decode(tokens, escaped) != data else (tokens, escaped)
 
     def _pieces(self, data: bytes):
         """Text for the tokenizer (str) and bytes to code one by one, in order, in one pass over the data."""
