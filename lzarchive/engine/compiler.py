@@ -52,12 +52,11 @@ def matrix(name: str, rows: int, columns: int, optional: bool = False) -> Layout
 
 def common_layout(config: ModelConfig, gate_table: str) -> Layout:
     """The tensors of every architecture: the token embedding, the token table, EXP's table and the activation's."""
-    gate_rows = 2 * tables.SIGMOID_RANGE * tables.SIGMOID_STEPS_PER_UNIT + 1
     return {**matrix("tok_embeddings", config.vocab_size, config.hidden),
             "tokenizer.bytes": Tensor(torch.uint8, (None,)),
             "tokenizer.offsets": Tensor(torch.int64, (config.vocab_size + 1,)),
             "table.exp2_frac": Tensor(torch.int64, (tables.EXP2_FRAC_STEPS,)),
-            "table." + gate_table: Tensor(torch.int64, (gate_rows,))}
+            "table." + gate_table: Tensor(torch.int64, (tables.GATE_POINTS,))}
 
 
 @dataclass(frozen=True)

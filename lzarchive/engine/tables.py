@@ -12,6 +12,7 @@ TABLE_BITS = 30  # every table value is an integer in units of 2^-30
 EXP2_FRAC_STEPS = 4096  # 2^-f sampled at f = i / 4096
 SIGMOID_RANGE = 16  # sigmoid sampled on [-16, 16] ...
 SIGMOID_STEPS_PER_UNIT = 256  # ... every 1/256
+GATE_POINTS = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT + 1  # rows of the sigmoid and GELU tables
 DIGITS = 40
 
 
@@ -21,8 +22,7 @@ def _to_int(value: mpmath.mpf) -> int:
 
 def _grid() -> list[mpmath.mpf]:
     """x = -16 + i/256, i = 0 .. 8192: the points of the sigmoid and GELU tables."""
-    count = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT + 1
-    return [mpmath.mpf(i) / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE for i in range(count)]
+    return [mpmath.mpf(i) / SIGMOID_STEPS_PER_UNIT - SIGMOID_RANGE for i in range(GATE_POINTS)]
 
 
 def exp2_frac_table() -> list[int]:
