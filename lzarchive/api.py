@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries, wanted_path
-from .archive.files import describe
+from .archive.files import describe, entry_id
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
@@ -294,11 +294,14 @@ def pack(
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
     _check_output(output, force)
+    replaced = entry_id(output) if os.path.lexists(output) else None  # the file --force replaces
     for source in sources:
         try:
             os.lstat(_named(source, "file or directory to pack"))
         except OSError as exc:  # 'file.txt/' is not a directory, not missing
             raise InputError(path=source, reason=describe(exc)) from None
+        if replaced is not None and entry_id(source) == replaced:  # it would be skipped, then replaced: lost
+            raise UsageError(reason=f"{source}: is both a source and the archive to write (-o): name another archive")
     check_device(device, ray)
     if ray is not None and codec in ("auto", "lm"):
         _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once
@@ -310,8 +313,8 @@ def pack(
     if major == 2:  # 2.1 added only the lm primer, 2.2 only the match model: archives without them stay 2.0
         minor = 2 if matched else 1 if primed else 0
     with atomic_output(output, replace=force) as out:
-        skip = {_inode(out.fileno())} | ({_inode_of(output)} if os.path.exists(output) else set())
-        items = [item for item in walk(sources, excludes, progress) if (item.st.st_dev, item.st.st_ino) not in skip]
+        writing = _inode(out.fileno())
+        items = [item for item in walk(sources, excludes, progress) if not _is_output(item, writing, replaced, progress)]
         if len(items) > C.MAX_ENTRIES:  # known before any compression work
             raise UsageError(reason=f"the sources hold {len(items):,} entries, more than the {C.MAX_ENTRIES:,} an "
                                     f"archive holds: pack them into several archives")
@@ -374,9 +377,15 @@ def _inode(fd: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _inode_of(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
+def _is_output(item, writing: tuple[int, int], replaced: tuple[int, int, str] | None, progress: Progress) -> bool:
+    """Whether a walked item is the archive being written (its temporary file) or the file it replaces, neither of
+    which goes into the archive. Other names of the replaced file (hard links) are packed: they outlive the pack."""
+    if (item.st.st_dev, item.st.st_ino) == writing:
+        return True
+    if replaced is not None and os.path.basename(item.fs_path) == replaced[2] and entry_id(item.fs_path) == replaced:
+        progress.warn(f"{item.fs_path}: skipped: it is the archive this pack replaces")
+        return True
+    return False
 
 
 def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> None:
@@ -462,7 +471,7 @@ def extract(
         _named(path, "entry (. is the whole archive)")
     with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
-        refusals = plan(entries, dest, overwrite=overwrite)
+        refusals = plan(entries, dest, overwrite=overwrite, archive=archive)
         if refusals and skip_unsafe:
             for refusal in refusals:
                 progress.warn(f"{refusal.path}: skipped: {refusal.reason}")

@@ -199,6 +199,36 @@ def test_archive_inside_its_own_source_is_not_packed_into_itself(tmp_path):
     assert "self.lza" not in names and not any(n.endswith(".lza-partial") for n in names)
 
 
+def test_a_source_that_is_the_archive_to_replace_is_refused_and_its_other_names_are_packed(tmp_path):
+    """`lza pack notes.txt -o notes.txt --force` skipped the source as the archive being replaced, then replaced
+    it: the user's file became an archive of nothing, without a word. Now a source that is the output is refused
+    before any work, however either is spelled. A hard link to the output was skipped too (by inode) though it
+    outlives the pack; now only the output's own name is, with a warning."""
+    notes, other = tmp_path / "notes.txt", tmp_path / "other.txt"
+    notes.write_text("the user's notes")
+    other.write_text("other")
+    for sources in ([str(notes)], [str(other), f"{tmp_path}/./notes.txt"]):
+        with pytest.raises(api.UsageError, match="notes.txt: is both a source and the archive to write"):
+            api.pack(sources, str(notes), codec="zstd", force=True)
+        assert notes.read_text() == "the user's notes"
+    os.link(notes, tmp_path / "notes.lza")
+    api.pack([str(notes)], str(tmp_path / "notes.lza"), codec="zstd", force=True)
+    assert b"".join(api.cat(str(tmp_path / "notes.lza"), "notes.txt")) == b"the user's notes"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f.txt").write_text("f")
+    os.link(tree / "f.txt", tree / "t.lza")  # the output, a hard link of f.txt: f.txt stays and is packed
+    warnings = []
+
+    class Recorder(api.Progress):
+        def warn(self, text: str) -> None:
+            warnings.append(text)
+
+    api.pack([str(tree)], str(tree / "t.lza"), codec="zstd", force=True, progress=Recorder())
+    assert [e.path for e in api.list_entries(str(tree / "t.lza"))] == ["tree", "tree/f.txt"]
+    assert warnings == [f"{tree / 't.lza'}: skipped: it is the archive this pack replaces"]
+
+
 def line_cut_sizes(data: bytes, chunk_size: int) -> list[int]:
     """The line_cuts rule for one file alone, restated: a full chunk ends after the last line break in its final
     eighth, where there is one."""

@@ -19,7 +19,7 @@ from ..errors import EntryCorrupt, OutputError, PathRefused
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
-from .files import create_temp, describe, place, remove_quietly
+from .files import create_temp, describe, entry_id, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order, content_prefixes
 
@@ -164,8 +164,9 @@ def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entr
     return chosen
 
 
-def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusal]:
-    """Everything that would be refused, found before a single byte is written."""
+def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, archive: str | None = None) -> list[Refusal]:
+    """Everything that would be refused, found before a single byte is written; `archive`, the file being read, is
+    never replaced, even with --overwrite (as bsdtar refuses to)."""
     probe = dest  # the destination, or its nearest ancestor that exists: it must be a directory
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe) or "."
@@ -173,6 +174,7 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusa
         where = "exists" if probe == dest else f"lies under {probe}, which exists"
         raise OutputError(path=dest, reason=f"cannot extract there: it {where} and is not a directory")
     view = DestinationView(entries, dest)
+    reading = entry_id(os.path.realpath(archive)) if archive is not None else None
     refusals = []
     for entry in entries:
         if entry.type is EntryType.SYMLINK and (reason := view.symlink_refusal(entry)):
@@ -182,6 +184,9 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool) -> list[Refusa
             refusals.append(Refusal(entry.path, existing))
         elif existing is None or (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
             continue
+        elif reading is not None and (entry.path.rsplit("/", 1)[-1] == reading[2]
+                                      and entry_id(os.path.join(dest, entry.path)) == reading):
+            refusals.append(Refusal(entry.path, "is the archive being extracted, which is never replaced"))
         elif not overwrite:
             refusals.append(Refusal(entry.path, "already exists (use --overwrite to replace it)"))
         elif stat.S_ISDIR(existing.st_mode) and view.holds_anything(entry.path):

@@ -1,5 +1,6 @@
-"""Container layer: file-system steps shared by the writer and the extractor: unpredictable temporary names, and
-putting a finished file into place without replacing anything that appeared meanwhile."""
+"""Container layer: file-system steps shared by the writer and the extractor: unpredictable temporary names,
+putting a finished file into place without replacing anything that appeared meanwhile, and telling whether two paths
+name one directory entry (the archive a command reads or replaces is never one of its own inputs or outputs)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def place(temp: str, name: str, *, replace: bool, dir_fd: int | None = None) -> 
             return
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name) from None
     os.unlink(temp, dir_fd=dir_fd)
+
+
+def entry_id(path: str) -> tuple[int, int, str]:
+    """Which directory entry `path` names, however it is spelled: its directory's device and inode, and its name (the
+    last component is not followed: a symlink's entry is the link's). OSError where the directory cannot be read."""
+    path = os.path.abspath(path)
+    st = os.stat(os.path.dirname(path))
+    return st.st_dev, st.st_ino, os.path.basename(path)
 
 
 def remove_quietly(name: str, dir_fd: int | None = None) -> None:

@@ -14,7 +14,7 @@ def extract(
     archive: Annotated[str, typer.Argument(help="The archive to read.")],
     paths: Annotated[Optional[list[str]], typer.Argument(help="Entries to extract (a directory brings its contents); all if none.")] = None,
     directory: Annotated[str, typer.Option("-C", "--directory", help="Destination directory (created if missing).")] = ".",
-    overwrite: Annotated[bool, typer.Option(help="Replace existing files, links and empty directories instead of refusing (never a directory that holds anything).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing files, links and empty directories instead of refusing (never a directory that holds anything, nor the archive being read).")] = False,
     skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",

@@ -426,3 +426,30 @@ def test_bytes_appended_after_the_footer_are_named_as_such(tmp_path):
     cut.write_bytes(outer[: outer.index(inner) + len(inner) + 5])
     result = run_cli("list", str(cut))
     assert result.exit_code == EXIT_INTEGRITY and "truncated archive: no footer at the end" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "dir", "symlink"])
+def test_the_archive_being_extracted_is_never_replaced(kind, tmp_path):
+    """An entry named as the archive itself, extracted where the archive lies: with --overwrite the archive was
+    replaced while it was read (unlinked for a directory or a link). Now it is refused as bsdtar refuses, even with
+    --overwrite; --skip-unsafe extracts the rest. Another name of the archive (a hard link) is an ordinary file."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    size = len(PAYLOAD)
+    entry = {"file": content_entry("a.lza", (0, 2 * size, size), PAYLOAD), "dir": dir_entry("a.lza"),
+             "symlink": link_entry("a.lza", "x")}[kind]
+    crafted = craft([content_entry("other-name.lza", (0, 0, size), PAYLOAD), content_entry("x", (0, size, size), PAYLOAD),
+                     entry], [PAYLOAD * 3])
+    archive = dest / "a.lza"
+    archive.write_bytes(crafted)
+    os.link(archive, dest / "other-name.lza")
+    os.symlink(archive, tmp_path / "via-link.lza")
+    for name in ("a.lza", "via-link.lza"):  # the archive as named, and through a symlink to it
+        result = run_cli("extract", str(archive.parent / name if name == "a.lza" else tmp_path / name), "-C",
+                         str(dest), "--overwrite")
+        assert result.exit_code == 1 and "a.lza: refused: is the archive being extracted" in result.stderr
+        assert sorted(os.listdir(dest)) == ["a.lza", "other-name.lza"] and archive.read_bytes() == crafted
+    result = run_cli("extract", str(archive), "-C", str(dest), "--overwrite", "--skip-unsafe")
+    assert result.exit_code == 0 and "a.lza: skipped: is the archive being extracted" in result.stderr
+    assert archive.read_bytes() == crafted  # the same file, never rewritten
+    assert (dest / "x").read_bytes() == PAYLOAD and (dest / "other-name.lza").read_bytes() == PAYLOAD
