@@ -229,6 +229,27 @@ def test_a_source_that_is_the_archive_to_replace_is_refused_and_its_other_names_
     assert warnings == [f"{tree / 't.lza'}: skipped: it is the archive this pack replaces"]
 
 
+def test_a_source_that_is_a_symlink_to_a_directory_is_stored_as_the_link_with_a_hint(tmp_path):
+    """As tar: `pack link` stores the link, `pack link/` the directory it points to; the first packed one entry of
+    0 bytes without a word, which reads like an empty directory."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "f.txt").write_text("f")
+    (tmp_path / "link").symlink_to("real")
+    warnings = []
+
+    class Recorder(api.Progress):
+        def warn(self, text: str) -> None:
+            warnings.append(text)
+
+    link = str(tmp_path / "link")
+    api.pack([link], str(tmp_path / "a.lza"), codec="zstd", progress=Recorder())
+    assert [(e.path, e.target) for e in api.list_entries(str(tmp_path / "a.lza"))] == [("link", "real")]
+    assert warnings == [f"{link}: a symlink to a directory, stored as the link: name it {link}/ to pack the "
+                        f"directory's contents"]
+    api.pack([link + "/"], str(tmp_path / "b.lza"), codec="zstd", progress=Recorder())
+    assert [e.path for e in api.list_entries(str(tmp_path / "b.lza"))] == ["link", "link/f.txt"] and len(warnings) == 1
+
+
 def line_cut_sizes(data: bytes, chunk_size: int) -> list[int]:
     """The line_cuts rule for one file alone, restated: a full chunk ends after the last line break in its final
     eighth, where there is one."""

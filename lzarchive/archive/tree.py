@@ -38,6 +38,9 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress) ->
             raise UsageError(reason=f"{source} and {names[name]} would both be stored as {name!r}")
         names[name] = source
     for name, source in names.items():
+        if os.path.islink(source) and os.path.isdir(source):  # `source/` (a trailing slash) follows it, as in tar
+            progress.warn(f"{source}: a symlink to a directory, stored as the link: name it {source}/ to pack the "
+                          f"directory's contents")
         yield from _walk_one(source, name, excludes, progress)
 
 
