@@ -17,7 +17,7 @@ from .archive.extract import Extractor, plan, select_entries, wanted_path
 from .archive.files import describe, entry_id
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
-from .archive.tree import walk
+from .archive.tree import NOT_FOLLOWED, walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import (LM_DEFAULT_PRIMER, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
                      lm_chunk_size)
@@ -313,8 +313,9 @@ def pack(
     if major == 2:  # 2.1 added only the lm primer, 2.2 only the match model: archives without them stay 2.0
         minor = 2 if matched else 1 if primed else 0
     with atomic_output(output, replace=force) as out:
-        writing = _inode(out.fileno())
-        items = [item for item in walk(sources, excludes, progress) if not _is_output(item, writing, replaced, progress)]
+        writing, changed = _inode(out.fileno()), []
+        items = [item for item in walk(sources, excludes, progress, changed)
+                 if not _is_output(item, writing, replaced, progress)]
         if len(items) > C.MAX_ENTRIES:  # known before any compression work
             raise UsageError(reason=f"the sources hold {len(items):,} entries, more than the {C.MAX_ENTRIES:,} an "
                                     f"archive holds: pack them into several archives")
@@ -328,6 +329,7 @@ def pack(
                                index_encoding=index_encoding, major=major, minor=minor,
                                incompat_flags=(C.INCOMPAT_LM_PRIMER if primed else 0)
                                | (C.INCOMPAT_LM_MATCH if matched else 0), progress=progress)
+        writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link, progress)
@@ -394,21 +396,22 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
     if stat.S_ISDIR(st.st_mode):
         writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        writer.add_symlink(path, _link_target(item.fs_path), mode=mode, mtime_ns=mtime_ns)
+        writer.add_symlink(path, _link_target(item), mode=mode, mtime_ns=mtime_ns)
     else:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_link:
             writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
             return
+        fd, gone = _open_walked(item)
+        if fd is None:
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
+            return
         try:
-            with open(item.fs_path, "rb") as stream:
+            with os.fdopen(fd, "rb") as stream:
                 entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
                 after = os.fstat(stream.fileno())
                 grew = entry.size == st.st_size and stream.read(1)
-        except FileNotFoundError:
-            writer.stats.changed.append(item.fs_path)
-            progress.warn(f"{item.fs_path}: file removed before we read it; not stored")
-            return
         except OSError as exc:
             raise InputError(path=item.fs_path, reason=describe(exc)) from None
         if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
@@ -416,6 +419,21 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
             progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
         if st.st_nlink > 1:
             first_link[key] = entry
+
+
+def _open_walked(item) -> tuple[int | None, str]:
+    """The file the walk found, opened: (fd, "") if its name still leads to it without following a link, else (None,
+    what happened to it). Nothing else is read: a link swapped in (for the file or a directory above it, as someone
+    who can write in the tree could while root packs it) could lead anywhere, a FIFO would block."""
+    try:
+        fd = item.open(0)
+    except FileNotFoundError:
+        return None, "removed"
+    except OSError as exc:
+        if exc.errno not in NOT_FOLLOWED:
+            raise InputError(path=item.fs_path, reason=describe(exc)) from None
+        fd = None
+    return (None, "replaced by a link or another file") if fd is None else (fd, "")
 
 
 def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
@@ -429,10 +447,17 @@ def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
     return min(max(mtime_ns, lo), hi)
 
 
-def _link_target(fs_path: str) -> str:
-    """A symlink's target as the format stores it (SPEC 5): UTF-8, 1..4096 bytes, no NUL."""
+def _link_target(item) -> str:
+    """A symlink's target as the format stores it (SPEC 5): UTF-8, 1..4096 bytes, no NUL; read as the walk reached it,
+    following no other link."""
+    fs_path = item.fs_path
     try:
-        target = os.readlink(fs_path)
+        parent, name = item.open_parent()
+        try:
+            target = os.readlink(name, dir_fd=parent)
+        finally:
+            if parent is not None:
+                os.close(parent)
     except OSError as exc:
         raise InputError(path=fs_path, reason=describe(exc)) from None
     try:

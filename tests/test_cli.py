@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -404,6 +405,52 @@ def test_a_file_that_grows_while_packed_is_stored_as_seen_and_reported(tree, tmp
     assert entry.size == 800 and b"".join(api.cat(str(out), entry.path)) == b"# title\n" * 100
     record = json.loads(run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--force", "--json").stdout)
     assert record["changed"] == [str(growing)]
+
+
+SECRET = b"root's secret\n"
+
+
+@pytest.mark.parametrize("swap", ["file-to-link", "parent-to-link", "file-to-fifo", "dir-while-walked"])
+def test_what_replaces_a_walked_file_or_directory_is_never_read(swap, tmp_path, monkeypatch):
+    """Whoever can write in a tree root packs can swap a file, or a directory above it, for a link to what they
+    cannot read (a FIFO, to hang the pack) between the walk and the read: pack opened the path, following every link,
+    and stored the target's bytes. Now each file is reached from its source without following a link and read only
+    if it is the file the walk found (device and inode); a directory is listed the same way."""
+    tree, outside = tmp_path / "t", tmp_path / "outside"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "f.txt").write_bytes(b"user data")
+    outside.mkdir()
+    (outside / "f.txt").write_bytes(SECRET)
+
+    def replace(path, by_link_to=None):
+        (shutil.rmtree if path.is_dir() else os.unlink)(path)
+        if by_link_to is None:
+            os.mkfifo(path)
+        else:
+            path.symlink_to(by_link_to)
+
+    swaps = {"file-to-link": lambda: replace(tree / "d" / "f.txt", outside / "f.txt"),
+             "parent-to-link": lambda: replace(tree / "d", outside),
+             "file-to-fifo": lambda: replace(tree / "d" / "f.txt"),
+             "dir-while-walked": lambda: replace(tree / "d", outside)}
+    real_walk = api.walk
+
+    def walk_then_swap(*args):
+        for item in real_walk(*args):
+            yield item
+            if swap == "dir-while-walked" and item.archive_path == "t/d":  # after its lstat, before its listing
+                swaps[swap]()
+        if swap != "dir-while-walked":  # after the walk, before any read
+            swaps[swap]()
+
+    monkeypatch.setattr(api, "walk", walk_then_swap)
+    out = tmp_path / "p.lza"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
+    assert result.exit_code == 1 and "written, but 1 source file changed or vanished" in result.stderr, result.stderr
+    gone = tree / "d" if swap == "dir-while-walked" else tree / "d" / "f.txt"
+    assert f"{gone}: " in result.stderr and "replaced by a link or another file" in result.stderr
+    stored = {e.path: b"".join(api.cat(str(out), e.path)) for e in api.list_entries(str(out)) if e.type is api.EntryType.FILE}
+    assert SECRET not in out.read_bytes() and SECRET not in stored.values() and list(stored) == []
 
 
 # ------------------------------------------------------------------------------------------- terminal safety

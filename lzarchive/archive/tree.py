@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -14,11 +15,48 @@ from .files import describe
 from .progress import Progress
 
 
+NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR, errno.ENXIO)  # a link (O_NOFOLLOW), no directory, a socket
+
+
 @dataclass(frozen=True)
 class SourceItem:
     archive_path: str
     fs_path: str
     st: os.stat_result
+    source: str  # the source it lies under, as named: links there are followed, as the user named them
+
+    def open_parent(self) -> tuple[int | None, str]:
+        """(directory fd, name) to reach this item by without following any link below its source; the caller closes
+        the fd (None: the item is the source, reached by its path). OSError with an errno of NOT_FOLLOWED where a
+        directory the walk went through has been replaced by a link or a file since."""
+        parts = self.archive_path.split("/")[1:]
+        if not parts:
+            return None, self.source
+        fd = os.open(self.source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    def open(self, flags: int) -> int | None:
+        """This item opened (O_NOFOLLOW, without blocking on a FIFO put in its place) if it is still what the walk
+        found there, the same file (device and inode): else None, and nothing of it is read."""
+        parent, name = self.open_parent()
+        try:
+            fd = os.open(name, flags | os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        finally:
+            if parent is not None:
+                os.close(parent)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)) != (self.st.st_dev, self.st.st_ino, stat.S_IFMT(self.st.st_mode)):
+            os.close(fd)
+            return None
+        return fd
 
 
 def archive_name(source: str) -> str:
@@ -29,8 +67,10 @@ def archive_name(source: str) -> str:
     return name
 
 
-def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress) -> Iterator[SourceItem]:
-    """Yield every source and everything below it, directories before their contents, names sorted."""
+def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress, changed: list[str]) -> Iterator[SourceItem]:
+    """Yield every source and everything below it, directories before their contents, names sorted, never following
+    a link below a source. A directory replaced meanwhile (by a link, say) is yielded as found, its contents not
+    walked: its path goes to `changed`, with a warning."""
     names: dict[str, str] = {}
     for source in sources:
         name = archive_name(source)
@@ -41,7 +81,7 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress) ->
         if os.path.islink(source) and os.path.isdir(source):  # `source/` (a trailing slash) follows it, as in tar
             progress.warn(f"{source}: a symlink to a directory, stored as the link: name it {source}/ to pack the "
                           f"directory's contents")
-        yield from _walk_one(source, name, excludes, progress)
+        yield from _walk_one(source, name, source, None, excludes, progress, changed)
 
 
 def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
@@ -57,11 +97,14 @@ def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
     return False
 
 
-def _walk_one(fs_path: str, archive_path: str, excludes: Sequence[str], progress: Progress) -> Iterator[SourceItem]:
+def _walk_one(fs_path: str, archive_path: str, source: str, parent: int | None, excludes: Sequence[str],
+              progress: Progress, changed: list[str]) -> Iterator[SourceItem]:
+    """The item at fs_path and everything below it; `parent`, its directory's fd (None for a source), through
+    which it is reached: no link below a source is ever followed, though one may replace a directory meanwhile."""
     if _excluded(archive_path, excludes, is_dir=False):  # before lstat: an excluded path need not be readable
         return
     try:
-        st = os.lstat(fs_path)
+        st = os.lstat(fs_path if parent is None else os.path.basename(fs_path), dir_fd=parent)
     except OSError as exc:
         raise InputError(path=fs_path, reason=describe(exc)) from None
     if stat.S_ISDIR(st.st_mode) and _excluded(archive_path, excludes, is_dir=True):
@@ -73,11 +116,26 @@ def _walk_one(fs_path: str, archive_path: str, excludes: Sequence[str], progress
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         progress.warn(f"{fs_path}: skipped: not a regular file, directory or symlink")
         return
-    yield SourceItem(archive_path, fs_path, st)
+    item = SourceItem(archive_path, fs_path, st, source)
+    yield item
     if stat.S_ISDIR(st.st_mode):
         try:
-            children = sorted(os.listdir(fs_path))
+            fd = item.open(os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno not in NOT_FOLLOWED:
+                raise InputError(path=fs_path, reason=describe(exc)) from None
+            fd = None
+        if fd is None:
+            changed.append(fs_path)
+            progress.warn(f"{fs_path}: replaced by a link or another file as we walked it; its contents are not stored")
+            return
+        try:
+            children = sorted(os.listdir(fd))
         except OSError as exc:
             raise InputError(path=fs_path, reason=describe(exc)) from None
-        for child in children:
-            yield from _walk_one(os.path.join(fs_path, child), f"{archive_path}/{child}", excludes, progress)
+        try:
+            for child in children:
+                yield from _walk_one(os.path.join(fs_path, child), f"{archive_path}/{child}", source, fd, excludes,
+                                     progress, changed)
+        finally:
+            os.close(fd)
