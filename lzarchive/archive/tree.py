@@ -52,11 +52,14 @@ class SourceItem:
         finally:
             if parent is not None:
                 os.close(parent)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)) != (self.st.st_dev, self.st.st_ino, stat.S_IFMT(self.st.st_mode)):
+        if _identity(os.fstat(fd)) != _identity(self.st):
             os.close(fd)
             return None
         return fd
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)
 
 
 def archive_name(source: str) -> str:
@@ -67,7 +70,8 @@ def archive_name(source: str) -> str:
     return name
 
 
-def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress, changed: list[str]) -> Iterator[SourceItem]:
+def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
+         changed: list[str]) -> Iterator[SourceItem]:
     """Yield every source and everything below it, directories before their contents, names sorted, never following
     a link below a source. A directory replaced meanwhile (by a link, say) is yielded as found, its contents not
     walked: its path goes to `changed`, with a warning."""
