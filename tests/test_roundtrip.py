@@ -250,6 +250,30 @@ def test_a_source_that_is_a_symlink_to_a_directory_is_stored_as_the_link_with_a_
     assert [e.path for e in api.list_entries(str(tmp_path / "b.lza"))] == ["link", "link/f.txt"] and len(warnings) == 1
 
 
+def test_a_tree_deeper_than_the_recursion_limit_packs(tmp_path):
+    """Paths of 4,095 bytes nest 2,000 directories: the recursive walk stopped with a RecursionError (a traceback)
+    past about 1,000, and checking each path cost its depth times its length."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for name in ["deep"] + ["a"] * 1100:  # one level at a time: os.makedirs recurses as deep as the tree
+        os.mkdir(name, dir_fd=fd)
+        inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    bottom = tmp_path / "deep" / ("a/" * 1100)
+    (bottom / "f.txt").write_text("at the bottom")
+    try:
+        archive = str(tmp_path / "deep.lza")
+        api.pack([str(tmp_path / "deep")], archive, codec="zstd")
+        entries = api.list_entries(archive)
+        assert len(entries) == 1102 and entries[-1].path == "deep/" + "a/" * 1100 + "f.txt"
+        assert b"".join(api.cat(archive, entries[-1].path)) == b"at the bottom"
+    finally:  # bottom up: shutil.rmtree, which cleans pytest's temporary directories, recurses too
+        (bottom / "f.txt").unlink()
+        for directory in [bottom, *bottom.parents][:1101]:
+            directory.rmdir()
+
+
 def line_cut_sizes(data: bytes, chunk_size: int) -> list[int]:
     """The line_cuts rule for one file alone, restated: a full chunk ends after the last line break in its final
     eighth, where there is one."""

@@ -3,9 +3,10 @@
 several chunk sizes on a real tree (default: this Python's standard library, without site-packages). Prints a Markdown table.
 
 Also the memory and time of `lza list` on an index of many entries (--list-entries, default 2^20 directories):
-peak RSS per entry beyond a one-entry archive's, so a hostile or just very large index costs what it declares.
+peak RSS per entry beyond a one-entry archive's, so a hostile or just very large index costs what it declares; and
+its time per entry on paths 2,040 components deep (--deep-entries, default 2,000).
 
-Usage: python tools/bench_container.py [--tree DIR] [--chunk-sizes 64K,256K,1M,4M] [--list-entries N] [--only-list]
+Usage: python tools/bench_container.py [--tree DIR] [--chunk-sizes 64K,256K,1M,4M] [--list-entries N] [--deep-entries N] [--only-list]
 """
 
 from __future__ import annotations
@@ -66,25 +67,38 @@ def bench_tree(tree: str, chunk_size: int, tmp: str) -> dict:
             "extract_s": extract_s, "cat_ms": cat_ms, "entries": stats.entries, "chunks": stats.chunks}
 
 
+def directories(tmp: str, count: int, depth: int = 1) -> str:
+    """An archive of `count` directory entries, each `depth` components deep (a path of 2 x depth + 10 bytes)."""
+    path = os.path.join(tmp, f"dirs-{count}-{depth}.lza")
+    with open(path, "wb") as out:
+        writer = ArchiveWriter(out, [])
+        for i in range(count):
+            writer.add_dir(f"directory-{i:08}" + "/a" * (depth - 1), mode=0o755, mtime_ns=1_700_000_000_000_000_000 + i)
+        writer.finish()
+    return path
+
+
+def lza_list(path: str) -> tuple[float, int]:
+    return run_measured([sys.executable, "-m", "lzarchive", "list", path], stdout_path=os.devnull)
+
+
 def list_memory(tmp: str, entries: int) -> tuple[float, float, float]:
     """`lza list` of an archive of `entries` directories: (peak RSS bytes per entry beyond a one-entry archive's,
     seconds, archive bytes per entry)."""
-    def archive(count: int) -> str:
-        path = os.path.join(tmp, f"dirs-{count}.lza")
-        with open(path, "wb") as out:
-            writer = ArchiveWriter(out, [])
-            for i in range(count):
-                writer.add_dir(f"directory-{i:08}", mode=0o755, mtime_ns=1_700_000_000_000_000_000 + i)
-            writer.finish()
-        return path
-
-    def lza_list(path: str) -> tuple[float, int]:
-        return run_measured([sys.executable, "-m", "lzarchive", "list", path], stdout_path=os.devnull)
-
-    _, base_rss = lza_list(archive(1))
-    big = archive(entries)
+    _, base_rss = lza_list(directories(tmp, 1))
+    big = directories(tmp, entries)
     seconds, rss = lza_list(big)
     return (rss - base_rss) / entries, seconds, os.path.getsize(big) / entries
+
+
+def list_deep(tmp: str, entries: int) -> tuple[float, float]:
+    """`lza list` of `entries` directories 2,040 components deep (paths of 4,090 bytes, near the limit): (seconds
+    per entry beyond a one-entry archive's, archive bytes per entry). Checking a path must cost its length, not its
+    depth times its length."""
+    base, _ = lza_list(directories(tmp, 1, 2040))
+    big = directories(tmp, entries, 2040)
+    seconds, _ = lza_list(big)
+    return (seconds - base) / entries, os.path.getsize(big) / entries
 
 
 def main() -> None:
@@ -92,12 +106,16 @@ def main() -> None:
     parser.add_argument("--tree", default=sysconfig.get_paths()["stdlib"])
     parser.add_argument("--chunk-sizes", default="64K,256K,1M,4M")
     parser.add_argument("--list-entries", type=int, default=1 << 20)
-    parser.add_argument("--only-list", action="store_true", help="only the lza list measurement")
+    parser.add_argument("--deep-entries", type=int, default=2000)
+    parser.add_argument("--only-list", action="store_true", help="only the lza list measurements")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         per_entry, seconds, archive_per_entry = list_memory(tmp, args.list_entries)
         print(f"lza list of {args.list_entries} directory entries ({archive_per_entry:.2f} archive bytes each): "
-              f"{per_entry:.0f} bytes of peak RSS per entry, {seconds:.1f} s\n", flush=True)
+              f"{per_entry:.0f} bytes of peak RSS per entry, {seconds:.1f} s", flush=True)
+        per_entry_s, archive_per_entry = list_deep(tmp, args.deep_entries)
+        print(f"lza list of {args.deep_entries} directory entries 2,040 deep ({archive_per_entry:.2f} archive bytes "
+              f"each): {per_entry_s * 1e3:.2f} ms per entry\n", flush=True)
         if args.only_list:
             return
         per_entry, per_chunk = overheads(tmp)

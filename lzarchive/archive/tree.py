@@ -85,12 +85,25 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
         if os.path.islink(source) and os.path.isdir(source):  # `source/` (a trailing slash) follows it, as in tar
             progress.warn(f"{source}: a symlink to a directory, stored as the link: name it {source}/ to pack the "
                           f"directory's contents")
-        yield from _walk_one(source, name, source, None, excludes, progress, changed)
+        if _excluded(name, excludes, is_dir=False):
+            continue
+        try:
+            pending = [SourceItem(name, source, os.lstat(source), source)]  # a stack, the next item last
+        except OSError as exc:
+            raise InputError(path=source, reason=describe(exc)) from None
+        while pending:  # a loop, not recursion: a tree may be 2,000 directories deep (paths of 4,095 bytes)
+            item = pending.pop()
+            if _admitted(item, excludes, progress):
+                yield item
+                if stat.S_ISDIR(item.st.st_mode):
+                    pending.extend(reversed(_children(item, excludes, progress, changed)))
 
 
 def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
     """tar's default for --exclude: a glob matches the whole path or any part of it that starts after a '/' (a name,
     or cache/* at any depth), its * matching '/' too; a trailing '/' matches directories only (as rsync and git do)."""
+    if not excludes:  # the tails cost a path's depth times its length
+        return False
     parts = archive_path.split("/")
     tails = ["/".join(parts[i:]) for i in range(len(parts))]
     for pattern in excludes:
@@ -101,45 +114,48 @@ def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
     return False
 
 
-def _walk_one(fs_path: str, archive_path: str, source: str, parent: int | None, excludes: Sequence[str],
-              progress: Progress, changed: list[str]) -> Iterator[SourceItem]:
-    """The item at fs_path and everything below it; `parent`, its directory's fd (None for a source), through
-    which it is reached: no link below a source is ever followed, though one may replace a directory meanwhile."""
-    if _excluded(archive_path, excludes, is_dir=False):  # before lstat: an excluded path need not be readable
-        return
+def _admitted(item: SourceItem, excludes: Sequence[str], progress: Progress) -> bool:
+    """Whether an item found by the walk is packed: not excluded as a directory, a path the format holds (else
+    InputError), a regular file, directory or symlink (else skipped, with a warning)."""
+    st = item.st
+    if stat.S_ISDIR(st.st_mode) and _excluded(item.archive_path, excludes, is_dir=True):
+        return False
     try:
-        st = os.lstat(fs_path if parent is None else os.path.basename(fs_path), dir_fd=parent)
-    except OSError as exc:
-        raise InputError(path=fs_path, reason=describe(exc)) from None
-    if stat.S_ISDIR(st.st_mode) and _excluded(archive_path, excludes, is_dir=True):
-        return
-    try:
-        check_path(archive_path)
+        check_path(item.archive_path)
     except ValueError as exc:
-        raise InputError(path=fs_path, reason=f"cannot be stored: {exc}") from None
+        raise InputError(path=item.fs_path, reason=f"cannot be stored: {exc}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        progress.warn(f"{fs_path}: skipped: not a regular file, directory or symlink")
-        return
-    item = SourceItem(archive_path, fs_path, st, source)
-    yield item
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            fd = item.open(os.O_DIRECTORY)
-        except OSError as exc:
-            if exc.errno not in NOT_FOLLOWED:
-                raise InputError(path=fs_path, reason=describe(exc)) from None
-            fd = None
-        if fd is None:
-            changed.append(fs_path)
-            progress.warn(f"{fs_path}: replaced by a link or another file as we walked it; its contents are not stored")
-            return
-        try:
-            children = sorted(os.listdir(fd))
-        except OSError as exc:
+        progress.warn(f"{item.fs_path}: skipped: not a regular file, directory or symlink")
+        return False
+    return True
+
+
+def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress, changed: list[str]) -> list[SourceItem]:
+    """A directory's entries not excluded by name, sorted, each lstat-ed through the directory as the walk found it
+    (opened without following a link: one that replaced it meanwhile is not walked, and goes to `changed`)."""
+    fs_path = directory.fs_path
+    try:
+        fd = directory.open(os.O_DIRECTORY)
+    except OSError as exc:
+        if exc.errno not in NOT_FOLLOWED:
             raise InputError(path=fs_path, reason=describe(exc)) from None
-        try:
-            for child in children:
-                yield from _walk_one(os.path.join(fs_path, child), f"{archive_path}/{child}", source, fd, excludes,
-                                     progress, changed)
-        finally:
-            os.close(fd)
+        fd = None
+    if fd is None:
+        changed.append(fs_path)
+        progress.warn(f"{fs_path}: replaced by a link or another file as we walked it; its contents are not stored")
+        return []
+    children = []
+    try:
+        for name in sorted(os.listdir(fd)):
+            path, child = os.path.join(fs_path, name), f"{directory.archive_path}/{name}"
+            if _excluded(child, excludes, is_dir=False):  # before lstat: an excluded path need not be readable
+                continue
+            try:
+                children.append(SourceItem(child, path, os.lstat(name, dir_fd=fd), directory.source))
+            except OSError as exc:
+                raise InputError(path=path, reason=describe(exc)) from None
+    except OSError as exc:  # the listing
+        raise InputError(path=fs_path, reason=describe(exc)) from None
+    finally:
+        os.close(fd)
+    return children

@@ -6,6 +6,7 @@ that into an error naming the archive.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass, replace
 from typing import Any
@@ -238,9 +239,10 @@ def check_path(path: Any, what: str = "path") -> str:
     _require(0 < len(raw) <= C.MAX_PATH_BYTES, f"{what} length must be 1..{C.MAX_PATH_BYTES} bytes")
     _require("\0" not in path, f"{what} contains NUL")
     _require(not path.startswith("/"), f"{what} {path!r} is absolute")
-    for part in path.split("/"):
-        _require(part not in ("", ".", ".."), f"{what} {path!r} has an empty, '.' or '..' component")
-        _require(len(part.encode("utf-8", "surrogatepass")) <= C.MAX_COMPONENT_BYTES, f"{what} component too long")
+    parts = path.split("/")  # the messages are made only on failure: a path may have 2,000 components
+    _require(not any(part in ("", ".", "..") for part in parts), f"{what} {path!r} has an empty, '.' or '..' component")
+    _require(max(len(part.encode("utf-8", "surrogatepass")) for part in parts) <= C.MAX_COMPONENT_BYTES,
+             f"{what} component too long")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -571,12 +573,14 @@ def _check_tree(entries: tuple[Entry, ...]) -> None:
         elif entry.type is C.EntryType.FILE:
             files[entry.path] = entry
         kinds[entry.path] = entry.type
-    for entry in entries:
-        parent = entry.path.rpartition("/")[0]
-        while parent:
-            _require(kinds.get(parent, C.EntryType.DIR) is C.EntryType.DIR,
-                     f"{entry.path!r} lies under {parent!r}, which is not a directory")
-            parent = parent.rpartition("/")[0]
+    # an entry that is no directory is no other's ancestor: the paths below it, if any, follow `path/` in sorted
+    # order (a search per entry, where walking every entry's ancestors costs its depth times its length)
+    paths = sorted(kinds)
+    for path, kind in kinds.items():
+        if kind is not C.EntryType.DIR:
+            below = path + "/"
+            first = paths[min(bisect.bisect_left(paths, below), len(paths) - 1)]
+            _require(not first.startswith(below), f"{first!r} lies under {path!r}, which is not a directory")
 
 
 def _check_slices(entries: tuple[Entry, ...]) -> None:
