@@ -82,11 +82,11 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
             raise UsageError(reason=f"{source} and {names[name]} would both be stored as {name!r}")
         names[name] = source
     for name, source in names.items():
+        if _excluded(name, excludes, is_dir=False):
+            continue
         if os.path.islink(source) and os.path.isdir(source):  # `source/` (a trailing slash) follows it, as in tar
             progress.warn(f"{source}: a symlink to a directory, stored as the link: name it {source}/ to pack the "
                           f"directory's contents")
-        if _excluded(name, excludes, is_dir=False):
-            continue
         try:
             pending = [SourceItem(name, source, os.lstat(source), source)]  # a stack, the next item last
         except OSError as exc:
