@@ -453,6 +453,37 @@ def test_what_replaces_a_walked_file_or_directory_is_never_read(swap, tmp_path, 
     assert SECRET not in out.read_bytes() and SECRET not in stored.values() and list(stored) == []
 
 
+@pytest.mark.parametrize("when", ["listed", "walked"])
+def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_path, monkeypatch):
+    """A file removed between its directory's listing and its lstat stopped the pack (an error, nothing written),
+    where one removed after the walk was reported and left out; now both are, and pack exits 1 with the archive."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "gone.txt").write_text("going")
+    (tree / "kept.txt").write_text("kept")
+    real_walk, real_lstat = api.walk, os.lstat
+
+    def walk_then_remove(*args):
+        yield from real_walk(*args)
+        (tree / "gone.txt").unlink()
+
+    def lstat_after_removal(path, *, dir_fd=None):  # the file goes between the listing and its lstat
+        if path == "gone.txt" and dir_fd is not None:
+            os.unlink(path, dir_fd=dir_fd)
+        return real_lstat(path, dir_fd=dir_fd)
+
+    if when == "walked":
+        monkeypatch.setattr(api, "walk", walk_then_remove)
+    else:
+        monkeypatch.setattr(os, "lstat", lstat_after_removal)
+    out = tmp_path / "p.lza"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
+    monkeypatch.undo()
+    assert result.exit_code == 1 and "written, but 1 source file changed or vanished" in result.stderr, result.stderr
+    assert f"{tree / 'gone.txt'}: " in result.stderr and "removed" in result.stderr
+    assert [e.path for e in api.list_entries(str(out))] == ["t", "t/kept.txt"]
+
+
 # ------------------------------------------------------------------------------------------- terminal safety
 
 HOSTILE_NAMES = ["forged\nproj/docs/a.md", "\x1b[31mred\x1b[0m", "bidi\u202eevil", "back\\slash", "[bold]x[/bold]"]

@@ -152,6 +152,9 @@ def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress
                 continue
             try:
                 children.append(SourceItem(child, path, os.lstat(name, dir_fd=fd), directory.source))
+            except FileNotFoundError:  # as a file removed before its read: the archive is written, pack exits 1
+                changed.append(path)
+                progress.warn(f"{path}: removed as we walked it; not stored")
             except OSError as exc:
                 raise InputError(path=path, reason=describe(exc)) from None
     except OSError as exc:  # the listing
