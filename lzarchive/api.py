@@ -6,6 +6,7 @@ lm codec, so `lza list` starts in a fraction of a second.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -396,7 +397,12 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
     if stat.S_ISDIR(st.st_mode):
         writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        writer.add_symlink(path, _link_target(item), mode=mode, mtime_ns=mtime_ns)
+        target = _link_target(item)
+        if target is None:
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: symlink removed or replaced before we read it; not stored")
+            return
+        writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
     else:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_link:
@@ -447,9 +453,9 @@ def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
     return min(max(mtime_ns, lo), hi)
 
 
-def _link_target(item) -> str:
+def _link_target(item) -> str | None:
     """A symlink's target as the format stores it (SPEC 5): UTF-8, 1..4096 bytes, no NUL; read as the walk reached it,
-    following no other link."""
+    following no other link. None where it is gone, or no link is there now."""
     fs_path = item.fs_path
     try:
         parent, name = item.open_parent()
@@ -459,6 +465,8 @@ def _link_target(item) -> str:
             if parent is not None:
                 os.close(parent)
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in (*NOT_FOLLOWED, errno.EINVAL):  # EINVAL: not a link
+            return None
         raise InputError(path=fs_path, reason=describe(exc)) from None
     try:
         size = len(target.encode("utf-8"))

@@ -453,13 +453,17 @@ def test_what_replaces_a_walked_file_or_directory_is_never_read(swap, tmp_path, 
     assert SECRET not in out.read_bytes() and SECRET not in stored.values() and list(stored) == []
 
 
-@pytest.mark.parametrize("when", ["listed", "walked"])
+@pytest.mark.parametrize("when", ["listed", "walked", "walked-link"])
 def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_path, monkeypatch):
-    """A file removed between its directory's listing and its lstat stopped the pack (an error, nothing written),
-    where one removed after the walk was reported and left out; now both are, and pack exits 1 with the archive."""
+    """A file removed between its directory's listing and its lstat, or a symlink removed before its target was
+    read, stopped the pack (an error, nothing written), where a file removed after the walk was reported and left
+    out; now all are, and pack exits 1 with the archive."""
     tree = tmp_path / "t"
     tree.mkdir()
-    (tree / "gone.txt").write_text("going")
+    if when == "walked-link":
+        (tree / "gone.txt").symlink_to("kept.txt")
+    else:
+        (tree / "gone.txt").write_text("going")
     (tree / "kept.txt").write_text("kept")
     real_walk, real_lstat = api.walk, os.lstat
 
@@ -472,7 +476,7 @@ def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_pa
             os.unlink(path, dir_fd=dir_fd)
         return real_lstat(path, dir_fd=dir_fd)
 
-    if when == "walked":
+    if when.startswith("walked"):
         monkeypatch.setattr(api, "walk", walk_then_remove)
     else:
         monkeypatch.setattr(os, "lstat", lstat_after_removal)
