@@ -6,7 +6,6 @@ lm codec, so `lza list` starts in a fraction of a second.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import tempfile
@@ -18,7 +17,7 @@ from .archive.extract import Extractor, plan, select_entries, wanted_path
 from .archive.files import describe, entry_id
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
-from .archive.tree import NOT_FOLLOWED, walk
+from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import (LM_DEFAULT_PRIMER, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
                      lm_chunk_size)
@@ -436,9 +435,7 @@ def _open_walked(item) -> tuple[int | None, str]:
     except FileNotFoundError:
         return None, "removed"
     except OSError as exc:
-        if exc.errno not in NOT_FOLLOWED:
-            raise InputError(path=item.fs_path, reason=describe(exc)) from None
-        fd = None
+        raise InputError(path=item.fs_path, reason=describe(exc)) from None
     return (None, "replaced by a link or another file") if fd is None else (fd, "")
 
 
@@ -458,16 +455,11 @@ def _link_target(item) -> str | None:
     following no other link. None where it is gone, or no link is there now."""
     fs_path = item.fs_path
     try:
-        parent, name = item.open_parent()
-        try:
-            target = os.readlink(name, dir_fd=parent)
-        finally:
-            if parent is not None:
-                os.close(parent)
+        target = item.link_target()
     except OSError as exc:
-        if isinstance(exc, FileNotFoundError) or exc.errno in (*NOT_FOLLOWED, errno.EINVAL):  # EINVAL: not a link
-            return None
         raise InputError(path=fs_path, reason=describe(exc)) from None
+    if target is None:
+        return None
     try:
         size = len(target.encode("utf-8"))
     except UnicodeEncodeError:

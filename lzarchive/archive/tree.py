@@ -45,17 +45,39 @@ class SourceItem:
 
     def open(self, flags: int) -> int | None:
         """This item opened (O_NOFOLLOW, without blocking on a FIFO put in its place) if it is still what the walk
-        found there, the same file (device and inode): else None, and nothing of it is read."""
-        parent, name = self.open_parent()
+        found there, the same file (device and inode): else None (a link or another file there now, or in place of
+        a directory above it), and nothing of it is read. OSError otherwise (FileNotFoundError: gone)."""
         try:
-            fd = os.open(name, flags | os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
-        finally:
-            if parent is not None:
-                os.close(parent)
+            parent, name = self.open_parent()
+            try:
+                fd = os.open(name, flags | os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+            finally:
+                if parent is not None:
+                    os.close(parent)
+        except OSError as exc:
+            if exc.errno in NOT_FOLLOWED:
+                return None
+            raise
         if _identity(os.fstat(fd)) != _identity(self.st):
             os.close(fd)
             return None
         return fd
+
+
+    def link_target(self) -> str | None:
+        """This symlink's target, read as the item is opened: None where it is gone or no link is there now (or a
+        link or another file in place of a directory above it). OSError otherwise."""
+        try:
+            parent, name = self.open_parent()
+            try:
+                return os.readlink(name, dir_fd=parent)
+            finally:
+                if parent is not None:
+                    os.close(parent)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or exc.errno in (*NOT_FOLLOWED, errno.EINVAL):  # EINVAL: no link
+                return None
+            raise
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:
@@ -137,9 +159,7 @@ def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress
     try:
         fd = directory.open(os.O_DIRECTORY)
     except OSError as exc:
-        if exc.errno not in NOT_FOLLOWED:
-            raise InputError(path=fs_path, reason=describe(exc)) from None
-        fd = None
+        raise InputError(path=fs_path, reason=describe(exc)) from None
     if fd is None:
         changed.append(fs_path)
         progress.warn(f"{fs_path}: replaced by a link or another file as we walked it; its contents are not stored")

@@ -239,8 +239,9 @@ def check_path(path: Any, what: str = "path") -> str:
     _require(0 < len(raw) <= C.MAX_PATH_BYTES, f"{what} length must be 1..{C.MAX_PATH_BYTES} bytes")
     _require("\0" not in path, f"{what} contains NUL")
     _require(not path.startswith("/"), f"{what} {path!r} is absolute")
-    parts = path.split("/")  # the messages are made only on failure: a path may have 2,000 components
-    _require(not any(part in ("", ".", "..") for part in parts), f"{what} {path!r} has an empty, '.' or '..' component")
+    parts = path.split("/")  # a path may have 2,000 components: the message is made only on failure
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{what} {path!r} has an empty, '.' or '..' component")
     _require(max(len(part.encode("utf-8", "surrogatepass")) for part in parts) <= C.MAX_COMPONENT_BYTES,
              f"{what} component too long")
     try:
@@ -580,7 +581,8 @@ def _check_tree(entries: tuple[Entry, ...]) -> None:
         if kind is not C.EntryType.DIR:
             below = path + "/"
             first = paths[min(bisect.bisect_left(paths, below), len(paths) - 1)]
-            _require(not first.startswith(below), f"{first!r} lies under {path!r}, which is not a directory")
+            if first.startswith(below):  # the message made only then: this runs for every file of the index
+                raise ValueError(f"{first!r} lies under {path!r}, which is not a directory")
 
 
 def _check_slices(entries: tuple[Entry, ...]) -> None:
