@@ -453,15 +453,19 @@ def test_what_replaces_a_walked_file_or_directory_is_never_read(swap, tmp_path, 
     assert SECRET not in out.read_bytes() and SECRET not in stored.values() and list(stored) == []
 
 
-@pytest.mark.parametrize("when", ["listed", "walked", "walked-link"])
+@pytest.mark.parametrize("when", ["listed", "walked", "walked-link", "dir-walked"])
 def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_path, monkeypatch):
-    """A file removed between its directory's listing and its lstat, or a symlink removed before its target was
-    read, stopped the pack (an error, nothing written), where a file removed after the walk was reported and left
-    out; now all are, and pack exits 1 with the archive."""
+    """A file removed between its directory's listing and its lstat, a symlink removed before its target was read,
+    or a directory removed between its lstat and its listing, stopped the pack (an error, nothing written), where a
+    file removed after the walk was reported and left out; now all are, and pack exits 1 with the archive (a
+    directory as it was found, without its contents)."""
     tree = tmp_path / "t"
     tree.mkdir()
     if when == "walked-link":
         (tree / "gone.txt").symlink_to("kept.txt")
+    elif when == "dir-walked":
+        (tree / "gone.txt").mkdir()
+        (tree / "gone.txt" / "inside").write_text("going")
     else:
         (tree / "gone.txt").write_text("going")
     (tree / "kept.txt").write_text("kept")
@@ -471,21 +475,27 @@ def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_pa
         yield from real_walk(*args)
         (tree / "gone.txt").unlink()
 
-    def lstat_after_removal(path, *, dir_fd=None):  # the file goes between the listing and its lstat
+    def lstat_around_removal(path, *, dir_fd=None):  # a file goes before its lstat, a directory before its listing
         if path == "gone.txt" and dir_fd is not None:
+            if when == "dir-walked":
+                st = real_lstat(path, dir_fd=dir_fd)
+                shutil.rmtree(tree / "gone.txt")
+                return st
             os.unlink(path, dir_fd=dir_fd)
         return real_lstat(path, dir_fd=dir_fd)
 
     if when.startswith("walked"):
         monkeypatch.setattr(api, "walk", walk_then_remove)
     else:
-        monkeypatch.setattr(os, "lstat", lstat_after_removal)
+        monkeypatch.setattr(os, "lstat", lstat_around_removal)
     out = tmp_path / "p.lza"
     result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
     monkeypatch.undo()
     assert result.exit_code == 1 and "written, but 1 source file changed or vanished" in result.stderr, result.stderr
     assert f"{tree / 'gone.txt'}: " in result.stderr and "removed" in result.stderr
-    assert [e.path for e in api.list_entries(str(out))] == ["t", "t/kept.txt"]
+    entries = {e.path: e.type for e in api.list_entries(str(out))}
+    assert entries == {"t": api.EntryType.DIR, "t/kept.txt": api.EntryType.FILE,
+                       **({"t/gone.txt": api.EntryType.DIR} if when == "dir-walked" else {})}
 
 
 # ------------------------------------------------------------------------------------------- terminal safety
@@ -516,6 +526,23 @@ def test_names_are_escaped_on_human_output_and_exact_in_json(tmp_path):
     assert run_cli("extract", str(archive), "-C", str(dest)).exit_code == 0
     result = run_cli("extract", str(archive), "-C", str(dest))
     assert result.exit_code == 1 and "\x1b" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_its_bytes(tmp_path):
+    """Archive paths are UTF-8 (SPEC 5): a file name that is not stops the pack with an error showing the name's
+    bytes as the shell writes them (b'\\xff'), not Python's surrogate (\\udcff); --exclude leaves it out."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "kept.txt").write_text("kept")
+    with open(os.path.join(os.fsencode(tree), b"bad\xff.txt"), "wb") as f:
+        f.write(b"data")
+    out = tmp_path / "p.lza"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out))
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr == f"lza: error: {tree}/bad\\xff.txt: cannot be stored: its name is not valid UTF-8, which " \
+                            f"every path in an archive is (SPEC 5): rename it, or leave it out with --exclude\n"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--exclude", os.fsdecode(b"bad\xff.txt"))
+    assert result.exit_code == 0 and [e.path for e in api.list_entries(str(out))] == ["t", "t/kept.txt"]
 
 
 def test_rich_markup_in_paths_is_printed_as_text(tmp_path):

@@ -95,8 +95,8 @@ def archive_name(source: str) -> str:
 def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
          changed: list[str]) -> Iterator[SourceItem]:
     """Yield every source and everything below it, directories before their contents, names sorted, never following
-    a link below a source. A directory replaced meanwhile (by a link, say) is yielded as found, its contents not
-    walked: its path goes to `changed`, with a warning."""
+    a link below a source. A directory removed or replaced meanwhile (by a link, say) is yielded as found, its
+    contents not walked: its path goes to `changed`, with a warning."""
     names: dict[str, str] = {}
     for source in sources:
         name = archive_name(source)
@@ -143,6 +143,11 @@ def _admitted(item: SourceItem, excludes: Sequence[str], progress: Progress) -> 
     if stat.S_ISDIR(st.st_mode) and _excluded(item.archive_path, excludes, is_dir=True):
         return False
     try:
+        item.archive_path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, which Python hands over as surrogates
+        raise InputError(path=item.fs_path, reason="cannot be stored: its name is not valid UTF-8, which every path in "
+                                                   "an archive is (SPEC 5): rename it, or leave it out with --exclude")
+    try:
         check_path(item.archive_path)
     except ValueError as exc:
         raise InputError(path=item.fs_path, reason=f"cannot be stored: {exc}") from None
@@ -154,15 +159,18 @@ def _admitted(item: SourceItem, excludes: Sequence[str], progress: Progress) -> 
 
 def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress, changed: list[str]) -> list[SourceItem]:
     """A directory's entries not excluded by name, sorted, each lstat-ed through the directory as the walk found it
-    (opened without following a link: one that replaced it meanwhile is not walked, and goes to `changed`)."""
-    fs_path = directory.fs_path
+    (opened without following a link: one that replaced it or removed it meanwhile is not walked, and goes to
+    `changed`)."""
+    fs_path, happened = directory.fs_path, "replaced by a link or another file"
     try:
         fd = directory.open(os.O_DIRECTORY)
+    except FileNotFoundError:  # as a file removed before its read: reported, and the rest packed
+        fd, happened = None, "removed"
     except OSError as exc:
         raise InputError(path=fs_path, reason=describe(exc)) from None
     if fd is None:
         changed.append(fs_path)
-        progress.warn(f"{fs_path}: replaced by a link or another file as we walked it; its contents are not stored")
+        progress.warn(f"{fs_path}: {happened} as we walked it; its contents are not stored")
         return []
     children = []
     try:
