@@ -178,6 +178,10 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, archive: str |
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe) or "."
     if not os.path.isdir(probe):
+        if os.path.islink(probe) and not os.path.exists(probe):  # lexists, not exists: a link to nothing
+            where = "is" if probe == dest else f"lies under {probe},"
+            raise OutputError(path=dest, reason=f"cannot extract there: it {where} a symlink to {os.readlink(probe)}, "
+                                                f"which does not exist")
         where = "exists" if probe == dest else f"lies under {probe}, which exists"
         raise OutputError(path=dest, reason=f"cannot extract there: it {where} and is not a directory")
     view = DestinationView(entries, dest)

@@ -384,15 +384,20 @@ def test_a_path_of_4095_bytes_extracts(tmp_path):
     assert run_cli("extract", str(archive), "-C", str(dest)).exit_code == 1  # exists now: refused, not a traceback
 
 
-@pytest.mark.parametrize("where", ["file", "under-file"])
+@pytest.mark.parametrize("where", ["file", "under-file", "dangling-link", "under-dangling-link"])
 def test_extracting_into_a_file_is_a_clear_error(where, tmp_path):
+    """-C naming a file, or a symlink to nothing (said so: it was "exists and is not a directory"), or a path below
+    either: nothing is created, not even the link's target."""
     archive = tmp_path / "a.lza"
     archive.write_bytes(craft([content_entry("x", (0, 0, len(PAYLOAD)), PAYLOAD)], [PAYLOAD]))
     (tmp_path / "plain").write_bytes(b"not a directory")
-    dest = tmp_path / "plain" if where == "file" else tmp_path / "plain" / "sub"
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    dest = tmp_path / ("plain" if "file" in where else "link") / ("sub" if where.startswith("under") else "")
     result = run_cli("extract", str(archive), "-C", str(dest))
-    assert result.exit_code == 1 and "not a directory" in result.stderr and "Traceback" not in result.stderr
+    expected = f"a symlink to {tmp_path / 'nowhere'}, which does not exist" if "link" in where else "not a directory"
+    assert result.exit_code == 1 and expected in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "plain").read_bytes() == b"not a directory"
+    assert sorted(os.listdir(tmp_path)) == ["a.lza", "link", "plain"]
 
 
 def test_bytes_after_a_zstd_frame_are_damage(tmp_path):
