@@ -36,8 +36,8 @@ def pack(
     """Pack files and directory trees into an archive (written atomically: a failed pack leaves nothing).
 
     Regular files, directories (empty ones too), symlinks (stored as links, never followed: name a link to a
-    directory as link/ to pack what it points to) and hardlinks are kept with their mode and mtime. A file that changes while it is read is stored as read (never beyond the size first seen), with
-    a warning, and pack exits 1 though the archive is written, as tar does. With --codec auto (the default) every chunk is coded by the language model and by zstd and the
+    directory as link/ to pack what it points to) and hardlinks are kept with their mode and mtime. A file that changes while it is read is stored as read (never beyond the size first seen), one
+    removed meanwhile is left out, each with a warning, and pack exits 1 though the archive is written, as tar does. With --codec auto (the default) every chunk is coded by the language model and by zstd and the
     smaller wins. Example: lza pack src/ docs/README.md -o project.lza
     """
     if output is None and len(sources) >= 2 and sources[-1].endswith(".lza") and not os.path.isdir(sources[-1]):
