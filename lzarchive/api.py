@@ -510,9 +510,12 @@ def extract(
         return Extractor(reader, dest, overwrite=overwrite, progress=progress, batch=_decode_ahead(reader, ray, device)).run(entries)
 
 
-def list_entries(archive: str) -> list[Entry]:
+def list_entries(archive: str, paths: Sequence[str] = ()) -> list[Entry]:
+    """All entries, or those at or below `paths` (each must match one), in the archive's order."""
+    for path in paths:
+        _named(path, "entry (. is the whole archive)")
     with open_archive(archive) as reader:
-        return list(reader.entries)
+        return select_entries(reader.entries, paths)
 
 
 def cat(archive: str, path: str, start: int = 0, end: int | None = None, *, device: str = "cpu") -> Iterator[bytes]:

@@ -38,6 +38,12 @@ def test_pack_list_info_json(tree, tmp_path):
     assert records[3]["mode"] == 0o755 and records[2]["size"] == 800
     long = run_cli("list", "-l", str(out)).stdout.decode()
     assert "-rwxr-xr-x" in long and "proj/run.sh" in long and long.splitlines()[0].startswith("d")
+    # entries named as extract names them: a directory brings its contents, each name must match
+    assert run_cli("list", str(out), "./proj/docs/", "proj/run.sh").stdout == b"proj/docs\nproj/docs/a.md\nproj/run.sh\n"
+    assert run_cli("list", str(out), ".").stdout.decode().splitlines() == [r["path"] for r in records]
+    result = run_cli("list", str(out), "proj/docs", "proj/nothing")
+    assert result.exit_code == 1 and result.stderr == "lza: error: proj/nothing: refused: not found in the archive\n"
+    assert not result.stdout
     info = json.loads(run_cli("info", "--json", str(out)).stdout)
     assert info["format_version"] == "2.0" and info["entries"] == {"dir": 2, "file": 2}
     assert info["content_bytes"] == 800 + 18 and 0 < info["ratio"]
@@ -75,6 +81,7 @@ def test_an_empty_path_is_a_usage_error_before_any_work(tree, tmp_path, monkeypa
                           (["extract", str(archive), "-C", ""], "directory to extract into"),
                           (["extract", "", "-C", "out"], "archive"), (["list", ""], "archive"), (["info", ""], "archive"),
                           (["extract", str(archive), "proj", "", "-C", "out"], "entry"),  # not the whole archive
+                          (["list", str(archive), ""], "entry"),
                           (["cat", str(archive), ""], "file in the archive"),
                           (["verify", ""], "archive"), (["cat", "", "proj/run.sh"], "archive"),
                           (["bench", ""], "file or directory to sample"), (["model", "compile", ""], "model")):

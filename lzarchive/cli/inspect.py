@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,13 +19,15 @@ _TYPE_BITS = {EntryType.FILE: stat.S_IFREG, EntryType.HARDLINK: stat.S_IFREG, En
 
 def list_command(
     archive: Annotated[str, typer.Argument(help="The archive to read.")],
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Entries to list (a directory brings its contents); all if none.")] = None,
     long: Annotated[bool, typer.Option("--long", "-l", help="Mode, size, mtime and link targets too.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per entry, names exactly as stored.")] = False,
 ) -> None:
-    """List the entries of an archive (reads only the index). Names that hold control characters or other
-    characters a terminal would act on are shown quoted, with backslash escapes ("a\\nb"); --json gives them exactly."""
+    """List the entries of an archive, or those at or below the paths given (reads only the index). Names that hold
+    control characters or other characters a terminal would act on are shown quoted, with backslash escapes ("a\\nb");
+    --json gives them exactly. Example: lza list -l docs.lza docs/guide"""
     out = sys.stdout
-    for entry in api.list_entries(archive):
+    for entry in api.list_entries(archive, paths or ()):
         if json_output:
             emit_json("entry", path=entry.path, kind=entry.type.name.lower(), mode=entry.mode, mtime_ns=entry.mtime_ns,
                       size=entry.size, hash=entry.content_hash.hex() if entry.content_hash else None,
