@@ -25,35 +25,30 @@ class SourceItem:
     st: os.stat_result
     source: str  # the source it lies under, as named: links there are followed, as the user named them
 
-    def open_parent(self) -> tuple[int | None, str]:
-        """(directory fd, name) to reach this item by without following any link below its source; the caller closes
-        the fd (None: the item is the source, reached by its path). OSError with an errno of NOT_FOLLOWED where a
-        directory the walk went through has been replaced by a link or a file since."""
+    def _at(self, call):
+        """call(name, directory fd) where the fd is this item's directory, reached from the source without following
+        any link (None: the item is the source, reached by its path), closed afterwards. OSError with an errno of
+        NOT_FOLLOWED where a directory the walk went through has been replaced by a link or a file since."""
         parts = self.archive_path.split("/")[1:]
         if not parts:
-            return None, self.source
+            return call(self.source, None)
         fd = os.open(self.source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for part in parts[:-1]:
                 next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
                 os.close(fd)
                 fd = next_fd
-        except BaseException:
+            return call(parts[-1], fd)
+        finally:
             os.close(fd)
-            raise
-        return fd, parts[-1]
 
     def open(self, flags: int) -> int | None:
         """This item opened (O_NOFOLLOW, without blocking on a FIFO put in its place) if it is still what the walk
         found there, the same file (device and inode): else None (a link or another file there now, or in place of
         a directory above it), and nothing of it is read. OSError otherwise (FileNotFoundError: gone)."""
+        flags |= os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            parent, name = self.open_parent()
-            try:
-                fd = os.open(name, flags | os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
-            finally:
-                if parent is not None:
-                    os.close(parent)
+            fd = self._at(lambda name, parent: os.open(name, flags, dir_fd=parent))
         except OSError as exc:
             if exc.errno in NOT_FOLLOWED:
                 return None
@@ -63,17 +58,11 @@ class SourceItem:
             return None
         return fd
 
-
     def link_target(self) -> str | None:
         """This symlink's target, read as the item is opened: None where it is gone or no link is there now (or a
         link or another file in place of a directory above it). OSError otherwise."""
         try:
-            parent, name = self.open_parent()
-            try:
-                return os.readlink(name, dir_fd=parent)
-            finally:
-                if parent is not None:
-                    os.close(parent)
+            return self._at(lambda name, parent: os.readlink(name, dir_fd=parent))
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) or exc.errno in (*NOT_FOLLOWED, errno.EINVAL):  # EINVAL: no link
                 return None
