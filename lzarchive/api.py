@@ -346,6 +346,13 @@ def _named(path: str, what: str) -> str:
     return path
 
 
+def _check_entry_paths(paths: Sequence[str]) -> None:
+    """Entry paths the user names: an empty one is refused (a script's unset variable must not mean the whole
+    archive; "." names it)."""
+    for path in paths:
+        _named(path, "entry (. is the whole archive)")
+
+
 def _format_version(version: int | str) -> tuple[int, int]:
     """--format → (major, minor); minor -1 lets the header choose (format 1: 1.0 without models, 1.1 with)."""
     try:
@@ -492,8 +499,7 @@ def extract(
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
     _named(dest, "directory to extract into (-C . is this one)")
-    for path in paths:  # a script's unset variable must not mean the whole archive
-        _named(path, "entry (. is the whole archive)")
+    _check_entry_paths(paths)
     with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
         refusals = plan(entries, dest, overwrite=overwrite, archive=archive)
@@ -512,8 +518,7 @@ def extract(
 
 def list_entries(archive: str, paths: Sequence[str] = ()) -> list[Entry]:
     """All entries, or those at or below `paths` (each must match one), in the archive's order."""
-    for path in paths:
-        _named(path, "entry (. is the whole archive)")
+    _check_entry_paths(paths)
     with open_archive(archive) as reader:
         return select_entries(reader.entries, paths)
 
