@@ -275,6 +275,25 @@ def test_a_damaged_model_in_the_cache_is_removed_and_reported_missing(damage, tr
     assert run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "-q").exit_code == 0
 
 
+def test_model_list_marks_the_model_pack_uses_by_default(tmp_path, tiny_path, private_model_cache, monkeypatch):
+    """Compiled models of earlier lza versions stay in the cache for their archives, beside today's default: the list
+    says which one a pack without --model uses (before, several 'SmolLM2-135M-Instruct' rows looked alike)."""
+    import json
+
+    from .gpt2_tiny import write_gpt2
+
+    source = write_gpt2(str(tmp_path / "default-source"))
+    monkeypatch.setattr(registry, "default_source_path", lambda: source)
+    assert run_cli("model", "compile", tiny_path).exit_code == 0  # another model in the cache, never the default
+    assert [json.loads(row)["default"] for row in run_cli("model", "list", "--json").stdout.splitlines()] == [False]
+    assert run_cli("model", "compile", "--json").exit_code == 0  # the default, compiled
+    rows = {row["name"]: row for row in map(json.loads, run_cli("model", "list", "--json").stdout.splitlines())}
+    assert {name: row["default"] for name, row in rows.items()} == {"tiny-0": False, registry.DEFAULT_NAME: True}
+    listed = run_cli("model", "list").stdout.decode().splitlines()
+    assert [row.endswith("  default") for row in listed] == [row["default"] for row in sorted(
+        rows.values(), key=lambda row: row["model_hash"])]
+
+
 def test_a_model_cache_that_is_a_file_is_passed_over_quietly(tmp_path, monkeypatch):
     """LZA_MODEL_DIR naming a file (or a home that is not a directory): nothing can be cached or found there, which
     is said once; looking a model up there is not 'cannot be read (not a directory)' for each file name tried."""

@@ -37,13 +37,19 @@ def _describe(model, json_output: bool, path: str | None = None) -> None:
 
 @model_app.command("list")
 def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False) -> None:
-    """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory)."""
-    for entry in api.model_cache().list_models():
+    """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory). The one marked `default` is what
+    pack uses without --model; the others are kept for the archives made with them (earlier lza versions, other
+    sources)."""
+    cache = api.model_cache()
+    default_hash = cache.default_model_hash()
+    for entry in cache.list_models():
+        is_default = entry.model_hash == default_hash
         if json_output:
             emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(),
-                      positions=entry.positions, path=entry.path)
+                      positions=entry.positions, path=entry.path, default=is_default)
         else:
-            say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}  {entry.positions} positions", out=stdout)
+            say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}  {entry.positions} positions"
+                + ("  default" if is_default else ""), out=stdout)
 
 
 def _load_and_describe(model: str | None, json_output: bool, positions: int | None = None) -> None:

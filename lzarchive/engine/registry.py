@@ -98,12 +98,10 @@ def default_source_label() -> str:
 def compile_source(source_path: str, *, max_positions: int | None = None, announce: Announce = None) -> str:
     """The cached compiled model of a GGUF file or a Hugging Face directory (with the positions it was trained for, or
     the first `max_positions`), compiling it once (told to `announce` first: it takes a while); returns its path."""
-    marker = _marker(source_path, max_positions)
-    if os.path.exists(marker):
-        with open(marker) as f:
-            path = find(_hex_or_empty(f.read().strip()))
-        if path:
-            return path
+    compiled = _compiled_before(source_path, max_positions)
+    path = compiled and find(compiled)
+    if path:
+        return path
     is_default = source_path == _default_or_none()
     directory = cache_dir()
     if announce is not None:
@@ -124,6 +122,7 @@ def compile_source(source_path: str, *, max_positions: int | None = None, announ
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
+        marker = _marker(source_path, max_positions)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         compiler.write_atomically(marker, model_hash.hex().encode())
     except OSError as exc:
@@ -131,11 +130,26 @@ def compile_source(source_path: str, *, max_positions: int | None = None, announ
     return final
 
 
-def _hex_or_empty(text: str) -> bytes:
+def _compiled_before(source_path: str, max_positions: int | None) -> bytes | None:
+    """The hash of this source's compiled model, if it was compiled here (the file may since have gone)."""
+    marker = _marker(source_path, max_positions)
+    if not os.path.exists(marker):
+        return None
+    with open(marker) as f:
+        return _hex_or_none(f.read().strip())
+
+
+def default_model_hash() -> bytes | None:
+    """The hash of the model that packing with the default model uses, if it was compiled here."""
+    source = _default_or_none()
+    return source and _compiled_before(source, None)
+
+
+def _hex_or_none(text: str) -> bytes | None:
     try:
         return bytes.fromhex(text)
     except ValueError:  # a marker damaged on disk: compile again
-        return b""
+        return None
 
 
 def _default_or_none() -> str | None:
