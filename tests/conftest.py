@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass
 
 import pytest
+import typer.testing
 from typer.testing import CliRunner
 
 from lzarchive.cli.app import app
@@ -24,6 +26,11 @@ class CliResult:
     exit_code: int
     stdout: bytes
     stderr: str
+
+
+# typer's runner builds the click command from the app's signatures on every invoke, most of a quick command's time
+# (the integrity sweeps run thousands); the app never changes during the tests, so it is built once
+typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 
 def run_cli(*args: str) -> CliResult:

@@ -64,7 +64,18 @@ def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
 
 
 def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:
-    """Text the model itself finds likely: greedy decoding (control tokens excluded), so the lm codec must win."""
+    """Text the model itself finds likely: greedy decoding (control tokens excluded), so the lm codec must win. Made
+    once per model, length and seed (a step per token: the suite asks for the same texts many times)."""
+    key = (model.model_hash, tokens, seed_token)
+    if key not in _GREEDY_TEXTS:
+        _GREEDY_TEXTS[key] = _greedy_decoding(model, tokens, seed_token)
+    return _GREEDY_TEXTS[key]
+
+
+_GREEDY_TEXTS: dict[tuple[bytes, int, int], bytes] = {}
+
+
+def _greedy_decoding(model: compiler.CompiledModel, tokens: int, seed_token: int) -> bytes:
     from lzarchive.rangecoder import TOTAL_BITS
 
     engine = architectures.engine(model)
