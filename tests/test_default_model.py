@@ -115,7 +115,7 @@ def test_cli_round_trip_on_real_text(tmp_path):
     for name, data in real_text().items():
         (src / name).write_bytes(data)
     out = str(tmp_path / "docs.lza")
-    # three chunks, which decode together: a third of the steps one chunk would take (the default chunking: below)
+    # chunks of 1 KiB, which decode together: a third of the steps one chunk would take (the default chunking: below)
     result = run_cli("pack", str(src), "-o", out, "--json", "--chunk-size", "1K")
     assert result.exit_code == 0, result.stderr
     info = api.info(out)
