@@ -98,7 +98,8 @@ def default_source_label() -> str:
 def compile_source(source_path: str, *, max_positions: int | None = None, announce: Announce = None) -> str:
     """The cached compiled model of a GGUF file or a Hugging Face directory (with the positions it was trained for, or
     the first `max_positions`), compiling it once (told to `announce` first: it takes a while); returns its path."""
-    compiled = _compiled_before(source_path, max_positions)
+    marker = _marker(source_path, max_positions)
+    compiled = _marked_hash(marker)
     path = compiled and find(compiled)
     if path:
         return path
@@ -122,7 +123,6 @@ def compile_source(source_path: str, *, max_positions: int | None = None, announ
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
-        marker = _marker(source_path, max_positions)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         compiler.write_atomically(marker, model_hash.hex().encode())
     except OSError as exc:
@@ -130,9 +130,9 @@ def compile_source(source_path: str, *, max_positions: int | None = None, announ
     return final
 
 
-def _compiled_before(source_path: str, max_positions: int | None) -> bytes | None:
-    """The hash of this source's compiled model, if it was compiled here (the file may since have gone)."""
-    marker = _marker(source_path, max_positions)
+def _marked_hash(marker: str) -> bytes | None:
+    """The hash a source's marker remembers for its compiled model, if it was compiled here (the file may since have
+    gone)."""
     if not os.path.exists(marker):
         return None
     with open(marker) as f:
@@ -142,7 +142,7 @@ def _compiled_before(source_path: str, max_positions: int | None) -> bytes | Non
 def default_model_hash() -> bytes | None:
     """The hash of the model that packing with the default model uses, if it was compiled here."""
     source = _default_or_none()
-    return source and _compiled_before(source, None)
+    return source and _marked_hash(_marker(source, None))
 
 
 def _hex_or_none(text: str) -> bytes | None:
