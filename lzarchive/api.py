@@ -77,7 +77,7 @@ def load_model(model: str | None = None, positions: int | None = None, progress:
         elif model.endswith(".lzm") and os.path.isfile(model):
             if positions is not None:
                 raise CompileError(f"{model}: a compiled model keeps its positions; --positions applies to a source")
-            path = registry.import_compiled(model)
+            return registry.import_compiled(model)
         elif os.path.exists(model):
             path = registry.compile_source(model, max_positions=positions, announce=progress.note)
         else:

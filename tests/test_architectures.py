@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -296,6 +297,59 @@ def test_a_crafted_model_file_is_refused_by_every_command(tmp_path, private_mode
         result = run_cli("model", "list")  # the CLI prints it as "lza: warning: ..."
     assert result.exit_code == 0
     assert cached.name[:16].encode() not in result.stdout
+
+
+def test_the_hash_of_a_model_file_names_the_bytes_that_run_though_the_file_changes_as_it_is_read(
+        tmp_path, private_model_cache, monkeypatch):
+    """A model file replaced while lza reads it (another process compiling or copying over it): the model that runs,
+    the hash it reports (which an archive records) and the copy kept in the cache are all of one file's bytes. Before,
+    the file was read three times (its hash, its header, its tensors), so the hash could name the old file while the
+    tensors came from the new one: an archive naming a model other than the one that coded it."""
+    from lzarchive.engine import registry
+
+    path, replacement = str(tmp_path / "model.lzm"), str(tmp_path / "replacement.lzm")
+    real_digest, armed = compiler.digest, []
+
+    def digest_then_replace(context, *parts):  # the file is replaced right after lza hashes a model's bytes
+        if context == compiler.CONTEXT_MODEL and armed:
+            os.replace(replacement, path)
+            armed.clear()
+        return real_digest(context, *parts)
+
+    def write(name: str, seed: int) -> bytes:
+        model = tiny_model(seed=seed)
+        return compiler.write_compiled(name, model.config, model.tensors, numerics=model.numerics, name=model.name,
+                                       source=model.source, tokenizer_json=None)
+
+    monkeypatch.setattr(compiler, "digest", digest_then_replace)
+    for read in (architectures.read_compiled, registry.import_compiled):
+        first, second = write(path, 0), write(replacement, 1)
+        armed.append(True)
+        loaded = read(path)
+        assert loaded.model_hash == first, read
+        assert all(torch.equal(loaded.tensors[name], tensor) for name, tensor in tiny_model(seed=0).tensors.items()), read
+        assert compiler.file_hash(path) == second  # the file did change while it was read
+    cached = tmp_path / "models" / (first.hex() + ".lzm")
+    assert compiler.file_hash(str(cached)) == first  # the bytes checked are the bytes kept
+
+
+@pytest.mark.parametrize("head", [b"", b"\x05\x00", (1 << 64) - 1, b"[1, 2]", b'{"__metadata__": [1]}',
+                                  b'{"__metadata__": {"lza": 5}}', b'{"__metadata__": {"lza": "[["}}', b"{" * 100000])
+def test_a_model_file_header_that_is_not_ours_is_refused_by_both_readers(head, tmp_path):
+    """The header of SPEC.md 9.2 (a u64 n, n bytes of JSON, its __metadata__.lza) as lza parses it itself: cut short,
+    claiming more than the file holds, or not the objects it should be, it is not a compiled model (CompileError),
+    whether the whole file is read or only its header (`lza model list`)."""
+    path = tmp_path / "model.lzm"
+    if isinstance(head, int):  # a header length beyond any file
+        path.write_bytes(head.to_bytes(8, "little") + b"{}")
+    elif head[:1] in (b"[", b"{"):
+        path.write_bytes(len(head).to_bytes(8, "little") + head)
+    else:
+        path.write_bytes(head)
+    with pytest.raises(compiler.CompileError, match="not a compiled model of format"):
+        compiler.read_header(str(path))
+    with pytest.raises(compiler.CompileError, match="not a compiled model of format"):
+        architectures.read_compiled(str(path))
 
 
 def test_gpt2_model_files_are_checked_too(tmp_path):

@@ -173,3 +173,38 @@ def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path
     result = run_cli("pack", str(tree), "-o", str(tmp_path / "a.lza"), "--model", tiny_path, "--ray", "local")
     assert result.exit_code == EXIT_USAGE and "pip install 'lzarchive[ray]'" in result.stderr
     assert not (tmp_path / "a.lza").exists()
+
+
+def test_a_worker_runs_only_the_model_the_driver_names(tiny_path, private_model_cache, monkeypatch):
+    """A worker builds its codec around the model whose hash the driver sent, whether from its own cache or from the
+    driver's bytes; a file there that is another model (replaced since find checked it) is refused, never run."""
+    import numba
+    import torch
+
+    from lzarchive.codecs import distributed
+    from lzarchive.engine import compiler, registry
+
+    for module in (torch, numba):  # a worker sets its process's threads: not this one's
+        monkeypatch.setattr(module, "set_num_threads", lambda threads: None)
+    model, other = tiny_model(seed=0), tiny_model(seed=1)
+    worker = distributed._Worker(LmCodec, {}, model.model_hash, 1)
+    monkeypatch.setattr(distributed, "ray_module", lambda: FakeRay(tiny_path))
+    assert worker._codec([None]).model.model_hash == model.model_hash  # the driver's bytes, imported
+    replaced = registry.find(model.model_hash)
+    compiler.write_compiled(replaced, other.config, other.tensors, numerics=other.numerics, name=other.name,
+                            source=other.source, tokenizer_json=None)
+    monkeypatch.setattr(registry, "find", lambda model_hash: replaced)  # found intact, then replaced
+    with pytest.raises(distributed.WorkerUnfit, match=f"is not the model {model.model_hash.hex()}"):
+        distributed._Worker(LmCodec, {}, model.model_hash, 1)._codec([None])
+
+
+class FakeRay:
+    """What a worker asks of ray, without a cluster: the driver's model bytes and the node's address."""
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path = model_path
+        self.util = type("util", (), {"get_node_ip_address": staticmethod(lambda: "127.0.0.1")})
+
+    def get(self, reference) -> bytes:
+        with open(self.model_path, "rb") as f:
+            return f.read()

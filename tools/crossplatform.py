@@ -94,7 +94,8 @@ def provide_models() -> None:
     manifest = json.loads((FIXTURES / "manifest.json").read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory() as directory:
         for model in sorted({spec["model"] for spec in manifest["archives"].values() if "model" in spec}):
-            print(f"model {model}: {registry.import_compiled(make_fixtures.model_file(model, directory))}", flush=True)
+            imported = registry.import_compiled(make_fixtures.model_file(model, directory))
+            print(f"model {model}: {registry.find(imported.model_hash)}", flush=True)
 
 
 def compare(out: Path, files: dict[str, str]) -> tuple[int, list[str]]:

@@ -113,14 +113,19 @@ class _Worker:
 
             codec_type, settings, model_hash = self.recipe
             path = registry.find(model_hash)
-            if path is None:
+            if path is not None:
+                model = read_compiled(path)
+            else:
                 with tempfile.TemporaryDirectory() as directory:
                     staged = os.path.join(directory, "model.lzm")
                     with open(staged, "wb") as f:
                         f.write(ray_module().get(model_file[0]))
-                    path = registry.import_compiled(staged)
+                    model = registry.import_compiled(staged)
+            if model.model_hash != model_hash:  # the file changed since the driver or find read it
+                raise WorkerUnfit(f"{ray_module().util.get_node_ip_address()}: its model file is not the model "
+                                  f"{model_hash.hex()} (it changed while it was read)")
             try:
-                self.codec = codec_type(read_compiled(path), **settings)
+                self.codec = codec_type(model, **settings)
             except ValueError as exc:  # what refuses the driver's own codec as a usage error
                 raise WorkerUnfit(f"{ray_module().util.get_node_ip_address()}: {exc}") from None
         return self.codec

@@ -33,10 +33,12 @@ def architecture(config_architecture: str, numerics: str) -> ModuleType:
                                f"by this lza (it runs {known})") from None
 
 
-def read_compiled(path: str) -> CompiledModel:
-    """A compiled model file, checked against its architecture's layout before it is trusted: UnsupportedModel for an
-    architecture this lza does not run, CompileError for any other rule of SPEC.md 9.2 it breaks."""
-    return compiler.read_compiled(path, lambda config, numerics: architecture(config.architecture, numerics).layout(config))
+def read_compiled(path: str, data: bytes | None = None) -> CompiledModel:
+    """A compiled model file (from its bytes `data` where they have been read), checked against its architecture's
+    layout before it is trusted: UnsupportedModel for an architecture this lza does not run, CompileError for any
+    other rule of SPEC.md 9.2 it breaks."""
+    return compiler.read_compiled(path, lambda config, numerics: architecture(config.architecture, numerics).layout(config),
+                                  data)
 
 
 def engine(model: CompiledModel, device: str | torch.device = "cpu", compiled_kernels: bool | None = None) -> ExactModel:

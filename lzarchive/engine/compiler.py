@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from ..format.wire import digest
 from . import tables
@@ -152,7 +152,7 @@ def check_model(config: ModelConfig, tensors: dict[str, torch.Tensor], layout: L
     for name, rule in layout.items():
         if name not in tensors and not (rule.optional and not any(other in tensors for other in optional)):
             raise CompileError(f"tensor {name}: missing")
-    for name, tensor in tensors.items():
+    for name, tensor in sorted(tensors.items()):  # in name order: the first rule broken is the same in every reader
         rule = layout[name]
         if tensor.dtype != rule.dtype or tensor.dim() != len(rule.shape) or any(
                 size is not None and size != actual for size, actual in zip(rule.shape, tensor.shape)):
@@ -222,14 +222,24 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def read_header(path: str) -> dict[str, str]:
-    """The metadata of a compiled model file, checked to be ours: every field a string."""
-    from safetensors import safe_open
+    """The metadata of a compiled model file, checked to be ours (every field a string), reading only its header."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = min(int.from_bytes(head, "little"), os.fstat(f.fileno()).st_size)  # never more than the file holds
+        return _metadata(head + f.read(size), path)
 
-    with safe_open(path, "pt") as f:
-        try:
-            metadata = json.loads((f.metadata() or {}).get("lza", "{}"))
-        except (ValueError, RecursionError):
-            metadata = {}
+
+def _metadata(data: bytes, path: str) -> dict[str, str]:
+    """The `lza` metadata of a safetensors file's bytes (SPEC.md 9.2: a little-endian u64 n, then n bytes of JSON
+    whose `__metadata__` holds it), or at least of its first 8 + n bytes."""
+    size = int.from_bytes(data[:8], "little")
+    try:
+        if len(data) < 8 or len(data) < 8 + size:
+            raise ValueError("cut short")
+        metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+        metadata = json.loads(metadata.get("lza", "{}"))
+    except (ValueError, RecursionError, AttributeError, TypeError):  # not JSON, or not the objects it should be
+        metadata = {}
     if not isinstance(metadata, dict) or metadata.get("format") != FILE_FORMAT:
         raise CompileError(f"{path}: not a compiled model of format {FILE_FORMAT}")
     for name in ("numerics", "config", "name", "source", "tokenizer_json"):
@@ -244,25 +254,28 @@ def file_hash(path: str) -> bytes:
         return digest(CONTEXT_MODEL, f.read())
 
 
-def read_compiled(path: str, layout_of: Callable[[ModelConfig, str], Layout]) -> CompiledModel:
-    """A compiled model file, checked before anything in it is trusted (SPEC.md 9.2): its metadata, its config, and its
-    tensors against the layout `layout_of` gives for its config and numerics (architectures.read_compiled passes its
-    architecture's). CompileError says what is wrong."""
-    model_hash = file_hash(path)
-    metadata = read_header(path)
+def read_compiled(path: str, layout_of: Callable[[ModelConfig, str], Layout], data: bytes | None = None) -> CompiledModel:
+    """A compiled model file, from its bytes `data` where they have been read (the file is read once: the hash names
+    the very bytes that run, even where the file changes meanwhile), checked before anything in it is trusted (SPEC.md
+    9.2): its metadata, its config, and its tensors against the layout `layout_of` gives for its config and numerics
+    (architectures.read_compiled passes its architecture's). CompileError says what is wrong."""
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    metadata = _metadata(data, path)
     try:
         config = ModelConfig.from_json(metadata["config"])
         layout = layout_of(config, metadata["numerics"])
     except ValueError as exc:  # a CompileError too
         raise CompileError(f"{path}: {exc}") from None
-    tensors = load_file(path)
+    tensors = load(data)
     try:
         check_model(config, tensors, layout)
     except CompileError as exc:
         raise CompileError(f"{path}: {exc}") from None
     table = TokenTable.from_tensors(tensors)
-    return CompiledModel(config, tensors, metadata["name"], metadata["source"], model_hash, tokenizer_hash(table),
-                         metadata["tokenizer_json"] or None, metadata["numerics"])
+    return CompiledModel(config, tensors, metadata["name"], metadata["source"], digest(CONTEXT_MODEL, data),
+                         tokenizer_hash(table), metadata["tokenizer_json"] or None, metadata["numerics"])
 
 
 def tokenizer_hash(table: TokenTable) -> bytes:

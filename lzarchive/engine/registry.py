@@ -173,18 +173,19 @@ def _marker(source_path: str, max_positions: int | None) -> str:
     return os.path.join(cache_dir(), "sources", digest("lza v1 model source", key.encode()).hex())
 
 
-def import_compiled(path: str) -> str:
-    """Copy a compiled model file into the cache under its hash, so archives made with it can be read later."""
-    model = architectures.read_compiled(path)
+def import_compiled(path: str) -> compiler.CompiledModel:
+    """A compiled model file, checked, and copied into the cache under its hash so that archives made with it can be
+    read later: the bytes checked are the bytes kept (the file is read once)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    model = architectures.read_compiled(path, data)
     target = os.path.join(cache_dir(), model.model_hash.hex() + ".lzm")
     if not _intact(target, model.model_hash):
-        with open(path, "rb") as f:
-            data = f.read()
         try:
             compiler.write_atomically(target, data)
         except OSError as exc:
             raise CacheUnwritable(os.path.dirname(target), exc) from None
-    return target
+    return model
 
 
 def find(model_hash: bytes) -> str | None:
