@@ -204,7 +204,7 @@ def write_compiled(path: str, config: ModelConfig, tensors: dict[str, torch.Tens
     # one metadata key: safetensors writes several keys in hash-map order, which would make the bytes vary
     data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={"lza": json.dumps(fields, sort_keys=True)})
     write_atomically(path, data)
-    return digest(CONTEXT_MODEL, data)
+    return model_hash(data)
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -234,7 +234,7 @@ def _metadata(data: bytes, path: str) -> dict[str, str]:
     whose `__metadata__` holds it), or at least of its first 8 + n bytes."""
     size = int.from_bytes(data[:8], "little")
     try:
-        if len(data) < 8 or len(data) < 8 + size:
+        if len(data) < 8 + size:
             raise ValueError("cut short")
         metadata = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
         metadata = json.loads(metadata.get("lza", "{}"))
@@ -248,10 +248,15 @@ def _metadata(data: bytes, path: str) -> dict[str, str]:
     return metadata
 
 
-def file_hash(path: str) -> bytes:
+def model_hash(data: bytes) -> bytes:
     """A compiled model file's hash: blake3 of its bytes (the model_hash archives name)."""
+    return digest(CONTEXT_MODEL, data)
+
+
+def file_hash(path: str) -> bytes:
+    """The model hash of the file at `path`."""
     with open(path, "rb") as f:
-        return digest(CONTEXT_MODEL, f.read())
+        return model_hash(f.read())
 
 
 def read_compiled(path: str, layout_of: Callable[[ModelConfig, str], Layout], data: bytes | None = None) -> CompiledModel:
@@ -274,7 +279,7 @@ def read_compiled(path: str, layout_of: Callable[[ModelConfig, str], Layout], da
     except CompileError as exc:
         raise CompileError(f"{path}: {exc}") from None
     table = TokenTable.from_tensors(tensors)
-    return CompiledModel(config, tensors, metadata["name"], metadata["source"], digest(CONTEXT_MODEL, data),
+    return CompiledModel(config, tensors, metadata["name"], metadata["source"], model_hash(data),
                          tokenizer_hash(table), metadata["tokenizer_json"] or None, metadata["numerics"])
 
 
