@@ -152,29 +152,29 @@ def test_compiled_and_torch_attention_agree():
     k, v = integers(batch, heads, hd, keys).to(torch.int16), integers(batch, heads, keys, hd).to(torch.int16)  # KVCache
     ks, vs = scales(batch, heads, keys, 1), scales(batch, heads, keys, 1)
     vs[1, 1] = 0.0
-    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, keys)
-    assert compiled.ops.use_int8
-    # 2 positions: 6 rows (12 halves: the int8 GEMM on few rows); decoding with 5 rows per head and 298 keys: the
-    # loops' groups of three rows and four keys, each with a remainder
+    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs)
+    # 2 positions: 6 rows, the causal limit inside the block; decoding with 5 rows per head and 298 keys: the loops'
+    # groups of three rows and four keys, each with a remainder
     for positions, group in ((torch.tensor([keys - 1]), 3), (torch.tensor([0]), 3), (torch.arange(150, 278), 3),
                              (torch.arange(150, 152), 3), (torch.tensor([keys - 3]), 5)):
         rows = group * len(positions)
         block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
-        expected = attentions["torch"](block, block_factor, positions)
-        if len(positions) == 1:
-            assert torch.equal(attentions["loops"](block, block_factor, positions), expected)
-        assert torch.equal(attentions["int8"](block, block_factor, positions), expected)
+        assert torch.equal(attentions["compiled"](block, block_factor, positions),
+                           attentions["torch"](block, block_factor, positions))
     # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
     # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
     k, v = torch.ones(1, 1, hd, 2, dtype=torch.int16), torch.ones(1, 1, 2, hd, dtype=torch.int16)
     ks = torch.ones(1, 1, 2, 1, dtype=torch.float64)
     vs = torch.tensor([QMAX, 2.5], dtype=torch.float64).view(1, 1, 2, 1) / 2**15
-    block, block_factor = torch.ones(1, 1, 3, hd, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.float64)
-    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs, 2)
-    expected = attentions["torch"](block, block_factor, torch.tensor([1]))
-    assert torch.equal(expected, torch.full_like(expected, (QMAX + 2) / 2**16))  # (QMAX + 2) * (1 / (2 * 2^15))
-    assert torch.equal(attentions["loops"](block, block_factor, torch.tensor([1])), expected)
-    assert torch.equal(attentions["int8"](block, block_factor, torch.tensor([1])), expected)
+    attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs)
+    # decoding position 1 (the loops), and a block of positions 0 and 1 (products outside the loops; rows 1, 3, 5 are
+    # the heads at position 1)
+    for positions, at_one in ((torch.tensor([1]), slice(None)), (torch.tensor([0, 1]), slice(1, None, 2))):
+        block = torch.ones(1, 1, 3 * len(positions), hd, dtype=torch.float64)
+        block_factor = torch.ones(1, 1, 3 * len(positions), dtype=torch.float64)
+        expected = attentions["torch"](block, block_factor, positions)
+        assert torch.equal(expected[:, :, at_one], torch.full((1, 1, 3, hd), (QMAX + 2) / 2**16, dtype=torch.float64))
+        assert torch.equal(attentions["compiled"](block, block_factor, positions), expected)
 
 
 def test_compiled_and_torch_paths_agree_on_gpt2():

@@ -91,7 +91,7 @@ def spec_attention_row(q, factor, k, ks, v, vs, seen, exp_table):
 
 
 def test_attention_follows_the_spec_order(engines):
-    """z = (S * (qs / sqrt(hd))) * ks, p = EXP15, quantized weights, out = sum * ((ws) / sum p): both block paths
+    """z = (S * (qs / sqrt(hd))) * ks, p = EXP15, quantized weights, out = sum * ((ws) / sum p): both implementations
     against a literal row-by-row computation; out = sum * ws / sum p (left to right) would differ."""
     batch, heads, keys, hd, rows = 1, 2, 160, 16, 3
     k = RNG.integers(-QMAX, QMAX + 1, (batch, heads, hd, keys)).astype(np.int16)
@@ -108,7 +108,7 @@ def test_attention_follows_the_spec_order(engines):
                                                                    v[0, h], vs[0, h, :, 0], keys, exp_table)
     assert not np.array_equal(expected, other)
     cache = [torch.from_numpy(x) for x in (k, ks, v, vs)]
-    for attention in every_attention(*engines, *cache, keys).values():
+    for attention in every_attention(*engines, *cache).values():
         assert np.array_equal(attention(torch.from_numpy(block), torch.from_numpy(factor), positions).numpy(), expected)
 
 
@@ -184,7 +184,7 @@ def test_attention_weights_divide_once(engines):
     expected = np.stack([spec_attention_row(block[0, h, 0], 1.0, k[0, h], ks[0, h, :, 0], v[0, h], vs[0, h, :, 0], 2,
                                             exp_table)[0] for h in range(heads)])[None, :, None]
     cache = [torch.from_numpy(a) for a in (k, ks, v, vs)]
-    for attention in every_attention(*engines, *cache, 2).values():
+    for attention in every_attention(*engines, *cache).values():
         assert np.array_equal(attention(torch.from_numpy(block), torch.from_numpy(factor), torch.tensor([1])).numpy(),
                               expected)
 

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 from safetensors.torch import save
@@ -115,11 +115,10 @@ def tiny_ops() -> tuple[CompiledOps, TorchOps]:
     return CompiledOps(torch.device("cpu"), tables), TorchOps(torch.device("cpu"), tables)
 
 
-def every_attention(compiled: CompiledOps, torch_ops: TorchOps, k, ks, v, vs, keys: int) -> dict[str, Callable]:
-    """Every way the engine computes a block of attention: torch operations, the compiled loops (decoding: blocks of
-    one position), and the int8 GEMM (what blocks of several positions take on a CPU)."""
-    return {"torch": torch_ops.attention(k, ks, v, vs, 1, keys), "loops": compiled.attention(k, ks, v, vs, 1, keys),
-            "int8": compiled._int8_attention(k, ks, v, vs, keys)}
+def every_attention(compiled: CompiledOps, torch_ops: TorchOps, k, ks, v, vs) -> dict[str, Callable]:
+    """Both ways the engine computes a block of attention: the torch operations, and the compiled path (loops when
+    decoding, float64 products around the compiled weights for blocks of several positions)."""
+    return {"torch": partial(torch_ops.attention, k, ks, v, vs), "compiled": partial(compiled.attention, k, ks, v, vs)}
 
 
 def crafted_model_file(path: str, model: compiler.CompiledModel, config_json: str | None = None,

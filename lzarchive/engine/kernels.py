@@ -225,74 +225,35 @@ def attention_scores(q, k_t, z):
                     row[j] += q_row[d] * k[d, j]
 
 
-@compiled()
-def _softmax_row(row, seen, row_factor, k_scale, v_scale, exp15):
-    """One row of exact scores → row[j] = p_j * v_scale[j] for j < seen (SPEC.md 9.3); returns the largest of them (1
-    where none is positive) and Σ p."""
-    last = exp15.shape[0] - 1
-    top = -np.inf
-    for j in range(seen):
-        row[j] = (row[j] * row_factor) * k_scale[j]
-        top = max(top, row[j])
-    p_sum = 0.0
-    w_max = 0.0
-    for j in range(seen):
-        p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
-        p_sum += p  # exact: integers below 2^53
-        row[j] = p * v_scale[j]
-        w_max = max(w_max, row[j])
-    if not w_max > 0:
-        w_max = 1.0
-    return w_max, p_sum
-
-
 @compiled(parallel=True)
-def attention_weights(z, row_factor, k_scale, v_scale, exp15, factor):
-    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time, every row seeing every key (a
-    decoding step's). z: (B, H, R, keys) exact scores; row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale:
-    (B, H, keys); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
+def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
+    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
+    row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); visible: (R,) the keys row r sees (the
+    causal limit: the rest of its weights become 0); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into
+    factor (B, H, R)."""
     batch, heads, rows, keys = z.shape
+    last = exp15.shape[0] - 1
     for i in numba.prange(batch * heads * rows):
         b, h, r = i // (heads * rows), i // rows % heads, i % rows
-        row = z[b, h, r]
-        w_max, p_sum = _softmax_row(row, keys, row_factor[b, h, r], k_scale[b, h], v_scale[b, h], exp15)
-        to_q = QMAX / w_max
-        for j in range(keys):
-            row[j] = np.rint(row[j] * to_q)
-        factor[b, h, r] = (w_max / QMAX) / p_sum
-
-
-@compiled(parallel=True)
-def attention_weights_halves(acc, row_factor, k_scale, v_scale, visible, exp15, halves, factor):
-    """attention_weights from and to int8 halves. acc: (B, H, 2R, 2 keys) int32 products of the query halves (rows
-    r and R + r: hi and lo of query r) with the key halves (columns 2j and 2j + 1: hi and lo of key j). Writes the
-    halves of wq into halves (B, H, 2R, keys), rows as in acc, and ws / Σ p into factor (B, H, R)."""
-    batch, heads, rows = row_factor.shape
-    for i in numba.prange(batch * heads * rows):
-        b, h, r = i // (heads * rows), i // rows % heads, i % rows
-        seen, hi, lo = visible[r], acc[b, h, r], acc[b, h, rows + r]
-        row = np.empty(seen)
-        for j in range(seen):  # the exact score: integers below 2^37
-            row[j] = 65536.0 * hi[2 * j] + 256.0 * (np.float64(hi[2 * j + 1]) + lo[2 * j]) + lo[2 * j + 1]
-        w_max, p_sum = _softmax_row(row, seen, row_factor[b, h, r], k_scale[b, h], v_scale[b, h], exp15)
-        to_q = QMAX / w_max
-        w_hi, w_lo = halves[b, h, r], halves[b, h, rows + r]
+        row, seen = z[b, h, r], visible[r]
+        top = -np.inf
         for j in range(seen):
-            w_hi[j], w_lo[j] = _halves(np.int32(np.rint(row[j] * to_q)))
-        w_hi[seen:] = 0
-        w_lo[seen:] = 0
+            row[j] = (row[j] * row_factor[b, h, r]) * k_scale[b, h, j]
+            top = max(top, row[j])
+        p_sum = 0.0
+        w_max = 0.0
+        for j in range(seen):
+            p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
+            p_sum += p  # exact: integers below 2^53
+            row[j] = p * v_scale[b, h, j]
+            w_max = max(w_max, row[j])
+        if not w_max > 0:
+            w_max = 1.0
+        to_q = QMAX / w_max
+        for j in range(seen):
+            row[j] = np.rint(row[j] * to_q)
+        row[seen:] = 0.0
         factor[b, h, r] = (w_max / QMAX) / p_sum
-
-
-@compiled(parallel=True)
-def interleave_halves(x, out):
-    """out[..., 2j] = hi, out[..., 2j + 1] = lo with x[..., j] = 256 * hi + lo, for 4-d int16 x (|x| <= QMAX): the
-    halves of a prefix of x's last axis are a prefix of out's."""
-    batch, heads, rows, width = x.shape
-    for i in numba.prange(batch * heads * rows):
-        b, h, r = i // (heads * rows), i // rows % heads, i % rows
-        for j in range(width):
-            out[b, h, r, 2 * j], out[b, h, r, 2 * j + 1] = _halves(np.int32(x[b, h, r, j]))
 
 
 @compiled(parallel=True, fastmath=INTEGER_SUMS)

@@ -195,14 +195,13 @@ class ExactModel:
         q_q, q_s = self.ops.quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
         row_factor = q_s * (1.0 / math.sqrt(cfg.head_dim))
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
-        block_attention = self.ops.attention(k, ks, v, vs, steps, start + steps)
         positions = torch.arange(start, start + steps, device=self.device)
         for lo in range(0, steps, ATTENTION_BLOCK):
             hi = min(steps, lo + ATTENTION_BLOCK)
             # rows are (head in group, position)
             block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo), hd)
             block_factor = row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo))
-            result = block_attention(block, block_factor, positions[lo:hi])
+            result = self.ops.attention(k, ks, v, vs, block, block_factor, positions[lo:hi])
             out[:, :, :, lo:hi] = result.view(batch, cfg.kv_heads, group, hi - lo, hd)
         return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
 

@@ -13,25 +13,16 @@ float64 (..., 1), q * scale the row.
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import torch
 
 from . import tables
 from .kernels import (EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
-                      attention_weights, attention_weights_halves, find_symbols, frequency_rows, gate_quantize_rows,
-                      interleave_halves, join_halves, layer_norm_quantize_rows, norm_quantize_rows, quantize_rows,
-                      rope_rows, split_halves, symbol_starts)
-
-INT8_ATTENTION_KEYS = 1 << 17  # the int8 values product sums up to keys x 2^14 in int32
-
-# one block of queries (B, KVH, rows, hd) integers, their factors qs / sqrt(hd) (B, KVH, rows) and positions (rows
-# are (head in group, position)) -> the attention output (B, KVH, rows, hd)
-BlockAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                      attention_weights, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
+                      layer_norm_quantize_rows, norm_quantize_rows, quantize_rows, rope_rows, split_halves,
+                      symbol_starts)
 
 
 class Tables:
@@ -248,14 +239,12 @@ class TorchOps:
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
 
-    def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, steps: int,
-                  keys: int) -> BlockAttention:
-        """Attention over one layer's cache for the blocks of a forward of `steps` positions, none reading past
-        `keys`: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs (B, KVH, S, 1). Each block's queries see
-        the keys up to their own position (causal)."""
-        return partial(self._block_attention, k, ks, v, vs)
-
-    def _block_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
+    def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, block: torch.Tensor,
+                  block_factor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One block of queries against one layer's cache: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs
+        (B, KVH, S, 1); block (B, KVH, rows, hd) integers, rows (head in group, position) for these positions,
+        block_factor (B, KVH, rows) their qs / sqrt(hd). Each query sees the keys up to its own position (causal).
+        Returns the attention output (B, KVH, rows, hd)."""
         batch, kv_heads = block.shape[:2]
         keys = int(positions[-1]) + 1
         z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
@@ -355,58 +344,28 @@ class CompiledOps(TorchOps):
         rope_rows(x.numpy(), start, self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out.numpy())
         return out
 
-    def attention(self, k, ks, v, vs, steps, keys):
-        """Decoding (one position) computes both products in the loops, streaming the cache, where BLAS is slow on
-        products of three rows; blocks of several positions take them in the int8 GEMM, or where that is not exact,
-        TorchOps' float64 products."""
-        if steps == 1:
-            return partial(self._decoding_attention, k, ks, v, vs)
-        if self.use_int8 and keys < INT8_ATTENTION_KEYS:
-            return self._int8_attention(k, ks, v, vs, keys)
-        return super().attention(k, ks, v, vs, steps, keys)
-
-    def _int8_attention(self, k, ks, v, vs, keys: int) -> BlockAttention:
-        """Both products in the int8 GEMM, with halves on both sides (the same integers); the key and value halves
-        are split once for all blocks."""
-        batch, kv_heads, hd = k.shape[:3]
-        k_halves = torch.empty(batch, kv_heads, hd, 2 * keys, dtype=torch.int8)
-        interleave_halves(k[..., :keys].numpy(), k_halves.numpy())
-        v_halves = torch.empty(batch, kv_heads, keys, 2 * hd, dtype=torch.int8)
-        interleave_halves(v[:, :, :keys].numpy(), v_halves.numpy())
-
-        def block_attention(block, block_factor, positions) -> torch.Tensor:
-            rows, keys = block.shape[2], int(positions[-1]) + 1
-            q_halves = torch.empty(batch, kv_heads, 2 * rows, hd, dtype=torch.int8)
-            w_halves = torch.empty(batch, kv_heads, 2 * rows, keys, dtype=torch.int8)
-            scores = torch.empty(batch, kv_heads, 2 * rows, 2 * keys, dtype=torch.int32)
-            for b, h in itertools.product(range(batch), range(kv_heads)):
-                split_halves(block[b, h].numpy(), q_halves[b, h].numpy())
-                torch._int_mm(q_halves[b, h], k_halves[b, h, :, : 2 * keys], out=scores[b, h])
-            factor = torch.empty(batch, kv_heads, rows, dtype=F64)
-            visible = (positions + 1).repeat(rows // len(positions))
-            attention_weights_halves(scores.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
-                                     visible.numpy(), self.tables.shifted(15, F64).numpy(), w_halves.numpy(),
-                                     factor.numpy())
-            products = torch.stack([torch._int_mm(w_halves[b, h], v_halves[b, h, :keys])
-                                    for b, h in itertools.product(range(batch), range(kv_heads))]).to(F64)
-            hi, lo = (products[:, part : part + rows].reshape(batch, kv_heads, rows, hd, 2) for part in (0, rows))
-            # 65536 hi.hi + 256 (hi.lo + lo.hi) + lo.lo: integers below 2^41
-            result = hi[..., 0] * 65536 + (hi[..., 1] + lo[..., 0]) * 256 + lo[..., 1]
-            return result.mul_(factor[..., None])
-
-        return block_attention
-
-    def _decoding_attention(self, k, ks, v, vs, block, block_factor, positions) -> torch.Tensor:
-        """One position's block (its rows are the heads of a group) in the loops."""
+    def attention(self, k, ks, v, vs, block, block_factor, positions):
+        """The softmax weights in the loops, one pass per row. Decoding (one position, its rows the heads of a group)
+        also computes both products there, streaming the cache, where BLAS is slow on products of three rows; blocks
+        of several positions take TorchOps' float64 products, exact in any summation order. (The int8 GEMM is
+        slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)"""
         batch, kv_heads, rows, hd = block.shape
         keys = int(positions[-1]) + 1
-        z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
-        attention_scores(block.numpy(), k.numpy(), z.numpy())
+        decoding = len(positions) == 1
+        if decoding:
+            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
+            attention_scores(block.numpy(), k.numpy(), z.numpy())
+        else:
+            z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
-        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
+        visible = (positions + 1).repeat(rows // len(positions))
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
                           self.tables.shifted(15, F64).numpy(), factor.numpy())
-        result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
-        attention_values(z.numpy(), v.numpy(), result.numpy())
+        if decoding:
+            result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
+            attention_values(z.numpy(), v.numpy(), result.numpy())
+        else:
+            result = z @ v[:, :, :keys].to(F64)  # exact: products below 2^41
         return result.mul_(factor[..., None])
 
     def frequencies(self, logits, total_bits):
