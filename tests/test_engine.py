@@ -94,6 +94,57 @@ def test_long_batches_run_in_passes_of_fewer_rows_with_the_same_results(engine, 
     assert torch.equal(engine.forward(step, cache)[0], engine.forward(step, passes)[0])
 
 
+def span_tables(engine, rows: list[list[int]], prefix: int, span: int, capacity: int, piece: int) -> torch.Tensor:
+    """Tables (B, T, V) of the positions after a shared prefix (rows[0][:prefix], computed once), with a span: fed
+    `piece` positions per forward into a cache of `capacity` slots per row, which slides when full."""
+    kept = engine.new_cache(1, prefix)
+    engine.forward(torch.tensor([rows[0][:prefix]]), kept)
+    cache = engine.new_cache(len(rows), capacity, span=span)
+    cache.start_from(kept)
+    body = torch.tensor([row[prefix:] for row in rows])
+    parts = [engine.forward(body[:, lo : lo + piece], cache) for lo in range(0, body.shape[1], piece)]
+    q, s = torch.cat([q for q, _ in parts], dim=1), torch.cat([s for _, s in parts], dim=1)
+    return torch.stack([engine.frequencies(q[b], s[b], TOTAL_BITS) for b in range(len(rows))])
+
+
+def test_a_span_gives_the_same_tables_whatever_the_cache_and_the_passes(engine):
+    """SPEC.md 9.5: with a span, a position sees the prefix and the span only, so a cache that slides (the last S - 1
+    positions moved down after the prefix) gives the same integers as one that holds every position, whether the
+    positions come all at once, in pieces that force slides at any phase, one at a time, or beside another row; and
+    the span changes the tables (a span longer than the window does not)."""
+    vocab = engine.config.vocab_size
+    rows = [random_tokens(150, 30, vocab), [1, *random_tokens(150, 31, vocab)[1:]]]
+    rows[1][:4] = rows[0][:4]  # the shared prefix
+    whole = span_tables(engine, rows[:1], 4, 24, 150, 146)  # every position in the cache, no slide
+    for capacity, piece in ((4 + 23 + 1, 1), (4 + 23 + 1, 7), (4 + 23 + 10, 10), (4 + 23 + 9, 146), (60, 37)):
+        assert torch.equal(span_tables(engine, rows[:1], 4, 24, capacity, piece), whole), (capacity, piece)
+    assert torch.equal(span_tables(engine, rows, 4, 24, 40, 5)[0], whole[0])
+    assert not torch.equal(span_tables(engine, rows[:1], 4, 0, 150, 146), whole)
+    assert torch.equal(span_tables(engine, rows[:1], 4, 200, 150, 146), span_tables(engine, rows[:1], 4, 0, 150, 146))
+
+
+def test_a_sliding_cache_refuses_what_it_cannot_hold(engine):
+    vocab = engine.config.vocab_size
+    kept = engine.new_cache(1, 4)
+    engine.forward(torch.tensor([random_tokens(4, 32, vocab)]), kept)
+    cache = engine.new_cache(1, 4 + 23, span=24)  # no room left once the prefix and S - 1 positions are in
+    cache.start_from(kept)
+    with pytest.raises(ValueError, match="exceed the cache capacity"):
+        engine.forward(torch.tensor([random_tokens(30, 33, vocab)]), cache)
+    cache = engine.new_cache(1, 40, span=8)
+    cache.start_from(kept)
+    with pytest.raises(ValueError, match="exceed the model's"):  # positions, not slots, are what the tables hold
+        engine.forward(torch.tensor([random_tokens(engine.config.max_positions, 34, vocab)]), cache)
+
+
+def test_compiled_and_torch_paths_agree_with_a_span():
+    model = tiny_model()
+    compiled, reference = (architectures.engine(model, compiled_kernels=c) for c in (True, False))
+    rows = [random_tokens(150, 35, model.config.vocab_size)]
+    assert torch.equal(span_tables(compiled, rows, 3, 20, 40, 9), span_tables(reference, rows, 3, 20, 150, 147))
+    assert torch.equal(span_tables(compiled, rows, 3, 20, 30, 1), span_tables(reference, rows, 3, 20, 30, 1))
+
+
 def test_a_gpu_gets_batches_sized_for_its_memory(monkeypatch):
     """No GPU here: the sizes a CUDA device gets from the memory it reports free. Half of it holds the KV caches of
     the chunks decoded in lockstep: at the default model's shape and window (25 MB a chunk), all 1,024 of a batch with

@@ -79,7 +79,7 @@ def test_lockstep_groups_stay_within_the_kv_cache_budget(monkeypatch):
     payloads = codec.encode_batch(chunks)
     groups = []
     decode_group = codec._decode_group
-    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[3])) or decode_group(*args))
+    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[-1])) or decode_group(*args))
     budget = 2 * codec.engine.cache_bytes(32) + 1
     monkeypatch.setattr(codec.engine, "batching", replace(codec.engine.batching, cache_budget=budget))
     assert codec.decode_batch(payloads, [len(c) for c in chunks]) == chunks
@@ -98,7 +98,7 @@ def test_cli_round_trip_with_lm(tiny_path, tmp_path):
     result = run_cli("pack", str(src), "-o", out, "--codec", "auto", "--model", tiny_path, "--chunk-size", "450", "-q")
     assert result.exit_code == 0, result.stderr
     info = api.info(out)
-    assert info.version == "2.2" and info.models[0]["name"] == "tiny-0"  # lm chunks: the match model's field
+    assert info.version == "2.3" and info.models[0]["name"] == "tiny-0"  # lm chunks: the match and span fields
     assert "lm" in info.codecs  # the tiny model wins some chunks (repetitive text), zstd or store the others
     assert run_cli("verify", out, "-q").exit_code == 0
     assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0
@@ -220,7 +220,7 @@ def test_one_damaged_payload_leaves_the_others_of_its_lockstep_group_alone(lm_fi
     codec, files, payloads = lm_files
     groups = []
     decode_group = codec._decode_group
-    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[3])) or decode_group(*args))
+    monkeypatch.setattr(codec, "_decode_group", lambda *args: groups.append(len(args[-1])) or decode_group(*args))
     damaged = payloads[0][:4] + bytes([payloads[0][4] ^ 0x10]) + payloads[0][5:]
     decoded = codec.decode_batch([damaged, payloads[1], b"\x00\x20"], [len(d) for d in files.values()] + [10])
     assert isinstance(decoded[2], CodecError)  # its header is cut short

@@ -255,12 +255,13 @@ def test_damaged_match_payloads_are_reported_with_their_chunk(damage, tiny_path,
     assert result.exit_code == EXIT_INTEGRITY and not (tmp_path / "x" / "b.log").exists()
 
 
-def test_pack_writes_2_2_with_the_match_model_and_older_formats_on_request(tiny_path, tmp_path):
+def test_pack_writes_2_2_with_the_match_model_without_a_span_and_older_formats_on_request(tiny_path, tmp_path):
     source = tmp_path / "logs"
     source.mkdir()
     (source / "apt.log").write_bytes(log_text(30, 7))
     written = {}
-    for name, options in (("default", {}), ("no-match", {"match": False}), ("2.1", {"format_version": "2.1"})):
+    for name, options in (("default", {"span": 0}), ("no-match", {"match": False, "span": 0}),
+                          ("2.1", {"format_version": "2.1"})):
         archive = str(tmp_path / f"{name}.lza")
         api.pack([str(source)], archive, codec="lm", model=str(tiny_path), **options)
         with api.open_archive(archive) as reader:

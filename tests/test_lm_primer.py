@@ -180,7 +180,8 @@ def primed_archive(tiny_path, tmp_path):
     for i, text in enumerate(texts(4, size=120)):
         (src / f"part{i}.txt").write_bytes(text)
     archive = tmp_path / "primed.lza"
-    api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20, match=False)
+    api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20, match=False,
+             span=0)
     return src, archive
 
 

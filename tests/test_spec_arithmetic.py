@@ -79,14 +79,16 @@ def _frequencies(engines, logits: np.ndarray, exp2_frac: torch.Tensor) -> np.nda
 
 
 def spec_attention_row(q, factor, k, ks, v, vs, seen, exp_table):
-    """One query row of 9.3 step 3 over keys < seen: q (hd,) integers, k (hd, keys) and v (keys, hd) int16."""
-    scores = (q.astype(np.int64) @ k[:, :seen].astype(np.int64)).astype(np.float64)
-    z = (scores * factor) * ks[:seen]
+    """One query row of 9.3 step 3 over the keys seen (a count: keys < seen; or their indices): q (hd,) integers, k
+    (hd, keys) and v (keys, hd) int16."""
+    seen = np.arange(seen) if isinstance(seen, int) else seen
+    scores = (q.astype(np.int64) @ k[:, seen].astype(np.int64)).astype(np.float64)
+    z = (scores * factor) * ks[seen]
     p = spec_exp(z - z.max(), exp_table, extra_shift=15).astype(np.float64)
-    w = p * vs[:seen]
+    w = p * vs[seen]
     m = w.max() if w.max() > 0 else 1.0
     wq = np.rint(w * (QMAX / m))
-    values = (wq.astype(np.int64) @ v[:seen].astype(np.int64)).astype(np.float64)
+    values = (wq.astype(np.int64) @ v[seen].astype(np.int64)).astype(np.float64)
     return values * ((m / QMAX) / p.sum()), values * (m / QMAX) / p.sum()
 
 
@@ -110,6 +112,34 @@ def test_attention_follows_the_spec_order(engines):
     cache = [torch.from_numpy(x) for x in (k, ks, v, vs)]
     for attention in every_attention(*engines, *cache).values():
         assert np.array_equal(attention(torch.from_numpy(block), torch.from_numpy(factor), positions).numpy(), expected)
+
+
+def test_attention_with_a_span_sees_the_prefix_and_the_span_only(engines):
+    """9.5's span: the query in slot s sees the keys below `kept` (the prefix) and those in s - S < j <= s. Both
+    implementations against literal rows over exactly those keys: decoding one slot (the loops), and blocks of slots
+    (a block's rows see different ranges) where the span starts inside the prefix, after it, and at slot 0."""
+    batch, heads, keys, hd, group = 1, 2, 120, 16, 3
+    k = RNG.integers(-QMAX, QMAX + 1, (batch, heads, hd, keys)).astype(np.int16)
+    v = RNG.integers(-QMAX, QMAX + 1, (batch, heads, keys, hd)).astype(np.int16)
+    ks, vs = RNG.random((batch, heads, keys, 1)) * 1e-4, RNG.random((batch, heads, keys, 1)) * 1e-4
+    cache = [torch.from_numpy(x) for x in (k, ks, v, vs)]
+    exp_table = engines[0].tables.exp2_frac.numpy()
+    for kept, span, slots in ((5, 20, [keys - 1]), (5, 20, [40]), (5, 20, range(10, 60)), (0, 7, range(0, 30)),
+                              (3, 1, [keys - 1]), (3, 200, range(90, 120)), (1, 40, range(60, 70))):
+        slots = torch.tensor(list(slots))
+        rows = group * len(slots)  # (head in group, slot)
+        block = RNG.integers(-QMAX, QMAX + 1, (batch, heads, rows, hd)).astype(np.float64)
+        factor = RNG.random((batch, heads, rows)) * 1e-5
+        expected = np.empty((batch, heads, rows, hd))
+        for h in range(heads):
+            for r in range(rows):
+                s = int(slots[r % len(slots)])
+                seen = np.array([j for j in range(s + 1) if j < kept or j > s - span])
+                expected[0, h, r] = spec_attention_row(block[0, h, r], factor[0, h, r], k[0, h], ks[0, h, :, 0], v[0, h],
+                                                       vs[0, h, :, 0], seen, exp_table)[0]
+        for name, attention in every_attention(*engines, *cache).items():
+            got = attention(torch.from_numpy(block), torch.from_numpy(factor), slots, kept, span).numpy()
+            assert np.array_equal(got, expected), (name, kept, span, slots[0])
 
 
 def halves_that_depend_on_the_division(count: int) -> tuple[np.ndarray, np.ndarray]:

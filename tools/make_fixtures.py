@@ -123,6 +123,14 @@ MATCH_TREE = [
     ("var/dpkg.log", "file", log_lines(1024, 11, b"\x04"), 0o644),
     ("var/notes.txt", "file", prose(400, 12, b"\xc0"), 0o644),
 ]
+# the span (format 2.3): log lines and prose in three chunks of 512 bytes (about 330 tokens each) decoded in lockstep,
+# in windows of 160 positions (past the first attention block) after BOS and the first 16 tokens of chunk 0, each
+# token seeing the prefix and the last 40 positions (the overlap, 40, by default); the match model; escapes
+SPAN_TREE = [
+    ("logs", "dir", None, 0o755),
+    ("logs/dpkg.log", "file", log_lines(1000, 13, b"\x04"), 0o644),
+    ("logs/notes.txt", "file", prose(400, 14, b"\xc0"), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -138,27 +146,29 @@ def trees() -> dict[str, list]:
     for number, name in enumerate(("one", "two", "three")):
         text = b"".join(sampled_text(model, 240, seed) for seed in (2 * number + 1, 2 * number + 2))
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
-    return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "sampled": sampled}
+    return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
+            "sampled": sampled}
 
 
 ARCHIVES = {
-    # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer, model: None for the
-    # default, as it was compiled when these were made: cut at 2,048 positions). The store archives do not depend on
+    # name: (tree, format version, codec, chunk size, index encoding, lm window, lm primer, lm span, model: None for
+    # the default, as it was compiled when these were made: cut at 2,048 positions). The store archives do not depend on
     # the zstd library's output, so their bytes are reproducible anywhere and the tests regenerate them byte for byte.
-    # The lm ones keep their window, primer and model when the writer's defaults change.
-    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0, None),
-    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, None),
+    # The lm ones keep their window, primer, span and model when the writer's defaults change.
+    "v1-store.lza": ("basic", 1, "store", 64, IndexEncoding.MSGPACK, None, 0, 0, None),
+    "v1-zstd.lza": ("basic", 1, "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, 0, None),
     # lm with the default model (store as the floor, no zstd): regenerating it byte for byte pins the exact engine
-    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK, 1024, 0, None),
-    "v2-store.lza": ("basic", "2.0", "store", 64, IndexEncoding.MSGPACK, None, 0, None),
-    "v2-zstd.lza": ("basic", "2.0", "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, None),
-    "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0, None),
-    "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0, None),
-    "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80, None),
-    "v2.2-lm-match.lza": ("match", "2.2", "lm", 512, IndexEncoding.MSGPACK, 64, 24, None),
+    "v1-lm.lza": ("basic", 1, "lm", 64, IndexEncoding.MSGPACK, 1024, 0, 0, None),
+    "v2-store.lza": ("basic", "2.0", "store", 64, IndexEncoding.MSGPACK, None, 0, 0, None),
+    "v2-zstd.lza": ("basic", "2.0", "zstd", 256, IndexEncoding.MSGPACK_ZSTD, None, 0, 0, None),
+    "v2-lm.lza": ("basic", "2.0", "lm", 64, IndexEncoding.MSGPACK, 1024, 0, 0, None),
+    "v2-lm-windows.lza": ("windows", "2.0", "lm", 8192, IndexEncoding.MSGPACK, 1024, 0, 0, None),
+    "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80, 0, None),
+    "v2.2-lm-match.lza": ("match", "2.2", "lm", 512, IndexEncoding.MSGPACK, 64, 24, 0, None),
+    "v2.3-lm-span.lza": ("span", "2.3", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
-    "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, GPT2_MODEL),
+    "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),
 }
 
 
@@ -196,18 +206,18 @@ def model_file(name: str | None, directory: str) -> str:
 
 
 def build(name: str, out_path: str) -> None:
-    tree, version, codec, chunk_size, index_encoding, window, primer, model = ARCHIVES[name]
+    tree, version, codec, chunk_size, index_encoding, window, primer, span, model = ARCHIVES[name]
     with tempfile.TemporaryDirectory() as tmp:
         materialize(tmp, trees()[tree])
         pack([os.path.join(tmp, trees()[tree][0][0])], out_path, codec=codec, chunk_size=chunk_size,
-             index_encoding=index_encoding, format_version=version, window=window, primer=primer,
+             index_encoding=index_encoding, format_version=version, window=window, primer=primer, span=span or None,
              model=model_file(model, tmp) if codec == "lm" else None, force=True)
 
 
 def manifest() -> dict:
     """Each tree's entries, and which tree each archive holds (its sha256 is added by main)."""
     return {"trees": {name: tree_manifest(tree) for name, tree in trees().items()},
-            "archives": {name: {"tree": spec[0], **({"model": spec[7]} if spec[7] else {})}
+            "archives": {name: {"tree": spec[0], **({"model": spec[8]} if spec[8] else {})}
                          for name, spec in ARCHIVES.items()}}
 
 

@@ -1,12 +1,15 @@
 """Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
 
 Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
-(with its lm_match flag) the adaptive field, varint token count N, then the range coder's bytes. Tokens are predicted
+(with its lm_match flag) the adaptive field, (with its lm_span flag) the span S, varint token count N, then the range
+coder's bytes. Tokens are predicted
 in windows of at most W positions after a prefix: BOS and, if the payload names a primer, the first P tokens of the
 primer chunk (an earlier lm chunk, or this one, which then codes them first in a window of their own). Window 0 is
 [prefix, t0, t1, ...]; each later window restarts the model on [prefix, the last O tokens of the previous windows,
 ...], so windows are independent forward passes. The prefix's keys and values are computed once and copied into each
-window. A payload whose adaptive field is 1 codes each token with the model's table mixed with the chunk's match model
+window. With a span S > 0, a window's position sees the prefix and the last S positions only (itself included), so
+its KV cache slides instead of growing: windows can be as long as the model's positions, and restart far less
+often. A payload whose adaptive field is 1 codes each token with the model's table mixed with the chunk's match model
 (match.py).
 """
 
@@ -27,12 +30,18 @@ from ..format.records import ModelRef
 from ..format.wire import read_varint, varint
 from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
+from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import Codec, CodecError, ReadChunk
 from .match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
+# With a span, the positions a KV cache holds beyond the prefix and S - 1: those one forward adds before the cache
+# slides (its last S - 1 positions moved down). Packing adds them in passes of this many; decoding slides every this
+# many steps, and each step reads up to this many keys that its span hides.
+SPAN_ROOM_PACKING = 256
+SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 
 
@@ -69,6 +78,7 @@ class Payload:
     primer_chunk: int | None  # the chunk whose first primer_size tokens the windows start from, or None
     primer_size: int
     match: bool  # the tables mixed with the match model (the adaptive field is 1)
+    span: int  # 0: a window's positions see all earlier ones
     count: int  # tokens
     data: bytes  # the range coder's bytes
 
@@ -109,12 +119,14 @@ class LmCodec(Codec):
     model: CompiledModel
     model_index: int = 0
     device: str = "cpu"
-    window: int | None = None  # default: DEFAULT_WINDOW, or the model's positions if fewer
-    overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window
+    window: int | None = None  # default: DEFAULT_WINDOW, or the model's positions if fewer; with a span, all of them
+    overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window; with a span, that or the span if less
     primer_field: bool = False  # payloads carry the primer field (the header's lm_primer flag, format 2.1)
     primer_tokens: int = 0  # when coding: tokens of the archive's first lm chunk that the later ones start from
     match_field: bool = False  # payloads carry the adaptive field (the header's lm_match flag, format 2.2); when
     # coding, each chunk then takes the match model where that makes it smaller
+    span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
+    span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
     codec_id = CodecId.LM
@@ -122,14 +134,21 @@ class LmCodec(Codec):
 
     def __post_init__(self) -> None:
         cfg = self.model.config
-        if self.window is None:
-            self.window = min(DEFAULT_WINDOW, cfg.max_positions)
+        if self.span != 0 and not self.span_field:
+            raise ValueError("an lm span needs format 2.3 payloads")
+        if self.window is None:  # a span's windows cost no more for being long: they restart less often
+            self.window = cfg.max_positions - self.primer_tokens if self.span != 0 else min(DEFAULT_WINDOW, cfg.max_positions)
+        if self.span is None:
+            self.span = min(DEFAULT_SPAN, self.window - 1)
         if self.overlap is None:
             self.overlap = DEFAULT_OVERLAP * self.window // DEFAULT_WINDOW
+            self.overlap = min(self.overlap, self.span) if self.span else self.overlap
         if not 2 <= self.window <= cfg.max_positions:
             raise ValueError(f"lm window {self.window}: choose 2 .. {cfg.max_positions} tokens (the model's positions)")
         if not 0 <= self.overlap < self.window - 1:
             raise ValueError(f"lm overlap {self.overlap}: choose 0 .. {self.window - 2} tokens (below the window)")
+        if not 0 <= self.span < self.window:
+            raise ValueError(f"lm span {self.span}: choose 0 (none) .. {self.window - 1} tokens (below the window)")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -201,8 +220,10 @@ class LmCodec(Codec):
                 jobs[key].append((i, base + start, base + end, after_prefix))
         guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
         results: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        # with a span a window's forward takes its positions in passes of SPAN_ROOM_PACKING: rows cost that many
+        per_row = SPAN_ROOM_PACKING if self.span else None
         for key, prefix in prefixes.items():
-            for group in _length_groups(jobs[key], self.batch_tokens):
+            for group in _length_groups(jobs[key], self.batch_tokens, per_row):
                 for (i, start, _, _), coded in zip(group, self._code_windows(prefix, group, guessed)):
                     results[(i, start)] = coded
         intervals: list[list[tuple[int, int, int]]] = [[] for _ in items]
@@ -219,6 +240,8 @@ class LmCodec(Codec):
                 mixed = self._range_code(tokens, escaped, coded, chunk_guesses)
                 header += varint(len(mixed) < len(body))
                 body = min(body, mixed, key=len)
+            if self.span_field:
+                header += varint(self.span)
             payloads.append(header + varint(len(tokens)) + body)
         return payloads
 
@@ -249,7 +272,8 @@ class LmCodec(Codec):
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
-        cache = self.engine.new_cache(len(group), len(prefix.tokens) + longest)
+        cache = self.engine.new_cache(len(group), _capacity(len(prefix.tokens), longest, self.span, SPAN_ROOM_PACKING),
+                                      self.span)
         cache.start_from(prefix.cache)
         hidden_q, hidden_s = self.engine.forward(inputs, cache)  # right padding is inert
         # output k of these is the one before input k: the prefix's last, then the forward's
@@ -323,18 +347,19 @@ class LmCodec(Codec):
                 errors[i] = primer
                 continue
             streams.setdefault(i, Stream(RangeDecoder(p.data), p.count, limits[i], self._match_model(p)))
-            groups.setdefault((p.window, p.overlap, p.primer_chunk, p.primer_size), []).append(i)
-        for (window, overlap, primer_chunk, primer_size), members in groups.items():
+            groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), []).append(i)
+        for (window, overlap, span, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
             prefix = self._prefix(primer)
             budget = self.engine.batching.cache_budget
-            most = max(1, min(self.batch_chunks, budget // self.engine.cache_bytes(len(primer) + window)))
+            capacity = _capacity(len(prefix.tokens), window - 1, span, SPAN_ROOM_DECODING)
+            most = max(1, min(self.batch_chunks, budget // self.engine.cache_bytes(capacity)))
             # groups as even as the limit allows (35 chunks: one group, not 32 and then 3 decoded nearly alone), with
             # chunks of similar token counts together, since a group takes as many steps as its longest chunk
             members.sort(key=lambda i: streams[i].count - len(streams[i].tokens), reverse=True)
             lockstep = -(-len(members) // -(-len(members) // most))
             for lo in range(0, len(members), lockstep):
-                self._decode_group(prefix, window, overlap, [streams[i] for i in members[lo : lo + lockstep]])
+                self._decode_group(prefix, window, overlap, span, [streams[i] for i in members[lo : lo + lockstep]])
         results: list[bytes | CodecError] = []
         for i in range(len(payloads)):
             stream = streams.get(i)
@@ -367,7 +392,7 @@ class LmCodec(Codec):
                 stream = self._decoded_primer[1].copy()
             else:
                 stream = Stream(RangeDecoder(source.data), size, UNLIMITED, self._match_model(source))
-                self._decode_group(self._prefix([]), size + 1, 0, [stream])  # one window of the P tokens
+                self._decode_group(self._prefix([]), size + 1, 0, source.span, [stream])  # one window of the P tokens
                 if stream.error is not None:
                     raise stream.error
                 self._decoded_primer = (key, stream.copy())
@@ -401,20 +426,25 @@ class LmCodec(Codec):
             adaptive, pos = _read_varint(payload, pos)
             if adaptive > 1:
                 raise CodecError(f"lm: adaptive model {adaptive} is not one this lza implements (0: none, 1: match)")
+        span = 0
+        if self.span_field:
+            span, pos = _read_varint(payload, pos)
         count, pos = _read_varint(payload, pos)
         if model_index != self.model_index:
             raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
         positions = self.model.config.max_positions
         if not 2 <= window <= positions or not 0 <= overlap < window - 1:
             raise CodecError(f"lm: window {window} / overlap {overlap} outside what the model supports")
+        if not 0 <= span < window:
+            raise CodecError(f"lm: span {span} is not below the window, {window}")
         if primer_chunk is not None and not 1 <= primer_size <= positions - window:
             raise CodecError(f"lm: a primer of {primer_size} tokens does not fit the model's {positions} positions "
                              f"with window {window}")
         if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
-        return Payload(window, overlap, primer_chunk, primer_size, adaptive == 1, count, payload[pos:])
+        return Payload(window, overlap, primer_chunk, primer_size, adaptive == 1, span, count, payload[pos:])
 
-    def _decode_group(self, prefix: Prefix, window: int, overlap: int, streams: Sequence[Stream]) -> None:
+    def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
         restarts fall on the same steps, counted from each stream's first token here. A stream is done after `count`
         tokens in all, once it has produced `limit` bytes, or when its payload turns out damaged."""
@@ -440,8 +470,8 @@ class LmCodec(Codec):
                 cache = None  # free the old cache first: two at once doubled the peak memory of extraction
                 # positions this window can still fill: the prefix, the overlap, one per token left (short chunks need less)
                 left = max(streams[i].count - base[i] for i in rows) - step
-                capacity = min(len(prefix.tokens) + window - 1, len(prefix.tokens) + len(before[0]) + left)
-                cache = self.engine.new_cache(len(rows), capacity)
+                capacity = _capacity(len(prefix.tokens), min(window - 1, len(before[0]) + left), span, SPAN_ROOM_DECODING)
+                cache = self.engine.new_cache(len(rows), capacity, span)
                 cache.start_from(prefix.cache)
                 if before[0]:
                     hidden_q, hidden_s = self.engine.forward(torch.tensor(before, device=self.engine.device), cache)
@@ -500,12 +530,19 @@ class LmCodec(Codec):
             active = [i for i in rows if unfinished(i)]
 
 
-def _length_groups(jobs, batch_tokens: int):
-    """Windows of similar length together, each group within the token budget (padding wastes little)."""
+def _capacity(prefix: int, positions: int, span: int, room: int) -> int:
+    """Slots of a KV cache for a prefix and up to `positions` after it: with a span, no more than the prefix, S - 1
+    and the room to add positions between slides."""
+    return prefix + (min(positions, span - 1 + room) if span else positions)
+
+
+def _length_groups(jobs, batch_tokens: int, per_row: int | None = None):
+    """Windows of similar length together, each group within the token budget (padding wastes little); a window
+    costs its length, or at most per_row where its forward takes its positions in passes."""
     ordered = sorted(jobs, key=lambda job: len(job[3]))
     group: list = []
     for job in ordered:
-        if group and (len(group) + 1) * len(job[3]) > batch_tokens:
+        if group and (len(group) + 1) * min(len(job[3]), per_row or len(job[3])) > batch_tokens:
             yield group
             group = []
         group.append(job)

@@ -226,32 +226,38 @@ def attention_scores(q, k_t, z):
 
 
 @compiled(parallel=True)
-def attention_weights(z, row_factor, k_scale, v_scale, visible, exp15, factor):
+def attention_weights(z, row_factor, k_scale, v_scale, kept, first, visible, exp15, factor):
     """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
-    row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); visible: (R,) the keys row r sees (the
-    causal limit: the rest of its weights become 0); exp15: EXP15 as a table. Writes wq into z and ws / Σ p into
-    factor (B, H, R)."""
+    row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); row r sees the keys j < kept and
+    first[r] <= j < visible[r] (the prefix, and the span up to the causal limit: the rest of its weights become 0);
+    exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
     batch, heads, rows, keys = z.shape
     last = exp15.shape[0] - 1
     for i in numba.prange(batch * heads * rows):
         b, h, r = i // (heads * rows), i // rows % heads, i % rows
         row, seen = z[b, h, r], visible[r]
+        prefix_end = min(kept, seen)
+        span_start = max(first[r], prefix_end)
         top = -np.inf
-        for j in range(seen):
-            row[j] = (row[j] * row_factor[b, h, r]) * k_scale[b, h, j]
-            top = max(top, row[j])
+        for part in range(2):  # the keys seen: two ranges, in any order (a maximum and exact sums)
+            for j in range(0, prefix_end) if part == 0 else range(span_start, seen):
+                row[j] = (row[j] * row_factor[b, h, r]) * k_scale[b, h, j]
+                top = max(top, row[j])
         p_sum = 0.0
         w_max = 0.0
-        for j in range(seen):
-            p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
-            p_sum += p  # exact: integers below 2^53
-            row[j] = p * v_scale[b, h, j]
-            w_max = max(w_max, row[j])
+        for part in range(2):
+            for j in range(0, prefix_end) if part == 0 else range(span_start, seen):
+                p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
+                p_sum += p  # exact: integers below 2^53
+                row[j] = p * v_scale[b, h, j]
+                w_max = max(w_max, row[j])
         if not w_max > 0:
             w_max = 1.0
         to_q = QMAX / w_max
-        for j in range(seen):
-            row[j] = np.rint(row[j] * to_q)
+        for part in range(2):
+            for j in range(0, prefix_end) if part == 0 else range(span_start, seen):
+                row[j] = np.rint(row[j] * to_q)
+        row[prefix_end:span_start] = 0.0
         row[seen:] = 0.0
         factor[b, h, r] = (w_max / QMAX) / p_sum
 

@@ -114,29 +114,65 @@ class ModelConfig:
 @dataclass
 class KVCache:
     """Per layer: keys and values quantized per (token, kv head) as int16 (|q| <= QMAX), with float64 scales.
-    Preallocated for `capacity` positions; `length` are filled. Keys are stored transposed: decoding computes a score
-    per key, and reading a key's component d for all keys at once vectorizes."""
+    Preallocated for `capacity` slots; `length` are filled. Keys are stored transposed: decoding computes a score
+    per key, and reading a key's component d for all keys at once vectorizes.
+
+    With a span S (SPEC.md 9.5), the position p after the `kept` prefix slots sees the prefix and the positions
+    p - S < j <= p only, so the cache can slide: when full, the last S - 1 positions move down to follow the prefix
+    (`dropped` counts the positions slid out, so slot i >= kept holds position i + dropped). Slots stay in position
+    order, and the exact attention does not depend on which slot a key is in, so any capacity gives the same integers."""
 
     k: list[torch.Tensor]  # (B, KVH, hd, capacity) int16
     k_scale: list[torch.Tensor]  # (B, KVH, capacity, 1) float64
     v: list[torch.Tensor]  # (B, KVH, capacity, hd) int16
     v_scale: list[torch.Tensor]
     length: int = 0
+    span: int = 0  # 0: every earlier position is seen
+    kept: int = 0  # the prefix's slots, seen by every position and never slid out
+    dropped: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.v[0].shape[2]
+
+    @property
+    def positions(self) -> int:
+        """Positions filled: the next one's index."""
+        return self.length + self.dropped
+
+    def room(self) -> int:
+        """With a span: the positions a slide leaves room for."""
+        return self.capacity - self.kept - (self.span - 1)
 
     def rows(self, lo: int, hi: int) -> KVCache:
         """Batch rows lo..hi as a cache of their own, sharing this one's storage."""
-        return KVCache(*[[t[lo:hi] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)], self.length)
+        tensors = [[t[lo:hi] for t in group] for group in (self.k, self.k_scale, self.v, self.v_scale)]
+        return KVCache(*tensors, self.length, self.span, self.kept, self.dropped)
 
     def start_from(self, prefix: KVCache) -> None:
-        """Every batch row begins with the positions of a one-row cache (a prefix every row shares): they are copied,
-        so positions computed once give the same integers as computing them in each row."""
+        """Every batch row begins with the positions of a one-row cache (a prefix every row shares, kept while the
+        cache slides): they are copied, so positions computed once give the same integers as computing them in each
+        row."""
         for mine, theirs in zip((self.k, self.k_scale, self.v, self.v_scale), (prefix.k, prefix.k_scale, prefix.v, prefix.v_scale)):
             for layer, tensor in enumerate(theirs):
                 if mine is self.k:
                     mine[layer][..., : prefix.length] = tensor[..., : prefix.length]
                 else:
                     mine[layer][:, :, : prefix.length] = tensor[:, :, : prefix.length]
-        self.length = prefix.length
+        self.length = self.kept = prefix.length
+
+    def slide(self) -> None:
+        """Keep the prefix and the last S - 1 positions, the only ones a later position sees."""
+        keep = min(self.span - 1, self.length - self.kept)
+        lo, to = self.length - keep, self.kept
+        if lo == to:
+            return
+        for layer in range(len(self.k)):
+            self.k[layer][..., to : to + keep] = self.k[layer][..., lo : lo + keep].clone()  # the ranges may overlap
+            for tensor in (self.k_scale[layer], self.v[layer], self.v_scale[layer]):
+                tensor[:, :, to : to + keep] = tensor[:, :, lo : lo + keep].clone()
+        self.dropped += lo - to
+        self.length = to + keep
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows `rows`, one layer at a time (the peak is the old cache plus one layer)."""
@@ -182,10 +218,9 @@ class ExactModel:
         """A layer's real output as a residual update: round(y * 2^R), int64."""
         return torch.round(y * (1 << RESIDUAL_BITS)).to(torch.int64)
 
-    def _attention(self, q: torch.Tensor, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor,
-                   start: int) -> torch.Tensor:
-        """q: (B, H, T, hd) real, at positions start + t. Keys (B, KVH, hd, S) and values (B, KVH, S, hd): KVCache
-        tensors, S at least start + T. Query head h reads kv head h // (H / KVH). Returns (B, T, H*hd) real.
+    def _attention(self, q: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
+        """q: (B, H, T, hd) real, for the cache's slots start + t (filled up to there). Query head h reads kv head h // (H / KVH). Returns
+        (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
         others are masked anyway); every row's arithmetic is the same as for the whole matrix at once."""
@@ -195,13 +230,16 @@ class ExactModel:
         q_q, q_s = self.ops.quantize(q.reshape(batch, cfg.kv_heads, group, steps, hd))  # per (token, head)
         row_factor = q_s * (1.0 / math.sqrt(cfg.head_dim))
         out = torch.empty(batch, cfg.kv_heads, group, steps, hd, dtype=F64, device=self.device)
-        positions = torch.arange(start, start + steps, device=self.device)
+        slots = torch.arange(start, start + steps, device=self.device)
+        # the whole cache tensors: each block reads only the keys up to its last slot, and whole tensors are
+        # contiguous, which the compiled loops need to vectorize
+        keys = (cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer])
         for lo in range(0, steps, ATTENTION_BLOCK):
             hi = min(steps, lo + ATTENTION_BLOCK)
             # rows are (head in group, position)
             block = q_q[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo), hd)
             block_factor = row_factor[:, :, :, lo:hi].reshape(batch, cfg.kv_heads, group * (hi - lo))
-            result = self.ops.attention(k, ks, v, vs, block, block_factor, positions[lo:hi])
+            result = self.ops.attention(*keys, block, block_factor, slots[lo:hi], cache.kept, cache.span)
             out[:, :, :, lo:hi] = result.view(batch, cfg.kv_heads, group, hi - lo, hd)
         return out.reshape(batch, cfg.heads, steps, hd).transpose(1, 2).flatten(2)
 
@@ -225,7 +263,9 @@ class ExactModel:
 
     # ------------------------------------------------------------------------------------------ forward
 
-    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+    def new_cache(self, batch: int, capacity: int | None = None, span: int = 0) -> KVCache:
+        """A cache of `capacity` slots per batch row; with a span S (SPEC.md 9.5) it slides when full, so it needs no
+        more slots than the prefix, S - 1 and the positions one forward adds (more make slides rarer)."""
         cfg = self.config
         capacity = capacity or cfg.max_positions
 
@@ -234,7 +274,7 @@ class ExactModel:
 
         hd = cfg.head_dim
         return KVCache(zeros(hd, capacity, dtype=torch.int16), zeros(capacity, 1, dtype=F64),
-                       zeros(capacity, hd, dtype=torch.int16), zeros(capacity, 1, dtype=F64))
+                       zeros(capacity, hd, dtype=torch.int16), zeros(capacity, 1, dtype=F64), span=span)
 
     def cache_bytes(self, capacity: int) -> int:
         """Memory of one batch row of new_cache(batch, capacity)."""
@@ -242,31 +282,39 @@ class ExactModel:
         return cfg.layers * 2 * cfg.kv_heads * capacity * (cfg.head_dim * 2 + 8)  # int16 values, a float64 scale
 
     def forward(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append tokens (B, T) at positions cache.length ..; fills the cache in place. Right padding is inert:
-        causal attention never lets an earlier position see a later one.
+        """Append tokens (B, T) at positions cache.positions ..; fills the cache in place (a cache with a span
+        slides, in as many passes of positions as its room needs). Right padding is inert: causal attention never
+        lets an earlier position see a later one.
         Returns the final normalized hidden state quantized per token: q (B, T, d) and scale (B, T, 1).
         """
         cfg = self.config
         batch, steps = tokens.shape
+        if cache.positions + steps > cfg.max_positions:  # the position tables end there (unchecked in loops)
+            raise ValueError(f"{cache.positions + steps} positions exceed the model's {cfg.max_positions}")
+        if cache.length + steps > cache.capacity:
+            room = cache.room() if cache.span else 0
+            if room < 1:
+                raise ValueError(f"{cache.length + steps} slots exceed the cache capacity {cache.capacity}")
+            parts = []
+            for lo in range(0, steps, room):
+                if cache.length + min(room, steps - lo) > cache.capacity:
+                    cache.slide()
+                parts.append(self.forward(tokens[:, lo : lo + room], cache))
+            return torch.cat([q for q, _ in parts], dim=1), torch.cat([s for _, s in parts], dim=1)
         rows = max(1, self.batching.forward_tokens // steps)
         if batch > rows:  # rows are independent: the same integers in passes of fewer rows
             parts = [self.forward(tokens[lo : lo + rows], cache.rows(lo, lo + rows)) for lo in range(0, batch, rows)]
             cache.length += steps
             return torch.cat([q for q, _ in parts]), torch.cat([s for _, s in parts])
-        start, end = cache.length, cache.length + steps
-        if end > min(cache.v[0].shape[2], cfg.max_positions):  # the position tables end there (unchecked in loops)
-            raise ValueError(f"{end} positions exceed the cache capacity {cache.v[0].shape[2]} or the model's "
-                             f"{cfg.max_positions}")
-        x = self._embed(tokens, start)
+        start, end, position = cache.length, cache.length + steps, cache.positions
+        x = self._embed(tokens, position)
         for layer in range(cfg.layers):
             p = f"layers.{layer}."
-            q, k, v = self._qkv(x, p, start)
+            q, k, v = self._qkv(x, p, position)
             k_q, cache.k_scale[layer][:, :, start:end] = self.ops.quantize(k)
             cache.k[layer][..., start:end] = k_q.transpose(-1, -2)
             cache.v[layer][:, :, start:end], cache.v_scale[layer][:, :, start:end] = self.ops.quantize(v)
-            # the whole cache tensors: each block reads only the keys up to its last position, and whole tensors are
-            # contiguous, which the compiled loops need to vectorize
-            attn = self._attention(q, cache.k[layer], cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], start)
+            attn = self._attention(q, cache, layer, start)
             a, s = self.ops.quantize(attn)
             x = x + self._residual(self._linear(a, s, p + "wo"))
             # the MLP is row-wise: blocks of rows keep its float64 intermediates in cache, whatever the batch

@@ -240,18 +240,22 @@ class TorchOps:
         return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
 
     def attention(self, k: torch.Tensor, ks: torch.Tensor, v: torch.Tensor, vs: torch.Tensor, block: torch.Tensor,
-                  block_factor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One block of queries against one layer's cache: k (B, KVH, hd, S) and v (B, KVH, S, hd) int16, ks and vs
-        (B, KVH, S, 1); block (B, KVH, rows, hd) integers, rows (head in group, position) for these positions,
-        block_factor (B, KVH, rows) their qs / sqrt(hd). Each query sees the keys up to its own position (causal).
+                  block_factor: torch.Tensor, slots: torch.Tensor, kept: int = 0, span: int = 0) -> torch.Tensor:
+        """One block of queries against one layer's cache: k (B, KVH, hd, C) and v (B, KVH, C, hd) int16, ks and vs
+        (B, KVH, C, 1); block (B, KVH, rows, hd) integers, rows (head in group, position) for the positions in these
+        slots, block_factor (B, KVH, rows) their qs / sqrt(hd). The query in slot s sees the keys in slots j <= s
+        (causal) and, with a span S > 0, only those below `kept` (the prefix) or above s - S (SPEC.md 9.5).
         Returns the attention output (B, KVH, rows, hd)."""
         batch, kv_heads = block.shape[:2]
-        keys = int(positions[-1]) + 1
+        keys = int(slots[-1]) + 1
         z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         z.mul_(block_factor[..., None]).mul_(ks[:, :, :keys].transpose(-1, -2))
-        visible = int(positions[0]) + 1  # keys every row of the block sees; the causal mask covers only the rest
-        allowed = torch.arange(visible, keys, device=self.device)[None, :] <= positions[:, None]
-        z.view(batch, kv_heads, -1, len(positions), keys)[..., visible:].masked_fill_(~allowed, -1e300)
+        lo = min(kept, int(slots[0]) + 1) if span else int(slots[0]) + 1  # every row of the block sees the keys below
+        j = torch.arange(lo, keys, device=self.device)[None, :]
+        allowed = j <= slots[:, None]
+        if span:
+            allowed &= (j < kept) | (j > slots[:, None] - span)
+        z.view(batch, kv_heads, -1, len(slots), keys)[..., lo:].masked_fill_(~allowed, -1e300)
         z.sub_(z.amax(dim=-1, keepdim=True))  # masked keys end up with p = 0 exactly
         p = self.tables.exp_neg(z, extra_shift=15, dtype=F64)  # integers <= 2^15, as float64
         p_sum = p.sum(dim=-1, keepdim=True)  # exact: integers below 2^53
@@ -344,22 +348,26 @@ class CompiledOps(TorchOps):
         rope_rows(x.numpy(), start, self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out.numpy())
         return out
 
-    def attention(self, k, ks, v, vs, block, block_factor, positions):
+    def attention(self, k, ks, v, vs, block, block_factor, slots, kept=0, span=0):
         """The softmax weights in the loops, one pass per row. Decoding (one position, its rows the heads of a group)
         also computes both products there, streaming the cache, where BLAS is slow on products of three rows; blocks
         of several positions take TorchOps' float64 products, exact in any summation order. (The int8 GEMM is
-        slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)"""
+        slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)
+        Keys a row does not see get the weight 0, adding exact zeros to the products."""
         batch, kv_heads, rows, hd = block.shape
-        keys = int(positions[-1]) + 1
-        decoding = len(positions) == 1
+        keys = int(slots[-1]) + 1
+        decoding = len(slots) == 1
         if decoding:
             z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
             attention_scores(block.numpy(), k.numpy(), z.numpy())
         else:
             z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
-        visible = (positions + 1).repeat(rows // len(positions))
-        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), visible.numpy(),
+        visible = (slots + 1).repeat(rows // len(slots))
+        # the span's first key (kept when none is hidden); kept = 0 with no span: every row sees 0 .. visible
+        first = (slots + 1 - span).clamp(min=kept) if span else torch.zeros_like(slots)
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
+                          kept if span else 0, first.repeat(rows // len(slots)).numpy(), visible.numpy(),
                           self.tables.shifted(15, F64).numpy(), factor.numpy())
         if decoding:
             result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
