@@ -219,8 +219,8 @@ class ExactModel:
         return torch.round(y * (1 << RESIDUAL_BITS)).to(torch.int64)
 
     def _attention(self, q: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
-        """q: (B, H, T, hd) real, for the cache's slots start + t (filled up to there). Query head h reads kv head h // (H / KVH). Returns
-        (B, T, H*hd) real.
+        """q: (B, H, T, hd) real, for the cache's slots start + t (filled up to there). Query head h reads kv head
+        h // (H / KVH). Returns (B, T, H*hd) real.
 
         Queries are processed in blocks of positions, each against the keys up to its last position only (the
         others are masked anyway); every row's arithmetic is the same as for the whole matrix at once."""
