@@ -66,6 +66,29 @@ def test_the_caches_room_and_the_groups_do_not_change_the_bytes(span, window, pa
         assert chunk.startswith(got) and len(got) >= limit
 
 
+def test_packing_holds_the_outputs_of_one_piece_of_positions_at_a_time(monkeypatch):
+    """With a span, a group's rows cost SPAN_ROOM_PACKING positions each, so a window's outputs are made and turned
+    into tables that many positions at a time (they would otherwise be window x hidden float64 per row); the bytes are
+    those of one forward over the whole window."""
+    chunks = texts(300, 250)
+    whole = span_codec(span=0, window=100, overlap=12)
+    monkeypatch.setattr(lm_module, "SPAN_ROOM_PACKING", 10)
+    codec = span_codec(span=99, window=100, overlap=12)
+    forward = codec.engine.forward
+    widths = []
+
+    def recording_forward(tokens, cache):
+        widths.append(tokens.shape[1])
+        return forward(tokens, cache)
+
+    monkeypatch.setattr(codec.engine, "forward", recording_forward)
+    payloads = codec.encode_batch(chunks)
+    assert widths and max(widths) == 10
+    # a span of W - 1 sees every position of its window: the tables, so the bodies, are the unspanned codec's
+    assert [p[4:] for p in payloads] == [p[4:] for p in whole.encode_batch(chunks)]
+    assert [p[:4] for p in payloads] == [bytes([0, 100, 12, 99])] * 2
+
+
 def test_a_span_with_a_primer_and_the_match_model():
     """The prefix (BOS and the primer's tokens) stays visible to every position however far the span slides."""
     chunks = texts(260, 180, 90)

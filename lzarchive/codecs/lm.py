@@ -268,25 +268,40 @@ class LmCodec(Codec):
                       guessed: list[list[tuple[int, int] | None] | None]) -> list[list[tuple[int, int, int]]]:
         """One batched forward after the shared prefix; for each window, (cumulative start, frequency, frequency of
         the match model's guess or 0) of each body token (guessed: each chunk's guesses, or None). The table of a body
-        token is the output at the position before it: the prefix's last for a window that starts with no overlap."""
+        token is the output at the position before it: the prefix's last for a window that starts with no overlap.
+        With a span the forward runs in pieces of SPAN_ROOM_PACKING positions whose outputs become tables and are
+        dropped: a group's rows cost that much each (_length_groups), so whole windows' outputs would not fit."""
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
         cache = self.engine.new_cache(len(group), _capacity(len(prefix.tokens), longest, self.span, SPAN_ROOM_PACKING),
                                       self.span)
         cache.start_from(prefix.cache)
-        hidden_q, hidden_s = self.engine.forward(inputs, cache)  # right padding is inert
-        # output k of these is the one before input k: the prefix's last, then the forward's
-        hidden_q = torch.cat([prefix.hidden_q.expand(len(group), 1, -1), hidden_q], dim=1)
-        hidden_s = torch.cat([prefix.hidden_s.expand(len(group), 1, -1), hidden_s], dim=1)
-        rows, targets, guess_targets = [], [], []
-        for b, (i, start, end, after_prefix) in enumerate(group):
-            first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
-            for offset in range(end - start):
-                rows.append((b, first + offset))
-                targets.append(after_prefix[first + offset])
-                guess = guessed[i][start + offset] if guessed[i] is not None else None
-                guess_targets.append(-1 if guess is None else guess[0])
+        piece = SPAN_ROOM_PACKING if self.span else longest
+        before_q = prefix.hidden_q.expand(len(group), 1, -1)  # the output before input lo of a piece starting at lo
+        before_s = prefix.hidden_s.expand(len(group), 1, -1)
+        out: list[list[tuple[int, int, int]]] = [[] for _ in group]
+        for lo in range(0, longest, piece):
+            hidden_q, hidden_s = self.engine.forward(inputs[:, lo : lo + piece], cache)  # right padding is inert
+            # output k of these is the one before input lo + k
+            hidden_q, hidden_s = torch.cat([before_q, hidden_q], dim=1), torch.cat([before_s, hidden_s], dim=1)
+            before_q, before_s = hidden_q[:, -1:].clone(), hidden_s[:, -1:].clone()
+            rows, owners, targets, guess_targets = [], [], [], []
+            for b, (i, start, end, after_prefix) in enumerate(group):
+                first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
+                for k in range(max(first, lo), min(len(after_prefix), lo + piece)):
+                    rows.append((b, k - lo))
+                    owners.append(b)
+                    targets.append(after_prefix[k])
+                    guess = guessed[i][start + k - first] if guessed[i] is not None else None
+                    guess_targets.append(-1 if guess is None else guess[0])
+            for b, coded in zip(owners, self._tables(hidden_q, hidden_s, rows, targets, guess_targets)):
+                out[b].append(coded)
+        return out
+
+    def _tables(self, hidden_q: torch.Tensor, hidden_s: torch.Tensor, rows: list[tuple[int, int]], targets: list[int],
+                guess_targets: list[int]) -> list[tuple[int, int, int]]:
+        """(cumulative start, frequency, frequency of the guess or 0) of each target in the table of its output row."""
         coded = []
         ops = self.engine.ops
         step = self.engine.batching.frequency_rows
@@ -298,11 +313,7 @@ class LmCodec(Codec):
             guess_freq = np.where(guess >= 0, ops.table_entries(freq, np.maximum(guess, 0)), 0)
             coded.extend(zip(ops.symbol_starts(freq, symbols).tolist(), ops.table_entries(freq, symbols).tolist(),
                              guess_freq.tolist()))
-        out, position = [], 0
-        for _, start, end, _ in group:
-            out.append(coded[position : position + end - start])
-            position += end - start
-        return out
+        return coded
 
     # ------------------------------------------------------------------------------------------ decode
 
