@@ -286,16 +286,15 @@ class LmCodec(Codec):
             # output k of these is the one before input lo + k
             hidden_q, hidden_s = torch.cat([before_q, hidden_q], dim=1), torch.cat([before_s, hidden_s], dim=1)
             before_q, before_s = hidden_q[:, -1:].clone(), hidden_s[:, -1:].clone()
-            rows, owners, targets, guess_targets = [], [], [], []
+            rows, targets, guess_targets = [], [], []
             for b, (i, start, end, after_prefix) in enumerate(group):
                 first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
                 for k in range(max(first, lo), min(len(after_prefix), lo + piece)):
                     rows.append((b, k - lo))
-                    owners.append(b)
                     targets.append(after_prefix[k])
                     guess = guessed[i][start + k - first] if guessed[i] is not None else None
                     guess_targets.append(-1 if guess is None else guess[0])
-            for b, coded in zip(owners, self._tables(hidden_q, hidden_s, rows, targets, guess_targets)):
+            for (b, _), coded in zip(rows, self._tables(hidden_q, hidden_s, rows, targets, guess_targets)):
                 out[b].append(coded)
         return out
 
