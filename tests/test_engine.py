@@ -205,13 +205,16 @@ def test_compiled_and_torch_attention_agree():
     vs[1, 1] = 0.0
     attentions = every_attention(compiled.ops, reference.ops, k, ks, v, vs)
     # 2 positions: 6 rows, the causal limit inside the block; decoding with 5 rows per head and 298 keys: the loops'
-    # groups of three rows and four keys, each with a remainder
-    for positions, group in ((torch.tensor([keys - 1]), 3), (torch.tensor([0]), 3), (torch.arange(150, 278), 3),
-                             (torch.arange(150, 152), 3), (torch.tensor([keys - 3]), 5)):
+    # groups of three rows and four keys, each with a remainder; with a span (kept, span): decoding reads the 7 prefix
+    # keys and the span's 101 (both with a remainder of four), skipping the keys hidden between them
+    for positions, group, span in ((torch.tensor([keys - 1]), 3, (0, 0)), (torch.tensor([0]), 3, (0, 0)),
+                                   (torch.arange(150, 278), 3, (0, 0)), (torch.arange(150, 152), 3, (0, 0)),
+                                   (torch.tensor([keys - 3]), 5, (0, 0)), (torch.tensor([keys - 2]), 5, (7, 101)),
+                                   (torch.arange(150, 278), 3, (7, 101)), (torch.tensor([5]), 3, (7, 101))):
         rows = group * len(positions)
         block, block_factor = integers(batch, heads, rows, hd), scales(batch, heads, rows)
-        assert torch.equal(attentions["compiled"](block, block_factor, positions),
-                           attentions["torch"](block, block_factor, positions))
+        assert torch.equal(attentions["compiled"](block, block_factor, positions, *span),
+                           attentions["torch"](block, block_factor, positions, *span))
     # a tie in the weights' rounding: two equal scores (p = 2^15 each) and value scales that make the weights
     # QMAX and 2.5 exactly; 2.5 rounds to 2 (half to even), not 3
     k, v = torch.ones(1, 1, hd, 2, dtype=torch.int16), torch.ones(1, 1, 2, hd, dtype=torch.int16)

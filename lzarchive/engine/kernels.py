@@ -187,11 +187,11 @@ INTEGER_SUMS = {"reassoc", "contract"}
 
 
 @compiled(parallel=True, fastmath=INTEGER_SUMS)
-def attention_scores(q, k_t, z):
-    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1], with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact
-    integer sums, vectorized across keys. Rows three at a time (a grouped-query head's rows when decoding), four
-    components per pass: each key component is converted once for three rows, and each row loaded and stored a quarter
-    as often."""
+def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
+    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1] outside hidden_lo <= j < hidden_hi (keys a span hides:
+    left unwritten, attention_weights zeroes them), with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact integer
+    sums, vectorized across keys. Rows three at a time (a grouped-query head's rows when decoding), four components
+    per pass: each key component is converted once for three rows, and each row loaded and stored a quarter as often."""
     batch, heads, rows, keys = z.shape
     hd = q.shape[-1]
     for i in numba.prange(batch * heads):
@@ -201,28 +201,32 @@ def attention_scores(q, k_t, z):
             za, zb, zc = z[b, h, r], z[b, h, r + 1], z[b, h, r + 2]
             qa, qb, qc = q[b, h, r], q[b, h, r + 1], q[b, h, r + 2]
             za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
-            for d in range(0, hd - 3, 4):
-                k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
-                a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
-                b0, b1, b2, b3 = qb[d], qb[d + 1], qb[d + 2], qb[d + 3]
-                c0, c1, c2, c3 = qc[d], qc[d + 1], qc[d + 2], qc[d + 3]
-                for j in range(keys):
-                    x0, x1, x2, x3 = np.float64(k0[j]), np.float64(k1[j]), np.float64(k2[j]), np.float64(k3[j])
-                    za[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                    zb[j] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
-                    zc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
-            for d in range(hd - hd % 4, hd):
-                for j in range(keys):
-                    x = np.float64(k[d, j])
-                    za[j] += qa[d] * x
-                    zb[j] += qb[d] * x
-                    zc[j] += qc[d] * x
+            for part in range(2):  # the keys seen: two ranges
+                lo, hi = (0, hidden_lo) if part == 0 else (hidden_hi, keys)
+                for d in range(0, hd - 3, 4):
+                    k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
+                    a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
+                    b0, b1, b2, b3 = qb[d], qb[d + 1], qb[d + 2], qb[d + 3]
+                    c0, c1, c2, c3 = qc[d], qc[d + 1], qc[d + 2], qc[d + 3]
+                    for j in range(lo, hi):
+                        x0, x1, x2, x3 = np.float64(k0[j]), np.float64(k1[j]), np.float64(k2[j]), np.float64(k3[j])
+                        za[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                        zb[j] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
+                        zc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+                for d in range(hd - hd % 4, hd):
+                    for j in range(lo, hi):
+                        x = np.float64(k[d, j])
+                        za[j] += qa[d] * x
+                        zb[j] += qb[d] * x
+                        zc[j] += qc[d] * x
         for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
             row, q_row = z[b, h, r], q[b, h, r]
             row[:] = 0.0
-            for d in range(hd):
-                for j in range(keys):
-                    row[j] += q_row[d] * k[d, j]
+            for part in range(2):
+                lo, hi = (0, hidden_lo) if part == 0 else (hidden_hi, keys)
+                for d in range(hd):
+                    for j in range(lo, hi):
+                        row[j] += q_row[d] * k[d, j]
 
 
 @compiled(parallel=True)
@@ -263,9 +267,10 @@ def attention_weights(z, row_factor, k_scale, v_scale, kept, first, visible, exp
 
 
 @compiled(parallel=True, fastmath=INTEGER_SUMS)
-def attention_values(w, v, out):
-    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16: exact integer sums. Keys four at a time, converted
-    once for all rows, each pass over a row's accumulators adding four products."""
+def attention_values(w, v, out, hidden_lo, hidden_hi):
+    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16 over j outside hidden_lo <= j < hidden_hi (weights
+    0 there: skipping them adds nothing): exact integer sums. Keys four at a time, converted once for all rows, each
+    pass over a row's accumulators adding four products."""
     batch, heads, rows, keys = w.shape
     hd = v.shape[-1]
     for i in numba.prange(batch * heads):
@@ -273,20 +278,22 @@ def attention_values(w, v, out):
         acc = out[b, h]
         acc[:] = 0.0
         v4 = np.empty((4, hd))
-        for j in range(0, keys - 3, 4):
-            for t in range(4):
-                for d in range(hd):
-                    v4[t, d] = v[b, h, j + t, d]
-            for r in range(rows):
-                w0, w1, w2, w3 = w[b, h, r, j], w[b, h, r, j + 1], w[b, h, r, j + 2], w[b, h, r, j + 3]
-                acc_row = acc[r]
-                for d in range(hd):
-                    acc_row[d] += (w0 * v4[0, d] + w1 * v4[1, d]) + (w2 * v4[2, d] + w3 * v4[3, d])
-        for j in range(keys - keys % 4, keys):
-            for r in range(rows):
-                weight = w[b, h, r, j]
-                for d in range(hd):
-                    acc[r, d] += weight * v[b, h, j, d]
+        for part in range(2):  # the keys seen: two ranges
+            lo, hi = (0, hidden_lo) if part == 0 else (hidden_hi, keys)
+            for j in range(lo, hi - 3, 4):
+                for t in range(4):
+                    for d in range(hd):
+                        v4[t, d] = v[b, h, j + t, d]
+                for r in range(rows):
+                    w0, w1, w2, w3 = w[b, h, r, j], w[b, h, r, j + 1], w[b, h, r, j + 2], w[b, h, r, j + 3]
+                    acc_row = acc[r]
+                    for d in range(hd):
+                        acc_row[d] += (w0 * v4[0, d] + w1 * v4[1, d]) + (w2 * v4[2, d] + w3 * v4[3, d])
+            for j in range(hi - (hi - lo) % 4, hi):
+                for r in range(rows):
+                    weight = w[b, h, r, j]
+                    for d in range(hd):
+                        acc[r, d] += weight * v[b, h, j, d]
 
 
 # ---------------------------------------------------------------------------------------------- frequency tables

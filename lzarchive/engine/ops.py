@@ -353,25 +353,28 @@ class CompiledOps(TorchOps):
         also computes both products there, streaming the cache, where BLAS is slow on products of three rows; blocks
         of several positions take TorchOps' float64 products, exact in any summation order. (The int8 GEMM is
         slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)
-        Keys a row does not see get the weight 0, adding exact zeros to the products."""
+        Keys a row does not see get the weight 0, adding exact zeros to the products; the decoding loops skip those a
+        span hides (the same sums, and the cache read is most of a step's time)."""
         batch, kv_heads, rows, hd = block.shape
         keys = int(slots[-1]) + 1
-        decoding = len(slots) == 1
-        if decoding:
-            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
-            attention_scores(block.numpy(), k.numpy(), z.numpy())
-        else:
-            z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
-        factor = torch.empty(batch, kv_heads, rows, dtype=F64)
         visible = (slots + 1).repeat(rows // len(slots))
         # the span's first key (kept when none is hidden); kept = 0 with no span: every row sees 0 .. visible
         first = (slots + 1 - span).clamp(min=kept) if span else torch.zeros_like(slots)
+        decoding = len(slots) == 1
+        if decoding:
+            prefix_end = min(kept, keys) if span else 0
+            hidden = (prefix_end, min(max(int(first[0]), prefix_end), keys))  # keys between the prefix and the span
+            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
+            attention_scores(block.numpy(), k.numpy(), z.numpy(), *hidden)
+        else:
+            z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
+        factor = torch.empty(batch, kv_heads, rows, dtype=F64)
         attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
                           kept if span else 0, first.repeat(rows // len(slots)).numpy(), visible.numpy(),
                           self.tables.shifted(15, F64).numpy(), factor.numpy())
         if decoding:
             result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
-            attention_values(z.numpy(), v.numpy(), result.numpy())
+            attention_values(z.numpy(), v.numpy(), result.numpy(), *hidden)
         else:
             result = z @ v[:, :, :keys].to(F64)  # exact: products below 2^41
         return result.mul_(factor[..., None])
