@@ -117,3 +117,31 @@ def test_a_stop_that_lands_inside_the_jit_is_delivered_again_outside_it(monkeypa
         with pytest.raises(KeyboardInterrupt) as stopped:  # Terminated is one
             app._stop(signum, sys._getframe())
         assert getattr(stopped.value, "signum", signal.SIGINT) == signum and not sent
+
+
+def test_a_stop_that_lands_as_the_temporary_file_is_made_leaves_nothing(monkeypatch, tmp_path):
+    """A stop can land the moment the temporary file exists, before its maker has returned the fd (an extraction
+    stopped so, on a loaded machine, kept its .lza-partial): its name was recorded before the file was made, so the
+    way out removes it, for the archive pack writes and for each file extract writes."""
+    from lzarchive import api
+    from lzarchive.archive import extract, files, writer
+
+    def stop_as_it_returns(name, made, dir_fd=None, mode=0o600):
+        files.create_temp(name, made, dir_fd, mode)
+        raise KeyboardInterrupt
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"hello " * 100)
+    archive = tmp_path / "a.lza"
+    with monkeypatch.context() as patched:
+        patched.setattr(writer, "create_temp", stop_as_it_returns)
+        with pytest.raises(KeyboardInterrupt):
+            api.pack([str(src)], str(archive), codec="zstd")
+    assert os.listdir(tmp_path) == ["src"]
+    api.pack([str(src)], str(archive), codec="zstd")
+    dest = tmp_path / "dest"
+    monkeypatch.setattr(extract, "create_temp", stop_as_it_returns)
+    with pytest.raises(KeyboardInterrupt):
+        api.extract(str(archive), str(dest))
+    assert os.listdir(dest / "src") == []

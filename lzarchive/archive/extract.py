@@ -329,9 +329,11 @@ class Extractor:
     def _write_file(self, entry: Entry, name: str, parent: int, source: ChunkSource) -> None:
         """Write to a new temporary file and give it its name only once the content hash matches; without
         --overwrite, never replace what appeared at that name meanwhile."""
-        temp, fd = create_temp(name, parent)
-        content = hasher(CONTEXT_ENTRY)
+        made: list[str] = []
+        fd = -1
         try:
+            fd = create_temp(name, made, parent)
+            content = hasher(CONTEXT_ENTRY)
             with os.fdopen(fd, "wb", closefd=False) as out:
                 for piece in source.content(entry):
                     content.update(piece)
@@ -344,14 +346,15 @@ class Extractor:
             os.close(fd)
             fd = -1
             self._clear_directory(name, parent)
-            place(temp, name, replace=self.overwrite, dir_fd=parent)
+            place(made[0], name, replace=self.overwrite, dir_fd=parent)
         except FileExistsError:
-            remove_quietly(temp, parent)
+            remove_quietly(made[0], parent)
             raise PathRefused(path=entry.path, reason="appeared during extraction (use --overwrite to replace it)") from None
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            remove_quietly(temp, parent)
+            for temp in made:
+                remove_quietly(temp, parent)
             raise
 
     def _finish_dir(self, entry: Entry) -> None:

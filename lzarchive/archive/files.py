@@ -11,17 +11,20 @@ import secrets
 TEMP_SUFFIX = ".lza-partial"
 
 
-def create_temp(name: str, dir_fd: int | None = None, mode: int = 0o600) -> tuple[str, int]:
-    """Create a new file next to `name` under a name nothing else uses (exclusive, random): returns (name, fd).
-    The name starts with a dot and the first bytes of `name`, so a leftover (after a kill) says whose it was."""
+def create_temp(name: str, made: list[str], dir_fd: int | None = None, mode: int = 0o600) -> int:
+    """Create a new file next to `name` under a name nothing else uses (exclusive, random) and return its fd. The
+    name starts with a dot and the first bytes of `name`, so a leftover (after a kill) says whose it was. It is added
+    to `made` before the file exists: a caller that removes what `made` holds on its way out (remove_quietly: a name
+    whose file was never made is no harm) removes the file even if a stop (SIGTERM, Ctrl-C) lands as this call
+    returns, before the caller has its fd."""
     stem = name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
     while True:
-        temp = f".{stem}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        made.append(f".{stem}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
         try:
-            return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                                 dir_fd=dir_fd)
+            return os.open(made[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                           dir_fd=dir_fd)
         except FileExistsError:
-            continue  # 2^-64 odds: draw another name
+            made.pop()  # 2^-64 odds: another file's name; draw another
 
 
 def place(temp: str, name: str, *, replace: bool, dir_fd: int | None = None) -> None:

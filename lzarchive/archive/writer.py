@@ -47,21 +47,20 @@ def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
     the archive refused."""
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    dir_fd = -1
+    dir_fd = fd = -1
+    made: list[str] = []
     try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        temp, fd = create_temp(name, dir_fd, mode=0o666)
-    except OSError as exc:
-        if dir_fd >= 0:
-            os.close(dir_fd)
-        raise OutputError(path=path, reason=f"cannot create the archive in {directory}: {describe(exc)}") from None
-    try:
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            fd = create_temp(name, made, dir_fd, mode=0o666)
+        except OSError as exc:
+            raise OutputError(path=path, reason=f"cannot create the archive in {directory}: {describe(exc)}") from None
         yield ArchiveOutput(fd, path)
         try:
             os.fsync(fd)
             os.close(fd)
             fd = -1
-            place(temp, name, replace=replace, dir_fd=dir_fd)
+            place(made[0], name, replace=replace, dir_fd=dir_fd)
             os.fsync(dir_fd)
         except FileExistsError:
             raise OutputError(path=path, reason="appeared while packing; it was left alone (use --force to replace it)") from None
@@ -70,10 +69,12 @@ def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        remove_quietly(temp, dir_fd)
+        for temp in made:
+            remove_quietly(temp, dir_fd)
         raise
     finally:
-        os.close(dir_fd)
+        if dir_fd >= 0:
+            os.close(dir_fd)
 
 
 @dataclass
