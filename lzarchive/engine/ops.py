@@ -358,19 +358,20 @@ class CompiledOps(TorchOps):
         batch, kv_heads, rows, hd = block.shape
         keys = int(slots[-1]) + 1
         visible = (slots + 1).repeat(rows // len(slots))
-        # the span's first key (kept when none is hidden); kept = 0 with no span: every row sees 0 .. visible
+        # the span's first key (kept when none is hidden); no span: no prefix apart, every row sees 0 .. visible
+        kept = kept if span else 0
         first = (slots + 1 - span).clamp(min=kept) if span else torch.zeros_like(slots)
         decoding = len(slots) == 1
-        if decoding:
-            prefix_end = min(kept, keys) if span else 0
-            hidden = (prefix_end, min(max(int(first[0]), prefix_end), keys))  # keys between the prefix and the span
+        if decoding:  # one position: every row hides the same keys, those between the prefix and the span
+            prefix_end = min(kept, keys)
+            hidden = (prefix_end, min(max(int(first[0]), prefix_end), keys))
             z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
             attention_scores(block.numpy(), k.numpy(), z.numpy(), *hidden)
         else:
             z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
         attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
-                          kept if span else 0, first.repeat(rows // len(slots)).numpy(), visible.numpy(),
+                          kept, first.repeat(rows // len(slots)).numpy(), visible.numpy(),
                           self.tables.shifted(15, F64).numpy(), factor.numpy())
         if decoding:
             result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
