@@ -119,12 +119,14 @@ def test_a_stop_that_lands_inside_the_jit_is_delivered_again_outside_it(monkeypa
         assert getattr(stopped.value, "signum", signal.SIGINT) == signum and not sent
 
 
-def test_a_stop_that_lands_as_the_temporary_file_is_made_leaves_nothing(monkeypatch, tmp_path):
+def test_a_stop_that_lands_as_the_temporary_file_is_made_leaves_nothing(monkeypatch, tmp_path, tiny_path):
     """A stop can land the moment the temporary file exists, before its maker has returned the fd (an extraction
     stopped so, on a loaded machine, kept its .lza-partial): its name was recorded before the file was made, so the
-    way out removes it, for the archive pack writes and for each file extract writes."""
-    from lzarchive import api
-    from lzarchive.archive import extract, files, writer
+    way out removes it, for the archive pack writes, for each file extract writes, and for the model cache's files
+    (a compiled or imported model, a source's marker, the probe that finds the cache writable)."""
+    from lzarchive import api, files
+    from lzarchive.archive import extract, writer
+    from lzarchive.engine import compiler, registry
 
     def stop_as_it_returns(name, made, dir_fd=None, mode=0o600):
         files.create_temp(name, made, dir_fd, mode)
@@ -141,7 +143,17 @@ def test_a_stop_that_lands_as_the_temporary_file_is_made_leaves_nothing(monkeypa
     assert os.listdir(tmp_path) == ["src"]
     api.pack([str(src)], str(archive), codec="zstd")
     dest = tmp_path / "dest"
-    monkeypatch.setattr(extract, "create_temp", stop_as_it_returns)
-    with pytest.raises(KeyboardInterrupt):
-        api.extract(str(archive), str(dest))
+    with monkeypatch.context() as patched:
+        patched.setattr(extract, "create_temp", stop_as_it_returns)
+        with pytest.raises(KeyboardInterrupt):
+            api.extract(str(archive), str(dest))
     assert os.listdir(dest / "src") == []
+    cache = tmp_path / "models"
+    cache.mkdir()
+    monkeypatch.setenv("LZA_MODEL_DIR", str(cache))
+    for module, step in ((compiler, lambda: registry.import_compiled(tiny_path)), (registry, registry.cache_dir)):
+        with monkeypatch.context() as patched:
+            patched.setattr(module, "create_temp", stop_as_it_returns)
+            with pytest.raises(KeyboardInterrupt):
+                step()
+        assert os.listdir(cache) == []

@@ -20,7 +20,7 @@ from ..errors import EntryCorrupt, OutputError, PathRefused
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
-from .files import create_temp, describe, entry_id, place, remove_quietly
+from ..files import create_temp, describe, entry_id, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order, content_prefixes
 

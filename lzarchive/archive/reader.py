@@ -20,7 +20,7 @@ from ..errors import (
 )
 from ..format import constants as C
 from ..format.records import ChunkHeader, Entry, Footer, Header, Index
-from .files import describe
+from ..files import describe
 
 CodecProvider = Callable[[int, Header], Codec]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import InputError, UsageError
 from ..format.records import check_path
-from .files import describe
+from ..files import describe
 from .progress import Progress
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -14,6 +13,7 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load, save
 
+from ..files import create_temp, remove_quietly
 from ..format.wire import digest
 from . import tables
 from .kernels import F64, WMAX
@@ -196,28 +196,34 @@ def build_tensors(loaded: Source) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_compiled(path: str, config: ModelConfig, tensors: dict[str, torch.Tensor], *, numerics: str, name: str,
-                   source: str, tokenizer_json: str | None) -> bytes:
-    """Serialize deterministically; returns the model hash (blake3 of the file)."""
+def serialized(config: ModelConfig, tensors: dict[str, torch.Tensor], *, numerics: str, name: str, source: str,
+               tokenizer_json: str | None) -> bytes:
+    """A model file's bytes, deterministically."""
     fields = {"format": FILE_FORMAT, "numerics": numerics, "config": config.to_json(), "name": name,
               "source": source, "tokenizer_json": tokenizer_json or ""}
     # one metadata key: safetensors writes several keys in hash-map order, which would make the bytes vary
-    data = save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={"lza": json.dumps(fields, sort_keys=True)})
+    return save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata={"lza": json.dumps(fields, sort_keys=True)})
+
+
+def write_compiled(path: str, config: ModelConfig, tensors: dict[str, torch.Tensor], *, numerics: str, name: str,
+                   source: str, tokenizer_json: str | None) -> bytes:
+    """A model file at `path`; returns the model hash (blake3 of the file)."""
+    data = serialized(config, tensors, numerics=numerics, name=name, source=source, tokenizer_json=tokenizer_json)
     write_atomically(path, data)
     return model_hash(data)
 
 
 def write_atomically(path: str, data: bytes) -> None:
     """`data` at `path`, all or nothing: a new file under a unique temporary name beside it, then its name (two
-    processes compiling or importing the same model never write into one file)."""
-    fd, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".", suffix=".lzm-partial")
+    processes compiling or importing the same model never write into one file; a stop leaves neither)."""
+    made: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(create_temp(os.path.abspath(path), made), "wb") as f:
             f.write(data)
-        os.replace(temp, path)
+        os.replace(made[0], path)
     except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
+        for temp in made:
+            remove_quietly(temp)
         raise
 
 
@@ -287,7 +293,14 @@ def tokenizer_hash(table: TokenTable) -> bytes:
     return digest(CONTEXT_TOKENIZER, table.offsets.astype("<i8").tobytes(), table.data)
 
 
+def compiled(loaded: Source, *, name: str, source: str) -> bytes:
+    """A source model compiled into a model file's bytes."""
+    return serialized(loaded.config, build_tensors(loaded), numerics=loaded.numerics, name=name, source=source,
+                      tokenizer_json=loaded.tokenizer_json)
+
+
 def compile_to(path: str, loaded: Source, *, name: str, source: str) -> bytes:
     """Compile a source model into a model file at `path`; returns its hash."""
-    return write_compiled(path, loaded.config, build_tensors(loaded), numerics=loaded.numerics, name=name, source=source,
-                          tokenizer_json=loaded.tokenizer_json)
+    data = compiled(loaded, name=name, source=source)
+    write_atomically(path, data)
+    return model_hash(data)

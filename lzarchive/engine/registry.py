@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import platformdirs
 
+from ..files import create_temp, remove_quietly
 from ..format.wire import digest
 from . import architectures, compiler
 
@@ -56,14 +57,16 @@ def cache_dir() -> str:
     read-only home), a temporary directory for this process, with a warning: lza still runs, compiling models
     each time. Models already in the configured directory are still found (find)."""
     path = configured_dir()
+    made: list[str] = []
     try:
         os.makedirs(path, exist_ok=True)
-        probe, name = tempfile.mkstemp(dir=path, suffix=".probe")
-        os.close(probe)
-        os.unlink(name)
+        os.close(create_temp(os.path.join(path, "probe"), made))
         return path
     except OSError:
         return _temporary_cache(path)
+    finally:
+        for probe in made:
+            remove_quietly(probe)
 
 
 def configured_dir() -> str:
@@ -113,16 +116,11 @@ def compile_source(source_path: str, *, max_positions: int | None = None, announ
     else:
         label = default_source_label() if is_default else f"gguf:{os.path.basename(source_path)}"
     name = DEFAULT_NAME if is_default else os.path.basename(os.path.normpath(source_path))
+    data = compiler.compiled(loaded, name=name, source=label)
+    model_hash = compiler.model_hash(data)
+    final = os.path.join(directory, model_hash.hex() + ".lzm")
     try:
-        fd, temp = tempfile.mkstemp(dir=directory, suffix=".partial")
-        os.close(fd)
-        try:
-            model_hash = compiler.compile_to(temp, loaded, name=name, source=label)
-            final = os.path.join(directory, model_hash.hex() + ".lzm")
-            os.replace(temp, final)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        compiler.write_atomically(final, data)
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         compiler.write_atomically(marker, model_hash.hex().encode())
     except OSError as exc:

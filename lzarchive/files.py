@@ -1,6 +1,7 @@
-"""Container layer: file-system steps shared by the writer and the extractor: unpredictable temporary names,
-putting a finished file into place without replacing anything that appeared meanwhile, and telling whether two paths
-name one directory entry (the archive a command reads or replaces is never one of its own inputs or outputs)."""
+"""Bottom layer (as errors): file-system steps shared by the writer, the extractor and the model cache:
+unpredictable temporary names that a stop never leaves behind, putting a finished file into place without replacing
+anything that appeared meanwhile, and telling whether two paths name one directory entry (the archive a command reads
+or replaces is never one of its own inputs or outputs)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ TEMP_SUFFIX = ".lza-partial"
 
 
 def create_temp(name: str, made: list[str], dir_fd: int | None = None, mode: int = 0o600) -> int:
-    """Create a new file next to `name` under a name nothing else uses (exclusive, random) and return its fd. The
-    name starts with a dot and the first bytes of `name`, so a leftover (after a kill) says whose it was. It is added
-    to `made` before the file exists: a caller that removes what `made` holds on its way out (remove_quietly: a name
-    whose file was never made is no harm) removes the file even if a stop (SIGTERM, Ctrl-C) lands as this call
-    returns, before the caller has its fd."""
-    stem = name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
+    """Create a new file next to `name` (a path, or a name in `dir_fd`) under a name nothing else uses (exclusive,
+    random) and return its fd. The name starts with a dot and the first bytes of `name`'s last component, so a
+    leftover (after a kill) says whose it was. It is added to `made` before the file exists: a caller that removes
+    what `made` holds on its way out (remove_quietly: a name whose file was never made is no harm) removes the file
+    even if a stop (SIGTERM, Ctrl-C) lands as this call returns, before the caller has its fd."""
+    directory, last = os.path.split(name)
+    stem = last.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")
     while True:
-        made.append(f".{stem}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
+        made.append(os.path.join(directory, f".{stem}.{secrets.token_hex(8)}{TEMP_SUFFIX}"))
         try:
             return os.open(made[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
                            dir_fd=dir_fd)
