@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries, wanted_path
-from .files import describe, entry_id
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
@@ -36,6 +35,7 @@ from .errors import (
     UsageError,
     describe_paths,
 )
+from .files import describe, entry_id
 from .format import constants as C
 from .format.constants import EntryType
 from .format.records import Entry

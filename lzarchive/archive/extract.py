@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import EntryCorrupt, OutputError, PathRefused
+from ..files import create_temp, describe, entry_id, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
 from ..format.wire import hasher
-from ..files import create_temp, describe, entry_id, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 from .reader import DECODE_AHEAD, ArchiveReader, ChunkSource, content_order, content_prefixes
 

@@ -18,9 +18,9 @@ from ..errors import (
     UnsupportedFeature,
     UnsupportedVersion,
 )
+from ..files import describe
 from ..format import constants as C
 from ..format.records import ChunkHeader, Entry, Footer, Header, Index
-from ..files import describe
 
 CodecProvider = Callable[[int, Header], Codec]
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError, UsageError
-from ..format.records import check_path
 from ..files import describe
+from ..format.records import check_path
 from .progress import Progress
 
 

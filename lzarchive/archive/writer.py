@@ -10,10 +10,10 @@ from typing import BinaryIO
 
 from ..codecs import Codec, codec_name
 from ..errors import OutputError
+from ..files import create_temp, describe, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, FORMAT_MAJOR, MAX_CHUNK_RAW, SUPPORTED_MINOR, CodecId, EntryType, IndexEncoding
 from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef, check_size
 from ..format.wire import hasher
-from ..files import create_temp, describe, place, remove_quietly
 from .progress import NULL_PROGRESS, Progress
 
 DEFAULT_CHUNK_SIZE = 1 << 20

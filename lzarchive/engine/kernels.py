@@ -187,7 +187,7 @@ INTEGER_SUMS = {"reassoc", "contract"}
 
 
 @compiled()
-def seen_ranges(end0, start1, end1):
+def _seen_ranges(end0, start1, end1):
     """The keys a row sees, 0 .. end0 and start1 .. end1, as two pairs of unsigned bounds: numba then knows an index
     j >= 0 needs no wraparound for negative values, which keeps the loops over keys vectorized (with signed bounds
     from arguments, a decoding step's scores took 5x as long)."""
@@ -209,7 +209,7 @@ def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
             za, zb, zc = z[b, h, r], z[b, h, r + 1], z[b, h, r + 2]
             qa, qb, qc = q[b, h, r], q[b, h, r + 1], q[b, h, r + 2]
             za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
-            for lo, hi in seen_ranges(hidden_lo, hidden_hi, keys):
+            for lo, hi in _seen_ranges(hidden_lo, hidden_hi, keys):
                 for d in range(0, hd - 3, 4):
                     k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
                     a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
@@ -229,7 +229,7 @@ def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
         for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
             row, q_row = z[b, h, r], q[b, h, r]
             row[:] = 0.0
-            for lo, hi in seen_ranges(hidden_lo, hidden_hi, keys):
+            for lo, hi in _seen_ranges(hidden_lo, hidden_hi, keys):
                 for d in range(hd):
                     for j in range(lo, hi):
                         row[j] += q_row[d] * k[d, j]
@@ -248,7 +248,7 @@ def attention_weights(z, row_factor, k_scale, v_scale, kept, first, visible, exp
         row, seen = z[b, h, r], visible[r]
         prefix_end = min(kept, seen)
         span_start = max(first[r], prefix_end)
-        ranges = seen_ranges(prefix_end, span_start, seen)
+        ranges = _seen_ranges(prefix_end, span_start, seen)
         top = -np.inf
         for lo, hi in ranges:  # in any order: a maximum and exact sums
             for j in range(lo, hi):
