@@ -205,11 +205,12 @@ def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
         k = k_t[b, h]
+        ranges = _seen_ranges(hidden_lo, hidden_hi, keys)
         for r in range(0, rows - 2, 3):
             za, zb, zc = z[b, h, r], z[b, h, r + 1], z[b, h, r + 2]
             qa, qb, qc = q[b, h, r], q[b, h, r + 1], q[b, h, r + 2]
             za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
-            for lo, hi in _seen_ranges(hidden_lo, hidden_hi, keys):
+            for lo, hi in ranges:
                 for d in range(0, hd - 3, 4):
                     k0, k1, k2, k3 = k[d], k[d + 1], k[d + 2], k[d + 3]
                     a0, a1, a2, a3 = qa[d], qa[d + 1], qa[d + 2], qa[d + 3]
@@ -229,7 +230,7 @@ def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
         for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
             row, q_row = z[b, h, r], q[b, h, r]
             row[:] = 0.0
-            for lo, hi in _seen_ranges(hidden_lo, hidden_hi, keys):
+            for lo, hi in ranges:
                 for d in range(hd):
                     for j in range(lo, hi):
                         row[j] += q_row[d] * k[d, j]
