@@ -354,7 +354,7 @@ class CompiledOps(TorchOps):
         of several positions take TorchOps' float64 products, exact in any summation order. (The int8 GEMM is
         slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)
         Keys a row does not see get the weight 0, adding exact zeros to the products; the decoding loops skip those a
-        span hides (the same sums, and the cache read is most of a step's time)."""
+        span hides (the same sums; reading the cache's keys is most of the scores' time)."""
         batch, kv_heads, rows, hd = block.shape
         keys = int(slots[-1]) + 1
         visible = (slots + 1).repeat(rows // len(slots))
