@@ -9,7 +9,7 @@ Decoding is where lza spends its time, and a kernel can lose its vectorization t
 alternating, since the machine is noisy:
 
     PYTHONPATH=/path/to/other/tree python tools/bench_step.py ; python tools/bench_step.py ; ...
-    python tools/bench_step.py [--rows 16] [--repeat 20]
+    python tools/bench_step.py [--rows 16] [--repeat 20] [--span 768]
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=LM_LOCKSTEP, help="chunks decoded in lockstep")
     parser.add_argument("--repeat", type=int, default=20, help="steps timed (after one that loads the kernels)")
+    parser.add_argument("--span", type=int, default=LM_DEFAULT_SPAN, help="positions each token sees besides BOS")
     args = parser.parse_args()
     engine = architectures.engine(api.load_model())
-    capacity = 1 + (LM_DEFAULT_SPAN - 1) + SPAN_ROOM_DECODING  # BOS, the span, the room between slides
-    cache = engine.new_cache(args.rows, capacity, LM_DEFAULT_SPAN)
+    capacity = 1 + (args.span - 1) + SPAN_ROOM_DECODING  # BOS, the span, the room between slides
+    cache = engine.new_cache(args.rows, capacity, args.span)
     generator = torch.Generator().manual_seed(0)
     for tensor in (*cache.k, *cache.v):
         tensor.copy_(torch.randint(-QMAX, QMAX + 1, tensor.shape, generator=generator, dtype=torch.int16))

@@ -23,8 +23,8 @@ LM_DEFAULT_PRIMER = 0
 # Positions a token sees besides the prefix (format 2.3, SPEC 9.5), or its window's less one if fewer. With a span,
 # windows default to the model's positions and restart (where a chunk is longer) on the last S tokens. Measured
 # (tools/results/2026-12-03-span.md), against windows of 1024 restarting on 256: lcet10.txt 0.8 % and Python code
-# 1.0 % smaller at the same speed (asyoulik.txt's 8 KiB chunks: unchanged); 1024 saves twice as much on lcet10.txt's
-# first chunks, packing at 86 % of the speed.
+# 1.0 % smaller at the same speed (asyoulik.txt's 8 KiB chunks: unchanged). 1024 saves 0.6 % more on the whole of
+# lcet10.txt but packs it at 80 % of format 1's speed, the floor (tools/results/2026-12-03-lcet10-pairs-span1024.md).
 LM_DEFAULT_SPAN = 768
 # Chunks as large as keeps LM_LOCKSTEP of them decoding together, between 8 and 32 KiB. Measured on asyoulik.txt
 # (tools/results/2026-11-29-chunk-policy-asyoulik.md): 32 KiB chunks cost 2.8 % fewer bytes than 8 KiB, but a chunk
