@@ -11,15 +11,19 @@ and using only what a decoder has seen, each candidate turns the model's distrib
   cache   a unigram cache of the chunk's tokens, mixed in with a weight learned online per cache size
   bias    a log-space bias over the vocabulary learned by online gradient descent (Nacrith's bias head):
           p = softmax(logits + b), then b += rate (onehot(token) - p), at each rate of --bias-rates
+  match+bias  both: the match model mixed into the biased distribution (its own weights, learned on that one)
   temp    the temperature (of a grid) with the least loss on the chunk so far: p = softmax(logits / T)
   sse     secondary estimation of the model's top token: per (confidence, last token was top) bucket, its hit rate
           so far replaces the model's top probability in proportion to the bucket's count; the rest scale to fit
 With --primer P, every window of every chunk but the first also sees the first P tokens of the text before its own
 tokens (an archive-level primer: coded once, its keys and values computed once per archive by a reader).
+With --span S, each chunk is instead one forward in which every position sees BOS (and the primer) and the last S
+positions only (the lm span of SPEC 9.5, the default since format 2.3; chunks past the model's positions extrapolate).
 Weights are chosen per bucket as the best of a small grid on the tokens already coded (a decoder can do the same).
 Prints bits per byte of the model alone and with each candidate. Usage (from tools/):
     python bench_adapt.py --corpora asyoulik                      # the default chunk policy and window
     python bench_adapt.py --corpora asyoulik --chunk-size 128K --window 2048,512
+    python bench_adapt.py --corpora lcet10 --bytes 108K --chunk-size 27K --span 768 --bias-rates 0.1,0.2,0.3
 """
 
 from __future__ import annotations
@@ -66,11 +70,23 @@ class OnlineWeight:
             losses[k] -= math.log2(max(probability_of(w), 1e-300))
 
 
+def matched_bits(match: MatchModel, logp: torch.Tensor, token: int) -> float:
+    """-log2 of the token's probability in the distribution exp(logp) mixed with the match model's guess; then the
+    match model learns the token."""
+    p = math.exp(float(logp[token]))
+    guess = match.guess()
+    guess_freq = max(1, round(math.exp(float(logp[guess])) * 2**TOTAL_BITS)) if guess is not None else 0
+    q = match.weight(guess_freq) / 2**WEIGHT_BITS if guess is not None else 0.0
+    match.update(token, guess_freq)
+    return -math.log2((1 - q) * p + (q if token == guess else 0.0))
+
+
 class ChunkCandidates:
     """Every candidate's state for one chunk, fed one output row (float64 logits) and the token that came at a time."""
 
     def __init__(self, tokens: list[int], vocab: int, bias_rates: list[float]) -> None:
         self.tokens, self.match = tokens, MatchModel(TOTAL_BITS)
+        self.biased_match = [MatchModel(TOTAL_BITS) for _ in bias_rates]
         self.cache_weight = OnlineWeight()
         self.counts: dict[int, int] = defaultdict(int)
         self.rates = torch.tensor(bias_rates, dtype=torch.float64)[:, None]
@@ -86,11 +102,7 @@ class ChunkCandidates:
         p = math.exp(float(logp[token]))
         totals["model"] -= math.log2(p)
 
-        guess = self.match.guess()
-        guess_freq = max(1, round(math.exp(float(logp[guess])) * 2**TOTAL_BITS)) if guess is not None else 0
-        q = self.match.weight(guess_freq) / 2**WEIGHT_BITS if guess is not None else 0.0
-        totals["match"] -= math.log2((1 - q) * p + (q if token == guess else 0.0))
-        self.match.update(token, guess_freq)
+        totals["match"] += matched_bits(self.match, logp, token)
 
         cached = self.counts[token] / i if i else 0.0
         bucket = i.bit_length()  # how much the cache has seen: known to a decoder before the token
@@ -100,8 +112,9 @@ class ChunkCandidates:
         self.counts[token] += 1
 
         biased = torch.log_softmax(logits[None] + self.bias, dim=-1)
-        for rate, lp in zip(self.rates[:, 0].tolist(), biased[:, token].tolist()):
+        for rate, lp, row, match in zip(self.rates[:, 0].tolist(), biased[:, token].tolist(), biased, self.biased_match):
             totals[f"bias {rate:g}"] -= lp / LN2
+            totals[f"match+bias {rate:g}"] += matched_bits(match, row, token)
         gradient = -biased.exp()
         gradient[:, token] += 1
         self.bias += self.rates * gradient
@@ -125,6 +138,24 @@ class ChunkCandidates:
         self.last_hit = int(token == top)
 
 
+def chunk_outputs(model, prefix: list[int], tokens: list[int], window: int, overlap: int, span: int):
+    """(start, end, float64 logits, index of the output before token start) for each forward over a chunk's tokens:
+    the lm codec's windows after the prefix, or with a span one forward whose positions see the prefix and the last
+    `span` positions."""
+    if span:
+        inputs = torch.tensor(prefix + tokens)
+        at = torch.arange(len(inputs))
+        seen = (at[None, :] <= at[:, None]) & ((at[:, None] - at[None, :] < span) | (at[None, :] < len(prefix)))
+        with torch.no_grad():
+            yield 0, len(tokens), model(inputs[None], attention_mask=seen[None, None]).logits[0].double(), len(prefix) - 1
+        return
+    for start, end in window_bodies(len(tokens), window, overlap):
+        before = tokens[max(0, start - overlap) : start] if start else []
+        with torch.no_grad():
+            logits = model(torch.tensor(prefix + before + tokens[start:end])[None]).logits[0].double()
+        yield start, end, logits, len(prefix) + len(before) - 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", default="asyoulik")
@@ -135,6 +166,8 @@ def main() -> None:
     parser.add_argument("--primer", type=int, default=0, help="tokens of the text's start every later window sees")
     parser.add_argument("--primer-from", help="take the primer from this file's start instead (a text from elsewhere)")
     parser.add_argument("--model-only", action="store_true", help="no candidates: the model's bits alone (faster)")
+    parser.add_argument("--span", type=int, default=0, help="S > 0: one forward per chunk, each position seeing the "
+                        "prefix and the last S positions (the lm span) instead of the windows")
     args = parser.parse_args()
     window, overlap = (int(x) for x in args.window.split(","))
     corpora = args.corpora.split(",")
@@ -150,12 +183,7 @@ def main() -> None:
         tokens, escaped = codec.encoder.encode(data[lo : lo + chunk_size])
         shared = primer if lo else []
         candidates = ChunkCandidates(tokens, model.config.vocab_size, rates)
-        for start, end in window_bodies(len(tokens), window, overlap):
-            before = tokens[max(0, start - overlap) : start] if start else []
-            inputs = torch.tensor([bos] + shared + before + tokens[start:end])
-            with torch.no_grad():
-                logits = model(inputs[None]).logits[0].double()
-            first = 1 + len(shared) + len(before) - 1  # the output before the first coded token
+        for start, end, logits, first in chunk_outputs(model, [bos] + shared, tokens, window, overlap, args.span):
             if args.model_only:
                 rows = torch.arange(first, first + end - start)
                 logp = torch.log_softmax(logits[rows], dim=-1)
@@ -164,7 +192,7 @@ def main() -> None:
             for offset in range(end - start):
                 candidates.code(start + offset, logits[first + offset], totals)
         totals["escapes"] += 8 * len(escaped)
-    result = {"bytes": len(data), "chunk_size": chunk_size, "window": window, "overlap": overlap,
+    result = {"bytes": len(data), "chunk_size": chunk_size, "window": window, "overlap": overlap, "span": args.span,
               "primer": args.primer, "primer_from": args.primer_from or "the text"}
     model_bpb = (totals["model"] + totals["escapes"]) / len(data)
     for name, bits in totals.items():
