@@ -23,7 +23,7 @@ Weights are chosen per bucket as the best of a small grid on the tokens already 
 Prints bits per byte of the model alone and with each candidate. Usage (from tools/):
     python bench_adapt.py --corpora asyoulik                      # the default chunk policy and window
     python bench_adapt.py --corpora asyoulik --chunk-size 128K --window 2048,512
-    python bench_adapt.py --corpora lcet10 --bytes 108K --chunk-size 27K --span 768 --bias-rates 0.1,0.2,0.3
+    python bench_adapt.py --corpora lcet10 --chunk-size 27K --span 768 --bias-rates 0.1,0.2,0.3   # the whole file
 """
 
 from __future__ import annotations
