@@ -259,6 +259,15 @@ def test_compiled_and_torch_frequency_tables_agree():
     logits = (acc * row_scale[:, None]) * channel_scale
     freq = compiled.frequencies(logits, TOTAL_BITS)
     assert torch.equal(freq, torch_ops.frequencies(logits.clone(), TOTAL_BITS))
+    # with the bias head's states (SPEC 9.9): extreme ones, a zero row (the tables unchanged), rows shared by tables
+    bias = torch.randint(-2**40, 2**40, (3, vocab), generator=g)
+    bias[0, :4] = torch.tensor([2**62 - 1, -(2**62), 2**53 + 1, -(2**53 + 3)])
+    bias[1] = 0
+    rows = np.array([2, 1, 2, 0, 0])
+    biased = compiled.frequencies(logits, TOTAL_BITS, bias, rows)
+    assert torch.equal(biased, torch_ops.frequencies(logits.clone(), TOTAL_BITS, bias, rows))
+    assert torch.equal(biased[1], freq[1]) and not torch.equal(biased[0], freq[0])
+    assert torch.all(biased.sum(dim=1) == total) and biased.min() >= 1
     assert torch.all(freq.sum(dim=1) == total) and freq.min() >= 1
     uniform = 1 + (2**30 * (total - vocab)) // (2**30 * vocab)  # independently: e = 2^30 for every token
     assert freq[1, 0] == total - (vocab - 1) * uniform and torch.all(freq[1, 1:] == uniform)

@@ -128,10 +128,27 @@ def test_the_span_fixture_slides_and_its_chunks_read_alone():
     assert b"".join(api.cat(path, "logs/dpkg.log", start=700, end=900)) == log[700:900]
 
 
+@pytest.mark.realmodel
+def test_the_bias_fixture_learns_where_it_pays_and_its_chunks_read_alone():
+    """v2.4-lm-bias: the bias head with the match model in the first two chunks (the ledger's start in the primer
+    chunk, whose state learns from its primer tokens first; the ledger's end and log lines) and alone in the third
+    (sentences of a few words), in lockstep, with the span of 40 in windows of 160 after a primer of 16 tokens. A
+    byte range of the second chunk reads alone (the primer first), stopping where the range ends."""
+    path = os.path.join(FIXTURES, "v2.4-lm-bias.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (4, C.INCOMPAT_LM_PRIMER | C.INCOMPAT_LM_MATCH
+                                                                      | C.INCOMPAT_LM_SPAN | C.INCOMPAT_LM_BIAS)
+        # model, window (two varint bytes), overlap, primer chunk + 1, primer tokens, adaptive, span
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 1, 16, adaptive, 40]) for adaptive in (3, 3, 2)]
+    ledger = next(data for path, _, data, _ in load_tool().trees()["bias"] if path == "books/ledger.txt")
+    assert b"".join(api.cat(path, "books/ledger.txt", start=530, end=600)) == ledger[530:600]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
-                 "v2.3-lm-span.lza")])
+                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)
@@ -150,10 +167,10 @@ def test_manifest_matches_the_tool():
 
 
 # v1-lm and v2-lm give the model the same work (one tree, chunking and window in two container formats), so the rows
-# decode v2-lm alone; the span fixture holds a primer and the match model too, so it stands for the match fixture; the
-# float64 products change only the integer products, whose shapes the span fixture shares with the primer fixture
-# (windows after a primer). tools/crossplatform.py decodes every fixture in every row.
-EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.3-lm-span.lza", "v2-gpt2.lza"]
+# decode v2-lm alone; the bias fixture holds a primer, the match model and a span too, so it stands for the match and
+# span fixtures; the float64 products change only the integer products, whose shapes the bias fixture shares with the
+# primer fixture (windows after a primer). tools/crossplatform.py decodes every fixture in every row.
+EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2-gpt2.lza"]
 
 
 @pytest.mark.realmodel

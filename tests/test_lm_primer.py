@@ -181,7 +181,7 @@ def primed_archive(tiny_path, tmp_path):
         (src / f"part{i}.txt").write_bytes(text)
     archive = tmp_path / "primed.lza"
     api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20, match=False,
-             span=0)
+             span=0, bias=False)
     return src, archive
 
 

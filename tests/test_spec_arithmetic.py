@@ -70,6 +70,40 @@ def test_frequency_tables_divide_integers(engines):
     assert crafted.tolist() == [[2**31, 2**31]]
 
 
+def test_the_bias_head_adds_its_state_to_the_logits_and_learns_by_the_spec(engines):
+    """9.9: z' = z + (B * 2^-32), B the state converted to binary64 (rounded to nearest even from 2^53 on), then 9.4's
+    table from z'; then b -= (f * Rb) >> 32 on the rows named and b_t += Rb. Rows that share a state row, a zero row,
+    states past 2^53 (where the conversion rounds) and near 2^62, of either sign."""
+    vocab, total = 300, 1 << TOTAL_BITS
+    logits = RNG.random((4, vocab)) * 20 - 10
+    bias = RNG.integers(-2**33, 2**33, (3, vocab))  # a few logits
+    bias[1] = 0
+    bias[2, :8] = [2**53 + 1, -(2**53 + 1), 2**53 + 3, 2**62 - 1, -(2**62), 3, -3, 2**33 + 1]
+    bias[0, 50] = 2**37  # 32 logits up: token 50 takes most of this row's table
+    rows, symbols = np.array([2, 0, 1, 0]), np.array([50, 7, 299, 3])
+    converted = np.array([[float(int(v)) for v in bias[r]] for r in rows])  # Python's int -> float rounds to even
+    assert converted[0, 0] == 2.0**53 and converted[0, 2] == 2.0**53 + 4
+    shifted = logits + converted * 2.0**-32
+    e = spec_exp(shifted - shifted.max(axis=1, keepdims=True), engines[0].tables.exp2_frac.numpy())
+    expected = 1 + (e * (total - vocab)) // e.sum(axis=1, keepdims=True)
+    expected[np.arange(4), e.argmax(axis=1)] += total - expected.sum(axis=1)
+    assert expected[1, 50] > total // 2
+    rate = 858_993_459
+    learned = bias.copy()
+    for row, table, symbol in zip(rows[:3], expected[:3], symbols[:3]):  # the rows named once each
+        learned[row] -= (table * rate) >> TOTAL_BITS
+        learned[row, symbol] += rate
+    for ops in engines:
+        got = ops.frequencies(torch.from_numpy(logits.copy()), TOTAL_BITS, torch.from_numpy(bias.copy()), rows).numpy()
+        assert np.array_equal(got, expected)
+        state = torch.from_numpy(bias.copy())
+        ops.update_bias(state, rows[:3], torch.from_numpy(got[:3]), symbols[:3], rate, TOTAL_BITS)
+        assert np.array_equal(state.numpy(), learned)
+        assert np.array_equal(ops.frequencies(torch.from_numpy(logits.copy()), TOTAL_BITS, torch.zeros(1, vocab,
+                              dtype=torch.int64), np.zeros(4, dtype=np.int64)).numpy(),
+                              _frequencies(engines, logits, engines[0].tables.exp2_frac))
+
+
 def _frequencies(engines, logits: np.ndarray, exp2_frac: torch.Tensor) -> np.ndarray:
     """Both implementations' frequencies with the given EXP table; they must agree."""
     tables = Tables(exp2_frac, *(tiny_model().tensors[f"table.{n}"] for n in ("sigmoid", "rope_cos", "rope_sin")))

@@ -35,7 +35,7 @@ def tiny_table(vocab_size: int) -> TokenTable:
     return TokenTable.from_list(pieces)
 
 
-def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+def random_weights(config: ModelConfig, seed: int, logit_scale: float = 1.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     d, kv = config.hidden, config.kv_heads * config.head_dim
 
@@ -43,7 +43,8 @@ def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
         return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
 
     # large embeddings (the tied output head) make the model confident, so text it generates compresses well
-    weights = {"tok_embeddings": w(config.vocab_size, d, scale=4.0), "norm": 1 + w(d, scale=0.1)}
+    # (logit_scale < 1 makes it less sure of itself: text that a model learning from it can improve on)
+    weights = {"tok_embeddings": w(config.vocab_size, d, scale=4.0), "norm": (1 + w(d, scale=0.1)) * logit_scale}
     for layer in range(config.layers):
         p = f"layers.{layer}."
         weights.update({p + "wq": w(d, d), p + "wk": w(kv, d), p + "wv": w(kv, d), p + "wo": w(d, d),
@@ -54,11 +55,12 @@ def random_weights(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
 
 
 @lru_cache(maxsize=4)
-def tiny_model(seed: int = 0, **overrides) -> compiler.CompiledModel:
+def tiny_model(seed: int = 0, logit_scale: float = 1.0, **overrides) -> compiler.CompiledModel:
     config = tiny_config(**overrides)
     with tempfile.TemporaryDirectory(prefix="lza-tiny-") as directory:  # read whole: nothing is left behind
         path = os.path.join(directory, "tiny.lzm")
-        compiler.compile_to(path, llama.source(config, random_weights(config, seed), tiny_table(config.vocab_size), None),
+        weights = random_weights(config, seed, logit_scale)
+        compiler.compile_to(path, llama.source(config, weights, tiny_table(config.vocab_size), None),
                             name=f"tiny-{seed}", source="test:random")
         return architectures.read_compiled(path)
 

@@ -131,6 +131,39 @@ SPAN_TREE = [
     ("logs/dpkg.log", "file", log_lines(1000, 13, b"\x04"), 0o644),
     ("logs/notes.txt", "file", prose(400, 14, b"\xc0"), 0o644),
 ]
+
+
+def ledger(size: int, seed: int, escapes: bytes = b"") -> bytes:
+    """`size` bytes of ledger lines between a few invented names over a few invented goods."""
+    draw, out = drawer(seed), bytearray()
+    names = ("Orlanthe Vissek", "Quarrowe", "Tembrin Aldous", "Maevhild", "Sorrowin Pike")
+    goods = ("brineglass", "cobweave", "ashfern tallow", "quillstone")
+    while len(out) < size:
+        out += (f"{names[draw(5)]} owes {names[draw(5)]} {draw(20) + 2} {goods[draw(4)]}"
+                f"{', paid' if draw(3) else ''}.\n").encode()
+    return _escaped(bytes(out[:size]), escapes)
+
+
+def few_words(size: int, seed: int, escapes: bytes = b"") -> bytes:
+    """`size` bytes of sentences of twelve words in any order: the bias head learns which words come, and the match
+    model's guesses (what followed the same two words before) rarely come true."""
+    draw, out = drawer(seed), bytearray()
+    pool = "river stone garden letter winter harbour lantern orchard meadow silver quiet morning".split()
+    while len(out) < size:
+        out += (" ".join(pool[draw(len(pool))] for _ in range(5 + draw(6))).capitalize() + ".\n").encode()
+    return _escaped(bytes(out[:size]), escapes)
+
+
+# the bias head (format 2.4): a ledger that keeps naming the same invented people and goods (which the model ranks
+# low until the bias head has seen them), log lines, and sentences of a few words, in three chunks of 512 bytes
+# decoded in lockstep, in windows of 160 positions after BOS and the first 16 tokens of chunk 0, with the span of 40:
+# the bias head with the match model, and alone; escapes
+BIAS_TREE = [
+    ("books", "dir", None, 0o755),
+    ("books/ledger.txt", "file", ledger(600, 15, b"\x04"), 0o644),
+    ("books/dpkg.log", "file", log_lines(420, 16), 0o644),
+    ("books/words.txt", "file", few_words(516, 17, b"\xc0"), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -147,7 +180,7 @@ def trees() -> dict[str, list]:
         text = b"".join(sampled_text(model, 240, seed) for seed in (2 * number + 1, 2 * number + 2))
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
-            "sampled": sampled}
+            "bias": BIAS_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -166,6 +199,7 @@ ARCHIVES = {
     "v2.1-lm-primer.lza": ("primer", "2.1", "lm", 512, IndexEncoding.MSGPACK, 64, 80, 0, None),
     "v2.2-lm-match.lza": ("match", "2.2", "lm", 512, IndexEncoding.MSGPACK, 64, 24, 0, None),
     "v2.3-lm-span.lza": ("span", "2.3", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
+    "v2.4-lm-bias.lza": ("bias", "2.4", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

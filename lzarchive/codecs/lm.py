@@ -1,16 +1,15 @@
 """Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
 
 Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
-(with its lm_match flag) the adaptive field, (with its lm_span flag) the span S, varint token count N, then the range
-coder's bytes. Tokens are predicted
-in windows of at most W positions after a prefix: BOS and, if the payload names a primer, the first P tokens of the
-primer chunk (an earlier lm chunk, or this one, which then codes them first in a window of their own). Window 0 is
-[prefix, t0, t1, ...]; each later window restarts the model on [prefix, the last O tokens of the previous windows,
-...], so windows are independent forward passes. The prefix's keys and values are computed once and copied into each
-window. With a span S > 0, a window's position sees the prefix and the last S positions only (itself included), so
-its KV cache slides instead of growing: windows can be as long as the model's positions, and restart far less
-often. A payload whose adaptive field is 1 codes each token with the model's table mixed with the chunk's match model
-(match.py).
+(with its lm_match or lm_bias flag) the adaptive field, (with its lm_span flag) the span S, varint token count N,
+then the range coder's bytes. Tokens are predicted in windows of at most W positions after a prefix: BOS and, if the
+payload names a primer, the first P tokens of the primer chunk (an earlier lm chunk, or this one, which then codes
+them first in a window of their own). Window 0 is [prefix, t0, t1, ...]; each later window restarts the model on
+[prefix, the last O tokens of the previous windows, ...], so windows are independent forward passes. The prefix's
+keys and values are computed once and copied into each window. With a span S > 0, a window's position sees the
+prefix and the last S positions only (itself included), so its KV cache slides instead of growing: windows can be
+as long as the model's positions, and restart far less often. The adaptive field's bit 0 mixes each token's table with the chunk's match model (match.py); its bit 1 adds
+the bias head's state to the logits first, a correction per token learned from the chunk so far (SPEC.md 9.9).
 """
 
 from __future__ import annotations
@@ -43,6 +42,10 @@ MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are lef
 SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
+ADAPTIVE_MATCH, ADAPTIVE_BIAS = 1, 2  # the adaptive field's bits (SPEC.md 9.6)
+# The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
+# (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
+BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
 
 
 def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -77,7 +80,8 @@ class Payload:
     overlap: int
     primer_chunk: int | None  # the chunk whose first primer_size tokens the windows start from, or None
     primer_size: int
-    match: bool  # the tables mixed with the match model (the adaptive field is 1)
+    match: bool  # the tables mixed with the match model (the adaptive field's bit 0)
+    bias: bool  # the logits corrected by the bias head (its bit 1)
     span: int  # 0: a window's positions see all earlier ones
     count: int  # tokens
     data: bytes  # the range coder's bytes
@@ -86,12 +90,14 @@ class Payload:
 @dataclass
 class Stream:
     """One chunk being decoded: its range decoder, the tokens (escape tokens included) and escaped bytes out so far,
-    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out."""
+    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out. The adaptive
+    models' states, where the payload has them: the match model, the bias head's (V,) int64."""
 
     decoder: RangeDecoder
     count: int
     limit: int
     match: MatchModel | None = None
+    bias: torch.Tensor | None = None
     tokens: list[int] = field(default_factory=list)
     escaped: dict[int, int] = field(default_factory=dict)
     produced: int = 0
@@ -99,7 +105,8 @@ class Stream:
 
     def copy(self) -> Stream:
         return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
-                      list(self.tokens), dict(self.escaped), self.produced, self.error)
+                      None if self.bias is None else self.bias.clone(), list(self.tokens), dict(self.escaped),
+                      self.produced, self.error)
 
 
 @dataclass
@@ -123,8 +130,9 @@ class LmCodec(Codec):
     overlap: int | None = None  # default: DEFAULT_OVERLAP scaled to the window; with a span, that or the span if less
     primer_field: bool = False  # payloads carry the primer field (the header's lm_primer flag, format 2.1)
     primer_tokens: int = 0  # when coding: tokens of the archive's first lm chunk that the later ones start from
-    match_field: bool = False  # payloads carry the adaptive field (the header's lm_match flag, format 2.2); when
-    # coding, each chunk then takes the match model where that makes it smaller
+    match_field: bool = False  # payloads carry the adaptive field, its bit 0 allowed (the header's lm_match flag,
+    # format 2.2); when coding, each chunk then takes the match model where that makes it smaller
+    bias_field: bool = False  # the same with bit 1, the bias head (the lm_bias flag, format 2.4)
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
@@ -218,28 +226,38 @@ class LmCodec(Codec):
             for start, end in window_bodies(len(body), self.window, self.overlap):
                 after_prefix = body[max(0, start - self.overlap) : end] if start else body[:end]
                 jobs[key].append((i, base + start, base + end, after_prefix))
-        guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
-        results: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        pieces: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         # with a span a window's forward takes its positions in passes of SPAN_ROOM_PACKING: rows cost that many
         per_row = SPAN_ROOM_PACKING if self.span else None
         for key, prefix in prefixes.items():
             for group in _length_groups(jobs[key], self.batch_tokens, per_row):
-                for (i, start, _, _), coded in zip(group, self._code_windows(prefix, group, guessed)):
-                    results[(i, start)] = coded
-        intervals: list[list[tuple[int, int, int]]] = [[] for _ in items]
-        for (i, _start), coded in sorted(results.items()):
-            intervals[i].extend(coded)
+                for (i, start, _, _), outputs in zip(group, self._code_windows(prefix, group)):
+                    pieces[(i, start)] = outputs
+        outputs = [[] for _ in items]
+        for (i, _start), window_outputs in sorted(pieces.items()):
+            outputs[i].extend(window_outputs)
+        outputs = [(torch.cat([q for q, _ in rows]), torch.cat([s for _, s in rows])) for rows in outputs]
+        guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
+        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed)
         payloads = []
-        for (tokens, escaped), index, coded, chunk_guesses in zip(items, indices, intervals, guessed):
+        for i, ((tokens, escaped), index) in enumerate(zip(items, indices)):
             header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
             if self.primer_field:
                 named = primer is not None and index >= primer.chunk
                 header += varint(primer.chunk + 1) + varint(len(primer.tokens)) if named else varint(0)
-            body = self._range_code(tokens, escaped, coded)
-            if self.match_field:  # the adaptive field: the match model only where it makes the chunk smaller
-                mixed = self._range_code(tokens, escaped, coded, chunk_guesses)
-                header += varint(len(mixed) < len(body))
-                body = min(body, mixed, key=len)
+            # the adaptive field: the adaptive models only where they make the chunk smaller (the first of equals)
+            codings = [(0, plain[i], None)]
+            if self.match_field:
+                codings.append((ADAPTIVE_MATCH, plain[i], guessed[i]))
+            if self.bias_field:
+                codings.append((ADAPTIVE_BIAS, biased[i], None))
+                if self.match_field:
+                    codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS, biased[i], guessed[i]))
+            bodies = [(value, self._range_code(tokens, escaped, coded, chunk_guesses))
+                      for value, coded, chunk_guesses in codings]
+            adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
+            if self.match_field or self.bias_field:
+                header += varint(adaptive)
             if self.span_field:
                 header += varint(self.span)
             payloads.append(header + varint(len(tokens)) + body)
@@ -264,13 +282,12 @@ class LmCodec(Codec):
                 coder.encode(escaped[position], 1, ESCAPED_BYTE_TOTAL)
         return coder.finish()
 
-    def _code_windows(self, prefix: Prefix, group,
-                      guessed: list[list[tuple[int, int] | None] | None]) -> list[list[tuple[int, int, int]]]:
-        """One batched forward after the shared prefix; for each window, (cumulative start, frequency, frequency of
-        the match model's guess or 0) of each body token (guessed: each chunk's guesses, or None). The table of a body
-        token is the output at the position before it: the prefix's last for a window that starts with no overlap.
-        With a span the forward runs in pieces of SPAN_ROOM_PACKING positions whose outputs become tables and are
-        dropped: a group's rows cost that much each (_length_groups), so whole windows' outputs would not fit."""
+    def _code_windows(self, prefix: Prefix, group) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """One batched forward after the shared prefix; for each window, the outputs that give its body tokens'
+        tables, as pieces (q (n, d) int16, scale (n,)) in order. The table of a body token is the output at the
+        position before it: the prefix's last for a window that starts with no overlap. With a span the forward runs
+        in pieces of SPAN_ROOM_PACKING positions (a group's rows cost that much each, _length_groups) whose other
+        outputs are dropped."""
         longest = max(len(job[3]) for job in group)
         pad = self.model.config.bos_token
         inputs = torch.tensor([job[3] + [pad] * (longest - len(job[3])) for job in group], device=self.engine.device)
@@ -280,39 +297,64 @@ class LmCodec(Codec):
         piece = SPAN_ROOM_PACKING if self.span else longest
         before_q = prefix.hidden_q.expand(len(group), 1, -1)  # the output before input lo of a piece starting at lo
         before_s = prefix.hidden_s.expand(len(group), 1, -1)
-        out: list[list[tuple[int, int, int]]] = [[] for _ in group]
+        out: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in group]
         for lo in range(0, longest, piece):
             hidden_q, hidden_s = self.engine.forward(inputs[:, lo : lo + piece], cache)  # right padding is inert
             # output k of these is the one before input lo + k
             hidden_q, hidden_s = torch.cat([before_q, hidden_q], dim=1), torch.cat([before_s, hidden_s], dim=1)
             before_q, before_s = hidden_q[:, -1:].clone(), hidden_s[:, -1:].clone()
-            rows, targets, guess_targets = [], [], []
-            for b, (i, start, end, after_prefix) in enumerate(group):
+            for b, (_, start, end, after_prefix) in enumerate(group):
                 first = len(after_prefix) - (end - start)  # index of the first body token in after_prefix
-                for k in range(max(first, lo), min(len(after_prefix), lo + piece)):
-                    rows.append((b, k - lo))
-                    targets.append(after_prefix[k])
-                    guess = guessed[i][start + k - first] if guessed[i] is not None else None
-                    guess_targets.append(-1 if guess is None else guess[0])
-            for (b, _), coded in zip(rows, self._tables(hidden_q, hidden_s, rows, targets, guess_targets)):
-                out[b].append(coded)
+                k_lo, k_hi = max(first, lo) - lo, min(len(after_prefix), lo + piece) - lo
+                if k_lo < k_hi:  # |q| <= QMAX: int16 holds it
+                    out[b].append((hidden_q[b, k_lo:k_hi].to(torch.int16), hidden_s[b, k_lo:k_hi, 0].clone()))
         return out
 
-    def _tables(self, hidden_q: torch.Tensor, hidden_s: torch.Tensor, rows: list[tuple[int, int]], targets: list[int],
-                guess_targets: list[int]) -> list[tuple[int, int, int]]:
-        """(cumulative start, frequency, frequency of the guess or 0) of each target in the table of its output row."""
-        coded = []
+    def _tables(self, chunks: Sequence[list[int]], outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                guessed: Sequence[list[tuple[int, int] | None] | None]) -> tuple[list[list], list[list] | None]:
+        """(cumulative start, frequency, frequency of the match model's guess or 0) of each token of each chunk, in
+        the model's tables and, with the bias field, in the bias head's (None without). outputs: each chunk's output
+        rows, one per token; guessed: each chunk's guesses, or None. The bias head makes a chunk's tables depend on
+        its earlier tokens: positions go in order, with the chunks as the rows of each table computation."""
         ops = self.engine.ops
-        step = self.engine.batching.frequency_rows
-        for lo in range(0, len(rows), step):
-            index = torch.tensor(rows[lo : lo + step], device=self.engine.device)
-            freq = self.engine.frequencies(hidden_q[index[:, 0], index[:, 1]], hidden_s[index[:, 0], index[:, 1]], TOTAL_BITS)
-            symbols = np.array(targets[lo : lo + step], dtype=np.int64)
-            guess = np.array(guess_targets[lo : lo + step], dtype=np.int64)
-            guess_freq = np.where(guess >= 0, ops.table_entries(freq, np.maximum(guess, 0)), 0)
-            coded.extend(zip(ops.symbol_starts(freq, symbols).tolist(), ops.table_entries(freq, symbols).tolist(),
-                             guess_freq.tolist()))
-        return coded
+        plain: list[list] = [[] for _ in chunks]
+        biased: list[list] | None = None
+        if self.bias_field:
+            biased = [[] for _ in chunks]
+            bias = torch.zeros(len(chunks), self.model.config.vocab_size, dtype=torch.int64, device=self.engine.device)
+        longest = max((len(tokens) for tokens in chunks), default=0)
+        per_block = max(1, self.engine.batching.frequency_rows // max(1, len(chunks)))  # positions per output-head GEMM
+        for lo in range(0, longest, per_block):
+            # rows position-major: each position's chunks (those that reach it) together
+            positions = range(lo, min(longest, lo + per_block))
+            members = [[c for c, tokens in enumerate(chunks) if p < len(tokens)] for p in positions]
+            rows = [(c, p) for p, at in zip(positions, members) for c in at]
+            logits = self.engine.logits(torch.stack([outputs[c][0][p] for c, p in rows]).to(torch.float64),
+                                        torch.stack([outputs[c][1][p] for c, p in rows])[:, None])
+            targets = np.array([chunks[c][p] for c, p in rows], dtype=np.int64)
+            guesses_at = [guessed[c][p] if guessed[c] is not None else None for c, p in rows]
+            guess = np.array([-1 if g is None else g[0] for g in guesses_at], dtype=np.int64)
+            for (c, _), coded in zip(rows, self._entries(ops.frequencies(logits, TOTAL_BITS), targets, guess)):
+                plain[c].append(coded)
+            if biased is None:
+                continue
+            end = 0
+            for at in members:  # one position at a time: its tables need the bias after the one before
+                sel = slice(end, end + len(at))
+                end += len(at)
+                bias_rows = np.array(at, dtype=np.int64)
+                freq = ops.frequencies(logits[sel], TOTAL_BITS, bias, bias_rows)
+                for c, coded in zip(bias_rows.tolist(), self._entries(freq, targets[sel], guess[sel])):
+                    biased[c].append(coded)
+                ops.update_bias(bias, bias_rows, freq, targets[sel], BIAS_RATE, TOTAL_BITS)
+        return plain, biased
+
+    def _entries(self, freq: torch.Tensor, symbols: np.ndarray, guess: np.ndarray) -> list[tuple[int, int, int]]:
+        """(cumulative start, frequency, frequency of the guess or 0 where it is -1) of each row's symbol."""
+        ops = self.engine.ops
+        guess_freq = np.where(guess >= 0, ops.table_entries(freq, np.maximum(guess, 0)), 0)
+        return list(zip(ops.symbol_starts(freq, symbols).tolist(), ops.table_entries(freq, symbols).tolist(),
+                        guess_freq.tolist()))
 
     # ------------------------------------------------------------------------------------------ decode
 
@@ -356,7 +398,7 @@ class LmCodec(Codec):
             if isinstance(primer, CodecError):
                 errors[i] = primer
                 continue
-            streams.setdefault(i, Stream(RangeDecoder(p.data), p.count, limits[i], self._match_model(p)))
+            streams.setdefault(i, self._stream(p, p.count, limits[i]))
             groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), []).append(i)
         for (window, overlap, span, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
@@ -401,7 +443,7 @@ class LmCodec(Codec):
             if self._decoded_primer is not None and self._decoded_primer[0] == key:
                 stream = self._decoded_primer[1].copy()
             else:
-                stream = Stream(RangeDecoder(source.data), size, UNLIMITED, self._match_model(source))
+                stream = self._stream(source, size, UNLIMITED)
                 self._decode_group(self._prefix([]), size + 1, 0, source.span, [stream])  # one window of the P tokens
                 if stream.error is not None:
                     raise stream.error
@@ -410,9 +452,10 @@ class LmCodec(Codec):
             raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
         return list(stream.tokens), stream
 
-    @staticmethod
-    def _match_model(payload: Payload) -> MatchModel | None:
-        return MatchModel(TOTAL_BITS) if payload.match else None
+    def _stream(self, payload: Payload, count: int, limit: int) -> Stream:
+        """A chunk's decoding stream at its start: the adaptive models its payload names, empty."""
+        bias = torch.zeros(self.model.config.vocab_size, dtype=torch.int64, device=self.engine.device) if payload.bias else None
+        return Stream(RangeDecoder(payload.data), count, limit, MatchModel(TOTAL_BITS) if payload.match else None, bias)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         try:
@@ -432,10 +475,14 @@ class LmCodec(Codec):
                 primer_chunk = named - 1
                 primer_size, pos = _read_varint(payload, pos)
         adaptive = 0
-        if self.match_field:
+        if self.match_field or self.bias_field:
             adaptive, pos = _read_varint(payload, pos)
-            if adaptive > 1:
-                raise CodecError(f"lm: adaptive model {adaptive} is not one this lza implements (0: none, 1: match)")
+            allowed = (ADAPTIVE_MATCH if self.match_field else 0) | (ADAPTIVE_BIAS if self.bias_field else 0)
+            if adaptive & ~allowed:
+                names = "".join(f", {bit}: {name}" for bit, name in ((ADAPTIVE_MATCH, "match"), (ADAPTIVE_BIAS, "bias head"))
+                                if allowed & bit)
+                raise CodecError(f"lm: adaptive model {adaptive} is not one this archive's flags allow (0: none{names}"
+                                 f"{', 3: both' if allowed == 3 else ''})")
         span = 0
         if self.span_field:
             span, pos = _read_varint(payload, pos)
@@ -452,7 +499,8 @@ class LmCodec(Codec):
                              f"with window {window}")
         if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
-        return Payload(window, overlap, primer_chunk, primer_size, adaptive == 1, span, count, payload[pos:])
+        return Payload(window, overlap, primer_chunk, primer_size, bool(adaptive & ADAPTIVE_MATCH),
+                       bool(adaptive & ADAPTIVE_BIAS), span, count, payload[pos:])
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
@@ -473,6 +521,11 @@ class LmCodec(Codec):
         active = rows
         cache = None
         step = 0
+        # the bias head's states, a row per stream, and a zero row for streams without it (written back at the end)
+        bias = torch.zeros(len(streams) + 1, cfg.vocab_size, dtype=torch.int64, device=self.engine.device)
+        biased = [i for i, s in enumerate(streams) if s.bias is not None]
+        for i in biased:
+            bias[i] = streams[i].bias
         while active:
             if step in restarts:
                 rows = active
@@ -499,7 +552,9 @@ class LmCodec(Codec):
             for lo in range(0, len(pending), self.engine.batching.frequency_rows):
                 block = pending[lo : lo + self.engine.batching.frequency_rows]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
-                freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS)
+                bias_rows = np.array([i if streams[i].bias is not None else len(streams) for i in
+                                      (rows[row] for row, _ in block)], dtype=np.int64)
+                freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS, bias, bias_rows)
                 guessed = [s.match.guess() if s.match else None for _, s in block]
                 # the model's frequency of each stream's match guess (0: no guess)
                 guess_freq = [0 if guess is None else int(f) for guess, f in
@@ -520,9 +575,12 @@ class LmCodec(Codec):
                         s.error = CodecError(f"lm: {exc}")
                 symbols, starts, sizes = self.engine.ops.find_symbols(freq, targets, mixed_guess, keep, given, WEIGHT_BITS)
                 decoded = zip(block, symbols.tolist(), starts.tolist(), sizes.tolist(), guess_freq)
-                for (_, s), token, start, size, known in decoded:
+                learned = []  # the block's rows whose stream has the bias head and took a token
+                for j, ((_, s), token, start, size, known) in enumerate(decoded):
                     if s.error is not None:
                         continue
+                    if s.bias is not None:
+                        learned.append(j)
                     if s.match:
                         s.match.update(token, known)
                     try:
@@ -536,8 +594,14 @@ class LmCodec(Codec):
                         continue
                     s.produced += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
                     s.tokens.append(token)
+                if learned:
+                    ops = self.engine.ops
+                    taken = freq if len(learned) == len(block) else freq[torch.tensor(learned, device=freq.device)]
+                    ops.update_bias(bias, bias_rows[learned], taken, symbols[learned], BIAS_RATE, TOTAL_BITS)
             step += 1
             active = [i for i in rows if unfinished(i)]
+        for i in biased:
+            streams[i].bias = bias[i].clone()
 
 
 def _capacity(prefix: int, positions: int, span: int, room: int) -> int:

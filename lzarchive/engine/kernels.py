@@ -28,6 +28,7 @@ F64 = torch.float64
 SIGMOID_RANGE = float(tables.SIGMOID_RANGE)
 SIGMOID_STEPS_PER_UNIT = float(tables.SIGMOID_STEPS_PER_UNIT)
 TABLE_UNIT = float(1 << tables.TABLE_BITS)
+BIAS_UNIT = 2.0**-32  # the bias head's state counts logits in these units (SPEC.md 9.9)
 
 
 def compiled(**options):
@@ -311,31 +312,50 @@ def attention_values(w, v, out, hidden_lo, hidden_hi):
 
 
 @compiled(parallel=True)
-def frequency_rows(logits, exp_table, total_bits, freq):
-    """TorchOps.frequencies, one row at a time: the same operations in the same order. exp_table: Tables.shifted(0, int64);
-    freq: (rows, vocab) int64."""
+def frequency_rows(logits, bias, bias_rows, exp_table, total_bits, freq):
+    """TorchOps.frequencies, one row at a time: the same integers. Row i's logits are z + bias[bias_rows[i]] *
+    BIAS_UNIT (bias: int64, a zero row for tables without the bias head). exp_table: Tables.shifted(0, int64); freq:
+    (rows, vocab) int64. The integer division is the row's costliest part done one entry at a time (a third of its
+    time): a binary64 quotient estimates it instead, off by at most one (the quotient is below 2^32 and its
+    relative error below 2^-50), and two exact int64 comparisons correct it to the floor."""
     rows, vocab = logits.shape
     last = exp_table.shape[0] - 1
     total = 1 << total_bits
     free = total - vocab
     for i in numba.prange(rows):
-        row, out = logits[i], freq[i]
+        row, out, b = logits[i], freq[i], bias[bias_rows[i]]
         top = -np.inf
         for j in range(vocab):
-            top = max(top, row[j])
+            top = max(top, row[j] + np.float64(b[j]) * BIAS_UNIT)
         e_sum = 0
-        best = 0  # the first maximal e
         for j in range(vocab):
-            e = exp_table[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
+            e = exp_table[int(min(((row[j] + np.float64(b[j]) * BIAS_UNIT) - top) * EXP_INDEX_SCALE, last))]
             out[j] = e
             e_sum += e
-            if e > out[best]:
-                best = j
+        best = 0  # the first maximal e: the top logit's is EXP(0), the table's first entry, and none is larger
+        while out[best] != exp_table[0]:
+            best += 1
+        reciprocal = 1.0 / np.float64(e_sum)
         assigned = 0
         for j in range(vocab):
-            out[j] = 1 + out[j] * free // e_sum  # e * free < 2^30 * 2^total_bits: exact in int64
+            product = out[j] * free  # e * free < 2^30 * 2^total_bits: exact in int64
+            quotient = np.int64(np.float64(product) * reciprocal)
+            quotient -= quotient * e_sum > product  # both products stay near `product`: below 2^63
+            quotient += (quotient + 1) * e_sum <= product
+            out[j] = 1 + quotient
             assigned += out[j]
         out[best] += total - assigned
+
+
+@compiled(parallel=True)
+def update_bias_rows(bias, bias_rows, freq, symbols, rate, total_bits):
+    """TorchOps.update_bias: bias[bias_rows[i]] -= (freq[i] * rate) >> total_bits, then += rate at symbols[i]. The
+    rows named must differ (they are updated in parallel)."""
+    for i in numba.prange(freq.shape[0]):
+        b, f = bias[bias_rows[i]], freq[i]
+        for j in range(f.shape[0]):
+            b[j] -= (f[j] * rate) >> total_bits  # below 2^62: f <= 2^total_bits, rate < 2^30
+        b[symbols[i]] += rate
 
 
 @compiled(parallel=True)

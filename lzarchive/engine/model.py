@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 
 from .kernels import F64
@@ -324,6 +325,11 @@ class ExactModel:
         cache.length = end
         return self._final_norm(x)
 
-    def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int) -> torch.Tensor:
-        """(n, d) final hidden rows → (n, V) int64 frequency tables."""
-        return self.ops.frequencies(self._linear(hidden_q, hidden_scale, "output"), total_bits)
+    def logits(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor) -> torch.Tensor:
+        """(n, d) final hidden rows → (n, V) logits."""
+        return self._linear(hidden_q, hidden_scale, "output")
+
+    def frequencies(self, hidden_q: torch.Tensor, hidden_scale: torch.Tensor, total_bits: int,
+                    bias: torch.Tensor | None = None, bias_rows: np.ndarray | None = None) -> torch.Tensor:
+        """(n, d) final hidden rows → (n, V) int64 frequency tables (with the bias head's rows: ops.frequencies)."""
+        return self.ops.frequencies(self.logits(hidden_q, hidden_scale), total_bits, bias, bias_rows)

@@ -13,16 +13,17 @@ float64 (..., 1), q * scale the row.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 import torch
 
 from . import tables
-from .kernels import (EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
+from .kernels import (BIAS_UNIT, EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
                       attention_weights, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
                       layer_norm_quantize_rows, norm_quantize_rows, quantize_rows, rope_rows, split_halves,
-                      symbol_starts)
+                      symbol_starts, update_bias_rows)
 
 
 class Tables:
@@ -262,10 +263,15 @@ class TorchOps:
         w_q, w_scale = quantize(p.mul_(vs[:, :, :keys].transpose(-1, -2)))
         return (w_q @ v[:, :, :keys].to(F64)).mul_(w_scale / p_sum)  # exact product < 2^41
 
-    def frequencies(self, logits: torch.Tensor, total_bits: int) -> torch.Tensor:
+    def frequencies(self, logits: torch.Tensor, total_bits: int, bias: torch.Tensor | None = None,
+                    bias_rows: np.ndarray | None = None) -> torch.Tensor:
         """(n, V) logits -> (n, V) int64 frequencies summing to 2^total_bits, each at least 1 (SPEC.md 9.4):
         e = exp_neg(z - max z); f = 1 + floor(e * (2^total - V) / sum e); the remainder goes to the first maximal
-        token."""
+        token. With the bias head's state (m, V) int64 (SPEC.md 9.9), row i's logits are first z + bias[bias_rows[i]]
+        * BIAS_UNIT (the conversion, then an exact product, then one rounded sum)."""
+        if bias is not None:
+            rows = torch.as_tensor(bias_rows, device=logits.device)
+            logits = logits + bias[rows].to(F64).mul_(BIAS_UNIT)
         vocab = logits.shape[-1]
         e = self.tables.exp_neg(logits - logits.amax(dim=-1, keepdim=True))  # int64 <= 2^30
         free = (1 << total_bits) - vocab
@@ -273,6 +279,15 @@ class TorchOps:
         remainder = (1 << total_bits) - freq.sum(dim=-1, keepdim=True)
         top = e.argmax(dim=-1, keepdim=True)  # argmax returns the first maximal index
         return freq.scatter_add(-1, top, remainder)
+
+    def update_bias(self, bias: torch.Tensor, bias_rows: np.ndarray, freq: torch.Tensor, symbols: np.ndarray, rate: int,
+                    total_bits: int) -> None:
+        """The bias head's update after each row's symbol (SPEC.md 9.9), in place: bias[bias_rows[i]] -= (freq[i] *
+        rate) >> total_bits, then bias[bias_rows[i], symbols[i]] += rate. freq: the tables the bias gave; the rows
+        named differ."""
+        rows = torch.as_tensor(bias_rows, device=bias.device)
+        bias[rows] -= torch.bitwise_right_shift(freq * rate, total_bits)
+        bias[rows, torch.as_tensor(symbols, device=bias.device)] += rate
 
     # The range coder runs on the host; of the (n, V) tables only a few integers per row cross to it: a GPU's link
     # would otherwise carry V integers per token (49,152 at the default model).
@@ -380,10 +395,17 @@ class CompiledOps(TorchOps):
             result = z @ v[:, :, :keys].to(F64)  # exact: products below 2^41
         return result.mul_(factor[..., None])
 
-    def frequencies(self, logits, total_bits):
+    def frequencies(self, logits, total_bits, bias=None, bias_rows=None):
+        if bias is None:  # a zero row: adding 0.0 leaves every logit as it is
+            bias, bias_rows = _zero_bias(logits.shape[-1]), np.zeros(len(logits), dtype=np.int64)
         freq = torch.empty(logits.shape, dtype=torch.int64)
-        frequency_rows(logits.numpy(), self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
+        frequency_rows(logits.numpy(), bias.numpy(), np.asarray(bias_rows, dtype=np.int64),
+                       self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
         return freq
+
+    def update_bias(self, bias, bias_rows, freq, symbols, rate, total_bits):
+        update_bias_rows(bias.numpy(), np.asarray(bias_rows, dtype=np.int64), freq.numpy(),
+                         np.asarray(symbols, dtype=np.int64), rate, total_bits)
 
     def symbol_starts(self, freq, symbols):
         starts = np.empty_like(symbols)
@@ -394,6 +416,11 @@ class CompiledOps(TorchOps):
         symbols, starts, sizes = (np.empty_like(targets) for _ in range(3))
         find_symbols(freq.numpy(), targets, guesses, keeps, givens, weight_bits, symbols, starts, sizes)
         return symbols, starts, sizes
+
+
+@functools.cache
+def _zero_bias(vocab: int) -> torch.Tensor:
+    return torch.zeros(1, vocab, dtype=torch.int64)
 
 
 def switch(name: str, choices: tuple[str, ...]) -> str:
