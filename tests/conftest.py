@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import typer.testing
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lzarchive.cli.app import app
@@ -81,14 +82,33 @@ def private_model_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
 
 
-@pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory):
-    """The tiny model as a compiled file, as a user would pass it to --model."""
-    model = tiny_model()
-    path = tmp_path_factory.mktemp("model") / "tiny.lzm"
+def compiled_file(model: compiler.CompiledModel, path) -> str:
+    """A model as a compiled file, as a user would pass it to --model."""
     compiler.write_compiled(str(path), model.config, model.tensors, numerics=model.numerics, name=model.name,
                             source=model.source, tokenizer_json=None)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory):
+    return compiled_file(tiny_model(), tmp_path_factory.mktemp("model") / "tiny.lzm")
+
+
+def round_trips_every_way(make_codec, chunks: list[bytes], data) -> list[bytes]:
+    """Payloads of `make_codec()` decode to the chunks together, each alone, in lockstep groups of any size (drawn)
+    and, with limits (drawn), to prefixes that reach them: an adaptive model's state belongs to its chunk. Returns
+    the payloads."""
+    payloads = make_codec().encode_batch(chunks)
+    sizes, decoder = [len(c) for c in chunks], make_codec()
+    assert decoder.decode_batch(payloads, sizes) == chunks
+    for payload, chunk in zip(payloads, chunks):
+        assert decoder.decode_batch([payload], [len(chunk)]) == [chunk]
+    decoder.batch_chunks = data.draw(st.integers(1, 3), label="lockstep")
+    assert decoder.decode_batch(payloads, sizes) == chunks
+    limits = [data.draw(st.integers(1, size), label=f"limit {i}") for i, size in enumerate(sizes)]
+    for chunk, limit, prefix in zip(chunks, limits, decoder.decode_batch(payloads, sizes, limits)):
+        assert limit <= len(prefix) and chunk.startswith(prefix)
+    return payloads
 
 
 def lm_archive(codec: LmCodec, files: dict[str, bytes], payloads: list[bytes]) -> bytes:

@@ -15,14 +15,13 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import ADAPTIVE_BIAS, ADAPTIVE_MATCH, LmCodec
-from lzarchive.engine import compiler
 from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
 from .adversarial.craft import craft2
-from .conftest import entries_and_chunks, run_cli
+from .conftest import compiled_file, entries_and_chunks, round_trips_every_way, run_cli
 from .test_lm_match import log_text
 from .tiny import sampled_text, tiny_model
 
@@ -57,17 +56,7 @@ def test_chunks_round_trip_alone_together_in_any_grouping_and_with_limits(data):
     chunks = [letters(data.draw(st.integers(40, 300), label=f"letters {i}"), i) for i in range(data.draw(st.integers(1, 3)))]
     chunks += [log_text(data.draw(st.integers(2, 6), label="lines"), 3) + b"\xff.", b"", b"q"]
     chunks = [chunk for chunk in chunks if chunk] + [sampled_text(unsure_model(), 60, 5)]
-    payloads = bias_codec().encode_batch(chunks)
-    assert any(adaptive(p) & ADAPTIVE_BIAS for p in payloads)
-    sizes, decoder = [len(c) for c in chunks], bias_codec()
-    assert decoder.decode_batch(payloads, sizes) == chunks
-    for payload, chunk in zip(payloads, chunks):
-        assert decoder.decode_batch([payload], [len(chunk)]) == [chunk]
-    decoder.batch_chunks = data.draw(st.integers(1, 3), label="lockstep")
-    assert decoder.decode_batch(payloads, sizes) == chunks
-    limits = [data.draw(st.integers(1, size), label=f"limit {i}") for i, size in enumerate(sizes)]
-    for chunk, limit, prefix in zip(chunks, limits, decoder.decode_batch(payloads, sizes, limits)):
-        assert limit <= len(prefix) and chunk.startswith(prefix)
+    assert any(adaptive(p) & ADAPTIVE_BIAS for p in round_trips_every_way(bias_codec, chunks, data))
 
 
 def test_with_a_primer_the_primer_chunk_keeps_its_state():
@@ -136,11 +125,7 @@ def test_the_bias_bit_needs_its_flag_and_the_match_bit_its_own():
 
 @pytest.fixture(scope="module")
 def unsure_path(tmp_path_factory):
-    model = unsure_model()
-    path = tmp_path_factory.mktemp("model") / "unsure.lzm"
-    compiler.write_compiled(str(path), model.config, model.tensors, numerics=model.numerics, name=model.name,
-                            source=model.source, tokenizer_json=None)
-    return str(path)
+    return compiled_file(unsure_model(), tmp_path_factory.mktemp("model") / "unsure.lzm")
 
 
 def test_a_damaged_biased_chunk_is_reported_and_the_others_read(unsure_path, tmp_path):

@@ -24,7 +24,7 @@ from lzarchive.format.records import Header
 from lzarchive.rangecoder import TOTAL_BITS
 
 from .adversarial.craft import craft2
-from .conftest import entries_and_chunks, run_cli
+from .conftest import entries_and_chunks, round_trips_every_way, run_cli
 from .tiny import greedy_text, tiny_model, tiny_ops
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
@@ -177,16 +177,7 @@ def test_chunks_round_trip_alone_together_in_any_grouping_and_with_limits(data):
     """The match model's state belongs to its chunk: the same tables in lockstep with any others, or alone."""
     chunks = [log_text(data.draw(st.integers(3, 9), label=f"lines {i}"), i) for i in range(data.draw(st.integers(1, 4)))]
     chunks.append(greedy_text(tiny_model(), 70, seed_token=2 + ord("m")) + b"\xff.")
-    payloads = match_codec().encode_batch(chunks)
-    sizes, decoder = [len(c) for c in chunks], match_codec()
-    assert decoder.decode_batch(payloads, sizes) == chunks
-    for payload, chunk in zip(payloads, chunks):
-        assert decoder.decode_batch([payload], [len(chunk)]) == [chunk]
-    decoder.batch_chunks = data.draw(st.integers(1, 3), label="lockstep")
-    assert decoder.decode_batch(payloads, sizes) == chunks
-    limits = [data.draw(st.integers(1, size), label=f"limit {i}") for i, size in enumerate(sizes)]
-    for chunk, limit, prefix in zip(chunks, limits, decoder.decode_batch(payloads, sizes, limits)):
-        assert limit <= len(prefix) and chunk.startswith(prefix)
+    round_trips_every_way(match_codec, chunks, data)
 
 
 def test_with_a_primer_the_primer_chunk_keeps_its_history():
