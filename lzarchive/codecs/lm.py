@@ -521,11 +521,14 @@ class LmCodec(Codec):
         active = rows
         cache = None
         step = 0
-        # the bias head's states, a row per stream, and a zero row for streams without it (written back at the end)
-        bias = torch.zeros(len(streams) + 1, cfg.vocab_size, dtype=torch.int64, device=self.engine.device)
+        # the bias head's states where a stream has it: a row per stream, and a zero row for streams without it
+        # (written back at the end)
         biased = [i for i, s in enumerate(streams) if s.bias is not None]
-        for i in biased:
-            bias[i] = streams[i].bias
+        bias = None
+        if biased:
+            bias = torch.zeros(len(streams) + 1, cfg.vocab_size, dtype=torch.int64, device=self.engine.device)
+            for i in biased:
+                bias[i] = streams[i].bias
         while active:
             if step in restarts:
                 rows = active
@@ -552,8 +555,9 @@ class LmCodec(Codec):
             for lo in range(0, len(pending), self.engine.batching.frequency_rows):
                 block = pending[lo : lo + self.engine.batching.frequency_rows]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
-                bias_rows = np.array([i if streams[i].bias is not None else len(streams) for i in
-                                      (rows[row] for row, _ in block)], dtype=np.int64)
+                bias_rows = None if bias is None else np.array(
+                    [i if streams[i].bias is not None else len(streams) for i in (rows[row] for row, _ in block)],
+                    dtype=np.int64)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS, bias, bias_rows)
                 guessed = [s.match.guess() if s.match else None for _, s in block]
                 # the model's frequency of each stream's match guess (0: no guess)
