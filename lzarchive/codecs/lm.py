@@ -454,8 +454,10 @@ class LmCodec(Codec):
 
     def _stream(self, payload: Payload, count: int, limit: int) -> Stream:
         """A chunk's decoding stream at its start: the adaptive models its payload names, empty."""
-        bias = torch.zeros(self.model.config.vocab_size, dtype=torch.int64, device=self.engine.device) if payload.bias else None
-        return Stream(RangeDecoder(payload.data), count, limit, MatchModel(TOTAL_BITS) if payload.match else None, bias)
+        match = MatchModel(TOTAL_BITS) if payload.match else None
+        vocab = self.model.config.vocab_size
+        bias = torch.zeros(vocab, dtype=torch.int64, device=self.engine.device) if payload.bias else None
+        return Stream(RangeDecoder(payload.data), count, limit, match, bias)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         try:
