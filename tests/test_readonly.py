@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import lzarchive
-from lzarchive.engine import compiler
 
+from .conftest import compiled_file
 from .tiny import greedy_text, tiny_model
 
 
@@ -21,9 +21,7 @@ def test_every_command_runs_without_a_writable_cache(tmp_path):
     for directory, _, _ in os.walk(package / "lzarchive"):
         (tmp_path / directory / "__pycache__").write_bytes(b"")
     model = tiny_model()
-    model_file = tmp_path / "tiny.lzm"
-    compiler.write_compiled(str(model_file), model.config, model.tensors, numerics=model.numerics, name=model.name,
-                            source=model.source, tokenizer_json=None)
+    model_file = compiled_file(model, tmp_path / "tiny.lzm")
     src = tmp_path / "src"
     src.mkdir()
     (src / "model-text.txt").write_bytes(greedy_text(model, 200))
