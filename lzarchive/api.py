@@ -18,7 +18,7 @@ from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
-from .codecs import (LM_DEFAULT_PRIMER, LM_DEFAULT_SPAN, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
+from .codecs import (LM_BIAS_GROUP, LM_DEFAULT_PRIMER, LM_DEFAULT_SPAN, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
                      lm_chunk_size)
 from .errors import (
     EXIT_INTEGRITY,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
 
 __all__ = [
-    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
+    "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_BIAS_GROUP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "model_cache", "open_archive",
     "pack", "verify",
@@ -53,7 +53,7 @@ __all__ = [
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
-WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
                     "2.0": (2, 0), "1": (1, -1)}
 
 
@@ -101,13 +101,14 @@ def _cache_error(exc) -> OutputError:
 
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
                    window: int | None = None, primer: int = 0, match: bool = False, span: int | None = 0,
-                   bias: bool = False, progress: Progress = NULL_PROGRESS) -> list[Codec]:
+                   bias: bool = False, bias_group: int = 1, progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
     `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
     0: payloads without the primer field (formats 1 and 2.0).
     `match`: payloads carry the adaptive field, and each chunk takes the match model where it pays (format 2.2).
     `bias`: the same for the bias head (format 2.4).
+    `bias_group`: with the bias head, chunks of one file that share one at most (format 2.5, SPEC 9.10; 1: none).
     `span`: payloads carry the span field, this span (format 2.3, SPEC 9.5; None: the codec's default; 0: without
     the field)."""
     if name not in CODEC_CHOICES:
@@ -125,7 +126,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
         loaded = load_model(model, progress=progress)
         try:
             codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
-                                  match_field=match, bias_field=bias, span_field=span != 0, span=span))
+                                  match_field=match, bias_field=bias, span_field=span != 0, span=span,
+                                  group_field=bias_group > 1, bias_group=bias_group))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: {exc}") from None
         except ValueError as exc:
@@ -186,6 +188,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                             primer_field=bool(header.incompat_flags & C.INCOMPAT_LM_PRIMER),
                             match_field=bool(header.incompat_flags & C.INCOMPAT_LM_MATCH),
                             bias_field=bool(header.incompat_flags & C.INCOMPAT_LM_BIAS),
+                            group_field=bool(header.incompat_flags & C.INCOMPAT_LM_BIAS_GROUP),
                             span_field=bool(header.incompat_flags & C.INCOMPAT_LM_SPAN))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"model {ref.name}: not a usable model: {exc}") from None
@@ -274,6 +277,7 @@ def pack(
     primer: int = LM_DEFAULT_PRIMER,
     match: bool = True,
     bias: bool = True,
+    bias_group: int = LM_BIAS_GROUP,
     span: int | None = None,
     format_version: int | str = FORMAT_VERSION,
     ray: str | None = None,
@@ -285,10 +289,12 @@ def pack(
     primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
     match: lm chunks may mix the model with the chunk's match model, where that makes them smaller (writes 2.2).
     bias: lm chunks may correct the model's logits with the bias head, where that makes them smaller (writes 2.4).
+    bias_group: chunks of one file, up to this many, may share one bias head (writes 2.5; 1: each its own). Not with
+    a primer.
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
     format_version: 2 (its newest minor), "2.3", "2.2", "2.1", "2.0" or 1 write archives that older lza releases can
-    read (no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer before 2.1).
+    read (no shared bias heads before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
@@ -310,6 +316,8 @@ def pack(
         raise UsageError(reason=f"format {format_version} has no span; it needs format 2.3 (--format 2)")
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
+    if not 1 <= bias_group <= LM_BIAS_GROUP:
+        raise UsageError(reason=f"a bias group is 1 .. {LM_BIAS_GROUP} chunks, got {bias_group}")
     _check_output(output, force)
     replaced = entry_id(output) if os.path.lexists(output) else None  # the file --force replaces
     for source in sources:
@@ -324,16 +332,20 @@ def pack(
         _cluster_cpus(ray)  # join before the model loads: a cluster that cannot be joined fails at once
     match = match and (major, minor) >= (2, 2)
     bias = bias and (major, minor) >= (2, 4)
+    # a chunk of a bias group names no primer (SPEC 9.10): with a primer, chunks keep heads of their own
+    bias_group = bias_group if bias and primer == 0 and (major, minor) >= (2, 5) else 1
     span = 0 if span is None and (major, minor) < (2, 3) else span
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=_here(device, ray), window=window,
-                                       primer=primer, match=match, span=span, bias=bias, progress=progress),
+                                       primer=primer, match=match, span=span, bias=bias, bias_group=bias_group,
+                                       progress=progress),
                         ray, device)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched, spanned, biased = (primer > 0 and bool(models), match and bool(models), span != 0 and bool(models),
                                         bias and bool(models))
-    if major == 2:  # 2.1 added only the lm primer, 2.2 the match model, 2.3 the span, 2.4 the bias head: archives
-        # without them stay older
-        minor = 4 if biased else 3 if spanned else 2 if matched else 1 if primed else 0
+    grouped = biased and bias_group > 1
+    if major == 2:  # 2.1 added only the lm primer, 2.2 the match model, 2.3 the span, 2.4 the bias head, 2.5 bias
+        # groups: archives without them stay older
+        minor = 5 if grouped else 4 if biased else 3 if spanned else 2 if matched else 1 if primed else 0
     with atomic_output(output, replace=force) as out:
         writing, changed = _inode(out.fileno()), []
         items = [item for item in walk(sources, excludes, progress, changed)
@@ -351,7 +363,7 @@ def pack(
                                index_encoding=index_encoding, major=major, minor=minor,
                                incompat_flags=(C.INCOMPAT_LM_PRIMER if primed else 0)
                                | (C.INCOMPAT_LM_MATCH if matched else 0) | (C.INCOMPAT_LM_SPAN if spanned else 0)
-                               | (C.INCOMPAT_LM_BIAS if biased else 0),
+                               | (C.INCOMPAT_LM_BIAS if biased else 0) | (C.INCOMPAT_LM_BIAS_GROUP if grouped else 0),
                                progress=progress)
         writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}

@@ -145,10 +145,29 @@ def test_the_bias_fixture_learns_where_it_pays_and_its_chunks_read_alone():
     assert b"".join(api.cat(path, "books/ledger.txt", start=530, end=600)) == ledger[530:600]
 
 
+@pytest.mark.realmodel
+def test_the_bias_group_fixture_shares_its_head_and_its_chunks_read_alone():
+    """v2.5-lm-bias-group: the ledger's four chunks share one bias head (with the match model), the chunk of words
+    has its own (SPEC 9.10), in lockstep, with the span of 40 in windows of 160 (200 tokens a chunk: windows restart).
+    A byte range of the ledger's third chunk reads alone (its group's chunks decoded as far as it needs), and so does
+    the chunk of words."""
+    path = os.path.join(FIXTURES, "v2.5-lm-bias-group.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (5, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                      | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP)
+        # model, window (two varint bytes), overlap, adaptive, then G and F where G is not 0, then the span
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(5)]
+    assert heads[:4] == [bytes([0, 0xA0, 0x01, 40, 3, 4, 0, 40])] * 4
+    assert heads[4][:7] == bytes([0, 0xA0, 0x01, 40, 2, 0, 40])
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["group"])
+    assert b"".join(api.cat(path, "ledgers/accounts.txt", start=1100, end=1200)) == tree["ledgers/accounts.txt"][1100:1200]
+    assert b"".join(api.cat(path, "ledgers/words.txt")) == tree["ledgers/words.txt"]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
-                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza")])
+                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)
@@ -168,9 +187,10 @@ def test_manifest_matches_the_tool():
 
 # v1-lm and v2-lm give the model the same work (one tree, chunking and window in two container formats), so the rows
 # decode v2-lm alone; the bias fixture holds a primer, the match model and a span too, so it stands for the match and
-# span fixtures; the float64 products change only the integer products, whose shapes the bias fixture shares with the
-# primer fixture (windows after a primer). tools/crossplatform.py decodes every fixture in every row.
-EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2-gpt2.lza"]
+# span fixtures, and the bias group fixture adds the shared head's updates (rows named more than once); the float64
+# products change only the integer products, whose shapes the bias fixture shares with the primer fixture (windows
+# after a primer). tools/crossplatform.py decodes every fixture in every row.
+EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2-gpt2.lza"]
 
 
 @pytest.mark.realmodel

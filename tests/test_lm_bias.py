@@ -2,7 +2,7 @@
 round-trip alone, together, in any lockstep grouping, with limits and with a primer (whose chunk learns from its
 primer tokens first); the torch operations give the compiled loops' payloads; each chunk takes the bias head, with or
 without the match model, only where that is smaller; the adaptive field's bit 1 is refused without the header's
-flag; pack writes 2.4 by default and 2.3 on request."""
+flag; pack writes it by default (in 2.5, test_lm_bias_group) and 2.3 on request."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_a_damaged_biased_chunk_is_reported_and_the_others_read(unsure_path, tmp
     assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "b.txt" in result.stderr
 
 
-def test_pack_writes_2_4_with_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
+def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(600, 10))
@@ -163,7 +163,8 @@ def test_pack_writes_2_4_with_the_bias_head_and_2_3_on_request(unsure_path, tmp_
         assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
         assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
     spanned = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
-    assert written == {"default": (4, spanned | C.INCOMPAT_LM_BIAS), "no-bias": (3, spanned), "2.3": (3, spanned),
-                       "no-match": (4, C.INCOMPAT_LM_SPAN | C.INCOMPAT_LM_BIAS)}
+    grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+    assert written == {"default": (5, spanned | grouped), "no-bias": (3, spanned), "2.3": (3, spanned),
+                       "no-match": (5, C.INCOMPAT_LM_SPAN | grouped)}
     assert sizes["default"] < 0.8 * sizes["no-bias"]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

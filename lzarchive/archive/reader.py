@@ -195,16 +195,26 @@ class ArchiveReader:
             limits = [prefixes.get(chunk, head.raw_size) for chunk, head, _ in items]
             plains = codec.decode_batch([p for _, _, p in items], [h.raw_size for _, h, _ in items], limits,
                                         [chunk for chunk, _, _ in items], self._read_for_codec)
-            for (chunk, head, _), plain, limit in zip(items, plains, limits):
+            for (chunk, head, payload), plain, limit in zip(items, plains, limits):
                 if isinstance(plain, CodecError):
                     results[chunk] = self._corrupt(chunk, str(plain))
                 elif limit <= len(plain) < head.raw_size:
                     results[chunk] = plain  # a prefix, checked through the entries read from it
                 elif not head.plain_hash_ok(plain):
-                    results[chunk] = self._corrupt(chunk, "decoded bytes do not match the plaintext checksum")
+                    results[chunk] = self._corrupt(chunk, "decoded bytes do not match the plaintext checksum"
+                                                   + _decoded_with(chunk, codec.dependencies(payload)))
                 else:
                     results[chunk] = plain
         return results
+
+
+def _decoded_with(chunk: int, dependencies: Sequence[int]) -> str:
+    """Where a chunk decodes with others (the lm codec's primer, its bias group), damage in any of them shows in it."""
+    others = [c for c in dependencies if c != chunk]
+    if not others:
+        return ""
+    named = f"chunk {others[0]}" if len(others) == 1 else f"chunks {', '.join(map(str, others))}"
+    return f" (it is decoded with {named}: damage there shows here too)"
 
 
 DECODE_AHEAD = 64  # chunks decoded together at most: lm decodes them in lockstep (throughput grows with the batch)

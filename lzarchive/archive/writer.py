@@ -94,18 +94,21 @@ class WriteStats:
     changed: list[str] = field(default_factory=list)  # source files that changed or vanished while being packed
 
 
-def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0) -> list[tuple[int, bytes]]:
+def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0,
+                    runs: Sequence[int] | None = None) -> list[tuple[int, bytes]]:
     """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands.
-    A chunk that a codec's other payloads depend on (Codec.keeps) stays with that codec."""
+    A chunk that a codec's other payloads depend on (Codec.keeps) stays with that codec. runs: see
+    Codec.encode_batch."""
     best: list[tuple[int, bytes]] = [(CodecId.STORE, bytes(c)) for c in chunks]
     kept: set[int] = set()
     for codec in codecs:
         if codec.codec_id == CodecId.STORE:
             continue
-        for i, payload in enumerate(codec.encode_batch(chunks, first_chunk)):
-            if payload is not None and i not in kept and (len(payload) < len(best[i][1]) or codec.keeps(first_chunk + i)):
+        for i, payload in enumerate(codec.encode_batch(chunks, first_chunk, runs)):
+            keep = payload is not None and codec.keeps(first_chunk + i, payload)
+            if payload is not None and i not in kept and (len(payload) < len(best[i][1]) or keep):
                 best[i] = (codec.codec_id, payload)
-                if codec.keeps(first_chunk + i):
+                if keep:
                     kept.add(i)
     return best
 
@@ -143,6 +146,9 @@ class ArchiveWriter:
         self._chunk_size = chunk_size
         self._line_slack = chunk_size // 8 if line_cuts else 0
         self._batch_chunks = max(1, batch_chunks)
+        # chunks that share a codec's state (the lm codec's bias groups: runs of chunks of one file, cut every this
+        # many from the run's first) are coded in one batch
+        self._group = max([1] + [getattr(codec, "bias_group", 1) for codec in codecs])
         self._progress = progress
         self._index_encoding = index_encoding
         self._entries: list[Entry] = []
@@ -151,24 +157,31 @@ class ArchiveWriter:
         self._open_start = 0  # where it starts in the content (all files' bytes, in the order added)
         self._chunk_starts: list[int] = []  # where each sealed chunk starts in the content
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
+        self._runs: list[int] = []  # each one's place in its run of chunks that go on with one file (Codec.encode_batch)
+        self._open_run = 0  # the open chunk's
         self.stats = WriteStats()
         header = Header(models=tuple(models), major=major, minor=minor, incompat_flags=incompat_flags).to_wire()
         out.write(header)
         self._position = len(header)
 
-    def _seal(self, end: int | None = None) -> None:
-        """Close the open chunk after its first `end` bytes (all of them by default); the rest opens the next."""
+    def _seal(self, end: int | None = None, file_goes_on: bool = False) -> None:
+        """Close the open chunk after its first `end` bytes (all of them by default); the rest opens the next, which
+        goes on with the file being added (file_goes_on) or starts another. A batch is coded once full, where the next
+        chunk starts a group."""
         end = len(self._open) if end is None else end
         if end:
             self._sealed.append(bytes(self._open[:end]))
+            self._runs.append(self._open_run)
             self._chunk_starts.append(self._open_start)
             self._open_start += end
             del self._open[:end]
-        if len(self._sealed) >= self._batch_chunks:
+            self._open_run = self._open_run + 1 if file_goes_on else 0
+        if len(self._sealed) >= self._batch_chunks and self._open_run % self._group == 0:
             self._flush()
 
     def _flush(self) -> None:
-        for plaintext, (codec_id, payload) in zip(self._sealed, choose_payloads(self._sealed, self._codecs, len(self._chunks))):
+        chosen = choose_payloads(self._sealed, self._codecs, len(self._chunks), self._runs)
+        for plaintext, (codec_id, payload) in zip(self._sealed, chosen):
             head, data = ChunkHeader.seal(codec_id, plaintext, payload, self._major)
             self._out.write(data)
             self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec, head.size))
@@ -178,6 +191,7 @@ class ArchiveWriter:
             stats.raw_bytes += head.raw_size
             stats.stored_bytes += head.stored_size
         self._sealed.clear()
+        self._runs.clear()
 
     def _append(self, data: bytes, file_start: int) -> None:
         view = memoryview(data)
@@ -186,7 +200,7 @@ class ArchiveWriter:
             self._open += view[:room]
             view = view[room:]
             if len(self._open) == self._chunk_size:
-                self._seal(self._line_end(file_start))
+                self._seal(self._line_end(file_start), file_goes_on=True)
 
     def _line_end(self, file_start: int) -> int:
         """Where a full chunk ends: after its last line break in the final eighth (with line_cuts), but never before
@@ -207,6 +221,8 @@ class ArchiveWriter:
         straddles two (random access stays cheap)."""
         if self._open and len(self._open) + size > self._chunk_size >= size:
             self._seal()
+        if not self._open:
+            self._open_run = 0  # the chunk it starts in goes on with no file
         content = hasher(CONTEXT_ENTRY)
         chunk, start = len(self._chunk_starts), self._open_start + len(self._open)
         wanted, size = size, 0

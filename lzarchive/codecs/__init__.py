@@ -8,7 +8,7 @@ from .store import StoreCodec
 from .zstd import ZstdCodec
 
 __all__ = ["Codec", "CodecError", "StoreCodec", "ZstdCodec", "CODEC_NAMES", "codec_name", "LM_DEFAULT_WINDOW",
-           "LM_DEFAULT_OVERLAP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_MIN_CHUNK_SIZE", "LM_MAX_CHUNK_SIZE", "LM_LOCKSTEP", "lm_chunk_size"]
+           "LM_DEFAULT_OVERLAP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_BIAS_GROUP", "LM_MIN_CHUNK_SIZE", "LM_MAX_CHUNK_SIZE", "LM_LOCKSTEP", "lm_chunk_size"]
 
 CODEC_NAMES = {CodecId.STORE: "store", CodecId.ZSTD: "zstd", CodecId.LM: "lm"}
 
@@ -26,6 +26,10 @@ LM_DEFAULT_PRIMER = 0
 # 1.0 % smaller at the same speed (asyoulik.txt's 8 KiB chunks: unchanged). 1024 saves 0.6 % more on the whole of
 # lcet10.txt but packs it at 80 % of format 1's speed, the floor (tools/results/2026-12-03-lcet10-pairs-span1024.md).
 LM_DEFAULT_SPAN = 768
+# Chunks of one file that share one bias head (format 2.5, SPEC 9.10), from the file's first chunk: its maximum.
+# Measured with the float model (tools/results/2026-12-04-adaptive-candidates.md): lcet10.txt in 16 chunks 1.3 %
+# smaller than with a head per chunk, asyoulik.txt 1.3 %; reading any of them decodes the group as far as it needs.
+LM_BIAS_GROUP = 16
 # Chunks as large as keeps LM_LOCKSTEP of them decoding together, between 8 and 32 KiB. Measured on asyoulik.txt
 # (tools/results/2026-11-29-chunk-policy-asyoulik.md): 32 KiB chunks cost 2.8 % fewer bytes than 8 KiB, but a chunk
 # decodes token by token, so 4 chunks in lockstep extract at half the speed of 16 (the GEMM's rows are the chunks).

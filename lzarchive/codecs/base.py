@@ -21,13 +21,16 @@ class Codec(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
+                     runs: Sequence[int] | None = None) -> list[bytes | None]:
         """Code each chunk; None where this codec declines a chunk (the writer falls back). first_chunk: the archive
-        index of chunks[0], for codecs whose payloads may name an earlier chunk (the lm codec's primer)."""
+        index of chunks[0], for codecs whose payloads may name an earlier chunk (the lm codec's primer); runs: each
+        chunk's place in its run of chunks that go on with the file the chunk before holds (0: a run's first), by which
+        the lm codec groups chunks (its bias groups: see ArchiveWriter, which never ends a batch inside one)."""
 
-    def keeps(self, chunk: int) -> bool:
-        """Whether other payloads of this codec depend on this chunk's: the writer then stores it with this codec
-        even where another codec's payload would be smaller."""
+    def keeps(self, chunk: int, payload: bytes) -> bool:
+        """Whether other payloads of this codec depend on this chunk's (this payload, which encode_batch made): the
+        writer then stores it with this codec even where another codec's payload would be smaller."""
         return False
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:

@@ -136,8 +136,9 @@ class _Worker:
 
         return ray_module().get_runtime_context().get_node_id(), os.getpid(), torch.get_num_threads()
 
-    def encode(self, model_file: list, chunks: list[bytes], first_chunk: int) -> list[bytes | None]:
-        return self._codec(model_file).encode_batch(chunks, first_chunk)
+    def encode(self, model_file: list, chunks: list[bytes], first_chunk: int,
+               runs: list[int] | None) -> list[bytes | None]:
+        return self._codec(model_file).encode_batch(chunks, first_chunk, runs)
 
     def decode(self, model_file: list, payloads: list[bytes], raw_sizes: list[int], limits: list[int],
                chunks: list[int] | None, others: dict[int, tuple[int, bytes] | CodecError]) -> list[bytes | CodecError]:
@@ -169,6 +170,7 @@ class RayCodec(Codec):
         where = placements(ray.nodes(), device) if where is None else where
         self.shares = [p.share for p in where]
         self.batch_chunks = max(getattr(codec, "batch_chunks", 8), 8 * sum(self.shares))
+        self.bias_group = getattr(codec, "bias_group", 1)
         settings = {f.name: getattr(codec, f.name) for f in dataclasses.fields(codec) if f.init and f.name != "model"}
         settings["device"] = "cuda" if device.startswith("cuda") else device  # Ray shows a GPU worker only its own
         model = codec.model
@@ -185,8 +187,8 @@ class RayCodec(Codec):
     def model_ref(self):
         return self.inner.model_ref
 
-    def keeps(self, chunk: int) -> bool:
-        return self.inner.keeps(chunk)
+    def keeps(self, chunk: int, payload: bytes) -> bool:
+        return self.inner.keeps(chunk, payload)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         return self.inner.dependencies(payload)
@@ -203,9 +205,13 @@ class RayCodec(Codec):
             raise ClusterError(reason=f"a Ray worker was lost {RETRIES + 1} times ({type(exc).__name__}); nothing "
                                       f"it coded was used") from None
 
-    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
-        calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo:hi]], first_chunk + lo)
-                 for worker, (lo, hi) in zip(self.workers, _runs(len(chunks), self.shares)) if hi > lo]
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
+                     runs: Sequence[int] | None = None) -> list[bytes | None]:
+        # each worker's part ends where a bias group ends: the payloads are those of one process
+        starts = None if runs is None else [i for i, place in enumerate(runs) if place % self.bias_group == 0]
+        calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo:hi]], first_chunk + lo,
+                                      None if runs is None else list(runs[lo:hi]))
+                 for worker, (lo, hi) in zip(self.workers, _runs(len(chunks), self.shares, starts)) if hi > lo]
         results: list[bytes | None] = []
         for part in self._run(calls):
             results.extend(part)
@@ -234,10 +240,12 @@ class RayCodec(Codec):
         return results
 
 
-def _runs(count: int, shares: Sequence[int]) -> list[tuple[int, int]]:
+def _runs(count: int, shares: Sequence[int], starts: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """[lo, hi) of `count` items in one contiguous run per worker (chunk numbers stay consecutive), of lengths in
-    proportion to the workers' `shares`, rounded up."""
+    proportion to the workers' `shares`, rounded up; with `starts`, each run ends at the next of these items."""
     ends = [-(-count * sum(shares[: w + 1]) // sum(shares)) for w in range(len(shares))]
+    if starts is not None:
+        ends = [min([s for s in starts if s >= end] + [count]) for end in ends]
     return list(zip([0, *ends], ends))
 
 

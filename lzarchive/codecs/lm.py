@@ -1,15 +1,17 @@
 """Codec layer: the lm codec (SPEC.md section 9), the only place where the exact engine and the range coder meet.
 
 Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
-(with its lm_match or lm_bias flag) the adaptive field, (with its lm_span flag) the span S, varint token count N,
-then the range coder's bytes. Tokens are predicted in windows of at most W positions after a prefix: BOS and, if the
+(with its lm_match or lm_bias flag) the adaptive field, (with its lm_bias_group flag, where the bias head is on) the
+bias group, (with its lm_span flag) the span S, varint token count N, then the range coder's bytes. Tokens are predicted in windows of at most W positions after a prefix: BOS and, if the
 payload names a primer, the first P tokens of the primer chunk (an earlier lm chunk, or this one, which then codes
 them first in a window of their own). Window 0 is [prefix, t0, t1, ...]; each later window restarts the model on
 [prefix, the last O tokens of the previous windows, ...], so windows are independent forward passes. The prefix's
 keys and values are computed once and copied into each window. With a span S > 0, a window's position sees the
 prefix and the last S positions only (itself included), so its KV cache slides instead of growing: windows can be
 as long as the model's positions, and restart far less often. The adaptive field's bit 0 mixes each token's table with the chunk's match model (match.py); its bit 1 adds
-the bias head's state to the logits first, a correction per token learned from the chunk so far (SPEC.md 9.9).
+the bias head's state to the logits first, a correction per token learned from the chunk so far (SPEC.md 9.9); the
+chunks of a bias group (format 2.5: consecutive chunks of one file) share one such state, which learns from all of
+their tokens at once, step by step, so they are decoded together (SPEC.md 9.10).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ ADAPTIVE_MATCH, ADAPTIVE_BIAS = 1, 2  # the adaptive field's bits (SPEC.md 9.6)
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
+MAX_BIAS_GROUP = 16  # chunks sharing one bias head at most (SPEC.md 9.10): 16 x 2^24 tokens x BIAS_RATE < 2^63
 
 
 def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -82,31 +85,46 @@ class Payload:
     primer_size: int
     match: bool  # the tables mixed with the match model (the adaptive field's bit 0)
     bias: bool  # the logits corrected by the bias head (its bit 1)
+    group_first: int | None  # the first chunk of the bias group whose head it shares, or None: a head of its own
+    group_size: int  # that group's chunks (0: none)
     span: int  # 0: a window's positions see all earlier ones
     count: int  # tokens
     data: bytes  # the range coder's bytes
 
 
-@dataclass
+@dataclass(eq=False)
 class Stream:
     """One chunk being decoded: its range decoder, the tokens (escape tokens included) and escaped bytes out so far,
-    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out. The adaptive
-    models' states, where the payload has them: the match model, the bias head's (V,) int64."""
+    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out, unless a chunk
+    sharing its bias head (mates, itself included) still needs its tokens. The adaptive models' states, where the
+    payload has them: the match model, the bias head's (V,) int64."""
 
     decoder: RangeDecoder
     count: int
     limit: int
     match: MatchModel | None = None
     bias: torch.Tensor | None = None
+    chunk: int | None = None  # its archive index, where known
+    mates: list[Stream] = field(default_factory=list, repr=False)  # its bias group's streams, or none: its own head
     tokens: list[int] = field(default_factory=list)
     escaped: dict[int, int] = field(default_factory=dict)
     produced: int = 0
     error: CodecError | None = None
 
     def copy(self) -> Stream:
+        assert not self.mates, "a stream of a bias group is decoded with its group"
         return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
-                      None if self.bias is None else self.bias.clone(), list(self.tokens), dict(self.escaped),
-                      self.produced, self.error)
+                      None if self.bias is None else self.bias.clone(), self.chunk, [], list(self.tokens),
+                      dict(self.escaped), self.produced, self.error)
+
+    def needs(self) -> bool:
+        """Whether its own bytes want more tokens."""
+        return len(self.tokens) < self.count and self.produced < self.limit and self.error is None
+
+    def unfinished(self) -> bool:
+        """Whether it takes another token: its own bytes want it, or a chunk sharing its bias head needs the state
+        that its tokens update."""
+        return self.needs() or (len(self.tokens) < self.count and self.error is None and any(m.needs() for m in self.mates))
 
 
 @dataclass
@@ -133,6 +151,8 @@ class LmCodec(Codec):
     match_field: bool = False  # payloads carry the adaptive field, its bit 0 allowed (the header's lm_match flag,
     # format 2.2); when coding, each chunk then takes the match model where that makes it smaller
     bias_field: bool = False  # the same with bit 1, the bias head (the lm_bias flag, format 2.4)
+    group_field: bool = False  # payloads with the bias head carry the bias group field (the lm_bias_group flag, 2.5)
+    bias_group: int = 1  # when coding: chunks of one file that share a bias head at most (> 1 needs group_field)
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
@@ -157,6 +177,9 @@ class LmCodec(Codec):
             raise ValueError(f"lm overlap {self.overlap}: choose 0 .. {self.window - 2} tokens (below the window)")
         if not 0 <= self.span < self.window:
             raise ValueError(f"lm span {self.span}: choose 0 (none) .. {self.window - 1} tokens (below the window)")
+        if not 1 <= self.bias_group <= MAX_BIAS_GROUP or (self.bias_group > 1 and not self.group_field):
+            raise ValueError(f"lm bias group {self.bias_group}: choose 1 .. {MAX_BIAS_GROUP} chunks (more than 1 needs "
+                             f"format 2.5 payloads)")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -174,8 +197,14 @@ class LmCodec(Codec):
     def model_ref(self) -> ModelRef:
         return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, self.model.numerics)
 
-    def keeps(self, chunk: int) -> bool:
-        return self.primer is not None and chunk == self.primer.chunk
+    def keeps(self, chunk: int, payload: bytes) -> bool:
+        """The primer's chunk, and the chunks of a bias group (their tokens teach the others' shared bias head)."""
+        if self.primer is not None and chunk == self.primer.chunk:
+            return True
+        try:
+            return self._parse(payload, None).group_first is not None
+        except CodecError:
+            return False
 
     def _prefix(self, primer: Sequence[int]) -> Prefix:
         tokens = [self.model.config.bos_token, *primer]
@@ -185,7 +214,8 @@ class LmCodec(Codec):
 
     # ------------------------------------------------------------------------------------------ encode
 
-    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
+                     runs: Sequence[int] | None = None) -> list[bytes | None]:
         encoded = [self.encoder.encode(bytes(c)) for c in chunks]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
         payloads: list[bytes | None] = [None] * len(chunks)
@@ -203,15 +233,36 @@ class LmCodec(Codec):
                         self.primer = candidate
                         break
         rest = [i for i, item in enumerate(accepted) if item is not None and payloads[i] is None]
-        coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], self.primer)
+        grouping = self.bias_group > 1 and self.primer_tokens == 0 and runs is not None
+        groups = self._bias_groups(rest, runs) if grouping else []
+        coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], self.primer,
+                             [[rest.index(i) for i in group] for group in groups])
         for i, payload in zip(rest, coded):
             payloads[i] = payload
         return payloads
 
+    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int] | None) -> list[list[int]]:
+        """The chunks to code (indices in the batch) that share a bias head: where a file goes on from chunk to chunk,
+        the run's chunks in groups of self.bias_group from its first (whatever the batch: ArchiveWriter and RayCodec
+        cut batches between groups), less the chunks this codec declines. Never chunks of files that each fit in one:
+        reading a small file decodes its chunk alone, as before."""
+        groups: list[list[int]] = []
+        keys: list[tuple[int, int]] = []
+        for i in coded:
+            key = (i - runs[i], runs[i] // self.bias_group)
+            if groups and keys[-1] == key and groups[-1][-1] == i - 1:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+                keys.append(key)
+        return [group for group in groups if len(group) > 1]
+
     def _encode(self, items: Sequence[tuple[list[int], dict[int, int]]], indices: Sequence[int],
-                primer: Primer | None) -> list[bytes]:
+                primer: Primer | None, groups: Sequence[Sequence[int]] = ()) -> list[bytes]:
         """Payloads of tokenized chunks at these archive indices: chunks after the primer's start every window from it;
-        the primer's own chunk codes its first P tokens in a window of their own, then the rest as the others do."""
+        the primer's own chunk codes its first P tokens in a window of their own, then the rest as the others do.
+        groups: chunks (indices in items, consecutive in the archive) that share a bias head where that makes them
+        smaller together than each would be without one."""
         prefixes = {None: self._prefix([])}
         if primer is not None:
             prefixes[primer] = self._prefix(primer.tokens)
@@ -238,18 +289,25 @@ class LmCodec(Codec):
             outputs[i].extend(window_outputs)
         outputs = [(torch.cat([q for q, _ in rows]), torch.cat([s for _, s in rows])) for rows in outputs]
         guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
-        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed)
-        payloads = []
-        for i, ((tokens, escaped), index) in enumerate(zip(items, indices)):
+        row_of = list(range(len(items)))  # each chunk's bias head: its own, or its group's first chunk's
+        for group in groups:
+            for i in group:
+                row_of[i] = group[0]
+        grouped = {i for group in groups for i in group}
+        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of)
+
+        def payload(i: int, group: Sequence[int] | None = None) -> bytes:
+            """Chunk i's smallest payload: with a head of its own (the adaptive models only where they make the chunk
+            smaller, the first of equals), or with its group's shared head (with or without the match model)."""
+            (tokens, escaped), index = items[i], indices[i]
             header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
             if self.primer_field:
                 named = primer is not None and index >= primer.chunk
                 header += varint(primer.chunk + 1) + varint(len(primer.tokens)) if named else varint(0)
-            # the adaptive field: the adaptive models only where they make the chunk smaller (the first of equals)
-            codings = [(0, plain[i], None)]
-            if self.match_field:
+            codings = [] if group else [(0, plain[i], None)]
+            if self.match_field and not group:
                 codings.append((ADAPTIVE_MATCH, plain[i], guessed[i]))
-            if self.bias_field:
+            if self.bias_field and (group or i not in grouped):
                 codings.append((ADAPTIVE_BIAS, biased[i], None))
                 if self.match_field:
                     codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS, biased[i], guessed[i]))
@@ -258,9 +316,18 @@ class LmCodec(Codec):
             adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
             if self.match_field or self.bias_field:
                 header += varint(adaptive)
+            if self.group_field and adaptive & ADAPTIVE_BIAS:
+                header += varint(len(group)) + varint(indices[group[0]]) if group else varint(0)
             if self.span_field:
                 header += varint(self.span)
-            payloads.append(header + varint(len(tokens)) + body)
+            return header + varint(len(tokens)) + body
+
+        payloads = [payload(i) for i in range(len(items))]
+        for group in groups:  # the shared head where the group is smaller with it than its chunks are without any
+            shared = [payload(i, group) for i in group]
+            if sum(map(len, shared)) < sum(len(payloads[i]) for i in group):
+                for i, data in zip(group, shared):
+                    payloads[i] = data
         return payloads
 
     def _range_code(self, tokens: list[int], escaped: dict[int, int], coded: list[tuple[int, int, int]],
@@ -311,11 +378,13 @@ class LmCodec(Codec):
         return out
 
     def _tables(self, chunks: Sequence[list[int]], outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                guessed: Sequence[list[tuple[int, int] | None] | None]) -> tuple[list[list], list[list] | None]:
+                guessed: Sequence[list[tuple[int, int] | None] | None],
+                row_of: Sequence[int]) -> tuple[list[list], list[list] | None]:
         """(cumulative start, frequency, frequency of the match model's guess or 0) of each token of each chunk, in
         the model's tables and, with the bias field, in the bias head's (None without). outputs: each chunk's output
-        rows, one per token; guessed: each chunk's guesses, or None. The bias head makes a chunk's tables depend on
-        its earlier tokens: positions go in order, with the chunks as the rows of each table computation."""
+        rows, one per token; guessed: each chunk's guesses, or None; row_of: each chunk's bias head (chunks naming
+        the same one share it: SPEC.md 9.10). The bias head makes a chunk's tables depend on its (and its group's)
+        earlier tokens: positions go in order, with the chunks as the rows of each table computation."""
         ops = self.engine.ops
         plain: list[list] = [[] for _ in chunks]
         biased: list[list] | None = None
@@ -342,9 +411,9 @@ class LmCodec(Codec):
             for at in members:  # one position at a time: its tables need the bias after the one before
                 sel = slice(end, end + len(at))
                 end += len(at)
-                bias_rows = np.array(at, dtype=np.int64)
+                bias_rows = np.array([row_of[c] for c in at], dtype=np.int64)
                 freq = ops.frequencies(logits[sel], TOTAL_BITS, bias, bias_rows)
-                for c, coded in zip(bias_rows.tolist(), self._entries(freq, targets[sel], guess[sel])):
+                for c, coded in zip(at, self._entries(freq, targets[sel], guess[sel])):
                     biased[c].append(coded)
                 ops.update_bias(bias, bias_rows, freq, targets[sel], BIAS_RATE, TOTAL_BITS)
         return plain, biased
@@ -363,7 +432,8 @@ class LmCodec(Codec):
         """Decodes every chunk whole, or, with limits, each until its first `limit` bytes are out: reading one small
         file stops where it ends instead of decoding the rest of its chunk token by token. A damaged chunk gets its
         error and leaves the lockstep group; the others go on. A payload with a primer needs its archive index
-        (chunks) and, unless the primer's chunk is in the batch, read_chunk to read it."""
+        (chunks) and, unless the primer's chunk is in the batch, read_chunk to read it; so does one in a bias group,
+        whose chunks decode together (those not in the batch, read with read_chunk, as far as the others need)."""
         limits = raw_sizes if limits is None else limits
         streams: dict[int, Stream] = {}
         errors: dict[int, CodecError] = {}
@@ -375,6 +445,12 @@ class LmCodec(Codec):
                     raise CodecError("lm: the chunk starts from a primer, and was given without its archive")
                 if parsed[i].primer_chunk is not None and parsed[i].primer_chunk > chunks[i]:
                     raise CodecError(f"lm: the primer names chunk {parsed[i].primer_chunk}, after this chunk")
+                first, size = parsed[i].group_first, parsed[i].group_size
+                if first is not None and chunks is None:
+                    raise CodecError("lm: the chunk shares a bias head with other chunks, and was given without its "
+                                     "archive")
+                if first is not None and not first <= chunks[i] < first + size:
+                    raise CodecError(f"lm: its bias group, chunks {first} .. {first + size - 1}, does not hold it")
             except CodecError as exc:
                 errors[i] = exc
                 parsed.pop(i, None)
@@ -392,14 +468,32 @@ class LmCodec(Codec):
                 if own is not None:  # _primer checked that it names itself with this primer
                     stream.count, stream.limit = parsed[own].count, limits[own]
                     streams[own] = stream
-        groups: dict[tuple[int, int, int | None, int], list[int]] = {}
+        # bias groups: their chunks' streams by key (a batch index; the chunks read for them: len(payloads) + chunk)
+        bias_groups: dict[tuple[int, int], list[int] | CodecError] = {}
+        helpers: dict[int, Payload] = {}
         for i, p in parsed.items():
+            if p.group_first is not None:
+                key = (p.group_first, p.group_size)
+                if key not in bias_groups:
+                    bias_groups[key] = self._bias_group(p, parsed, chunks, read_chunk, len(payloads), helpers)
+                if isinstance(bias_groups[key], CodecError):
+                    errors[i] = bias_groups[key]
+        groups: dict[tuple[int, int, int | None, int], list[int]] = {}
+        for i, p in [*parsed.items(), *helpers.items()]:
             primer = primers.get((p.primer_chunk, p.primer_size), [])
             if isinstance(primer, CodecError):
                 errors[i] = primer
+            if i in errors:
                 continue
-            streams.setdefault(i, self._stream(p, p.count, limits[i]))
+            streams.setdefault(i, self._stream(p, p.count, limits[i] if i < len(payloads) else 0))
+            streams[i].chunk = None if chunks is None else chunks[i] if i < len(payloads) else i - len(payloads)
             groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), []).append(i)
+        unit_of: dict[int, tuple[int, ...]] = {}  # each bias group's streams, decoded in one lockstep group
+        for keys in bias_groups.values():
+            if not isinstance(keys, CodecError):
+                for k in keys:
+                    streams[k].mates = [streams[m] for m in keys]
+                    unit_of[k] = tuple(keys)
         for (window, overlap, span, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
             prefix = self._prefix(primer)
@@ -407,11 +501,19 @@ class LmCodec(Codec):
             capacity = _capacity(len(prefix.tokens), window - 1, span, SPAN_ROOM_DECODING)
             most = max(1, min(self.batch_chunks, budget // self.engine.cache_bytes(capacity)))
             # groups as even as the limit allows (35 chunks: one group, not 32 and then 3 decoded nearly alone), with
-            # chunks of similar token counts together, since a group takes as many steps as its longest chunk
-            members.sort(key=lambda i: streams[i].count - len(streams[i].tokens), reverse=True)
+            # chunks of similar token counts together, since a group takes as many steps as its longest chunk; a bias
+            # group's chunks together (beyond the limit if they must: at most MAX_BIAS_GROUP)
+            units = list(dict.fromkeys(unit_of.get(i, (i,)) for i in members))
+            units.sort(key=lambda unit: max(streams[i].count - len(streams[i].tokens) for i in unit), reverse=True)
             lockstep = -(-len(members) // -(-len(members) // most))
-            for lo in range(0, len(members), lockstep):
-                self._decode_group(prefix, window, overlap, span, [streams[i] for i in members[lo : lo + lockstep]])
+            batch: list[int] = []
+            for unit in units:
+                if batch and len(batch) + len(unit) > lockstep:
+                    self._decode_group(prefix, window, overlap, span, [streams[i] for i in batch])
+                    batch = []
+                batch += unit
+            if batch:
+                self._decode_group(prefix, window, overlap, span, [streams[i] for i in batch])
         results: list[bytes | CodecError] = []
         for i in range(len(payloads)):
             stream = streams.get(i)
@@ -452,6 +554,40 @@ class LmCodec(Codec):
             raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
         return list(stream.tokens), stream
 
+    def _bias_group(self, named: Payload, parsed: dict[int, Payload], chunks: Sequence[int], read_chunk: ReadChunk | None,
+                    batch: int, helpers: dict[int, Payload]) -> list[int] | CodecError:
+        """The stream keys of the bias group a payload names, each chunk's payload checked to name the same group with
+        the same windows (SPEC.md 9.10): batch indices where the batch holds the chunk, else batch + its index, whose
+        payload, read with read_chunk, goes to helpers."""
+        first, size = named.group_first, named.group_size
+        in_batch = {chunks[i]: i for i in parsed}
+        keys, read = [], {}
+        try:
+            for chunk in range(first, first + size):
+                if chunk in in_batch:
+                    key, payload = in_batch[chunk], parsed[in_batch[chunk]]
+                else:
+                    if read_chunk is None:
+                        raise CodecError(f"chunk {chunk} is not in the batch and there is no archive to read it from")
+                    try:
+                        codec_id, data = read_chunk(chunk)
+                        if codec_id != CodecId.LM:
+                            raise CodecError(f"it is not an lm chunk (codec {codec_id})")
+                        payload = self._parse(data, None)
+                    except CodecError as exc:
+                        raise CodecError(f"chunk {chunk}: {str(exc).removeprefix('lm: ')}") from None
+                    key = batch + chunk
+                    read[key] = payload
+                if (payload.group_first, payload.group_size) != (first, size):
+                    raise CodecError(f"chunk {chunk} does not name the same group")
+                if (payload.window, payload.overlap, payload.span) != (named.window, named.overlap, named.span):
+                    raise CodecError(f"chunk {chunk} has another window, overlap or span")
+                keys.append(key)
+        except CodecError as exc:
+            return CodecError(f"lm: its bias group, chunks {first} .. {first + size - 1}, cannot be decoded: {exc}")
+        helpers.update(read)
+        return keys
+
     def _stream(self, payload: Payload, count: int, limit: int) -> Stream:
         """A chunk's decoding stream at its start: the adaptive models its payload names, empty."""
         match = MatchModel(TOTAL_BITS) if payload.match else None
@@ -460,11 +596,14 @@ class LmCodec(Codec):
         return Stream(RangeDecoder(payload.data), count, limit, match, bias)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
+        """The primer's chunk, or the chunks of the bias group (itself among them)."""
         try:
-            primer_chunk = self._parse(payload, None).primer_chunk
+            parsed = self._parse(payload, None)
         except CodecError:
             return ()  # decoding reports it
-        return () if primer_chunk is None else (primer_chunk,)
+        if parsed.group_first is not None:
+            return tuple(range(parsed.group_first, parsed.group_first + parsed.group_size))
+        return () if parsed.primer_chunk is None else (parsed.primer_chunk,)
 
     def _parse(self, payload: bytes, raw_size: int | None) -> Payload:
         model_index, pos = _read_varint(payload, 0)
@@ -485,6 +624,11 @@ class LmCodec(Codec):
                                 if allowed & bit)
                 raise CodecError(f"lm: adaptive model {adaptive} is not one this archive's flags allow (0: none{names}"
                                  f"{', 3: both' if allowed == 3 else ''})")
+        group_first, group_size = None, 0
+        if self.group_field and adaptive & ADAPTIVE_BIAS:
+            group_size, pos = _read_varint(payload, pos)
+            if group_size:
+                group_first, pos = _read_varint(payload, pos)
         span = 0
         if self.span_field:
             span, pos = _read_varint(payload, pos)
@@ -501,19 +645,24 @@ class LmCodec(Codec):
                              f"with window {window}")
         if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
+        if group_size and not 2 <= group_size <= MAX_BIAS_GROUP:
+            raise CodecError(f"lm: a bias group of {group_size} chunks (2 .. {MAX_BIAS_GROUP}, or 0 for none)")
+        if group_size and primer_chunk is not None:
+            raise CodecError("lm: the chunk names both a primer and a bias group")
         return Payload(window, overlap, primer_chunk, primer_size, bool(adaptive & ADAPTIVE_MATCH),
-                       bool(adaptive & ADAPTIVE_BIAS), span, count, payload[pos:])
+                       bool(adaptive & ADAPTIVE_BIAS), group_first, group_size, span, count, payload[pos:])
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
         restarts fall on the same steps, counted from each stream's first token here. A stream is done after `count`
-        tokens in all, once it has produced `limit` bytes, or when its payload turns out damaged."""
+        tokens in all, once it has produced `limit` bytes (and no chunk sharing its bias head needs its tokens), or
+        when its payload turns out damaged; then the chunks sharing its bias head that still need tokens fail too.
+        A bias group's streams are all here, from their first tokens."""
         cfg = self.model.config
         base = [len(s.tokens) for s in streams]  # tokens decoded before (a primer's chunk: its primer)
 
         def unfinished(i: int) -> bool:
-            s = streams[i]
-            return len(s.tokens) < s.count and s.produced < s.limit and s.error is None
+            return streams[i].unfinished()
 
         restarts = {start for start, _ in window_bodies(max((s.count - b for s, b in zip(streams, base)), default=0),
                                                          window, overlap)}
@@ -523,14 +672,16 @@ class LmCodec(Codec):
         active = rows
         cache = None
         step = 0
-        # the bias head's states where a stream has it: a row per stream, and a zero row for streams without it
-        # (written back at the end)
+        # the bias head's states where a stream has it: a row per stream (a bias group's: its first stream's), and a
+        # zero row for streams without it (written back at the end)
         biased = [i for i, s in enumerate(streams) if s.bias is not None]
+        position = {id(s): i for i, s in enumerate(streams)}
+        head = [position[id(s.mates[0])] if s.mates else i for i, s in enumerate(streams)]
         bias = None
         if biased:
             bias = torch.zeros(len(streams) + 1, cfg.vocab_size, dtype=torch.int64, device=self.engine.device)
             for i in biased:
-                bias[i] = streams[i].bias
+                bias[head[i]] = streams[i].bias
         while active:
             if step in restarts:
                 rows = active
@@ -554,11 +705,12 @@ class LmCodec(Codec):
                 inputs = torch.tensor([[streams[i].tokens[-1]] for i in rows], device=self.engine.device)
                 hidden_q, hidden_s = self.engine.forward(inputs, cache)
             pending = [(row, streams[i]) for row, i in enumerate(rows) if unfinished(i)]
+            updates = []  # the bias heads learn after the step: every table of a step uses the state before it
             for lo in range(0, len(pending), self.engine.batching.frequency_rows):
                 block = pending[lo : lo + self.engine.batching.frequency_rows]
                 index = torch.tensor([row for row, _ in block], device=self.engine.device)
                 bias_rows = None if bias is None else np.array(
-                    [i if streams[i].bias is not None else len(streams) for i in (rows[row] for row, _ in block)],
+                    [head[i] if streams[i].bias is not None else len(streams) for i in (rows[row] for row, _ in block)],
                     dtype=np.int64)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS, bias, bias_rows)
                 guessed = [s.match.guess() if s.match else None for _, s in block]
@@ -601,13 +753,19 @@ class LmCodec(Codec):
                     s.produced += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
                     s.tokens.append(token)
                 if learned:
-                    ops = self.engine.ops
                     taken = freq if len(learned) == len(block) else freq[torch.tensor(learned, device=freq.device)]
-                    ops.update_bias(bias, bias_rows[learned], taken, symbols[learned], BIAS_RATE, TOTAL_BITS)
+                    updates.append((bias_rows[learned], taken, symbols[learned]))
+            for bias_rows, taken, symbols in updates:
+                self.engine.ops.update_bias(bias, bias_rows, taken, symbols, BIAS_RATE, TOTAL_BITS)
+            for i in rows:  # a damaged chunk's group cannot learn its tokens: those that still need tokens fail
+                failed = streams[i].error is None and next((m for m in streams[i].mates if m.error is not None), None)
+                if failed and streams[i].needs():
+                    streams[i].error = CodecError(f"lm: chunk {failed.chunk}, which shares its bias head, cannot be "
+                                                  f"decoded: {str(failed.error).removeprefix('lm: ')}")
             step += 1
             active = [i for i in rows if unfinished(i)]
         for i in biased:
-            streams[i].bias = bias[i].clone()
+            streams[i].bias = bias[head[i]].clone()
 
 
 def _capacity(prefix: int, positions: int, span: int, room: int) -> int:

@@ -12,7 +12,8 @@ class StoreCodec(Codec):
     codec_id = CodecId.STORE
     name = "store"
 
-    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
+                     runs: Sequence[int] | None = None) -> list[bytes | None]:
         return [bytes(c) for c in chunks]
 
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,

@@ -34,7 +34,8 @@ class ZstdCodec(Codec):
         with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(lambda item: fn(*item), items))
 
-    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0) -> list[bytes | None]:
+    def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
+                     runs: Sequence[int] | None = None) -> list[bytes | None]:
         def compress(chunk: bytes) -> bytes:
             return zstandard.ZstdCompressor(level=self.level, write_checksum=False, write_content_size=True).compress(chunk)
 

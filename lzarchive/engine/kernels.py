@@ -29,6 +29,7 @@ SIGMOID_RANGE = float(tables.SIGMOID_RANGE)
 SIGMOID_STEPS_PER_UNIT = float(tables.SIGMOID_STEPS_PER_UNIT)
 TABLE_UNIT = float(1 << tables.TABLE_BITS)
 BIAS_UNIT = 2.0**-32  # the bias head's state counts logits in these units (SPEC.md 9.9)
+BIAS_COLUMNS = 4096  # columns of the bias head's state per thread's block in its update
 
 
 def compiled(**options):
@@ -349,13 +350,17 @@ def frequency_rows(logits, bias, bias_rows, exp_table, total_bits, freq):
 
 @compiled(parallel=True)
 def update_bias_rows(bias, bias_rows, freq, symbols, rate, total_bits):
-    """TorchOps.update_bias: bias[bias_rows[i]] -= (freq[i] * rate) >> total_bits, then += rate at symbols[i]. The
-    rows named must differ (they are updated in parallel)."""
-    for i in numba.prange(freq.shape[0]):
-        b, f = bias[bias_rows[i]], freq[i]
-        for j in range(f.shape[0]):
-            b[j] -= (f[j] * rate) >> total_bits  # below 2^62: f <= 2^total_bits, rate < 2^30
-        b[symbols[i]] += rate
+    """TorchOps.update_bias: bias[bias_rows[i]] -= (freq[i] * rate) >> total_bits, then += rate at symbols[i]. Rows
+    may repeat (a shared bias head, SPEC.md 9.10): integer sums in any order, so the threads split the columns."""
+    vocab = freq.shape[1]
+    for block in numba.prange((vocab + BIAS_COLUMNS - 1) // BIAS_COLUMNS):
+        lo, hi = block * BIAS_COLUMNS, min(vocab, (block + 1) * BIAS_COLUMNS)
+        for i in range(freq.shape[0]):
+            b, f = bias[bias_rows[i]], freq[i]
+            for j in range(lo, hi):
+                b[j] -= (f[j] * rate) >> total_bits  # below 2^62: f <= 2^total_bits, rate < 2^30
+    for i in range(freq.shape[0]):
+        bias[bias_rows[i], symbols[i]] += rate
 
 
 @compiled(parallel=True)

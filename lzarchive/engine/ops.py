@@ -283,11 +283,12 @@ class TorchOps:
     def update_bias(self, bias: torch.Tensor, bias_rows: np.ndarray, freq: torch.Tensor, symbols: np.ndarray, rate: int,
                     total_bits: int) -> None:
         """The bias head's update after each row's symbol (SPEC.md 9.9), in place: bias[bias_rows[i]] -= (freq[i] *
-        rate) >> total_bits, then bias[bias_rows[i], symbols[i]] += rate. freq: the tables the bias gave; the rows
-        named differ."""
+        rate) >> total_bits, then bias[bias_rows[i], symbols[i]] += rate. freq: the tables the bias gave; rows named
+        more than once (a shared bias head, SPEC.md 9.10) take the sum of their updates."""
         rows = torch.as_tensor(bias_rows, device=bias.device)
-        bias[rows] -= torch.bitwise_right_shift(freq * rate, total_bits)
-        bias[rows, torch.as_tensor(symbols, device=bias.device)] += rate
+        bias.index_add_(0, rows, -torch.bitwise_right_shift(freq * rate, total_bits))
+        rate_at = torch.full((len(rows),), rate, dtype=bias.dtype, device=bias.device)
+        bias.index_put_((rows, torch.as_tensor(symbols, device=bias.device)), rate_at, accumulate=True)
 
     # The range coder runs on the host; of the (n, V) tables only a few integers per row cross to it: a GPU's link
     # would otherwise carry V integers per token (49,152 at the default model).

@@ -1,0 +1,306 @@
+"""Bias groups (format 2.5, SPEC 9.10): chunks of one file sharing one bias head. A group decodes the same in any
+batch, alone (its other chunks read from the archive), in any lockstep grouping and with limits; the torch
+operations give the compiled loops' payloads; groups follow the writer's runs (cut every bias_group chunks from a
+run's first, and where the codec declines a chunk) and take the shared head only where it is smaller; the writer
+never ends a batch inside a group; a payload that breaks a rule of 9.10, or a damaged chunk of its group, is refused
+naming the chunk; pack writes 2.5 by default and 2.4 on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lzarchive import api
+from lzarchive.archive.writer import ArchiveWriter
+from lzarchive.codecs import Codec, CodecError
+from lzarchive.codecs.distributed import _runs
+from lzarchive.codecs.lm import ADAPTIVE_BIAS, LmCodec
+from lzarchive.engine.ops import TorchOps
+from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
+from lzarchive.format import constants as C
+from lzarchive.format.records import Header
+from lzarchive.format.wire import read_varint, varint
+
+from .adversarial.craft import craft2, file_row
+from .conftest import compiled_file, run_cli
+from .test_lm_bias import letters, unsure_model
+from .test_lm_match import log_text
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+FLAGS = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+
+
+def group_codec(bias_group: int = 4, **options) -> LmCodec:
+    return LmCodec(unsure_model(), window=32, overlap=8, match_field=True, bias_field=True, group_field=True,
+                   bias_group=bias_group, **options)
+
+
+def fields(payload: bytes) -> tuple[int, int, int | None]:
+    """(adaptive, G, F) of a payload written by group_codec: model, window, overlap, then the adaptive field."""
+    adaptive, pos = read_varint(payload, 3)
+    if not adaptive & ADAPTIVE_BIAS:
+        return adaptive, 0, None
+    size, pos = read_varint(payload, pos)
+    return adaptive, size, read_varint(payload, pos)[0] if size else None
+
+
+def with_fields(payload: bytes, size: int, first: int | None = None, window: int | None = None) -> bytes:
+    """The payload with its bias group field (and window) replaced."""
+    adaptive, pos = read_varint(payload, 3)
+    old, pos = read_varint(payload, pos)
+    if old:
+        pos = read_varint(payload, pos)[1]
+    head = payload[:1] + (varint(window) if window else payload[1:2]) + payload[2:3] + varint(adaptive)
+    return head + varint(size) + (varint(first) if size else b"") + payload[pos:]
+
+
+def a_file(chunks: int, size: int = 160, seed: int = 1) -> list[bytes]:
+    text = letters(chunks * size, seed, "xyz")
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def reader_of(payloads: list[bytes]):
+    def read_chunk(chunk: int) -> tuple[int, bytes]:
+        if not 0 <= chunk < len(payloads):
+            raise CodecError(f"there is no chunk {chunk}")
+        return C.CodecId.LM, payloads[chunk]
+
+    return read_chunk
+
+
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_a_group_decodes_the_same_in_any_batch_alone_in_any_lockstep_and_with_limits(data):
+    """The shared head's state at each step is every chunk's updates summed: the encoder's tables (positions in
+    order, chunks as rows) equal the decoder's however the chunks are batched; a chunk asked alone decodes its
+    group (read from the archive) as far as it needs."""
+    length = data.draw(st.integers(2, 6), label="file chunks")
+    chunks = a_file(length, data.draw(st.integers(60, 200), label="chunk size")) + [log_text(4, 3), letters(90, 9)]
+    runs = list(range(length)) + [0, 0]
+    payloads = group_codec(3).encode_batch(chunks, 0, runs)
+    assert [fields(p)[1:] for p in payloads[:length]] == [(min(3, length - 3 * (i // 3)), 3 * (i // 3))
+                                                          if length - 3 * (i // 3) > 1 else (0, None)
+                                                          for i in range(length)]
+    sizes, read_chunk, decoder = [len(c) for c in chunks], reader_of(payloads), group_codec()
+    everything = list(range(len(chunks)))
+    assert decoder.decode_batch(payloads, sizes, None, everything, read_chunk) == chunks
+    for k in everything:
+        assert decoder.decode_batch([payloads[k]], [sizes[k]], None, [k], read_chunk) == [chunks[k]]
+    some = data.draw(st.permutations(everything), label="order")[: data.draw(st.integers(1, len(chunks)), label="some")]
+    decoder.batch_chunks = data.draw(st.integers(1, 3), label="lockstep")
+    assert decoder.decode_batch([payloads[k] for k in some], [sizes[k] for k in some], None, some,
+                                read_chunk) == [chunks[k] for k in some]
+    limits = [data.draw(st.integers(1, sizes[k]), label=f"limit {k}") for k in some]
+    for k, limit, prefix in zip(some, limits, decoder.decode_batch([payloads[k] for k in some], [sizes[k] for k in some],
+                                                                   limits, some, read_chunk)):
+        assert limit <= len(prefix) and chunks[k].startswith(prefix)
+
+
+def test_groups_follow_runs_cut_every_bias_group_chunks_and_at_declined_chunks():
+    """Groups of 4 counted from each run's first chunk (a batch may start inside a run); a chunk the codec declines
+    (bytes it would escape) ends a group; a file that fits in one chunk is in none; the shared head is smaller."""
+    chunks = a_file(8, 120) + [letters(120, 5)]
+    chunks[5] = b"\xff" * 120  # declined: all escapes
+    runs = [1, 2, 3, 4, 5, 6, 7, 8, 0]  # a run that began a chunk before this batch
+    payloads = group_codec(4).encode_batch(chunks, 10, runs)
+    assert payloads[5] is None
+    # places 1-3 | 4-7, less 6: 4-5 and 7 alone | 8 alone | another run
+    assert [fields(p)[1:] for i, p in enumerate(payloads) if i != 5] == [(3, 10)] * 3 + [(2, 13)] * 2 + [(0, None)] * 3
+    assert all(fields(p)[0] & ADAPTIVE_BIAS for p in payloads if p is not None)
+    alone = group_codec(4).encode_batch(chunks, 10)  # no runs: every chunk its own head
+    assert all(fields(p)[1] == 0 for p in alone if p is not None)
+    assert sum(len(p) for p in payloads[:5]) < sum(len(p) for p in alone[:5])
+    decoder = group_codec()
+    every = payloads[:5] + [b"\0"] + payloads[6:]
+    assert decoder.decode_batch(payloads[:5], [120] * 5, None, [10, 11, 12, 13, 14],
+                                lambda c: (C.CodecId.LM, every[c - 10])) == chunks[:5]
+
+
+def test_a_group_takes_the_shared_head_only_where_it_is_smaller():
+    """Text the model already knows gains little from a shared head: the group's chunks are coded as without a bias
+    head (not with heads of their own, which the writer does not try for a group's chunks)."""
+    from .tiny import greedy_text
+
+    chunks = [greedy_text(unsure_model(), 40, seed_token=3 + i) for i in range(3)]
+    payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2])
+    assert all(fields(p)[1] == 0 for p in payloads)
+    assert payloads == LmCodec(unsure_model(), window=32, overlap=8, match_field=True).encode_batch(chunks)
+
+
+def test_the_torch_operations_code_and_decode_the_same_groups(monkeypatch):
+    """Rows named more than once add their updates, in torch's index_add_ as in the compiled loop over columns."""
+    bias = torch.randint(-2**40, 2**40, (3, 1000), dtype=torch.int64)
+    freq = torch.randint(1, 2**20, (5, 1000), dtype=torch.int64)
+    rows, symbols = np.array([2, 0, 2, 2, 1]), np.array([7, 7, 999, 7, 0])
+    ours = bias.clone()
+    group_codec().engine.ops.update_bias(ours, rows, freq, symbols, 858_993_459, 32)
+    expected = bias.clone()
+    for row, f, symbol in zip(rows, freq, symbols):
+        expected[row] -= (f * 858_993_459) >> 32
+        expected[row, symbol] += 858_993_459
+    assert torch.equal(ours, expected)
+    theirs = bias.clone()
+    TorchOps.update_bias(None, theirs, rows, freq, symbols, 858_993_459, 32)
+    assert torch.equal(theirs, expected)
+    chunks = a_file(4, 150, 3)
+    payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2, 3])
+    assert all(fields(p)[1] == 4 for p in payloads)
+    monkeypatch.setenv("LZA_KERNELS", "torch")
+    codec = group_codec()
+    assert type(codec.engine.ops) is TorchOps
+    assert codec.encode_batch(chunks, 0, [0, 1, 2, 3]) == payloads
+    assert codec.decode_batch(payloads[1:2], [150], None, [1], reader_of(payloads)) == chunks[1:2]
+
+
+def test_a_payload_breaking_a_group_rule_is_refused_naming_the_chunk():
+    chunks = a_file(3, 150, 4) + [letters(150, 6)]
+    payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2, 0])
+    assert [fields(p)[1:] for p in payloads] == [(3, 0)] * 3 + [(0, None)]
+    decoder, sizes = group_codec(), [len(c) for c in chunks]
+
+    def refused(payload: bytes, others: list[bytes] | None = None, chunk: int = 1) -> str:
+        archive = list(payloads) if others is None else others
+        archive[chunk] = payload
+        [result] = decoder.decode_batch([payload], [sizes[chunk]], None, [chunk], reader_of(archive))
+        assert isinstance(result, CodecError)
+        return str(result)
+
+    assert "a bias group of 1 chunks (2 .. 16" in refused(with_fields(payloads[1], 1, 0))
+    assert "a bias group of 17 chunks" in refused(with_fields(payloads[1], 17, 0))
+    assert "chunks 2 .. 4, does not hold it" in refused(with_fields(payloads[1], 3, 2))
+    assert "chunk 0 does not name the same group" in refused(with_fields(payloads[1], 4, 0))
+    short = [with_fields(p, 4, 0) for p in payloads[:3]]  # a group of 4 in an archive of 3 chunks
+    assert "chunk 3: there is no chunk 3" in refused(short[1], short)
+    assert "chunk 2 has another window" in refused(payloads[1], [*payloads[:2], with_fields(payloads[2], 3, 0, 31),
+                                                                 payloads[3]])
+    assert "chunk 0: a bias group of 17" in refused(payloads[1], [with_fields(payloads[0], 17, 0), *payloads[1:]])
+    [result] = decoder.decode_batch([payloads[1]], [sizes[1]], None, [1], None)
+    assert "no archive to read it from" in str(result)
+    [result] = decoder.decode_batch([payloads[1]], [sizes[1]])
+    assert "without its archive" in str(result)
+    primed = LmCodec(unsure_model(), window=32, overlap=8, match_field=True, bias_field=True, group_field=True,
+                     primer_field=True)
+    both = payloads[1][:3] + varint(1) + varint(4) + payloads[1][3:]  # a primer field naming chunk 0
+    [result] = primed.decode_batch([both], [sizes[1]], None, [1], reader_of(payloads))
+    assert "both a primer and a bias group" in str(result)
+    [result] = group_codec().decode_batch([payloads[1]], [sizes[1]], None, [1], lambda c: (C.CodecId.ZSTD, b""))
+    assert "chunk 0: it is not an lm chunk" in str(result)
+    # a damaged range coder stream in chunk 0: chunks that still need tokens after it fail, naming it
+    head = len(payloads[0]) - len(decoder._parse(payloads[0], None).data)
+    broken = [payloads[0][:head], *payloads[1:]]  # its range coder's bytes gone: it reads past their end
+    results = decoder.decode_batch(broken, sizes, None, [0, 1, 2, 3], reader_of(broken))
+    assert all(isinstance(r, CodecError) for r in results[:3]) and results[3] == chunks[3]
+    assert "chunk 0, which shares its bias head, cannot be decoded" in str(results[1])
+
+
+@pytest.fixture(scope="module")
+def unsure_path(tmp_path_factory):
+    return compiled_file(unsure_model(), tmp_path_factory.mktemp("model") / "unsure.lzm")
+
+
+def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path):
+    from lzarchive.engine import registry
+
+    registry.import_compiled(unsure_path)
+    chunks = a_file(3, 200, 7)
+    codec = group_codec()
+    payloads = codec.encode_batch(chunks, 0, [0, 1, 2])
+    small = letters(100, 8)
+    [alone] = codec.encode_batch([small])
+    header = Header(models=(codec.model_ref,), minor=5, incompat_flags=FLAGS).to_wire()
+    rows = [file_row("long.txt", b"".join(chunks)), file_row("small.txt", small)]
+    archive = tmp_path / "a.lza"
+    flipped = payloads[2][:-3] + bytes([payloads[2][-3] ^ 0x10]) + payloads[2][-2:]
+    archive.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks + [small],
+                                                                             [*payloads[:2], flipped, alone])],
+                               header=header))
+    result = run_cli("cat", str(archive), "small.txt")
+    assert result.stdout == small, result.stderr
+    result = run_cli("verify", str(archive), "--full")
+    assert result.exit_code == EXIT_INTEGRITY and "long.txt" in result.stderr
+    assert "it is decoded with chunks 0, 1: damage there shows here too" in result.stderr
+    stored = craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks + [small], [*payloads, alone])], header=header)
+    at = stored.index(payloads[2]) + 5
+    archive.write_bytes(stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :])  # chunk 2's stored check fails
+    result = run_cli("cat", str(archive), "long.txt")
+    assert result.exit_code == EXIT_INTEGRITY and "chunk 2 is damaged" in result.stderr
+
+
+class Recorder(Codec):
+    """Records each batch the writer codes: its first chunk and its runs."""
+
+    codec_id, name, bias_group = C.CodecId.ZSTD, "zstd", 4
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[int]]] = []
+
+    def encode_batch(self, chunks, first_chunk=0, runs=None):
+        if chunks:
+            self.batches.append((first_chunk, list(runs)))
+        return [None] * len(chunks)
+
+    def decode_batch(self, payloads, raw_sizes, limits=None, chunks=None, read_chunk=None):
+        raise AssertionError
+
+
+def test_the_writer_numbers_runs_and_never_ends_a_batch_inside_a_group(tmp_path):
+    """Runs number the chunks of a file that goes on from chunk to chunk; a file that fits in a chunk starts none;
+    batches of 2 end only where the next chunk starts a group of 4."""
+    import io
+
+    recorder = Recorder()
+    with open(tmp_path / "a.lza", "wb") as out:
+        writer = ArchiveWriter(out, [recorder], chunk_size=10, batch_chunks=2)
+        for name, size in (("small", 4), ("long", 95), ("other", 6), ("tail", 25)):
+            writer.add_file(name, io.BytesIO(b"x" * size), mode=0o644, mtime_ns=0, size=size)
+        writer.finish()
+    runs = [place for _, batch in recorder.batches for place in batch]
+    # small and long's start, long's 9 chunks after (its last 9 bytes alone: other fits in no chunk with them), then
+    # other and tail's start, tail's 3 chunks after
+    assert runs == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3]
+    assert [first for first, _ in recorder.batches] == [0, 4, 8, 10]
+    assert [len(batch) for _, batch in recorder.batches] == [4, 4, 2, 4]
+
+
+def test_ray_parts_end_where_groups_end():
+    assert _runs(10, [1, 1]) == [(0, 5), (5, 10)]
+    assert _runs(10, [1, 1], [0, 4, 8]) == [(0, 8), (8, 10)]
+    assert _runs(10, [1, 1, 1], [0, 8]) == [(0, 8), (8, 8), (8, 10)]
+
+
+def test_pack_writes_2_5_with_bias_groups_and_2_4_on_request(unsure_path, tmp_path):
+    source = tmp_path / "notes"
+    source.mkdir()
+    (source / "xy.txt").write_bytes(letters(2400, 10))
+    (source / "short.txt").write_bytes(letters(300, 11))
+    written, sizes = {}, {}
+    for name, args in (("default", []), ("one", ["--bias-group", "1"]), ("2.4", ["--format", "2.4"]),
+                       ("primer", ["--primer", "8", "--window", "256"])):
+        archive = str(tmp_path / f"{name}.lza")
+        result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q",
+                         "--chunk-size", "600", *args)
+        assert result.exit_code == 0, result.stderr
+        with api.open_archive(archive) as reader:
+            written[name] = (reader.header.minor, reader.header.incompat_flags & ~C.INCOMPAT_LM_SPAN)
+            if name == "default":
+                codec = reader.codec(C.CodecId.LM)
+                groups = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
+        sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
+        out = tmp_path / f"out-{name}"
+        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
+        assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
+        assert run_cli("cat", archive, "notes/xy.txt", "--range", "1000:1300").stdout == \
+            (source / "xy.txt").read_bytes()[1000:1300]
+    assert written == {"default": (5, FLAGS), "one": (4, FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP),
+                       "2.4": (4, FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP),
+                       "primer": (4, C.INCOMPAT_LM_PRIMER | FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP)}
+    # walked in name order: short.txt, then xy.txt from the same chunk on, in chunks of 600 bytes: one run, one group
+    assert [(p.group_first, p.group_size) for p in groups] == [(0, 5)] * 5
+    assert sizes["default"] < sizes["one"]
+    result = run_cli("pack", str(source), "-o", str(tmp_path / "x.lza"), "--model", unsure_path, "--bias-group", "17")
+    assert result.exit_code == EXIT_USAGE
+    assert b"--bias-group" in run_cli("pack", "--help").stdout
