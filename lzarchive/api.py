@@ -294,7 +294,8 @@ def pack(
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
     format_version: 2 (its newest minor), "2.3", "2.2", "2.1", "2.0" or 1 write archives that older lza releases can
-    read (no shared bias heads before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer before 2.1).
+    read (no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no
+    primer before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")

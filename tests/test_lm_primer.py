@@ -48,7 +48,7 @@ def test_primed_chunks_round_trip_alone_together_and_in_any_grouping(data):
     codec = primed_codec(data.draw(st.integers(1, 40), label="primer"))
     split = data.draw(st.integers(1, len(chunks)), label="first encode call")
     payloads = codec.encode_batch(chunks[:split]) + codec.encode_batch(chunks[split:], first_chunk=split)
-    assert codec.primer is not None and codec.primer.chunk == 0 and codec.keeps(0) and not codec.keeps(1)
+    assert codec.primer is not None and codec.primer.chunk == 0 and codec.keeps(0, payloads[0]) and not codec.keeps(1, payloads[1])
     assert all(p is not None for p in payloads)
     sizes, read = [len(c) for c in chunks], reader_of(payloads)
     decoder = primed_codec(0)
@@ -78,7 +78,7 @@ def test_the_primer_source_is_the_first_chunk_the_lm_codec_can_keep():
     chunks = [b"\xff\x00" * 50, b"\x01", *texts(2)]  # declined (all escapes); accepted but 1 byte (its payload is longer)
     payloads = codec.encode_batch(chunks, first_chunk=7)
     assert payloads[0] is None and len(payloads[1]) > 1
-    assert codec.primer.chunk == 9 and codec.keeps(9)
+    assert codec.primer.chunk == 9 and codec.keeps(9, payloads[2])
 
 
 class Padded(Codec):
@@ -86,10 +86,10 @@ class Padded(Codec):
 
     codec_id, name = C.CodecId.LM, "lm"
 
-    def encode_batch(self, chunks, first_chunk=0):
+    def encode_batch(self, chunks, first_chunk=0, runs=None):
         return [bytes(c[:8]) * 4 for c in chunks]
 
-    def keeps(self, chunk):
+    def keeps(self, chunk, payload):
         return chunk == 0
 
     def decode_batch(self, payloads, raw_sizes, limits=None, chunks=None, read_chunk=None):

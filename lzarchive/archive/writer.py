@@ -157,7 +157,7 @@ class ArchiveWriter:
         self._open_start = 0  # where it starts in the content (all files' bytes, in the order added)
         self._chunk_starts: list[int] = []  # where each sealed chunk starts in the content
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
-        self._runs: list[int] = []  # each one's place in its run of chunks that go on with one file (Codec.encode_batch)
+        self._runs: list[int] = []  # each one's place in its run of chunks going on with a file (Codec.encode_batch)
         self._open_run = 0  # the open chunk's
         self.stats = WriteStats()
         header = Header(models=tuple(models), major=major, minor=minor, incompat_flags=incompat_flags).to_wire()

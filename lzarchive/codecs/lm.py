@@ -2,16 +2,17 @@
 
 Payload: varint model index, varint window W, varint overlap O, (with the header's lm_primer flag) the primer,
 (with its lm_match or lm_bias flag) the adaptive field, (with its lm_bias_group flag, where the bias head is on) the
-bias group, (with its lm_span flag) the span S, varint token count N, then the range coder's bytes. Tokens are predicted in windows of at most W positions after a prefix: BOS and, if the
-payload names a primer, the first P tokens of the primer chunk (an earlier lm chunk, or this one, which then codes
-them first in a window of their own). Window 0 is [prefix, t0, t1, ...]; each later window restarts the model on
-[prefix, the last O tokens of the previous windows, ...], so windows are independent forward passes. The prefix's
-keys and values are computed once and copied into each window. With a span S > 0, a window's position sees the
-prefix and the last S positions only (itself included), so its KV cache slides instead of growing: windows can be
-as long as the model's positions, and restart far less often. The adaptive field's bit 0 mixes each token's table with the chunk's match model (match.py); its bit 1 adds
-the bias head's state to the logits first, a correction per token learned from the chunk so far (SPEC.md 9.9); the
-chunks of a bias group (format 2.5: consecutive chunks of one file) share one such state, which learns from all of
-their tokens at once, step by step, so they are decoded together (SPEC.md 9.10).
+bias group, (with its lm_span flag) the span S, varint token count N, then the range coder's bytes. Tokens are
+predicted in windows of at most W positions after a prefix: BOS and, if the payload names a primer, the first P
+tokens of the primer chunk (an earlier lm chunk, or this one, which then codes them first in a window of their own).
+Window 0 is [prefix, t0, t1, ...]; each later window restarts the model on [prefix, the last O tokens of the
+previous windows, ...], so windows are independent forward passes. The prefix's keys and values are computed once
+and copied into each window. With a span S > 0, a window's position sees the prefix and the last S positions only
+(itself included), so its KV cache slides instead of growing: windows can be as long as the model's positions, and
+restart far less often. The adaptive field's bit 0 mixes each token's table with the chunk's match model
+(match.py); its bit 1 adds the bias head's state to the logits first, a correction per token learned from the chunk
+so far (SPEC.md 9.9); the chunks of a bias group (format 2.5: consecutive chunks of one file) share one such state,
+which learns from all of their tokens at once, step by step, so they are decoded together (SPEC.md 9.10).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class Stream:
     def unfinished(self) -> bool:
         """Whether it takes another token: its own bytes want it, or a chunk sharing its bias head needs the state
         that its tokens update."""
-        return self.needs() or (len(self.tokens) < self.count and self.error is None and any(m.needs() for m in self.mates))
+        going = len(self.tokens) < self.count and self.error is None
+        return self.needs() or (going and any(mate.needs() for mate in self.mates))
 
 
 @dataclass
