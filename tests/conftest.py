@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lzarchive.cli.app import app
+from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
 from lzarchive.engine import compiler, registry
 from lzarchive.format import constants as C
@@ -109,6 +110,16 @@ def round_trips_every_way(make_codec, chunks: list[bytes], data) -> list[bytes]:
     for chunk, limit, prefix in zip(chunks, limits, decoder.decode_batch(payloads, sizes, limits)):
         assert limit <= len(prefix) and chunk.startswith(prefix)
     return payloads
+
+
+def reader_of(payloads: list[bytes]):
+    """A read_chunk over these lm payloads, as an archive's: chunk i is payloads[i]; others do not exist."""
+    def read_chunk(chunk: int) -> tuple[int, bytes]:
+        if not 0 <= chunk < len(payloads):
+            raise CodecError(f"there is no chunk {chunk}")
+        return C.CodecId.LM, payloads[chunk]
+
+    return read_chunk
 
 
 def lm_archive(codec: LmCodec, files: dict[str, bytes], payloads: list[bytes]) -> bytes:

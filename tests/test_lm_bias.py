@@ -21,7 +21,7 @@ from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
 from .adversarial.craft import craft2
-from .conftest import compiled_file, entries_and_chunks, round_trips_every_way, run_cli
+from .conftest import compiled_file, entries_and_chunks, reader_of, round_trips_every_way, run_cli
 from .test_lm_match import log_text
 from .tiny import sampled_text, tiny_model
 
@@ -67,9 +67,7 @@ def test_with_a_primer_the_primer_chunk_keeps_its_state():
     payloads = codec.encode_batch(chunks)
     assert codec.primer.chunk == 0 and all(p[5] & ADAPTIVE_BIAS for p in payloads)  # after the primer's two fields
 
-    def read_chunk(chunk):
-        return C.CodecId.LM, payloads[chunk]
-
+    read_chunk = reader_of(payloads)
     decoder = bias_codec(primer_field=True)
     assert decoder.decode_batch(payloads, [len(c) for c in chunks], None, [0, 1, 2], read_chunk) == chunks
     assert decoder.decode_batch(payloads[2:], [len(chunks[2])], None, [2], read_chunk) == chunks[2:]

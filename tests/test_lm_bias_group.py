@@ -25,7 +25,7 @@ from lzarchive.format.records import Header
 from lzarchive.format.wire import read_varint, varint
 
 from .adversarial.craft import craft2, file_row
-from .conftest import compiled_file, run_cli
+from .conftest import compiled_file, reader_of, run_cli
 from .test_lm_bias import letters, unsure_model
 from .test_lm_match import log_text
 
@@ -61,15 +61,6 @@ def with_fields(payload: bytes, size: int, first: int | None = None, window: int
 def a_file(chunks: int, size: int = 160, seed: int = 1) -> list[bytes]:
     text = letters(chunks * size, seed, "xyz")
     return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def reader_of(payloads: list[bytes]):
-    def read_chunk(chunk: int) -> tuple[int, bytes]:
-        if not 0 <= chunk < len(payloads):
-            raise CodecError(f"there is no chunk {chunk}")
-        return C.CodecId.LM, payloads[chunk]
-
-    return read_chunk
 
 
 @settings(max_examples=3, deadline=None)

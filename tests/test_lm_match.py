@@ -24,7 +24,7 @@ from lzarchive.format.records import Header
 from lzarchive.rangecoder import TOTAL_BITS
 
 from .adversarial.craft import craft2
-from .conftest import entries_and_chunks, round_trips_every_way, run_cli
+from .conftest import entries_and_chunks, reader_of, round_trips_every_way, run_cli
 from .tiny import greedy_text, tiny_model, tiny_ops
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
@@ -187,9 +187,7 @@ def test_with_a_primer_the_primer_chunk_keeps_its_history():
     payloads = codec.encode_batch(chunks)
     assert codec.primer.chunk == 0
 
-    def read_chunk(chunk):
-        return C.CodecId.LM, payloads[chunk]
-
+    read_chunk = reader_of(payloads)
     decoder = match_codec(primer_field=True)
     assert decoder.decode_batch(payloads, [len(c) for c in chunks], None, [0, 1, 2], read_chunk) == chunks
     assert decoder.decode_batch(payloads[2:], [len(chunks[2])], None, [2], read_chunk) == chunks[2:]

@@ -19,7 +19,7 @@ from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
 from lzarchive.format import constants as C
 from lzarchive.format.wire import varint
 
-from .conftest import run_cli
+from .conftest import reader_of, run_cli
 from .tiny import greedy_text, tiny_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
@@ -31,12 +31,6 @@ def primed_codec(primer: int = 24, **options) -> LmCodec:
 
 def texts(count: int, size: int = 70) -> list[bytes]:
     return [greedy_text(tiny_model(), size + 9 * i, seed_token=2 + ord("a") + i) + b"\xff." for i in range(count)]
-
-
-def reader_of(payloads: list[bytes]):
-    def read_chunk(chunk: int) -> tuple[int, bytes]:
-        return C.CodecId.LM, payloads[chunk]
-    return read_chunk
 
 
 @settings(max_examples=4, deadline=None)

@@ -243,7 +243,7 @@ class LmCodec(Codec):
             payloads[i] = payload
         return payloads
 
-    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int] | None) -> list[list[int]]:
+    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int]) -> list[list[int]]:
         """The chunks to code (indices in the batch) that share a bias head: where a file goes on from chunk to chunk,
         the run's chunks in groups of self.bias_group from its first (whatever the batch: ArchiveWriter and RayCodec
         cut batches between groups), less the chunks this codec declines. Never chunks of files that each fit in one:
@@ -533,12 +533,7 @@ class LmCodec(Codec):
         their own window from its payload (`source`, or read with read_chunk); and that chunk's decoding stream."""
         try:
             if source is None:
-                if read_chunk is None:
-                    raise CodecError("it is not in the batch and there is no archive to read it from")
-                codec_id, payload = read_chunk(chunk)
-                if codec_id != CodecId.LM:
-                    raise CodecError(f"it is not an lm chunk (codec {codec_id})")
-                source = self._parse(payload, None)
+                source = self._read_payload(chunk, read_chunk)
             if (source.primer_chunk, source.primer_size) != (chunk, size):
                 raise CodecError(f"its own payload does not hold a primer of {size} tokens")
             if size > source.count:
@@ -556,6 +551,15 @@ class LmCodec(Codec):
             raise CodecError(f"lm: its primer, the first {size} tokens of chunk {chunk}, cannot be read: {exc}") from None
         return list(stream.tokens), stream
 
+    def _read_payload(self, chunk: int, read_chunk: ReadChunk | None) -> Payload:
+        """Another lm chunk's payload, read from the archive (a primer's, a bias group's chunk)."""
+        if read_chunk is None:
+            raise CodecError("it is not in the batch and there is no archive to read it from")
+        codec_id, payload = read_chunk(chunk)
+        if codec_id != CodecId.LM:
+            raise CodecError(f"it is not an lm chunk (codec {codec_id})")
+        return self._parse(payload, None)
+
     def _bias_group(self, named: Payload, parsed: dict[int, Payload], chunks: Sequence[int], read_chunk: ReadChunk | None,
                     batch: int, helpers: dict[int, Payload]) -> list[int] | CodecError:
         """The stream keys of the bias group a payload names, each chunk's payload checked to name the same group with
@@ -569,13 +573,8 @@ class LmCodec(Codec):
                 if chunk in in_batch:
                     key, payload = in_batch[chunk], parsed[in_batch[chunk]]
                 else:
-                    if read_chunk is None:
-                        raise CodecError(f"chunk {chunk} is not in the batch and there is no archive to read it from")
                     try:
-                        codec_id, data = read_chunk(chunk)
-                        if codec_id != CodecId.LM:
-                            raise CodecError(f"it is not an lm chunk (codec {codec_id})")
-                        payload = self._parse(data, None)
+                        payload = self._read_payload(chunk, read_chunk)
                     except CodecError as exc:
                         raise CodecError(f"chunk {chunk}: {str(exc).removeprefix('lm: ')}") from None
                     key = batch + chunk
