@@ -20,7 +20,7 @@ from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
 from .adversarial.craft import craft2, file_row
-from .tiny import greedy_text, tiny_model
+from .tiny import greedy_text, tiny_model, unsure_model
 
 
 @dataclass
@@ -93,6 +93,11 @@ def compiled_file(model: compiler.CompiledModel, path) -> str:
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory):
     return compiled_file(tiny_model(), tmp_path_factory.mktemp("model") / "tiny.lzm")
+
+
+@pytest.fixture(scope="session")
+def unsure_path(tmp_path_factory):
+    return compiled_file(unsure_model(), tmp_path_factory.mktemp("model") / "unsure.lzm")
 
 
 def round_trips_every_way(make_codec, chunks: list[bytes], data) -> list[bytes]:

@@ -65,7 +65,7 @@ def test_the_default_model_keeps_its_positions_and_old_archives_find_theirs(tmp_
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "models"))
     named = {m["model_hash"] for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza",
                                           "v2.2-lm-match.lza", "v2.3-lm-span.lza",
-                                          "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza")
+                                          "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza")
              for m in api.info(os.path.join(os.path.dirname(__file__), "..", "fixtures", name)).models}
     (earlier_hash,) = named
     current = architectures.read_compiled(registry.default_model_path())

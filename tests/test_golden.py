@@ -164,10 +164,27 @@ def test_the_bias_group_fixture_shares_its_head_and_its_chunks_read_alone():
     assert b"".join(api.cat(path, "ledgers/words.txt")) == tree["ledgers/words.txt"]
 
 
+@pytest.mark.realmodel
+def test_the_group_match_fixture_guesses_across_its_group():
+    """v2.6-lm-group-match: a ledger and log lines in one run of six chunks, one bias group whose match model guesses
+    from all six (SPEC 9.11), with the match model in every chunk; escapes. Byte ranges read alone."""
+    path = os.path.join(FIXTURES, "v2.6-lm-group-match.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (6, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                      | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                      | C.INCOMPAT_LM_GROUP_MATCH)
+        # model, window (two varint bytes), overlap, adaptive, G and F, then the span
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(6)]
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 3, 6, 0, 40])] * 6
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["group-match"])
+    assert b"".join(api.cat(path, "logs/dpkg.log", start=1500, end=1600)) == tree["logs/dpkg.log"][1500:1600]
+    assert b"".join(api.cat(path, "logs/accounts.txt", start=0, end=50)) == tree["logs/accounts.txt"][:50]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
-                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza")])
+                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)
@@ -187,10 +204,11 @@ def test_manifest_matches_the_tool():
 
 # v1-lm and v2-lm give the model the same work (one tree, chunking and window in two container formats), so the rows
 # decode v2-lm alone; the bias fixture holds a primer, the match model and a span too, so it stands for the match and
-# span fixtures, and the bias group fixture adds the shared head's updates (rows named more than once); the float64
+# span fixtures, and the group match fixture adds the shared head's updates (rows named more than once) and the
+# group's match finder (compiled loops too), as the bias group fixture does the former; the float64
 # products change only the integer products, whose shapes the bias fixture shares with the primer fixture (windows
 # after a primer). tools/crossplatform.py decodes every fixture in every row.
-EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2-gpt2.lza"]
+EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2.6-lm-group-match.lza", "v2-gpt2.lza"]
 
 
 @pytest.mark.realmodel

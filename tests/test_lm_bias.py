@@ -2,7 +2,7 @@
 round-trip alone, together, in any lockstep grouping, with limits and with a primer (whose chunk learns from its
 primer tokens first); the torch operations give the compiled loops' payloads; each chunk takes the bias head, with or
 without the match model, only where that is smaller; the adaptive field's bit 1 is refused without the header's
-flag; pack writes it by default (in 2.5, test_lm_bias_group) and 2.3 on request."""
+flag; pack writes it by default (in 2.6, test_lm_bias_group) and 2.3 on request."""
 
 from __future__ import annotations
 
@@ -21,17 +21,11 @@ from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
 from .adversarial.craft import craft2
-from .conftest import compiled_file, entries_and_chunks, reader_of, round_trips_every_way, run_cli
+from .conftest import entries_and_chunks, reader_of, round_trips_every_way, run_cli
 from .test_lm_match import log_text
-from .tiny import sampled_text, tiny_model
+from .tiny import sampled_text, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
-
-UNSURE = 0.03  # the tiny model's logits scaled down: a bias of a few logits changes its tables
-
-
-def unsure_model():
-    return tiny_model(logit_scale=UNSURE)
 
 
 def letters(size: int, seed: int, alphabet: str = "xy") -> bytes:
@@ -121,11 +115,6 @@ def test_the_bias_bit_needs_its_flag_and_the_match_bit_its_own():
     assert wrong != chunk
 
 
-@pytest.fixture(scope="module")
-def unsure_path(tmp_path_factory):
-    return compiled_file(unsure_model(), tmp_path_factory.mktemp("model") / "unsure.lzm")
-
-
 def test_a_damaged_biased_chunk_is_reported_and_the_others_read(unsure_path, tmp_path):
     from lzarchive.engine import registry
 
@@ -162,7 +151,7 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
         assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
     spanned = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
-    assert written == {"default": (5, spanned | grouped), "no-bias": (3, spanned), "2.3": (3, spanned),
-                       "no-match": (5, C.INCOMPAT_LM_SPAN | grouped)}
+    assert written == {"default": (6, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH), "no-bias": (3, spanned),
+                       "2.3": (3, spanned), "no-match": (5, C.INCOMPAT_LM_SPAN | grouped)}
     assert sizes["default"] < 0.8 * sizes["no-bias"]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

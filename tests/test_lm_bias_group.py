@@ -1,11 +1,14 @@
-"""Bias groups (format 2.5, SPEC 9.10): chunks of one file sharing one bias head. A group decodes the same in any
-batch, alone (its other chunks read from the archive), in any lockstep grouping and with limits; the torch
-operations give the compiled loops' payloads; groups follow the writer's runs (cut every bias_group chunks from a
-run's first, and where the codec declines a chunk) and take the shared head only where it is smaller; the writer
-never ends a batch inside a group; a payload that breaks a rule of 9.10, or a damaged chunk of its group, is refused
-naming the chunk; pack writes 2.5 by default and 2.4 on request."""
+"""Bias groups (format 2.5, SPEC 9.10): chunks of one file sharing one bias head, and (format 2.6, SPEC 9.11) guessing
+repeats from each other's tokens. A group decodes the same in any batch, alone (its other chunks read from the
+archive), in any lockstep grouping and with limits; the torch operations give the compiled loops' payloads; groups
+follow the writer's runs (cut every bias_group chunks from a run's first, and where the codec declines a chunk) and
+take the shared head only where it is smaller; the writer never ends a batch inside a group, nor do a reader's
+batches or Ray's parts; a payload that breaks a rule of 9.10, or a damaged chunk of its group, is refused naming the
+chunk; the group's match finder guesses as SPEC 9.11 says; pack writes 2.6 by default, 2.5 and 2.4 on request."""
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 import pytest
@@ -16,8 +19,9 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.archive.writer import ArchiveWriter
 from lzarchive.codecs import Codec, CodecError
-from lzarchive.codecs.distributed import _runs
+from lzarchive.codecs.distributed import _balanced, _runs
 from lzarchive.codecs.lm import ADAPTIVE_BIAS, LmCodec
+from lzarchive.codecs.match import CANDIDATES, MAX_MATCH, group_guesses, guesses
 from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
 from lzarchive.format import constants as C
@@ -25,18 +29,20 @@ from lzarchive.format.records import Header
 from lzarchive.format.wire import read_varint, varint
 
 from .adversarial.craft import craft2, file_row
-from .conftest import compiled_file, reader_of, run_cli
-from .test_lm_bias import letters, unsure_model
+from .conftest import reader_of, run_cli
+from .test_lm_bias import letters
 from .test_lm_match import log_text
+from .tiny import greedy_text, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
-FLAGS = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+FLAGS = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP | C.INCOMPAT_LM_GROUP_MATCH  # format 2.6
 
 
-def group_codec(bias_group: int = 4, **options) -> LmCodec:
+def group_codec(bias_group: int = 4, group_match: bool = True, **options) -> LmCodec:
+    """Format 2.6's codec (2.5's without group_match)."""
     return LmCodec(unsure_model(), window=32, overlap=8, match_field=True, bias_field=True, group_field=True,
-                   bias_group=bias_group, **options)
+                   bias_group=bias_group, group_match=group_match, **options)
 
 
 def fields(payload: bytes) -> tuple[int, int, int | None]:
@@ -68,15 +74,17 @@ def a_file(chunks: int, size: int = 160, seed: int = 1) -> list[bytes]:
 def test_a_group_decodes_the_same_in_any_batch_alone_in_any_lockstep_and_with_limits(data):
     """The shared head's state at each step is every chunk's updates summed: the encoder's tables (positions in
     order, chunks as rows) equal the decoder's however the chunks are batched; a chunk asked alone decodes its
-    group (read from the archive) as far as it needs."""
+    group (read from the archive) as far as it needs. The same with each chunk's own match model (2.5) or the
+    group's (2.6)."""
     length = data.draw(st.integers(2, 6), label="file chunks")
     chunks = a_file(length, data.draw(st.integers(60, 200), label="chunk size")) + [log_text(4, 3), letters(90, 9)]
     runs = list(range(length)) + [0, 0]
-    payloads = group_codec(3).encode_batch(chunks, 0, runs)
+    group_match = data.draw(st.booleans(), label="the group's match model")
+    payloads = group_codec(3, group_match).encode_batch(chunks, 0, runs)
     assert [fields(p)[1:] for p in payloads[:length]] == [(min(3, length - 3 * (i // 3)), 3 * (i // 3))
                                                           if length - 3 * (i // 3) > 1 else (0, None)
                                                           for i in range(length)]
-    sizes, read_chunk, decoder = [len(c) for c in chunks], reader_of(payloads), group_codec()
+    sizes, read_chunk, decoder = [len(c) for c in chunks], reader_of(payloads), group_codec(group_match=group_match)
     everything = list(range(len(chunks)))
     assert decoder.decode_batch(payloads, sizes, None, everything, read_chunk) == chunks
     for k in everything:
@@ -89,6 +97,39 @@ def test_a_group_decodes_the_same_in_any_batch_alone_in_any_lockstep_and_with_li
     for k, limit, prefix in zip(some, limits, decoder.decode_batch([payloads[k] for k in some], [sizes[k] for k in some],
                                                                    limits, some, read_chunk)):
         assert limit <= len(prefix) and chunks[k].startswith(prefix)
+
+
+def spec_guesses(chunks: list[list[int]]) -> list[list[tuple[int, int] | None]]:
+    """SPEC 9.11's guess read literally: every occurrence (m, j), 2 <= j < min(i, N_m), of chunk k's last two tokens,
+    latest (larger j, then larger m) first; the first 256; the longest match, the first among equals."""
+    found: list[list[tuple[int, int] | None]] = []
+    for k, tokens in enumerate(chunks):
+        found.append([])
+        for i in range(len(tokens)):
+            occurrences = sorted(((j, m) for m, other in enumerate(chunks) for j in range(2, min(i, len(other)))
+                                  if i >= 2 and other[j - 2 : j] == tokens[i - 2 : i]), reverse=True)[:CANDIDATES]
+            best = None
+            for j, m in occurrences:
+                n = max(n for n in range(2, min(MAX_MATCH, j) + 1) if chunks[m][j - n : j] == tokens[i - n : i])
+                if best is None or n > best[1]:
+                    best = (chunks[m][j], n)
+            found[k].append(best)
+    return found
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks=st.lists(st.lists(st.integers(0, 2), max_size=40), min_size=1, max_size=4))
+def test_the_group_match_model_guesses_as_spec_9_11_says(chunks):
+    """A group's match finder: what each chunk's guess sees before step i is every chunk's tokens before step i; a
+    group of one guesses as a chunk's own match model (SPEC 9.8)."""
+    assert group_guesses(chunks) == spec_guesses(chunks)
+    assert [group_guesses([tokens])[0] for tokens in chunks] == [guesses(tokens) for tokens in chunks]
+
+
+def test_the_group_match_model_takes_the_latest_256_occurrences():
+    draw = random.Random(3)
+    chunks = [[draw.randrange(2) for _ in range(600)] for _ in range(3)]  # each pair of tokens recurs ~450 times
+    assert group_guesses(chunks) == spec_guesses(chunks)
 
 
 def test_groups_follow_runs_cut_every_bias_group_chunks_and_at_declined_chunks():
@@ -114,8 +155,6 @@ def test_groups_follow_runs_cut_every_bias_group_chunks_and_at_declined_chunks()
 def test_a_group_takes_the_shared_head_only_where_it_is_smaller():
     """Text the model already knows gains little from a shared head: the group's chunks are coded as without a bias
     head (not with heads of their own, which the writer does not try for a group's chunks)."""
-    from .tiny import greedy_text
-
     chunks = [greedy_text(unsure_model(), 40, seed_token=3 + i) for i in range(3)]
     payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2])
     assert all(fields(p)[1] == 0 for p in payloads)
@@ -188,11 +227,6 @@ def test_a_payload_breaking_a_group_rule_is_refused_naming_the_chunk():
     assert "chunk 0, which shares its bias head, cannot be decoded" in str(results[1])
 
 
-@pytest.fixture(scope="module")
-def unsure_path(tmp_path_factory):
-    return compiled_file(unsure_model(), tmp_path_factory.mktemp("model") / "unsure.lzm")
-
-
 def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path):
     from lzarchive.engine import registry
 
@@ -202,7 +236,7 @@ def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path
     payloads = codec.encode_batch(chunks, 0, [0, 1, 2])
     small = letters(100, 8)
     [alone] = codec.encode_batch([small])
-    header = Header(models=(codec.model_ref,), minor=5, incompat_flags=FLAGS).to_wire()
+    header = Header(models=(codec.model_ref,), minor=6, incompat_flags=FLAGS).to_wire()
     rows = [file_row("long.txt", b"".join(chunks)), file_row("small.txt", small)]
     archive = tmp_path / "a.lza"
     flipped = payloads[2][:-3] + bytes([payloads[2][-3] ^ 0x10]) + payloads[2][-2:]
@@ -219,6 +253,41 @@ def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path
     archive.write_bytes(stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :])  # chunk 2's stored check fails
     result = run_cli("cat", str(archive), "long.txt")
     assert result.exit_code == EXIT_INTEGRITY and "chunk 2 is damaged" in result.stderr
+
+
+def two_groups_archive(path) -> list[bytes]:
+    """Writes an archive of a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure
+    one); returns the chunks' plaintexts."""
+    small, long = letters(100, 8), a_file(6, 160, 5)
+    chunks = [small, *long]
+    payloads = group_codec(3).encode_batch(chunks, 0, [0, *range(6)])
+    assert [fields(p)[1:] for p in payloads] == [(0, None)] + [(3, 1)] * 3 + [(3, 4)] * 3
+    header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=FLAGS).to_wire()
+    rows = [file_row("a.txt", small), file_row("long.txt", b"".join(long))]
+    path.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads)], header=header))
+    return chunks
+
+
+def test_a_reader_batch_never_ends_inside_a_group(unsure_path, tmp_path):
+    """Batches of a few chunks over a small file's chunk and a file in two groups of 3: each batch ends before a
+    group it would cut, so no chunk is decoded twice (once as another's helper, read with read_chunk); a group
+    larger than the batch is still read right, its other chunks as helpers."""
+    from lzarchive.archive.reader import ChunkSource
+    from lzarchive.engine import registry
+
+    registry.import_compiled(unsure_path)
+    archive = tmp_path / "a.lza"
+    chunks = two_groups_archive(archive)
+    for batch, batches, helpers in ((3, [[0], [1, 2, 3], [4, 5, 6]], []),
+                                    (2, [[0], [1, 2], [3], [4, 5], [6]], [1, 2, 3, 4, 5, 6])):
+        with api.open_archive(str(archive)) as reader:
+            decoded, read = [], []
+            decode_chunks, read_for_codec = reader.decode_chunks, reader._read_for_codec
+            reader.decode_chunks = lambda wanted, prefix: decoded.append(list(wanted)) or decode_chunks(wanted, prefix)
+            reader._read_for_codec = lambda chunk: read.append(chunk) or read_for_codec(chunk)
+            source = ChunkSource(reader, range(len(chunks)), batch)
+            assert [source.get(i) for i in range(len(chunks))] == chunks
+        assert decoded == batches and sorted(set(read)) == helpers
 
 
 class Recorder(Codec):
@@ -257,20 +326,23 @@ def test_the_writer_numbers_runs_and_never_ends_a_batch_inside_a_group(tmp_path)
     assert [len(batch) for _, batch in recorder.batches] == [4, 4, 2, 4]
 
 
-def test_ray_parts_end_where_groups_end():
+def test_ray_parts_end_where_groups_end_and_keep_a_group_on_one_worker():
     assert _runs(10, [1, 1]) == [(0, 5), (5, 10)]
     assert _runs(10, [1, 1], [0, 4, 8]) == [(0, 8), (8, 10)]
     assert _runs(10, [1, 1, 1], [0, 8]) == [(0, 8), (8, 8), (8, 10)]
+    # decoding: the largest first, each to the least loaded; chunks 1 and 2 one group (Codec.mates)
+    assert _balanced([5, 1, 3, 2, 4, 5], [1, 1]) == [[0, 1, 4], [2, 3, 5]]
+    assert _balanced([5, 1, 3, 2, 4, 5], [1, 1], [0, (1, 2), (1, 2), 3, 4, 5]) == [[0, 1, 2, 3], [4, 5]]
 
 
-def test_pack_writes_2_5_with_bias_groups_and_2_4_on_request(unsure_path, tmp_path):
+def test_pack_writes_2_6_with_bias_groups_and_2_5_and_2_4_on_request(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(2400, 10))
     (source / "short.txt").write_bytes(letters(300, 11))
     written, sizes = {}, {}
-    for name, args in (("default", []), ("one", ["--bias-group", "1"]), ("2.4", ["--format", "2.4"]),
-                       ("primer", ["--primer", "8", "--window", "256"])):
+    for name, args in (("default", []), ("2.5", ["--format", "2.5"]), ("one", ["--bias-group", "1"]),
+                       ("2.4", ["--format", "2.4"]), ("primer", ["--primer", "8", "--window", "256"])):
         archive = str(tmp_path / f"{name}.lza")
         result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q",
                          "--chunk-size", "600", *args)
@@ -286,9 +358,9 @@ def test_pack_writes_2_5_with_bias_groups_and_2_4_on_request(unsure_path, tmp_pa
         assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
         assert run_cli("cat", archive, "notes/xy.txt", "--range", "1000:1300").stdout == \
             (source / "xy.txt").read_bytes()[1000:1300]
-    assert written == {"default": (5, FLAGS), "one": (4, FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP),
-                       "2.4": (4, FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP),
-                       "primer": (4, C.INCOMPAT_LM_PRIMER | FLAGS & ~C.INCOMPAT_LM_BIAS_GROUP)}
+    older = FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH, FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH & ~C.INCOMPAT_LM_BIAS_GROUP  # 2.5, 2.4
+    assert written == {"default": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
+                       "primer": (4, C.INCOMPAT_LM_PRIMER | older[1])}
     # walked in name order: short.txt, then xy.txt from the same chunk on, in chunks of 600 bytes: one run, one group
     assert [(p.group_first, p.group_size) for p in groups] == [(0, 5)] * 5
     assert sizes["default"] < sizes["one"]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval
+from lzarchive.codecs.match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval, own_finder
 from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format import constants as C
@@ -132,8 +132,7 @@ def test_guesses_and_weights_follow_the_spec(tokens, cut):
     of a decoder (MatchModel one token at a time, its arrays grown from a small start, copied midway), and every
     weight, with the model's frequencies of the guesses spread over the four confidences."""
     assert guesses(tokens) == [spec_guess(tokens, i) for i in range(len(tokens))]
-    model = MatchModel(TOTAL_BITS)
-    model.finder = type(model.finder)(capacity=4)
+    model = MatchModel(TOTAL_BITS, own_finder(capacity=4))
     buckets: dict[tuple[int, int], list[int]] = {}
     for i, token in enumerate(tokens):
         if i == cut:

@@ -25,6 +25,7 @@ from lzarchive.codecs.lm import LmCodec
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE, ClusterError
 
 from .conftest import files_under, lm_archive, run_cli
+from .test_lm_bias_group import two_groups_archive
 from .test_lm_primer import header_of
 from .tiny import greedy_text, tiny_model
 
@@ -154,6 +155,22 @@ def test_primed_chunks_decode_on_a_cluster(cluster, tree, tiny_path, tmp_path):
     assert len(primed) > 2 and all(fields == [1, 16] for fields in primed)
     api.extract(str(archive), str(tmp_path / "out"), ray="local")
     assert files_under(str(tmp_path / "out" / "src")) == files_under(str(tree))
+
+
+def test_a_bias_group_decodes_on_one_worker(cluster, unsure_path, private_model_cache, tmp_path, monkeypatch):
+    """A worker given some of a group's chunks would decode all of them: the parts keep each group whole."""
+    from lzarchive.codecs import distributed
+    from lzarchive.engine import registry
+
+    registry.import_compiled(unsure_path)
+    archive = tmp_path / "groups.lza"
+    chunks = two_groups_archive(archive)
+    parts, balanced = [], distributed._balanced
+    monkeypatch.setattr(distributed, "_balanced", lambda *args: parts.append(balanced(*args)) or parts[-1])
+    api.extract(str(archive), str(tmp_path / "out"), ray="local")
+    assert (tmp_path / "out" / "long.txt").read_bytes() == b"".join(chunks[1:])
+    [batch] = parts  # chunks 0-6: each group in one worker's part
+    assert all(any(group <= set(part) for part in batch) for group in ({1, 2, 3}, {4, 5, 6}))
 
 
 def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path, monkeypatch):

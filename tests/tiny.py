@@ -65,6 +65,13 @@ def tiny_model(seed: int = 0, logit_scale: float = 1.0, **overrides) -> compiler
         return architectures.read_compiled(path)
 
 
+UNSURE = 0.03  # the tiny model's logits scaled down: a bias of a few logits changes its tables
+
+
+def unsure_model() -> compiler.CompiledModel:
+    return tiny_model(logit_scale=UNSURE)
+
+
 def greedy_text(model: compiler.CompiledModel, tokens: int, seed_token: int = 2 + ord("t")) -> bytes:
     """Text the model itself finds likely: greedy decoding (control tokens excluded), so the lm codec must win. Made
     once per model, length and seed (a step per token: the suite asks for the same texts many times)."""

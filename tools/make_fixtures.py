@@ -172,6 +172,13 @@ GROUP_TREE = [
     ("ledgers/accounts.txt", "file", ledger(2012, 18, b"\x04"), 0o644),
     ("ledgers/words.txt", "file", few_words(300, 19), 0o644),
 ]
+# a bias group's match model (format 2.6): log lines in four chunks of 512 bytes (one group, whose chunks repeat
+# each other's lines) and a ledger in two (a group of two; escapes), in windows of 160 positions with the span of 40
+GROUP_MATCH_TREE = [
+    ("logs", "dir", None, 0o755),
+    ("logs/accounts.txt", "file", ledger(1000, 21, b"\x04"), 0o644),
+    ("logs/dpkg.log", "file", log_lines(2040, 20), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -188,7 +195,8 @@ def trees() -> dict[str, list]:
         text = b"".join(sampled_text(model, 240, seed) for seed in (2 * number + 1, 2 * number + 2))
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
-            "bias": BIAS_TREE, "group": GROUP_TREE, "sampled": sampled}
+            "bias": BIAS_TREE, "group": GROUP_TREE,
+            "group-match": GROUP_MATCH_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -209,6 +217,7 @@ ARCHIVES = {
     "v2.3-lm-span.lza": ("span", "2.3", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
     "v2.4-lm-bias.lza": ("bias", "2.4", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
     "v2.5-lm-bias-group.lza": ("group", "2.5", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.6-lm-group-match.lza": ("group-match", "2.6", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

@@ -168,6 +168,15 @@ class ArchiveReader:
             raise CodecError(f"chunk {chunk} is damaged: {exc.fields['reason']}") from None
         return head.codec, payload
 
+    def mates(self, chunk: int) -> tuple[int, ...]:
+        """The chunks its codec decodes together with it (Codec.mates), itself among them; just it where its stored
+        bytes cannot be read (decoding reports that)."""
+        try:
+            head, payload = self.read_stored(chunk)
+        except ChunkCorrupt:
+            return (chunk,)
+        return self.codec(head.codec).mates(chunk, payload)
+
     def codec(self, codec_id: int) -> Codec:
         if codec_id not in self._codecs:
             try:
@@ -250,7 +259,23 @@ class ChunkSource:
             if wanted and held > DECODE_AHEAD_BYTES:
                 break
             wanted.append(chunk)
-        return wanted
+        return self._whole_groups(wanted, start + len(wanted))
+
+    def _whole_groups(self, wanted: list[int], following: int) -> list[int]:
+        """A batch that ends inside a group of chunks decoded together (Codec.mates) would decode the group twice, its
+        chunks in the next batch now as helpers of those in this one and again later: the batch ends before the group
+        instead, unless the group is all of it."""
+        if following >= len(self._order):
+            return wanted
+        chunks = self._reader.index.chunks
+        after = self._order[following]
+        if chunks[after].codec != chunks[wanted[-1]].codec:  # a group's chunks share a codec
+            return wanted
+        mates = set(self._reader.mates(after))
+        kept = len(wanted)
+        while kept and wanted[kept - 1] in mates:
+            kept -= 1
+        return wanted[:kept] or wanted
 
     def content(self, entry: Entry, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The bytes [start, end) of an entry, touching only the chunks that hold them."""

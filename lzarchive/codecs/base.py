@@ -38,6 +38,11 @@ class Codec(ABC):
         a reader that decodes elsewhere (codecs.distributed) reads them first and sends them along."""
         return ()
 
+    def mates(self, chunk: int, payload: bytes) -> tuple[int, ...]:
+        """The chunks that decode together with this one, itself among them (the lm codec's bias group): a reader
+        batches them together, since a batch holding only some of them decodes the others as well."""
+        return (chunk,)
+
     @abstractmethod
     def decode_batch(self, payloads: Sequence[bytes], raw_sizes: Sequence[int], limits: Sequence[int] | None = None,
                      chunks: Sequence[int] | None = None, read_chunk: ReadChunk | None = None) -> list[bytes | CodecError]:

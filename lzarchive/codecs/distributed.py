@@ -18,7 +18,7 @@ import dataclasses
 import os
 import socket
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from ..errors import ClusterError
 from .base import Codec, CodecError, ReadChunk
@@ -193,6 +193,9 @@ class RayCodec(Codec):
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         return self.inner.dependencies(payload)
 
+    def mates(self, chunk: int, payload: bytes) -> tuple[int, ...]:
+        return self.inner.mates(chunk, payload)
+
     def _run(self, calls: list) -> list:
         ray = ray_module()
         try:
@@ -228,7 +231,10 @@ class RayCodec(Codec):
                         others[chunk] = read_chunk(chunk)
                     except CodecError as exc:
                         others[chunk] = exc
-        parts = _balanced(raw_sizes, self.shares)
+        # a bias group's chunks to one worker: split, each worker would decode all of them
+        units = [i if chunks is None else self.inner.mates(chunks[i], bytes(payload))
+                 for i, payload in enumerate(payloads)]
+        parts = _balanced(raw_sizes, self.shares, units)
         calls = [worker.decode.remote(self._model_file, [bytes(payloads[i]) for i in part], [raw_sizes[i] for i in part],
                                       [limits[i] for i in part], None if chunks is None else [chunks[i] for i in part],
                                       others)
@@ -249,14 +255,18 @@ def _runs(count: int, shares: Sequence[int], starts: Sequence[int] | None = None
     return list(zip([0, *ends], ends))
 
 
-def _balanced(sizes: Sequence[int], shares: Sequence[int]) -> list[list[int]]:
+def _balanced(sizes: Sequence[int], shares: Sequence[int], units: Sequence[Hashable] | None = None) -> list[list[int]]:
     """Indices of `sizes` in one part per worker, of total sizes about in proportion to the workers' `shares` (the
     largest first, each to the part it would leave least loaded per share), each in its original order: a part's
-    decoding takes as long as its longest chunks."""
+    decoding takes as long as its longest chunks. Indices of one of `units` go to one part."""
+    members: dict[Hashable, list[int]] = {}
+    for i in range(len(sizes)):
+        members.setdefault(i if units is None else units[i], []).append(i)
     parts: list[list[int]] = [[] for _ in shares]
     loads = [0] * len(shares)
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        lightest = min(range(len(shares)), key=lambda w: (loads[w] + sizes[i]) / shares[w])
-        parts[lightest].append(i)
-        loads[lightest] += sizes[i]
+    for unit in sorted(members.values(), key=lambda unit: -sum(sizes[i] for i in unit)):
+        size = sum(sizes[i] for i in unit)
+        lightest = min(range(len(shares)), key=lambda w: (loads[w] + size) / shares[w])
+        parts[lightest].extend(unit)
+        loads[lightest] += size
     return [sorted(part) for part in parts]

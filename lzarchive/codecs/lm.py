@@ -12,7 +12,8 @@ and copied into each window. With a span S > 0, a window's position sees the pre
 restart far less often. The adaptive field's bit 0 mixes each token's table with the chunk's match model
 (match.py); its bit 1 adds the bias head's state to the logits first, a correction per token learned from the chunk
 so far (SPEC.md 9.9); the chunks of a bias group (format 2.5: consecutive chunks of one file) share one such state,
-which learns from all of their tokens at once, step by step, so they are decoded together (SPEC.md 9.10).
+which learns from all of their tokens at once, step by step, so they are decoded together (SPEC.md 9.10); with the
+lm_group_match flag (format 2.6) their match models also guess from all of their tokens (SPEC.md 9.11).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import Codec, CodecError, ReadChunk
-from .match import WEIGHT_BITS, MatchModel, MatchWeights, guesses, mix_factors, mix_interval
+from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
+                    mix_interval)
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
@@ -92,6 +94,10 @@ class Payload:
     count: int  # tokens
     data: bytes  # the range coder's bytes
 
+    def group(self) -> tuple[int, ...]:
+        """The chunks of its bias group; none without one."""
+        return () if self.group_first is None else tuple(range(self.group_first, self.group_first + self.group_size))
+
 
 @dataclass(eq=False)
 class Stream:
@@ -107,6 +113,7 @@ class Stream:
     bias: torch.Tensor | None = None
     chunk: int | None = None  # its archive index, where known
     mates: list[Stream] = field(default_factory=list, repr=False)  # its bias group's streams, or none: its own head
+    history: GroupMember | None = None  # its side of its bias group's match finder (format 2.6), which its tokens join
     tokens: list[int] = field(default_factory=list)
     escaped: dict[int, int] = field(default_factory=dict)
     produced: int = 0
@@ -115,8 +122,8 @@ class Stream:
     def copy(self) -> Stream:
         assert not self.mates, "a stream of a bias group is decoded with its group"
         return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
-                      None if self.bias is None else self.bias.clone(), self.chunk, [], list(self.tokens),
-                      dict(self.escaped), self.produced, self.error)
+                      None if self.bias is None else self.bias.clone(), self.chunk, tokens=list(self.tokens),
+                      escaped=dict(self.escaped), produced=self.produced, error=self.error)
 
     def needs(self) -> bool:
         """Whether its own bytes want more tokens."""
@@ -155,6 +162,7 @@ class LmCodec(Codec):
     bias_field: bool = False  # the same with bit 1, the bias head (the lm_bias flag, format 2.4)
     group_field: bool = False  # payloads with the bias head carry the bias group field (the lm_bias_group flag, 2.5)
     bias_group: int = 1  # when coding: chunks of one file that share a bias head at most (> 1 needs group_field)
+    group_match: bool = False  # a bias group's match models guess from all of its chunks' tokens (lm_group_match, 2.6)
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
@@ -291,12 +299,16 @@ class LmCodec(Codec):
             outputs[i].extend(window_outputs)
         outputs = [(torch.cat([q for q, _ in rows]), torch.cat([s for _, s in rows])) for rows in outputs]
         guessed = [guesses(tokens) if self.match_field else None for tokens, _ in items]
+        group_guessed = list(guessed)  # with a group's shared head: the guesses of its match model (SPEC.md 9.11)
         row_of = list(range(len(items)))  # each chunk's bias head: its own, or its group's first chunk's
         for group in groups:
             for i in group:
                 row_of[i] = group[0]
+            if self.group_match:
+                for i, chunk_guesses in zip(group, group_guesses([items[i][0] for i in group])):
+                    group_guessed[i] = chunk_guesses
         grouped = {i for group in groups for i in group}
-        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of)
+        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of, group_guessed)
 
         def payload(i: int, group: Sequence[int] | None = None) -> bytes:
             """Chunk i's smallest payload: with a head of its own (the adaptive models only where they make the chunk
@@ -312,7 +324,7 @@ class LmCodec(Codec):
             if self.bias_field and (group or i not in grouped):
                 codings.append((ADAPTIVE_BIAS, biased[i], None))
                 if self.match_field:
-                    codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS, biased[i], guessed[i]))
+                    codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS, biased[i], group_guessed[i] if group else guessed[i]))
             bodies = [(value, self._range_code(tokens, escaped, coded, chunk_guesses))
                       for value, coded, chunk_guesses in codings]
             adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
@@ -380,13 +392,14 @@ class LmCodec(Codec):
         return out
 
     def _tables(self, chunks: Sequence[list[int]], outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                guessed: Sequence[list[tuple[int, int] | None] | None],
-                row_of: Sequence[int]) -> tuple[list[list], list[list] | None]:
+                guessed: Sequence[list[tuple[int, int] | None] | None], row_of: Sequence[int],
+                biased_guessed: Sequence[list[tuple[int, int] | None] | None]) -> tuple[list[list], list[list] | None]:
         """(cumulative start, frequency, frequency of the match model's guess or 0) of each token of each chunk, in
         the model's tables and, with the bias field, in the bias head's (None without). outputs: each chunk's output
-        rows, one per token; guessed: each chunk's guesses, or None; row_of: each chunk's bias head (chunks naming
-        the same one share it: SPEC.md 9.10). The bias head makes a chunk's tables depend on its (and its group's)
-        earlier tokens: positions go in order, with the chunks as the rows of each table computation."""
+        rows, one per token; guessed: each chunk's guesses, or None (biased_guessed: those coded with the bias head's
+        tables); row_of: each chunk's bias head (chunks naming the same one share it: SPEC.md 9.10). The bias head
+        makes a chunk's tables depend on its (and its group's) earlier tokens: positions go in order, with the chunks
+        as the rows of each table computation."""
         ops = self.engine.ops
         plain: list[list] = [[] for _ in chunks]
         biased: list[list] | None = None
@@ -403,12 +416,12 @@ class LmCodec(Codec):
             logits = self.engine.logits(torch.stack([outputs[c][0][p] for c, p in rows]).to(torch.float64),
                                         torch.stack([outputs[c][1][p] for c, p in rows])[:, None])
             targets = np.array([chunks[c][p] for c, p in rows], dtype=np.int64)
-            guesses_at = [guessed[c][p] if guessed[c] is not None else None for c, p in rows]
-            guess = np.array([-1 if g is None else g[0] for g in guesses_at], dtype=np.int64)
+            guess = _guessed_tokens(guessed, rows)
             for (c, _), coded in zip(rows, self._entries(ops.frequencies(logits, TOTAL_BITS), targets, guess)):
                 plain[c].append(coded)
             if biased is None:
                 continue
+            guess = _guessed_tokens(biased_guessed, rows)
             end = 0
             for at in members:  # one position at a time: its tables need the bias after the one before
                 sel = slice(end, end + len(at))
@@ -493,9 +506,15 @@ class LmCodec(Codec):
         unit_of: dict[int, tuple[int, ...]] = {}  # each bias group's streams, decoded in one lockstep group
         for keys in bias_groups.values():
             if not isinstance(keys, CodecError):
-                for k in keys:
+                # grown as tokens come (not sized by the payloads' token counts, which a hostile archive inflates)
+                finder = GroupFinder(len(keys)) if self.group_match else None
+                for member, k in enumerate(keys):
                     streams[k].mates = [streams[m] for m in keys]
                     unit_of[k] = tuple(keys)
+                    if finder is not None:  # every chunk's tokens join the history, with the match model or not
+                        streams[k].history = finder.view(member)
+                        if streams[k].match:
+                            streams[k].match.finder = streams[k].history
         for (window, overlap, span, primer_chunk, primer_size), members in groups.items():
             primer = primers[(primer_chunk, primer_size)] if primer_chunk is not None else []
             prefix = self._prefix(primer)
@@ -602,9 +621,15 @@ class LmCodec(Codec):
             parsed = self._parse(payload, None)
         except CodecError:
             return ()  # decoding reports it
-        if parsed.group_first is not None:
-            return tuple(range(parsed.group_first, parsed.group_first + parsed.group_size))
-        return () if parsed.primer_chunk is None else (parsed.primer_chunk,)
+        return parsed.group() or (() if parsed.primer_chunk is None else (parsed.primer_chunk,))
+
+    def mates(self, chunk: int, payload: bytes) -> tuple[int, ...]:
+        """The chunks of its bias group."""
+        try:
+            group = self._parse(payload, None).group()
+        except CodecError:
+            return (chunk,)  # decoding reports it
+        return group if chunk in group else (chunk,)
 
     def _parse(self, payload: bytes, raw_size: int | None) -> Payload:
         model_index, pos = _read_varint(payload, 0)
@@ -678,6 +703,7 @@ class LmCodec(Codec):
         biased = [i for i, s in enumerate(streams) if s.bias is not None]
         position = {id(s): i for i, s in enumerate(streams)}
         head = [position[id(s.mates[0])] if s.mates else i for i, s in enumerate(streams)]
+        finders = list({id(s.history.group): s.history.group for s in streams if s.history}.values())
         bias = None
         if biased:
             bias = torch.zeros(len(streams) + 1, cfg.vocab_size, dtype=torch.int64, device=self.engine.device)
@@ -742,6 +768,8 @@ class LmCodec(Codec):
                         learned.append(j)
                     if s.match:
                         s.match.update(token, known)
+                    elif s.history is not None:
+                        s.history.push(token)
                     try:
                         s.decoder.consume(start, size)
                         if token == cfg.escape_token:
@@ -758,6 +786,8 @@ class LmCodec(Codec):
                     updates.append((bias_rows[learned], taken, symbols[learned]))
             for bias_rows, taken, symbols in updates:
                 self.engine.ops.update_bias(bias, bias_rows, taken, symbols, BIAS_RATE, TOTAL_BITS)
+            for finder in finders:  # the step's tokens join the group's history together, as the bias head learns
+                finder.commit()
             for i in rows:  # a damaged chunk's group cannot learn its tokens: those that still need tokens fail
                 failed = streams[i].error is None and next((m for m in streams[i].mates if m.error is not None), None)
                 if failed and streams[i].needs():
@@ -767,6 +797,12 @@ class LmCodec(Codec):
             active = [i for i in rows if unfinished(i)]
         for i in biased:
             streams[i].bias = bias[head[i]].clone()
+
+
+def _guessed_tokens(guessed: Sequence[list[tuple[int, int] | None] | None], rows: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The guessed token at each (chunk, position) row, or -1 where there is none."""
+    at = [guessed[c][p] if guessed[c] is not None else None for c, p in rows]
+    return np.array([-1 if g is None else g[0] for g in at], dtype=np.int64)
 
 
 def _capacity(prefix: int, positions: int, span: int, room: int) -> int:

@@ -1,11 +1,14 @@
 """The lm codec's match model (SPEC.md 9.8, format 2.2): the longest earlier repeat of the chunk's last tokens predicts
 the next one, and its weight in each (match length, model confidence) bucket is estimated from how often such guesses
 came true there against how likely the model found them. Integers throughout, so every decoder mixes the same tables.
+In a bias group (format 2.6) the repeat may come from any of the group's chunks (GroupFinder).
 
 Machine-written text repeats whole lines further back than the model's window reaches; the model alone cannot see
 them there."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,52 +22,98 @@ PRIOR = 2  # misses assumed in every bucket before its first guess: a new bucket
 WEIGHT_BITS = 16
 
 
-class MatchFinder:
-    """A chunk's tokens so far and, for each pair of tokens, where it occurred: guess() → (token, length) or None for
-    the next position, then push(token). Arrays that grow as the chunk does, worked on by compiled loops: the decoder
-    calls them for every token of every chunk, which on a GPU is the host's work per token."""
+class GroupFinder:
+    """The match finder of one chunk, or of a bias group's chunks (format 2.6, SPEC.md 9.11): each member's tokens so
+    far and, for each pair of tokens, where it occurred (in which member, at which index). guess(member) -> (token,
+    length) or None for a member's next position; push(member, token), then commit(): the pushed tokens join, members
+    in order, so every guess of a group's step sees the tokens before the step only, in any batch. Arrays that grow
+    as the chunks do, worked on by compiled loops: the decoder calls them for every token of every chunk, which on a
+    GPU is the host's work per token."""
 
-    def __init__(self, capacity: int = 1024) -> None:
-        self.count = 0
-        # int32: tokens and indexes of a chunk (fewer than 2^24) fit, in 8 bytes per token and 24-48 for the table
-        self.tokens = np.zeros(capacity, dtype=np.int32)
-        # earlier[j]: the previous index with the same pair of tokens before it as j, or -1 (j >= MIN_MATCH)
-        self.earlier = np.full(capacity, -1, dtype=np.int32)
+    def __init__(self, members: int = 1, capacity: int = 1024) -> None:
+        # int32: tokens and indexes of a chunk (fewer than 2^24) fit
+        self.tokens = np.zeros((members, capacity), dtype=np.int32)
+        self.lengths = np.zeros(members, dtype=np.int64)
+        # occurrence o: member[o] pushed its token index[o] (>= MIN_MATCH); earlier[o]: the previous occurrence after
+        # the same pair of tokens, or -1
+        self.member = np.zeros(members * capacity, dtype=np.int32)
+        self.index = np.zeros(members * capacity, dtype=np.int32)
+        self.earlier = np.full(members * capacity, -1, dtype=np.int32)
+        self.occurrences = 0
+        self.pending: list[tuple[int, int]] = []
         self._new_table()
 
     def _new_table(self) -> None:
-        """A hash table with a power of two slots, at most half of them used: a pair of tokens → the latest index
-        after it."""
-        slots = 1 << (2 * len(self.tokens)).bit_length()
+        """A hash table with a power of two slots, at most half of them used: a pair of tokens -> its latest
+        occurrence."""
+        slots = 1 << (2 * len(self.earlier)).bit_length()
         self.pairs = np.full(slots, -1, dtype=np.int64)
         self.latest = np.zeros(slots, dtype=np.int32)
 
-    def guess(self) -> tuple[int, int] | None:
-        """Among the latest CANDIDATES occurrences of the last two tokens, the one whose run of equal tokens before
-        it matches the end of the chunk so far longest (up to MAX_MATCH), the latest among equals: the token after it
-        and that length."""
-        token, length = _guess(self.tokens, self.count, self.earlier, self.pairs, self.latest)
+    def guess(self, member: int = 0) -> tuple[int, int] | None:
+        """Among the latest CANDIDATES occurrences of the member's last two tokens, the one whose run of equal tokens
+        before it matches the end of the member's tokens longest (up to MAX_MATCH), the latest among equals: the token
+        after it and that length."""
+        token, length = _guess(self.tokens, member, self.lengths[member], self.member, self.index, self.earlier,
+                               self.pairs, self.latest)
         return None if length == 0 else (token, length)
 
-    def push(self, token: int) -> None:
-        if self.count == len(self.tokens):
-            self._grow()
-        _push(self.tokens, self.count, self.earlier, self.pairs, self.latest, token)
-        self.count += 1
+    def push(self, member: int, token: int) -> None:
+        self.pending.append((member, token))
+
+    def commit(self) -> None:
+        for member, token in sorted(self.pending):
+            if self.lengths[member] == self.tokens.shape[1] or self.occurrences == len(self.earlier):
+                self._grow()
+            self.occurrences = _push(self.tokens, member, self.lengths, token, self.occurrences, self.member,
+                                     self.index, self.earlier, self.pairs, self.latest)
+        self.pending.clear()
 
     def _grow(self) -> None:
-        more = max(1, len(self.tokens))  # twice the room
-        self.tokens = np.concatenate([self.tokens, np.zeros(more, dtype=np.int32)])
+        """Twice the room for tokens and occurrences; the hash table made again."""
+        self.tokens = np.concatenate([self.tokens, np.zeros((len(self.tokens), max(1, self.tokens.shape[1])),
+                                                            dtype=np.int32)], axis=1)
+        more = max(1, len(self.earlier))
+        self.member = np.concatenate([self.member, np.zeros(more, dtype=np.int32)])
+        self.index = np.concatenate([self.index, np.zeros(more, dtype=np.int32)])
         self.earlier = np.concatenate([self.earlier, np.full(more, -1, dtype=np.int32)])
         self._new_table()
-        _index_pairs(self.tokens, self.count, self.pairs, self.latest)
+        _index_occurrences(self.tokens, self.occurrences, self.member, self.index, self.pairs, self.latest)
 
-    def copy(self) -> MatchFinder:
-        other = MatchFinder(0)
-        other.count = self.count
-        other.tokens, other.earlier = self.tokens.copy(), self.earlier.copy()
+    def copy(self) -> GroupFinder:
+        other = GroupFinder(0, 0)
+        other.tokens, other.lengths = self.tokens.copy(), self.lengths.copy()
+        other.member, other.index, other.earlier = self.member.copy(), self.index.copy(), self.earlier.copy()
+        other.occurrences, other.pending = self.occurrences, list(self.pending)
         other.pairs, other.latest = self.pairs.copy(), self.latest.copy()
         return other
+
+    def view(self, member: int, at_once: bool = False) -> GroupMember:
+        return GroupMember(self, member, at_once)
+
+
+class GroupMember:
+    """One member's side of a GroupFinder, what a MatchModel guesses from: a chunk's own finder (one member whose
+    tokens join at once), or its side of its bias group's, whose tokens join when the group's step ends."""
+
+    def __init__(self, group: GroupFinder, member: int, at_once: bool) -> None:
+        self.group, self.member, self.at_once = group, member, at_once
+
+    def guess(self) -> tuple[int, int] | None:
+        return self.group.guess(self.member)
+
+    def push(self, token: int) -> None:
+        self.group.push(self.member, token)
+        if self.at_once:
+            self.group.commit()
+
+    def copy(self) -> GroupMember:
+        return GroupMember(self.group.copy(), self.member, self.at_once)
+
+
+def own_finder(capacity: int = 1024) -> GroupMember:
+    """A chunk's own match finder (SPEC.md 9.8)."""
+    return GroupFinder(1, capacity).view(0, at_once=True)
 
 
 @compiled()
@@ -85,69 +134,73 @@ def _pair(tokens, j):
 
 
 @compiled()
-def _latest(tokens, j, pairs, latest):
-    """The pair of tokens before index j, its slot, and the latest index after that pair so far, or -1."""
-    pair = _pair(tokens, j)
+def _push(tokens, member, lengths, token, occurrences, owner, index, earlier, pairs, latest):
+    """Appends a member's token (room given), recording the occurrence under the pair of tokens before it; returns
+    the count of occurrences."""
+    j = lengths[member]
+    row = tokens[member]
+    row[j] = token
+    lengths[member] = j + 1
+    if j < MIN_MATCH:
+        return occurrences
+    pair = _pair(row, j)
     slot = _slot(pairs, pair)
-    return pair, slot, latest[slot] if pairs[slot] != -1 else -1
+    earlier[occurrences] = latest[slot] if pairs[slot] != -1 else -1
+    pairs[slot], latest[slot] = pair, occurrences
+    owner[occurrences], index[occurrences] = member, j
+    return occurrences + 1
 
 
 @compiled()
-def _record(tokens, j, pairs, latest):
-    """Makes index j the latest after its pair of tokens; returns the one that was, or -1."""
-    pair, slot, before = _latest(tokens, j, pairs, latest)
-    pairs[slot], latest[slot] = pair, j
-    return before
+def _index_occurrences(tokens, occurrences, owner, index, pairs, latest):
+    """Fills an empty hash table with the latest of the first `occurrences` after each pair."""
+    for o in range(occurrences):
+        pair = _pair(tokens[owner[o]], index[o])
+        slot = _slot(pairs, pair)
+        pairs[slot], latest[slot] = pair, o
 
 
 @compiled()
-def _push(tokens, count, earlier, pairs, latest, token):
-    """Appends token at index count (< len(tokens)), recording index count under the pair before it."""
-    if count >= MIN_MATCH:
-        earlier[count] = _record(tokens, count, pairs, latest)
-    tokens[count] = token
-
-
-@compiled()
-def _index_pairs(tokens, count, pairs, latest):
-    """Fills an empty hash table with the latest index after each pair of the first count tokens."""
-    for j in range(MIN_MATCH, count):
-        _record(tokens, j, pairs, latest)
-
-
-@compiled()
-def _guess(tokens, count, earlier, pairs, latest):
+def _guess(tokens, member, count, owner, index, earlier, pairs, latest):
     """(the guessed token, its match length), or (0, 0) without a guess: the candidates latest first, a longer match
     replacing the best so far (so the latest among equals stays)."""
     best_token, best_length = 0, 0
     if count < MIN_MATCH:
         return best_token, best_length
-    j = _latest(tokens, count, pairs, latest)[2]
+    row = tokens[member]
+    pair = _pair(row, count)
+    slot = _slot(pairs, pair)
+    o = latest[slot] if pairs[slot] != -1 else -1
     candidates = 0
-    while j >= 0 and candidates < CANDIDATES and best_length < MAX_MATCH:
+    while o >= 0 and candidates < CANDIDATES and best_length < MAX_MATCH:
+        other, j = tokens[owner[o]], index[o]
         length = MIN_MATCH
-        while length < min(MAX_MATCH, j) and tokens[j - length - 1] == tokens[count - length - 1]:
-            length += 1  # a run cannot start before the chunk: length <= j
+        while length < min(MAX_MATCH, j) and other[j - length - 1] == row[count - length - 1]:
+            length += 1  # j < count (every occurrence is from an earlier step): a run cannot start before a chunk
         if length > best_length:
-            best_token, best_length = tokens[j], length
-        j = earlier[j]
+            best_token, best_length = other[j], length
+        o = earlier[o]
         candidates += 1
     return best_token, best_length
 
 
+def group_guesses(chunks: Sequence[list[int]]) -> list[list[tuple[int, int] | None]]:
+    """GroupFinder's guess at every position of every member, the group decoded in lockstep: what a coder needs
+    before the model's tables."""
+    finder = GroupFinder(len(chunks), max(map(len, chunks), default=0))
+    found: list[list[tuple[int, int] | None]] = [[] for _ in chunks]
+    for step in range(max(map(len, chunks), default=0)):
+        for member, tokens in enumerate(chunks):
+            if step < len(tokens):
+                found[member].append(finder.guess(member))
+                finder.push(member, tokens[step])
+        finder.commit()
+    return found
+
+
 def guesses(tokens: list[int]) -> list[tuple[int, int] | None]:
-    """MatchFinder.guess() at every position of a chunk's tokens: what a coder needs before the model's tables."""
-    finder = MatchFinder(max(1, len(tokens)))
-    found = np.zeros((len(tokens), 2), dtype=np.int64)
-    _all_guesses(np.array(tokens, dtype=np.int32), finder.tokens, finder.earlier, finder.pairs, finder.latest, found)
-    return [None if length == 0 else (token, length) for token, length in found.tolist()]
-
-
-@compiled()
-def _all_guesses(chunk, tokens, earlier, pairs, latest, found):
-    for i in range(len(chunk)):
-        found[i, 0], found[i, 1] = _guess(tokens, i, earlier, pairs, latest)
-        _push(tokens, i, earlier, pairs, latest, chunk[i])
+    """A chunk's own match finder's guess at every position (SPEC.md 9.8): a group of one."""
+    return group_guesses([tokens])[0]
 
 
 class MatchWeights:
@@ -211,8 +264,9 @@ class MatchModel:
     """A chunk's match model as a decoder runs it, one position at a time: guess(), then weight() once the model's
     table is known, then update() with the token that came."""
 
-    def __init__(self, total_bits: int) -> None:
-        self.finder, self.weights = MatchFinder(), MatchWeights(total_bits)
+    def __init__(self, total_bits: int, finder: GroupMember | None = None) -> None:
+        """finder: the chunk's own (a new one by default), or its side of its bias group's (format 2.6)."""
+        self.finder, self.weights = finder or own_finder(), MatchWeights(total_bits)
         self.current: tuple[int, int] | None = None
 
     def guess(self) -> int | None:
