@@ -9,6 +9,7 @@ chunk; the group's match finder guesses as SPEC 9.11 says; pack writes 2.6 by de
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,6 +228,30 @@ def test_a_payload_breaking_a_group_rule_is_refused_naming_the_chunk():
     assert "chunk 0, which shares its bias head, cannot be decoded" in str(results[1])
 
 
+def test_a_group_chunk_declaring_more_tokens_than_its_size_costs_its_helpers_nothing():
+    """SPEC 9.10 checks the token count of a group's other chunks against their sizes only where they are decoded
+    themselves: chunk 0 read alone, with chunk 2 declaring 2^26 tokens, decodes exactly and holds nothing sized by
+    that count (the window restarts are walked, not listed up to it: 2^64 tokens took all memory); chunk 2 read
+    itself is refused."""
+    import tracemalloc
+
+    chunks = a_file(3, 150, 4)
+    payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2])
+    pos = 0
+    for _ in range(6):  # model, window, overlap, adaptive, G, F: then the token count
+        pos = read_varint(payloads[2], pos)[1]
+    inflated = [*payloads[:2], payloads[2][:pos] + varint(1 << 26) + payloads[2][read_varint(payloads[2], pos)[1] :]]
+    decoder = group_codec()
+    tracemalloc.start()
+    try:
+        assert decoder.decode_batch(inflated[:1], [150], None, [0], reader_of(inflated)) == chunks[:1]
+        assert tracemalloc.get_traced_memory()[1] < 16 << 20
+    finally:
+        tracemalloc.stop()
+    [refused] = decoder.decode_batch(inflated[2:], [150], None, [2], reader_of(inflated))
+    assert f"{1 << 26} tokens for 150 bytes" in str(refused)
+
+
 def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path):
     from lzarchive.engine import registry
 
@@ -253,6 +278,78 @@ def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path
     archive.write_bytes(stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :])  # chunk 2's stored check fails
     result = run_cli("cat", str(archive), "long.txt")
     assert result.exit_code == EXIT_INTEGRITY and "chunk 2 is damaged" in result.stderr
+
+
+FIELD_VALUES = [0, 1, 2, 3, 4, 6, 7, 16, 17, 31, 33, 1 << 20, (1 << 64) - 1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly(unsure_path, data):
+    """Two groups of 3 chunks and a small file's chunk, sealed with right checksums around payloads whose fields (any
+    value) or range coder bytes were changed, or under other header flags: extract, cat and verify either refuse with
+    an integrity or unsupported-feature error or give the files' exact bytes; no other exception, no wrong byte on
+    disk."""
+    import tempfile
+
+    from lzarchive.engine import registry
+    from lzarchive.errors import IntegrityError, UnsupportedFeature
+
+    registry.import_compiled(unsure_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        chunks = two_groups_archive(Path(tmp) / "good.lza")
+        files = {"a.txt": chunks[0], "long.txt": b"".join(chunks[1:])}
+        payloads = [chunk_payload(Path(tmp) / "good.lza", k) for k in range(len(chunks))]
+        flags, changed = FLAGS, set()
+        for change in range(data.draw(st.integers(1, 2), label="changes")):
+            k = data.draw(st.sampled_from(sorted(set(range(len(chunks))) - changed)), label="chunk")
+            changed.add(k)
+            values, pos = [], 0
+            while len(values) < 4 + (fields(payloads[k])[1] > 0) + 1 + (fields(payloads[k])[0] & ADAPTIVE_BIAS > 0):
+                value, pos = read_varint(payloads[k], pos)  # model, W, O, adaptive, [G, [F]], N
+                values.append(value)
+            body = payloads[k][pos:]
+            kind = data.draw(st.sampled_from(["field", "byte", "cut", "flag"]), label=f"change {change}")
+            if kind == "field":
+                values[data.draw(st.integers(0, len(values) - 1), label="field")] = data.draw(
+                    st.sampled_from(FIELD_VALUES), label="value")
+            elif kind == "byte" and body:
+                at = data.draw(st.integers(0, len(body) - 1), label="byte")
+                body = body[:at] + bytes([body[at] ^ data.draw(st.integers(1, 255), label="xor")]) + body[at + 1 :]
+            elif kind == "cut":
+                body = body[: data.draw(st.integers(0, len(body)), label="kept")]
+            else:
+                flags ^= 1 << data.draw(st.integers(0, 6), label="flag bit")
+            payloads[k] = b"".join(map(varint, values)) + body
+        header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=flags).to_wire()
+        rows = [file_row(name, content) for name, content in files.items()]
+        archive = Path(tmp) / "changed.lza"
+        archive.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads)], header=header))
+        refusals = (IntegrityError, UnsupportedFeature)
+        try:
+            api.extract(str(archive), str(Path(tmp) / "out"))
+        except refusals as exc:
+            assert str(exc)
+        for path in (Path(tmp) / "out").rglob("*"):
+            assert path.is_dir() or path.read_bytes() == files[path.name], path.name
+        read = {}
+        for name in files:
+            try:
+                read[name] = b"".join(api.cat(str(archive), name))
+            except refusals as exc:
+                assert str(exc)
+        assert all(read[name] == files[name] for name in read)
+        try:
+            report = api.verify(str(archive), full=True)
+        except refusals as exc:
+            assert str(exc) and len(read) < len(files)
+        else:
+            assert report.ok == (len(read) == len(files)) and all(problem.reason for problem in report.problems)
+
+
+def chunk_payload(path, chunk: int) -> bytes:
+    with api.open_archive(str(path)) as reader:
+        return bytes(reader.read_stored(chunk)[1])
 
 
 def two_groups_archive(path) -> list[bytes]:

@@ -18,7 +18,8 @@ lm_group_match flag (format 2.6) their match models also guess from all of their
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,14 +55,21 @@ BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
 MAX_BIAS_GROUP = 16  # chunks sharing one bias head at most (SPEC.md 9.10): 16 x 2^24 tokens x BIAS_RATE < 2^63
 
 
+def window_starts(window: int, overlap: int) -> Iterator[int]:
+    """Where each window's tokens start, without end: window 0 codes W-1 tokens, later ones W-1-O."""
+    yield 0
+    yield from itertools.count(window - 1, window - 1 - overlap)
+
+
 def window_bodies(count: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) of the tokens each window codes; window 0 codes W-1 tokens, later ones W-1-O."""
-    bodies, start = [], 0
-    while start < count:
-        size = window - 1 if not bodies else window - 1 - overlap
-        bodies.append((start, min(count, start + size)))
-        start += size
-    return bodies
+    """[start, end) of the tokens each window codes, for a chunk of `count` tokens."""
+    starts = window_starts(window, overlap)
+    bodies, start = [], next(starts)
+    for end in starts:
+        if start >= count:
+            return bodies
+        bodies.append((start, min(count, end)))
+        start = end
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -690,8 +698,9 @@ class LmCodec(Codec):
         def unfinished(i: int) -> bool:
             return streams[i].unfinished()
 
-        restarts = {start for start, _ in window_bodies(max((s.count - b for s, b in zip(streams, base)), default=0),
-                                                         window, overlap)}
+        # walked step by step, never listed up to a count: a helper's count is not bounded by its chunk's size (9.10)
+        restarts = window_starts(window, overlap)
+        restart = next(restarts)
         # rows: the streams in the cache, in order; finished ones keep their row (computing unused values) until the
         # next window restart or until half the rows are finished, since dropping rows copies the whole cache
         rows = [i for i in range(len(streams)) if unfinished(i)]
@@ -710,7 +719,8 @@ class LmCodec(Codec):
             for i in biased:
                 bias[head[i]] = streams[i].bias
         while active:
-            if step in restarts:
+            if step == restart:
+                restart = next(restarts)
                 rows = active
                 before = [streams[i].tokens[base[i] + max(0, step - overlap) : base[i] + step] for i in rows]
                 cache = None  # free the old cache first: two at once doubled the peak memory of extraction
