@@ -237,6 +237,7 @@ def test_a_group_chunk_declaring_more_tokens_than_its_size_costs_its_helpers_not
 
     chunks = a_file(3, 150, 4)
     payloads = group_codec().encode_batch(chunks, 0, [0, 1, 2])
+    assert [fields(p)[1:] for p in payloads] == [(3, 0)] * 3
     pos = 0
     for _ in range(6):  # model, window, overlap, adaptive, G, F: then the token count
         pos = read_varint(payloads[2], pos)[1]
