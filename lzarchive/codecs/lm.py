@@ -739,7 +739,9 @@ class LmCodec(Codec):
                     keep = [row for row, i in enumerate(rows) if i in still]
                     cache.select(torch.tensor(keep, dtype=torch.long, device=self.engine.device))
                     rows = active
-                inputs = torch.tensor([[streams[i].tokens[-1]] for i in rows], device=self.engine.device)
+                # a row whose stream failed on its first token has none: any token will do, its outputs go unused
+                inputs = torch.tensor([[streams[i].tokens[-1] if streams[i].tokens else cfg.bos_token] for i in rows],
+                                      device=self.engine.device)
                 hidden_q, hidden_s = self.engine.forward(inputs, cache)
             pending = [(row, streams[i]) for row, i in enumerate(rows) if unfinished(i)]
             updates = []  # the bias heads learn after the step: every table of a step uses the state before it

@@ -34,6 +34,18 @@ def test_damaged_lm_payloads_are_reported_with_their_chunk(lm_files, damage, tmp
     assert result.exit_code == EXIT_INTEGRITY and result.stdout == b""
 
 
+def test_a_chunk_failing_on_its_first_token_leaves_the_others_decoding(lm_files):
+    """Three chunks in lockstep, the middle one's range coder stream failing before its first token: it alone fails
+    (its row, which stays until half the rows are done, has no token to feed the model)."""
+    from lzarchive.codecs import CodecError
+
+    codec, files, payloads = lm_files
+    texts = [files["a.txt"], files["b.txt"], files["a.txt"]]
+    bad = payloads[1][:4] + b"\xff" * 9 + b"\x01" + payloads[1][5:]
+    results = codec.decode_batch([payloads[0], bad, payloads[0]], [len(t) for t in texts])
+    assert results[0] == results[2] == texts[0] and isinstance(results[1], CodecError)
+
+
 def test_an_lm_token_bomb_stops_at_the_end_of_its_payload(lm_files, tmp_path, monkeypatch):
     """A chunk declaring a million tokens with an empty coder payload: decoding zeros past the end is damage, found
     within a few steps (not a million model steps)."""
