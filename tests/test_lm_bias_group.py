@@ -8,6 +8,7 @@ chunk; the group's match finder guesses as SPEC 9.11 says; pack writes 2.6 by de
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -298,16 +299,16 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
 
     registry.import_compiled(unsure_path)
     with tempfile.TemporaryDirectory() as tmp:
-        chunks = two_groups_archive(Path(tmp) / "good.lza")
+        chunks, good = two_groups()
         files = {"a.txt": chunks[0], "long.txt": b"".join(chunks[1:])}
-        payloads = [chunk_payload(Path(tmp) / "good.lza", k) for k in range(len(chunks))]
-        flags, changed = FLAGS, set()
+        payloads, flags, changed = list(good), FLAGS, set()
         for change in range(data.draw(st.integers(1, 2), label="changes")):
             k = data.draw(st.sampled_from(sorted(set(range(len(chunks))) - changed)), label="chunk")
             changed.add(k)
+            adaptive, size, _ = fields(payloads[k])
             values, pos = [], 0
-            while len(values) < 4 + (fields(payloads[k])[1] > 0) + 1 + (fields(payloads[k])[0] & ADAPTIVE_BIAS > 0):
-                value, pos = read_varint(payloads[k], pos)  # model, W, O, adaptive, [G, [F]], N
+            for _ in range(4 + (adaptive & ADAPTIVE_BIAS > 0) + (size > 0) + 1):  # model, W, O, adaptive, [G, [F]], N
+                value, pos = read_varint(payloads[k], pos)
                 values.append(value)
             body = payloads[k][pos:]
             kind = data.draw(st.sampled_from(["field", "byte", "cut", "flag"]), label=f"change {change}")
@@ -322,10 +323,8 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
             else:
                 flags ^= 1 << data.draw(st.integers(0, 6), label="flag bit")
             payloads[k] = b"".join(map(varint, values)) + body
-        header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=flags).to_wire()
-        rows = [file_row(name, content) for name, content in files.items()]
         archive = Path(tmp) / "changed.lza"
-        archive.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads)], header=header))
+        two_groups_archive(archive, payloads, flags)
         refusals = (IntegrityError, UnsupportedFeature)
         try:
             api.extract(str(archive), str(Path(tmp) / "out"))
@@ -348,22 +347,25 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
             assert report.ok == (len(read) == len(files)) and all(problem.reason for problem in report.problems)
 
 
-def chunk_payload(path, chunk: int) -> bytes:
-    with api.open_archive(str(path)) as reader:
-        return bytes(reader.read_stored(chunk)[1])
-
-
-def two_groups_archive(path) -> list[bytes]:
-    """Writes an archive of a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure
-    one); returns the chunks' plaintexts."""
+@functools.cache
+def two_groups() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure one): the chunks'
+    plaintexts and payloads."""
     small, long = letters(100, 8), a_file(6, 160, 5)
     chunks = [small, *long]
     payloads = group_codec(3).encode_batch(chunks, 0, [0, *range(6)])
     assert [fields(p)[1:] for p in payloads] == [(0, None)] + [(3, 1)] * 3 + [(3, 4)] * 3
-    header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=FLAGS).to_wire()
-    rows = [file_row("a.txt", small), file_row("long.txt", b"".join(long))]
-    path.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads)], header=header))
-    return chunks
+    return tuple(chunks), tuple(payloads)  # shared by every caller: not to be changed
+
+
+def two_groups_archive(path, payloads: list[bytes] | None = None, flags: int = FLAGS) -> list[bytes]:
+    """Writes the archive of two_groups (its payloads, or these in their place, under these header flags); returns
+    the chunks' plaintexts."""
+    chunks, good = two_groups()
+    header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=flags).to_wire()
+    rows = [file_row("a.txt", chunks[0]), file_row("long.txt", b"".join(chunks[1:]))]
+    path.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads or good)], header=header))
+    return list(chunks)
 
 
 def test_a_reader_batch_never_ends_inside_a_group(unsure_path, tmp_path):
