@@ -181,10 +181,32 @@ def test_the_group_match_fixture_guesses_across_its_group():
     assert b"".join(api.cat(path, "logs/accounts.txt", start=0, end=50)) == tree["logs/accounts.txt"][:50]
 
 
+@pytest.mark.realmodel
+def test_the_streams_fixture_holds_each_group_in_one_chunk():
+    """v2.7-lm-streams: log lines in a run of three chunks of 512 bytes, then sentences and a ledger in a run of four
+    (escapes): each group one chunk of its streams (SPEC 9.12), the two decoded in lockstep. Byte ranges read alone,
+    from the middle of a chunk's later streams."""
+    path = os.path.join(FIXTURES, "v2.7-lm-streams.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (7, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                      | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                      | C.INCOMPAT_LM_GROUP_MATCH
+                                                                      | C.INCOMPAT_LM_STREAMS)
+        assert [chunk.raw_size for chunk in reader.index.chunks] == [1200, 1600]
+        # model, window (two varint bytes), overlap, adaptive (the bias head and the match model), G, the span
+        heads = [reader.read_stored(chunk)[1][:7] for chunk in range(2)]
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 3, 3, 40]), bytes([0, 0xA0, 0x01, 40, 3, 4, 40])]
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["streams"])
+    assert b"".join(api.cat(path, "streams/a-dpkg.log", start=900, end=1000)) == tree["streams/a-dpkg.log"][900:1000]
+    assert b"".join(api.cat(path, "streams/c-ledger.txt", start=700, end=800)) == tree["streams/c-ledger.txt"][700:800]
+    assert b"".join(api.cat(path, "streams/b-words.txt")) == tree["streams/b-words.txt"]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
-                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza")])
+                 "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
+                 "v2.7-lm-streams.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

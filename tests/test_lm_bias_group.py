@@ -4,7 +4,8 @@ archive), in any lockstep grouping and with limits; the torch operations give th
 follow the writer's runs (cut every bias_group chunks from a run's first, and where the codec declines a chunk) and
 take the shared head only where it is smaller; the writer never ends a batch inside a group, nor do a reader's
 batches or Ray's parts; a payload that breaks a rule of 9.10, or a damaged chunk of its group, is refused naming the
-chunk; the group's match finder guesses as SPEC 9.11 says; pack writes 2.6 by default, 2.5 and 2.4 on request."""
+chunk; the group's match finder guesses as SPEC 9.11 says; pack writes 2.7 by default (a group as one chunk of
+streams, SPEC 9.12: test_lm_streams), 2.6, 2.5 and 2.4 on request."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from lzarchive import api
 from lzarchive.archive.writer import ArchiveWriter
 from lzarchive.codecs import Codec, CodecError
+from lzarchive.codecs.base import Joined
 from lzarchive.codecs.distributed import _balanced, _runs
 from lzarchive.codecs.lm import ADAPTIVE_BIAS, LmCodec
 from lzarchive.codecs.match import CANDIDATES, MAX_MATCH, group_guesses, guesses
@@ -64,6 +66,18 @@ def with_fields(payload: bytes, size: int, first: int | None = None, window: int
         pos = read_varint(payload, pos)[1]
     head = payload[:1] + (varint(window) if window else payload[1:2]) + payload[2:3] + varint(adaptive)
     return head + varint(size) + (varint(first) if size else b"") + payload[pos:]
+
+
+def stored(chunks: list[bytes], payloads: list) -> tuple[list[bytes], list[bytes]]:
+    """What a writer stores: each payload, with the plaintexts of the chunks joined to it (format 2.7's streams)."""
+    plaintexts, kept = [], []
+    for chunk, payload in zip(chunks, payloads):
+        if isinstance(payload, Joined):
+            plaintexts[-1] += chunk
+        else:
+            plaintexts.append(chunk)
+            kept.append(payload)
+    return plaintexts, kept
 
 
 def a_file(chunks: int, size: int = 160, seed: int = 1) -> list[bytes]:
@@ -288,10 +302,10 @@ FIELD_VALUES = [0, 1, 2, 3, 4, 6, 7, 16, 17, 31, 33, 1 << 20, (1 << 64) - 1]
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly(unsure_path, data):
-    """Two groups of 3 chunks and a small file's chunk, sealed with right checksums around payloads whose fields (any
-    value) or range coder bytes were changed, or under other header flags: extract, cat and verify either refuse with
-    an integrity or unsupported-feature error or give the files' exact bytes; no other exception, no wrong byte on
-    disk."""
+    """Two groups of 3 chunks (or, format 2.7, two chunks of 3 streams) and a small file's chunk, sealed with right
+    checksums around payloads whose fields (any value) or range coder bytes were changed, or under other header
+    flags: extract, cat and verify either refuse with an integrity or unsupported-feature error or give the files'
+    exact bytes; no other exception, no wrong byte on disk."""
     import tempfile
 
     from lzarchive.engine import registry
@@ -299,15 +313,17 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
 
     registry.import_compiled(unsure_path)
     with tempfile.TemporaryDirectory() as tmp:
-        chunks, good = two_groups()
+        streams = data.draw(st.booleans(), label="streams")
+        chunks, good = two_groups(streams)
         files = {"a.txt": chunks[0], "long.txt": b"".join(chunks[1:])}
-        payloads, flags, changed = list(good), FLAGS, set()
+        payloads, flags, changed = list(good), FLAGS | (C.INCOMPAT_LM_STREAMS if streams else 0), set()
         for change in range(data.draw(st.integers(1, 2), label="changes")):
             k = data.draw(st.sampled_from(sorted(set(range(len(chunks))) - changed)), label="chunk")
             changed.add(k)
             adaptive, size, _ = fields(payloads[k])
             values, pos = [], 0
-            for _ in range(4 + (adaptive & ADAPTIVE_BIAS > 0) + (size > 0) + 1):  # model, W, O, adaptive, [G, [F]], N
+            # model, W, O, adaptive, [G, [F]], N; or with streams, G, the G counts and G - 1 lengths
+            for _ in range(4 + (adaptive & ADAPTIVE_BIAS > 0) + (2 * size - 1 if streams and size else (size > 0) + 1)):
                 value, pos = read_varint(payloads[k], pos)
                 values.append(value)
             body = payloads[k][pos:]
@@ -324,7 +340,7 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
                 flags ^= 1 << data.draw(st.integers(0, 6), label="flag bit")
             payloads[k] = b"".join(map(varint, values)) + body
         archive = Path(tmp) / "changed.lza"
-        two_groups_archive(archive, payloads, flags)
+        two_groups_archive(archive, payloads, flags, streams)
         refusals = (IntegrityError, UnsupportedFeature)
         try:
             api.extract(str(archive), str(Path(tmp) / "out"))
@@ -348,21 +364,23 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
 
 
 @functools.cache
-def two_groups() -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure one): the chunks'
-    plaintexts and payloads."""
+def two_groups(streams: bool = False) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure one), or with
+    streams (format 2.7) in chunks 1 and 2, each the streams of a group: the chunks' plaintexts and payloads."""
     small, long = letters(100, 8), a_file(6, 160, 5)
     chunks = [small, *long]
-    payloads = group_codec(3).encode_batch(chunks, 0, [0, *range(6)])
-    assert [fields(p)[1:] for p in payloads] == [(0, None)] + [(3, 1)] * 3 + [(3, 4)] * 3
+    payloads = group_codec(3, streams_field=streams).encode_batch(chunks, 0, [0, *range(6)])
+    if streams:
+        chunks, payloads = stored(chunks, payloads)
+    assert [fields(p)[1] for p in payloads] == [0] + [3] * (2 if streams else 6)
     return tuple(chunks), tuple(payloads)  # shared by every caller: not to be changed
 
 
-def two_groups_archive(path, payloads: list[bytes] | None = None, flags: int = FLAGS) -> list[bytes]:
+def two_groups_archive(path, payloads: list[bytes] | None = None, flags: int = FLAGS, streams: bool = False) -> list[bytes]:
     """Writes the archive of two_groups (its payloads, or these in their place, under these header flags); returns
     the chunks' plaintexts."""
-    chunks, good = two_groups()
-    header = Header(models=(group_codec().model_ref,), minor=6, incompat_flags=flags).to_wire()
+    chunks, good = two_groups(streams)
+    header = Header(models=(group_codec().model_ref,), minor=7 if streams else 6, incompat_flags=flags).to_wire()
     rows = [file_row("a.txt", chunks[0]), file_row("long.txt", b"".join(chunks[1:]))]
     path.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads or good)], header=header))
     return list(chunks)
@@ -435,13 +453,15 @@ def test_ray_parts_end_where_groups_end_and_keep_a_group_on_one_worker():
     assert _balanced([5, 1, 3, 2, 4, 5], [1, 1], [0, (1, 2), (1, 2), 3, 4, 5]) == [[0, 1, 2, 3], [4, 5]]
 
 
-def test_pack_writes_2_6_with_bias_groups_and_2_5_and_2_4_on_request(unsure_path, tmp_path):
+def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(2400, 10))
     (source / "short.txt").write_bytes(letters(300, 11))
     written, sizes = {}, {}
-    for name, args in (("default", []), ("2.5", ["--format", "2.5"]), ("one", ["--bias-group", "1"]),
+    parsed = {}
+    for name, args in (("default", []), ("2.6", ["--format", "2.6"]), ("2.5", ["--format", "2.5"]),
+                       ("one", ["--bias-group", "1"]),
                        ("2.4", ["--format", "2.4"]), ("primer", ["--primer", "8", "--window", "256"])):
         archive = str(tmp_path / f"{name}.lza")
         result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q",
@@ -449,9 +469,9 @@ def test_pack_writes_2_6_with_bias_groups_and_2_5_and_2_4_on_request(unsure_path
         assert result.exit_code == 0, result.stderr
         with api.open_archive(archive) as reader:
             written[name] = (reader.header.minor, reader.header.incompat_flags & ~C.INCOMPAT_LM_SPAN)
-            if name == "default":
+            if name in ("default", "2.6"):
                 codec = reader.codec(C.CodecId.LM)
-                groups = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
+                parsed[name] = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
         sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
         out = tmp_path / f"out-{name}"
         assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
@@ -459,11 +479,15 @@ def test_pack_writes_2_6_with_bias_groups_and_2_5_and_2_4_on_request(unsure_path
         assert run_cli("cat", archive, "notes/xy.txt", "--range", "1000:1300").stdout == \
             (source / "xy.txt").read_bytes()[1000:1300]
     older = FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH, FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH & ~C.INCOMPAT_LM_BIAS_GROUP  # 2.5, 2.4
-    assert written == {"default": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
+    assert written == {"default": (7, FLAGS | C.INCOMPAT_LM_STREAMS), "2.6": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
                        "primer": (4, C.INCOMPAT_LM_PRIMER | older[1])}
-    # walked in name order: short.txt, then xy.txt from the same chunk on, in chunks of 600 bytes: one run, one group
-    assert [(p.group_first, p.group_size) for p in groups] == [(0, 5)] * 5
-    assert sizes["default"] < sizes["one"]
+    # walked in name order: short.txt, then xy.txt from the same chunk on, in chunks of 600 bytes: one run, one group;
+    # in 2.7 one chunk of its 5 streams, which saves a chunk header, an index row and a payload header for each after
+    # the first (less their streams' two varints)
+    assert [(p.group_first, p.group_size) for p in parsed["2.6"]] == [(0, 5)] * 5
+    [streams] = parsed["default"]
+    assert streams.bias and [count for count, _ in streams.streams] == [p.count for p in parsed["2.6"]]
+    assert sizes["default"] < sizes["2.6"] - 4 * 30 and sizes["2.6"] < sizes["one"]
     result = run_cli("pack", str(source), "-o", str(tmp_path / "x.lza"), "--model", unsure_path, "--bias-group", "17")
     assert result.exit_code == EXIT_USAGE
     assert b"--bias-group" in run_cli("pack", "--help").stdout

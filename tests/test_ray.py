@@ -1,8 +1,9 @@
 """`--ray`: the lm codec's batches on a Ray cluster (a local one started here: two nodes with two CPUs and one, and a
-third that declares a GPU it does not have) give the same bytes as in-process: archives packed on it are identical,
-extraction and full verification round-trip, a worker killed in the middle of a batch costs a rerun and not a byte,
-a damaged chunk is reported exactly as without Ray. Workers are placed one per node with all its CPUs, or one per
-GPU; one that cannot run the codec where it is placed fails the run, saying why."""
+third that declares a GPU it does not have) give the same bytes as in-process: archives packed on it are identical
+(bias groups as chunks of streams too), extraction and full verification round-trip, a worker killed in the middle
+of a batch costs a rerun and not a byte, a damaged chunk is reported exactly as without Ray. Workers are placed one
+per node with all its CPUs, or one per GPU; one that cannot run the codec where it is placed fails the run, saying
+why."""
 
 from __future__ import annotations
 
@@ -171,6 +172,21 @@ def test_a_bias_group_decodes_on_one_worker(cluster, unsure_path, private_model_
     assert (tmp_path / "out" / "long.txt").read_bytes() == b"".join(chunks[1:])
     [batch] = parts  # chunks 0-6: each group in one worker's part
     assert all(any(group <= set(part) for part in batch) for group in ({1, 2, 3}, {4, 5, 6}))
+
+
+def test_a_cluster_packs_a_bias_group_as_one_chunk_of_streams_the_same(cluster, unsure_path, private_model_cache,
+                                                                        tmp_path):
+    """A worker's answer that a chunk is joined to the one before (format 2.7) survives the trip: the same bytes."""
+    from .test_lm_bias import letters
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "long.txt").write_bytes(letters(1800, 3))
+    archives = [str(tmp_path / name) for name in ("here.lza", "ray.lza")]
+    for archive, ray_address in zip(archives, (None, "local")):
+        api.pack([str(tmp_path / "src")], archive, codec="lm", model=unsure_path, chunk_size=600, ray=ray_address)
+    assert (tmp_path / "here.lza").read_bytes() == (tmp_path / "ray.lza").read_bytes()
+    with api.open_archive(archives[1]) as reader:
+        assert len(reader.index.chunks) == 1 and reader.header.minor == 7
 
 
 def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path, monkeypatch):

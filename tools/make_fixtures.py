@@ -179,6 +179,16 @@ GROUP_MATCH_TREE = [
     ("logs/accounts.txt", "file", ledger(1000, 21, b"\x04"), 0o644),
     ("logs/dpkg.log", "file", log_lines(2040, 20), 0o644),
 ]
+# a bias group as one chunk of streams (format 2.7): log lines in chunks of 512 bytes, then sentences of a few words
+# that fit in no chunk with their end (a run ends), then a ledger (escapes) from the same chunk on: two runs, chunks
+# 0-2 and 3-6, each one chunk of its streams (3 and 4), the two decoded in lockstep, in windows of 160 positions with
+# the span of 40
+STREAMS_TREE = [
+    ("streams", "dir", None, 0o755),
+    ("streams/a-dpkg.log", "file", log_lines(1200, 22), 0o644),
+    ("streams/b-words.txt", "file", few_words(400, 23), 0o644),
+    ("streams/c-ledger.txt", "file", ledger(1200, 24, b"\x04"), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -196,7 +206,7 @@ def trees() -> dict[str, list]:
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
-            "group-match": GROUP_MATCH_TREE, "sampled": sampled}
+            "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -218,6 +228,7 @@ ARCHIVES = {
     "v2.4-lm-bias.lza": ("bias", "2.4", "lm", 512, IndexEncoding.MSGPACK, 160, 16, 40, None),
     "v2.5-lm-bias-group.lza": ("group", "2.5", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.6-lm-group-match.lza": ("group-match", "2.6", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.7-lm-streams.lza": ("streams", "2.7", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..codecs import Codec, codec_name
+from ..codecs.base import Joined
 from ..errors import OutputError
 from ..files import create_temp, describe, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, FORMAT_MAJOR, MAX_CHUNK_RAW, SUPPORTED_MINOR, CodecId, EntryType, IndexEncoding
@@ -95,18 +97,18 @@ class WriteStats:
 
 
 def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0,
-                    runs: Sequence[int] | None = None) -> list[tuple[int, bytes]]:
+                    runs: Sequence[int] | None = None) -> list[tuple[int, bytes | Joined]]:
     """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands.
-    A chunk that a codec's other payloads depend on (Codec.keeps) stays with that codec. runs: see
-    Codec.encode_batch."""
-    best: list[tuple[int, bytes]] = [(CodecId.STORE, bytes(c)) for c in chunks]
+    A chunk that a codec's other payloads depend on (Codec.keeps), or that a codec joins to the chunk before it, stays
+    with that codec. runs: see Codec.encode_batch."""
+    best: list[tuple[int, bytes | Joined]] = [(CodecId.STORE, bytes(c)) for c in chunks]
     kept: set[int] = set()
     for codec in codecs:
         if codec.codec_id == CodecId.STORE:
             continue
         for i, payload in enumerate(codec.encode_batch(chunks, first_chunk, runs)):
-            keep = payload is not None and codec.keeps(first_chunk + i, payload)
-            if payload is not None and i not in kept and (len(payload) < len(best[i][1]) or keep):
+            keep = isinstance(payload, Joined) or (payload is not None and codec.keeps(first_chunk + i, payload))
+            if payload is not None and i not in kept and (keep or len(payload) < len(best[i][1])):
                 best[i] = (codec.codec_id, payload)
                 if keep:
                     kept.add(i)
@@ -159,6 +161,9 @@ class ArchiveWriter:
         self._sealed: list[bytes] = []  # full chunks waiting to be coded as one batch
         self._runs: list[int] = []  # each one's place in its run of chunks going on with a file (Codec.encode_batch)
         self._open_run = 0  # the open chunk's
+        # each sealed chunk's place once written: (the archive's chunk, offset), where a codec joined it to the one
+        # before (the lm codec's streams) not its own
+        self._placed: list[tuple[int, int]] = []
         self.stats = WriteStats()
         header = Header(models=tuple(models), major=major, minor=minor, incompat_flags=incompat_flags).to_wire()
         out.write(header)
@@ -181,8 +186,17 @@ class ArchiveWriter:
 
     def _flush(self) -> None:
         chosen = choose_payloads(self._sealed, self._codecs, len(self._chunks), self._runs)
+        stored: list[tuple[int, bytes, bytearray]] = []  # the chunks to write: codec, payload, plaintext
         for plaintext, (codec_id, payload) in zip(self._sealed, chosen):
-            head, data = ChunkHeader.seal(codec_id, plaintext, payload, self._major)
+            if isinstance(payload, Joined):
+                assert stored and stored[-1][0] == codec_id, "a codec joins a chunk only to its own payload before it"
+                self._placed.append((len(self._chunks) + len(stored) - 1, len(stored[-1][2])))
+                stored[-1][2].extend(plaintext)
+            else:
+                self._placed.append((len(self._chunks) + len(stored), 0))
+                stored.append((codec_id, payload, bytearray(plaintext)))
+        for codec_id, payload, plaintext in stored:
+            head, data = ChunkHeader.seal(codec_id, bytes(plaintext), payload, self._major)
             self._out.write(data)
             self._chunks.append(ChunkInfo(self._position, head.stored_size, head.raw_size, head.codec, head.size))
             self._position += len(data)
@@ -252,9 +266,22 @@ class ArchiveWriter:
         self.stats.raw_bytes += entry.size if entry.type is EntryType.FILE else 0
         return entry
 
+    def _placed_refs(self, refs: tuple[ChunkRef, ...]) -> tuple[ChunkRef, ...]:
+        """A file's slices of the sealed chunks as slices of the chunks written (joined ones' slices run on)."""
+        placed: list[ChunkRef] = []
+        for ref in refs:
+            chunk, offset = self._placed[ref.chunk]
+            if placed and placed[-1].chunk == chunk:
+                placed[-1] = ChunkRef(chunk, placed[-1].offset, placed[-1].length + ref.length)
+            else:
+                placed.append(ChunkRef(chunk, offset + ref.offset, ref.length))
+        return tuple(placed)
+
     def finish(self) -> WriteStats:
         self._seal()
         self._flush()
+        if len(self._chunks) < len(self._placed):
+            self._entries = [dataclasses.replace(e, chunks=self._placed_refs(e.chunks)) for e in self._entries]
         try:
             index = Index(tuple(self._entries), tuple(self._chunks)).to_wire(self._major, self._index_encoding)
         except ValueError as exc:  # never an archive that no reader accepts

@@ -16,14 +16,24 @@ class CodecError(ValueError):
 ReadChunk = Callable[[int], tuple[int, bytes]]  # chunk index → (codec id, checked stored payload)
 
 
+class Joined:
+    """encode_batch's answer for a chunk whose bytes the payload of the chunk before it codes too (the lm codec's
+    streams, format 2.7): the writer stores them as one chunk, with that payload. A class, not a sentinel object, so
+    that it survives pickling (Ray's workers)."""
+
+
+JOINED = Joined()
+
+
 class Codec(ABC):
     codec_id: ClassVar[CodecId]
     name: ClassVar[str]
 
     @abstractmethod
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
-                     runs: Sequence[int] | None = None) -> list[bytes | None]:
-        """Code each chunk; None where this codec declines a chunk (the writer falls back). first_chunk: the archive
+                     runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
+        """Code each chunk; None where this codec declines a chunk (the writer falls back), a Joined where the payload
+        of the chunk before it codes it too (that payload is then one the codec keeps). first_chunk: the archive
         index of chunks[0], for codecs whose payloads may name an earlier chunk (the lm codec's primer); runs: each
         chunk's place in its run of chunks that go on with the file the chunk before holds (0: a run's first), by which
         the lm codec groups chunks (its bias groups: see ArchiveWriter, which never ends a batch inside one)."""

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Hashable, Sequence
 
 from ..errors import ClusterError
-from .base import Codec, CodecError, ReadChunk
+from .base import Codec, CodecError, Joined, ReadChunk
 
 RETRIES = 3  # restarts of a worker, and reruns of its part, before the run fails
 
@@ -137,7 +137,7 @@ class _Worker:
         return ray_module().get_runtime_context().get_node_id(), os.getpid(), torch.get_num_threads()
 
     def encode(self, model_file: list, chunks: list[bytes], first_chunk: int,
-               runs: list[int] | None) -> list[bytes | None]:
+               runs: list[int] | None) -> list[bytes | Joined | None]:
         return self._codec(model_file).encode_batch(chunks, first_chunk, runs)
 
     def decode(self, model_file: list, payloads: list[bytes], raw_sizes: list[int], limits: list[int],
@@ -209,13 +209,13 @@ class RayCodec(Codec):
                                       f"it coded was used") from None
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
-                     runs: Sequence[int] | None = None) -> list[bytes | None]:
+                     runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
         # each worker's part ends where a bias group ends: the payloads are those of one process
         starts = None if runs is None else [i for i, place in enumerate(runs) if place % self.bias_group == 0]
         calls = [worker.encode.remote(self._model_file, [bytes(c) for c in chunks[lo:hi]], first_chunk + lo,
                                       None if runs is None else list(runs[lo:hi]))
                  for worker, (lo, hi) in zip(self.workers, _runs(len(chunks), self.shares, starts)) if hi > lo]
-        results: list[bytes | None] = []
+        results: list[bytes | Joined | None] = []
         for part in self._run(calls):
             results.extend(part)
         return results

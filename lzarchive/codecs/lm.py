@@ -13,7 +13,9 @@ restart far less often. The adaptive field's bit 0 mixes each token's table with
 (match.py); its bit 1 adds the bias head's state to the logits first, a correction per token learned from the chunk
 so far (SPEC.md 9.9); the chunks of a bias group (format 2.5: consecutive chunks of one file) share one such state,
 which learns from all of their tokens at once, step by step, so they are decoded together (SPEC.md 9.10); with the
-lm_group_match flag (format 2.6) their match models also guess from all of their tokens (SPEC.md 9.11).
+lm_group_match flag (format 2.6) their match models also guess from all of their tokens (SPEC.md 9.11). With the
+lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a range coder stream per part (SPEC.md
+9.12): the same decoding, without a chunk header, index row and payload header per part.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from ..engine import architectures
 from ..engine.compiler import CompiledModel
 from ..engine.model import KVCache
 from ..engine.tokenizer import Encoder
-from ..format.constants import CodecId
+from ..format.constants import MAX_CHUNK_RAW, CodecId
 from ..format.records import ModelRef
 from ..format.wire import read_varint, varint
 from ..rangecoder import TOTAL, TOTAL_BITS, RangeDecodeError, RangeDecoder, RangeEncoder
 from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
-from .base import Codec, CodecError, ReadChunk
+from .base import JOINED, Codec, CodecError, Joined, ReadChunk
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -99,8 +101,9 @@ class Payload:
     group_first: int | None  # the first chunk of the bias group whose head it shares, or None: a head of its own
     group_size: int  # that group's chunks (0: none)
     span: int  # 0: a window's positions see all earlier ones
-    count: int  # tokens
-    data: bytes  # the range coder's bytes
+    count: int  # tokens (of all its streams)
+    data: bytes  # the range coder's bytes (of all its streams)
+    streams: tuple[tuple[int, bytes], ...] = ()  # a bias group in one chunk (format 2.7): each stream's tokens and bytes
 
     def group(self) -> tuple[int, ...]:
         """The chunks of its bias group; none without one."""
@@ -109,10 +112,10 @@ class Payload:
 
 @dataclass(eq=False)
 class Stream:
-    """One chunk being decoded: its range decoder, the tokens (escape tokens included) and escaped bytes out so far,
-    the bytes they make, and where to stop: after `count` tokens in all or once `limit` bytes are out, unless a chunk
-    sharing its bias head (mates, itself included) still needs its tokens. The adaptive models' states, where the
-    payload has them: the match model, the bias head's (V,) int64."""
+    """One chunk being decoded (or one stream of a chunk of streams, format 2.7): its range decoder, the tokens (escape
+    tokens included) and escaped bytes out so far, the bytes they make, and where to stop: after `count` tokens in all
+    or once `limit` bytes are out, unless a chunk sharing its bias head (mates, itself included) still needs its
+    tokens. The adaptive models' states, where the payload has them: the match model, the bias head's (V,) int64."""
 
     decoder: RangeDecoder
     count: int
@@ -120,6 +123,7 @@ class Stream:
     match: MatchModel | None = None
     bias: torch.Tensor | None = None
     chunk: int | None = None  # its archive index, where known
+    part: int | None = None  # its place among its chunk's streams (format 2.7), where it is one
     mates: list[Stream] = field(default_factory=list, repr=False)  # its bias group's streams, or none: its own head
     history: GroupMember | None = None  # its side of its bias group's match finder (format 2.6), which its tokens join
     tokens: list[int] = field(default_factory=list)
@@ -171,6 +175,7 @@ class LmCodec(Codec):
     group_field: bool = False  # payloads with the bias head carry the bias group field (the lm_bias_group flag, 2.5)
     bias_group: int = 1  # when coding: chunks of one file that share a bias head at most (> 1 needs group_field)
     group_match: bool = False  # a bias group's match models guess from all of its chunks' tokens (lm_group_match, 2.6)
+    streams_field: bool = False  # a bias group is one chunk of streams (the lm_streams flag, 2.7; only with group_field)
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
@@ -216,11 +221,13 @@ class LmCodec(Codec):
         return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, self.model.numerics)
 
     def keeps(self, chunk: int, payload: bytes) -> bool:
-        """The primer's chunk, and the chunks of a bias group (their tokens teach the others' shared bias head)."""
+        """The primer's chunk, and the chunks of a bias group (their tokens teach the others' shared bias head), or the
+        chunk holding one as streams."""
         if self.primer is not None and chunk == self.primer.chunk:
             return True
         try:
-            return self._parse(payload, None).group_first is not None
+            parsed = self._parse(payload, None)
+            return parsed.group_first is not None or bool(parsed.streams)
         except CodecError:
             return False
 
@@ -233,10 +240,10 @@ class LmCodec(Codec):
     # ------------------------------------------------------------------------------------------ encode
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
-                     runs: Sequence[int] | None = None) -> list[bytes | None]:
+                     runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
         encoded = [self.encoder.encode(bytes(c)) for c in chunks]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
-        payloads: list[bytes | None] = [None] * len(chunks)
+        payloads: list[bytes | Joined | None] = [None] * len(chunks)
         if self.primer is not None and first_chunk <= self.primer.chunk:
             self.primer = None  # chunks numbered from the primer's or before: another archive
         size = self.primer_tokens
@@ -252,35 +259,42 @@ class LmCodec(Codec):
                         break
         rest = [i for i, item in enumerate(accepted) if item is not None and payloads[i] is None]
         grouping = self.bias_group > 1 and self.primer_tokens == 0 and runs is not None
-        groups = self._bias_groups(rest, runs) if grouping else []
+        groups = self._bias_groups(rest, runs, [len(c) for c in chunks]) if grouping else []
         coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], self.primer,
-                             [[rest.index(i) for i in group] for group in groups])
+                             [[rest.index(i) for i in group] for group in groups], [len(chunks[i]) for i in rest])
         for i, payload in zip(rest, coded):
             payloads[i] = payload
         return payloads
 
-    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int]) -> list[list[int]]:
+    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
         """The chunks to code (indices in the batch) that share a bias head: where a file goes on from chunk to chunk,
         the run's chunks in groups of self.bias_group from its first (whatever the batch: ArchiveWriter and RayCodec
         cut batches between groups), less the chunks this codec declines. Never chunks of files that each fit in one:
-        reading a small file decodes its chunk alone, as before."""
+        reading a small file decodes its chunk alone, as before. As streams of one chunk (format 2.7) a group also
+        ends before its bytes would pass a chunk's most."""
         groups: list[list[int]] = []
         keys: list[tuple[int, int]] = []
+        held = 0
         for i in coded:
             key = (i - runs[i], runs[i] // self.bias_group)
-            if groups and keys[-1] == key and groups[-1][-1] == i - 1:
+            room = not self.streams_field or held + sizes[i] <= MAX_CHUNK_RAW
+            if groups and keys[-1] == key and groups[-1][-1] == i - 1 and room:
+                held += sizes[i]
                 groups[-1].append(i)
             else:
                 groups.append([i])
                 keys.append(key)
+                held = sizes[i]
         return [group for group in groups if len(group) > 1]
 
     def _encode(self, items: Sequence[tuple[list[int], dict[int, int]]], indices: Sequence[int],
-                primer: Primer | None, groups: Sequence[Sequence[int]] = ()) -> list[bytes]:
+                primer: Primer | None, groups: Sequence[Sequence[int]] = (),
+                sizes: Sequence[int] = ()) -> list[bytes | Joined]:
         """Payloads of tokenized chunks at these archive indices: chunks after the primer's start every window from it;
         the primer's own chunk codes its first P tokens in a window of their own, then the rest as the others do.
-        groups: chunks (indices in items, consecutive in the archive) that share a bias head where that makes them
-        smaller together than each would be without one."""
+        groups: chunks (indices in items, consecutive in the archive; their plaintexts' sizes: sizes) that share a bias
+        head where that makes them smaller together than each would be without one, stored where smaller (with
+        streams_field: the first one's payload holds them all, the others are JOINED to it)."""
         prefixes = {None: self._prefix([])}
         if primer is not None:
             prefixes[primer] = self._prefix(primer.tokens)
@@ -344,10 +358,28 @@ class LmCodec(Codec):
                 header += varint(self.span)
             return header + varint(len(tokens)) + body
 
-        payloads = [payload(i) for i in range(len(items))]
-        for group in groups:  # the shared head where the group is smaller with it than its chunks are without any
-            shared = [payload(i, group) for i in group]
-            if sum(map(len, shared)) < sum(len(payloads[i]) for i in group):
+        def streams(group: Sequence[int]) -> list[bytes | Joined]:
+            """The group as one chunk of streams (format 2.7, SPEC.md 9.12), all with the match model or none, whichever
+            is smaller (none among equals)."""
+            options = [(adaptive, [self._range_code(*items[i], biased[i], group_guessed[i] if adaptive & ADAPTIVE_MATCH
+                                                    else None) for i in group])
+                       for adaptive in (ADAPTIVE_BIAS, ADAPTIVE_MATCH | ADAPTIVE_BIAS)[: 1 + self.match_field]]
+            adaptive, bodies = min(options, key=lambda option: sum(map(len, option[1])))
+            header = (varint(self.model_index) + varint(self.window) + varint(self.overlap)
+                      + (varint(0) if self.primer_field else b"") + varint(adaptive) + varint(len(group))
+                      + (varint(self.span) if self.span_field else b""))
+            header += b"".join(varint(len(items[i][0])) for i in group) + b"".join(map(varint, map(len, bodies[:-1])))
+            return [header + b"".join(bodies)] + [JOINED] * (len(group) - 1)
+
+        payloads: list[bytes | Joined] = [payload(i) for i in range(len(items))]
+        for group in groups:
+            # the shared head where the group is smaller with it than its chunks are without any, or stored; never a
+            # payload larger than its plaintext (the writer keeps a group's payloads, and stores none larger: SPEC 3.3)
+            shared = streams(group) if self.streams_field else [payload(i, group) for i in group]
+            held = [sum(sizes[i] for i in group)] if self.streams_field else [sizes[i] for i in group]
+            coded = [data for data in shared if not isinstance(data, Joined)]
+            fits = all(len(data) <= size for data, size in zip(coded, held))
+            if fits and sum(map(len, coded)) < sum(min(len(payloads[i]), sizes[i]) for i in group):
                 for i, data in zip(group, shared):
                     payloads[i] = data
         return payloads
@@ -458,7 +490,8 @@ class LmCodec(Codec):
         (chunks) and, unless the primer's chunk is in the batch, read_chunk to read it; so does one in a bias group,
         whose chunks decode together (those not in the batch, read with read_chunk, as far as the others need)."""
         limits = raw_sizes if limits is None else limits
-        streams: dict[int, Stream] = {}
+        # by batch index; a bias group's chunk read for it: len(payloads) + its index; a chunk of streams': parts
+        streams: dict[int | tuple[int, int], Stream] = {}
         errors: dict[int, CodecError] = {}
         parsed: dict[int, Payload] = {}
         for i, (payload, raw_size) in enumerate(zip(payloads, raw_sizes)):
@@ -501,18 +534,27 @@ class LmCodec(Codec):
                     bias_groups[key] = self._bias_group(p, parsed, chunks, read_chunk, len(payloads), helpers)
                 if isinstance(bias_groups[key], CodecError):
                     errors[i] = bias_groups[key]
-        groups: dict[tuple[int, int, int | None, int], list[int]] = {}
+        groups: dict[tuple[int, int, int | None, int], list] = {}
+        parts: dict[int, list[tuple[int, int]]] = {}  # a chunk of streams' keys: (its batch index, the stream's place)
         for i, p in [*parsed.items(), *helpers.items()]:
             primer = primers.get((p.primer_chunk, p.primer_size), [])
             if isinstance(primer, CodecError):
                 errors[i] = primer
             if i in errors:
                 continue
+            lockstep = groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), [])
+            if p.streams:  # each stream never needs more than the chunk's first limits[i] bytes
+                parts[i] = [(i, part) for part in range(len(p.streams))]
+                for key, (count, data) in zip(parts[i], p.streams):
+                    streams[key] = self._stream(p, count, limits[i], data)
+                    streams[key].part = key[1]
+                lockstep += parts[i]
+                continue
             streams.setdefault(i, self._stream(p, p.count, limits[i] if i < len(payloads) else 0))
             streams[i].chunk = None if chunks is None else chunks[i] if i < len(payloads) else i - len(payloads)
-            groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), []).append(i)
-        unit_of: dict[int, tuple[int, ...]] = {}  # each bias group's streams, decoded in one lockstep group
-        for keys in bias_groups.values():
+            lockstep.append(i)
+        unit_of: dict = {}  # each bias group's streams (a chunk of streams': its parts), decoded in one lockstep group
+        for keys in [*bias_groups.values(), *parts.values()]:
             if not isinstance(keys, CodecError):
                 # grown as tokens come (not sized by the payloads' token counts, which a hostile archive inflates)
                 finder = GroupFinder(len(keys)) if self.group_match else None
@@ -545,15 +587,36 @@ class LmCodec(Codec):
                 self._decode_group(prefix, window, overlap, span, [streams[i] for i in batch])
         results: list[bytes | CodecError] = []
         for i in range(len(payloads)):
+            if i in parts:
+                results.append(self._joined([streams[key] for key in parts[i]]))
+                continue
             stream = streams.get(i)
-            if stream is not None and stream.error is None and len(stream.tokens) == stream.count:
-                try:
-                    stream.decoder.check_end()
-                except RangeDecodeError as exc:
-                    stream.error = CodecError(f"lm: {exc}")
-            error = errors.get(i) or (stream.error if stream else None)
+            error = errors.get(i) or (self._ended(stream) if stream else None)
             results.append(error if error else self.encoder.decode(stream.tokens, stream.escaped))
         return results
+
+    @staticmethod
+    def _ended(stream: Stream) -> CodecError | None:
+        """Its error, where decoding it failed, or where it is complete and its range coder's stream does not end
+        where it should."""
+        if stream.error is None and len(stream.tokens) == stream.count:
+            try:
+                stream.decoder.check_end()
+            except RangeDecodeError as exc:
+                stream.error = CodecError(f"lm: {exc}")
+        return stream.error
+
+    def _joined(self, parts: Sequence[Stream]) -> bytes | CodecError:
+        """A chunk of streams' bytes: its streams' in order, up to the first that stopped early at its limit."""
+        out = []
+        for part in parts:
+            error = self._ended(part)
+            if error is not None:
+                return CodecError(f"lm: stream {part.part} of the chunk: {str(error).removeprefix('lm: ')}")
+            out.append(self.encoder.decode(part.tokens, part.escaped))
+            if len(part.tokens) < part.count:
+                break
+        return b"".join(out)
 
     def _primer(self, chunk: int, size: int, source: Payload | None, read_chunk: ReadChunk | None) -> tuple[list[int], Stream]:
         """The first `size` tokens of the primer's chunk (whose payload names itself with the same count), decoded in
@@ -616,12 +679,13 @@ class LmCodec(Codec):
         helpers.update(read)
         return keys
 
-    def _stream(self, payload: Payload, count: int, limit: int) -> Stream:
-        """A chunk's decoding stream at its start: the adaptive models its payload names, empty."""
+    def _stream(self, payload: Payload, count: int, limit: int, data: bytes | None = None) -> Stream:
+        """A chunk's decoding stream (or one of its streams': data) at its start: the adaptive models its payload
+        names, empty."""
         match = MatchModel(TOTAL_BITS) if payload.match else None
         vocab = self.model.config.vocab_size
         bias = torch.zeros(vocab, dtype=torch.int64, device=self.engine.device) if payload.bias else None
-        return Stream(RangeDecoder(payload.data), count, limit, match, bias)
+        return Stream(RangeDecoder(payload.data if data is None else data), count, limit, match, bias)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         """The primer's chunk, or the chunks of the bias group (itself among them)."""
@@ -661,12 +725,30 @@ class LmCodec(Codec):
         group_first, group_size = None, 0
         if self.group_field and adaptive & ADAPTIVE_BIAS:
             group_size, pos = _read_varint(payload, pos)
-            if group_size:
+            if group_size and not 2 <= group_size <= MAX_BIAS_GROUP:
+                raise CodecError(f"lm: a bias group of {group_size} {'streams' if self.streams_field else 'chunks'} "
+                                 f"(2 .. {MAX_BIAS_GROUP}, or 0 for none)")
+            if group_size and not self.streams_field:
                 group_first, pos = _read_varint(payload, pos)
         span = 0
         if self.span_field:
             span, pos = _read_varint(payload, pos)
-        count, pos = _read_varint(payload, pos)
+        streams: tuple[tuple[int, bytes], ...] = ()
+        if self.streams_field and group_size:  # the group's streams: their token counts, then all lengths but the last
+            counts, lengths = [], []
+            for field_values, fields in ((counts, group_size), (lengths, group_size - 1)):
+                for _ in range(fields):
+                    value, pos = _read_varint(payload, pos)
+                    field_values.append(value)
+            if not all(counts):
+                raise CodecError(f"lm: stream {counts.index(0)} of the chunk holds no tokens")
+            if sum(lengths) > len(payload) - pos:
+                raise CodecError(f"lm: the streams' lengths add up to {sum(lengths)} bytes, past the payload's end")
+            ends = list(itertools.accumulate(lengths, initial=pos)) + [len(payload)]
+            streams = tuple((n, payload[lo:hi]) for n, lo, hi in zip(counts, ends, ends[1:]))
+            count = sum(counts)
+        else:
+            count, pos = _read_varint(payload, pos)
         if model_index != self.model_index:
             raise CodecError(f"lm: chunk names model {model_index}, this codec holds model {self.model_index}")
         positions = self.model.config.max_positions
@@ -679,12 +761,10 @@ class LmCodec(Codec):
                              f"with window {window}")
         if raw_size is not None and count > raw_size:  # every token yields at least one byte
             raise CodecError(f"lm: {count} tokens for {raw_size} bytes")
-        if group_size and not 2 <= group_size <= MAX_BIAS_GROUP:
-            raise CodecError(f"lm: a bias group of {group_size} chunks (2 .. {MAX_BIAS_GROUP}, or 0 for none)")
         if group_size and primer_chunk is not None:
             raise CodecError("lm: the chunk names both a primer and a bias group")
         return Payload(window, overlap, primer_chunk, primer_size, bool(adaptive & ADAPTIVE_MATCH),
-                       bool(adaptive & ADAPTIVE_BIAS), group_first, group_size, span, count, payload[pos:])
+                       bool(adaptive & ADAPTIVE_BIAS), group_first, group_size, span, count, payload[pos:], streams)
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
@@ -803,8 +883,9 @@ class LmCodec(Codec):
             for i in rows:  # a damaged chunk's group cannot learn its tokens: those that still need tokens fail
                 failed = streams[i].error is None and next((m for m in streams[i].mates if m.error is not None), None)
                 if failed and streams[i].needs():
-                    streams[i].error = CodecError(f"lm: chunk {failed.chunk}, which shares its bias head, cannot be "
-                                                  f"decoded: {str(failed.error).removeprefix('lm: ')}")
+                    which = f"chunk {failed.chunk}" if failed.part is None else f"stream {failed.part}"
+                    streams[i].error = CodecError(f"lm: {which}, which shares its bias head, cannot be decoded: "
+                                                  f"{str(failed.error).removeprefix('lm: ')}")
             step += 1
             active = [i for i in rows if unfinished(i)]
         for i in biased:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 FORMAT_MAJOR = 2  # what writers write by default (format 1 on request, for readers older than 2.0)
-SUPPORTED_MINOR = {1: 1, 2: 6}  # major → the highest minor version this lza implements
+SUPPORTED_MINOR = {1: 1, 2: 7}  # major → the highest minor version this lza implements
 # 1.1 defines the lm codec; format 1 writers still write 1.0 for archives without models
 
 HEADER_MAGIC = b"\x89LZA\r\n\x1a\n"
@@ -32,8 +32,10 @@ INCOMPAT_LM_BIAS = 1 << 3  # 2.4: lm payloads carry the adaptive field, whose bi
 INCOMPAT_LM_BIAS_GROUP = 1 << 4
 # 2.6: the match model of a bias group's chunk guesses from every chunk of the group (SPEC 9.11)
 INCOMPAT_LM_GROUP_MATCH = 1 << 5
+# 2.7: a bias group is one chunk whose lm payload holds a stream per part (SPEC 9.12)
+INCOMPAT_LM_STREAMS = 1 << 6
 KNOWN_INCOMPAT_FLAGS = {1: 0, 2: INCOMPAT_LM_PRIMER | INCOMPAT_LM_MATCH | INCOMPAT_LM_SPAN | INCOMPAT_LM_BIAS
-                        | INCOMPAT_LM_BIAS_GROUP | INCOMPAT_LM_GROUP_MATCH}
+                        | INCOMPAT_LM_BIAS_GROUP | INCOMPAT_LM_GROUP_MATCH | INCOMPAT_LM_STREAMS}
 
 # blake3 derive-key contexts, one per purpose, so a hash of one kind never validates another.
 CONTEXT_HEADER = "lza v1 header"

@@ -190,7 +190,11 @@ class ChunkHeader:
 
     @classmethod
     def seal(cls, codec: int, plaintext: bytes, payload: bytes, major: int = C.FORMAT_MAJOR) -> tuple[ChunkHeader, bytes]:
-        """Build the header for a payload and return it with the full on-disk bytes of the chunk."""
+        """Build the header for a payload and return it with the full on-disk bytes of the chunk. A payload larger
+        than its plaintext is refused (readers refuse it: a writer falls back to store)."""
+        if len(payload) > len(plaintext):
+            raise ValueError(f"a chunk's payload ({len(payload)} bytes) is larger than its plaintext "
+                             f"({len(plaintext)} bytes): it must be stored")
         size = check_size(major)
         head = cls(int(codec), len(plaintext), len(payload), digest(C.CONTEXT_CHUNK_PLAIN, plaintext)[:size],
                    b"\0" * size, major)
