@@ -332,14 +332,23 @@ class LmCodec(Codec):
         grouped = {i for group in groups for i in group}
         plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of, group_guessed)
 
-        def payload(i: int, group: Sequence[int] | None = None) -> bytes:
-            """Chunk i's smallest payload: with a head of its own (the adaptive models only where they make the chunk
-            smaller, the first of equals), or with its group's shared head (with or without the match model)."""
-            (tokens, escaped), index = items[i], indices[i]
+        def fields(index: int, adaptive: int, group_field: bytes) -> bytes:
+            """A payload's fields before its token counts (SPEC.md 9.6): model, W, O, and the primer, adaptive, bias
+            group (group_field) and span fields where the header's flags have them."""
             header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
             if self.primer_field:
                 named = primer is not None and index >= primer.chunk
                 header += varint(primer.chunk + 1) + varint(len(primer.tokens)) if named else varint(0)
+            if self.match_field or self.bias_field:
+                header += varint(adaptive)
+            if self.group_field and adaptive & ADAPTIVE_BIAS:
+                header += group_field
+            return header + (varint(self.span) if self.span_field else b"")
+
+        def payload(i: int, group: Sequence[int] | None = None) -> bytes:
+            """Chunk i's smallest payload: with a head of its own (the adaptive models only where they make the chunk
+            smaller, the first of equals), or with its group's shared head (with or without the match model)."""
+            tokens, escaped = items[i]
             codings = [] if group else [(0, plain[i], None)]
             if self.match_field and not group:
                 codings.append((ADAPTIVE_MATCH, plain[i], guessed[i]))
@@ -350,13 +359,8 @@ class LmCodec(Codec):
             bodies = [(value, self._range_code(tokens, escaped, coded, chunk_guesses))
                       for value, coded, chunk_guesses in codings]
             adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
-            if self.match_field or self.bias_field:
-                header += varint(adaptive)
-            if self.group_field and adaptive & ADAPTIVE_BIAS:
-                header += varint(len(group)) + varint(indices[group[0]]) if group else varint(0)
-            if self.span_field:
-                header += varint(self.span)
-            return header + varint(len(tokens)) + body
+            group_field = varint(len(group)) + varint(indices[group[0]]) if group else varint(0)
+            return fields(indices[i], adaptive, group_field) + varint(len(tokens)) + body
 
         def streams(group: Sequence[int]) -> list[bytes | Joined]:
             """The group as one chunk of streams (format 2.7, SPEC.md 9.12), all with the match model or none, whichever
@@ -365,9 +369,7 @@ class LmCodec(Codec):
                                                     else None) for i in group])
                        for adaptive in (ADAPTIVE_BIAS, ADAPTIVE_MATCH | ADAPTIVE_BIAS)[: 1 + self.match_field]]
             adaptive, bodies = min(options, key=lambda option: sum(map(len, option[1])))
-            header = (varint(self.model_index) + varint(self.window) + varint(self.overlap)
-                      + (varint(0) if self.primer_field else b"") + varint(adaptive) + varint(len(group))
-                      + (varint(self.span) if self.span_field else b""))
+            header = fields(indices[group[0]], adaptive, varint(len(group)))
             header += b"".join(varint(len(items[i][0])) for i in group) + b"".join(map(varint, map(len, bodies[:-1])))
             return [header + b"".join(bodies)] + [JOINED] * (len(group) - 1)
 
