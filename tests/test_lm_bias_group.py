@@ -444,6 +444,31 @@ def test_the_writer_numbers_runs_and_never_ends_a_batch_inside_a_group(tmp_path)
     assert [len(batch) for _, batch in recorder.batches] == [4, 4, 2, 4]
 
 
+def test_a_file_that_ends_a_chunk_or_fills_several_ends_its_run(tmp_path):
+    """A file that fits in a chunk and ends exactly at its end goes on into no chunk (not even cut at a line break
+    there), and a file that fills more than one chunk ends its last: the files after either start a chunk of their
+    own, run 0, so reading one decodes only its chunk."""
+    import io
+
+    def written(files, **options):
+        recorder = Recorder()
+        with open(tmp_path / "a.lza", "wb") as out:
+            writer = ArchiveWriter(out, [recorder], batch_chunks=2, **options)
+            entries = [writer.add_file(name, io.BytesIO(data), mode=0o644, mtime_ns=0, size=len(data))
+                       for name, data in files]
+            writer.finish()
+        runs = [place for _, batch in recorder.batches for place in batch]
+        return runs, [[(ref.chunk, ref.offset, ref.length) for ref in entry.chunks] for entry in entries]
+
+    # exact in chunks 0-1, after and long's start in 2, long's last 7 bytes alone in 3 (small would fit there), small
+    files = [("exact", b"x" * 20), ("after", b"x" * 4), ("long", b"x" * 13), ("small", b"x" * 3)]
+    assert written(files, chunk_size=10) == ([0, 1, 0, 1, 0], [[(0, 0, 10), (1, 0, 10)], [(2, 0, 4)],
+                                                              [(2, 4, 6), (3, 0, 7)], [(4, 0, 3)]])
+    # line cuts: "b" fills the chunk to its end, with a line break in its final eighth
+    files = [("a", b"x" * 30), ("b", b"xxxxxx\nxxx"), ("c", b"x" * 3)]
+    assert written(files, chunk_size=40, line_cuts=True) == ([0, 0], [[(0, 0, 30)], [(0, 30, 10)], [(1, 0, 3)]])
+
+
 def test_ray_parts_end_where_groups_end_and_keep_a_group_on_one_worker():
     assert _runs(10, [1, 1]) == [(0, 5), (5, 10)]
     assert _runs(10, [1, 1], [0, 4, 8]) == [(0, 8), (8, 10)]

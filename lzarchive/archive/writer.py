@@ -208,13 +208,14 @@ class ArchiveWriter:
         self._runs.clear()
 
     def _append(self, data: bytes, file_start: int) -> None:
+        """A full chunk is sealed when more of the file comes: one that the file ends exactly is no run's part."""
         view = memoryview(data)
         while view:
+            if len(self._open) == self._chunk_size:
+                self._seal(self._line_end(file_start), file_goes_on=True)
             room = self._chunk_size - len(self._open)
             self._open += view[:room]
             view = view[room:]
-            if len(self._open) == self._chunk_size:
-                self._seal(self._line_end(file_start), file_goes_on=True)
 
     def _line_end(self, file_start: int) -> int:
         """Where a full chunk ends: after its last line break in the final eighth (with line_cuts), but never before
@@ -232,8 +233,11 @@ class ArchiveWriter:
     def add_file(self, path: str, stream: BinaryIO, *, mode: int, mtime_ns: int, size: int) -> Entry:
         """Stream a regular file of `size` bytes (what the walk saw): never more, so a file that grows while it is
         read cannot grow the archive; fewer if it shrank (the caller compares). A file that fits in one chunk never
-        straddles two (random access stays cheap)."""
-        if self._open and len(self._open) + size > self._chunk_size >= size:
+        straddles two (random access stays cheap), nor, where codecs group a run's chunks (Codec.encode_batch), joins
+        the last chunk of a file that goes on from the chunk before: reading it decodes its own chunk only."""
+        fits = 0 < size <= self._chunk_size
+        if len(self._open) == self._chunk_size or fits and (len(self._open) + size > self._chunk_size
+                                                            or self._open_run and self._group > 1):
             self._seal()
         if not self._open:
             self._open_run = 0  # the chunk it starts in goes on with no file
