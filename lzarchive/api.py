@@ -284,7 +284,7 @@ def pack(
     primer: int = LM_DEFAULT_PRIMER,
     match: bool = True,
     bias: bool = True,
-    bias_group: int = LM_BIAS_GROUP,
+    bias_group: int | None = None,
     span: int | None = None,
     format_version: int | str = FORMAT_VERSION,
     ray: str | None = None,
@@ -297,13 +297,15 @@ def pack(
     match: lm chunks may mix the model with the chunk's match model, where that makes them smaller (writes 2.2).
     bias: lm chunks may correct the model's logits with the bias head, where that makes them smaller (writes 2.4).
     bias_group: chunks of one file, up to this many, may share one bias head (writes 2.5; 1: each its own), and with
-    the match model, guess from each other's tokens (writes 2.6), each group one chunk of streams (writes 2.7). Not
-    with a primer.
+    the match model, guess from each other's tokens (writes 2.6), each group one chunk of streams (writes 2.7); None:
+    LM_BIAS_GROUP where the format, the codec and the other options allow groups. More than 1 is refused with a
+    primer, without the bias head, before format 2.5 or with the zstd or store codec.
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
-    format_version: 2 (its newest minor), "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write archives that older
-    lza releases can read (bias groups as chunks of their own before 2.7, no group match model before 2.6, no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no
-    primer before 2.1).
+    format_version: 2 (its newest minor), "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write archives
+    that older lza releases can read (bias groups as chunks of their own before 2.7, no group match model before 2.6,
+    no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer
+    before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
@@ -325,8 +327,18 @@ def pack(
         raise UsageError(reason=f"format {format_version} has no span; it needs format 2.3 (--format 2)")
     if chunk_size is not None and not 1 <= chunk_size <= C.MAX_CHUNK_RAW:
         raise UsageError(reason=f"chunk size must be 1 B .. 16 MiB ({C.MAX_CHUNK_RAW} bytes), got {chunk_size}")
-    if not 1 <= bias_group <= LM_BIAS_GROUP:
+    if bias_group is not None and not 1 <= bias_group <= LM_BIAS_GROUP:
         raise UsageError(reason=f"a bias group is 1 .. {LM_BIAS_GROUP} chunks, got {bias_group}")
+    if bias_group is not None and bias_group > 1:  # asked for: never dropped in silence
+        if codec in ("zstd", "store"):
+            raise UsageError(reason=f"bias groups apply to the lm codec only, not to {codec}")
+        if primer:
+            raise UsageError(reason="--bias-group and --primer together are not supported: a chunk of a bias group "
+                                    "names no primer (SPEC 9.10); give --bias-group 1 with a primer")
+        if not bias:
+            raise UsageError(reason="--bias-group needs the bias head, which a group's chunks share: drop --no-bias")
+        if (major, minor) < (2, 5):
+            raise UsageError(reason=f"format {format_version} has no bias groups; they need format 2.5 (--format 2)")
     _check_output(output, force)
     replaced = entry_id(output) if os.path.lexists(output) else None  # the file --force replaces
     for source in sources:
@@ -342,6 +354,7 @@ def pack(
     match = match and (major, minor) >= (2, 2)
     bias = bias and (major, minor) >= (2, 4)
     # a chunk of a bias group names no primer (SPEC 9.10): with a primer, chunks keep heads of their own
+    bias_group = LM_BIAS_GROUP if bias_group is None else bias_group
     bias_group = bias_group if bias and primer == 0 and (major, minor) >= (2, 5) else 1
     group_match = match and bias_group > 1 and (major, minor) >= (2, 6)
     streams = bias_group > 1 and (major, minor) >= (2, 7)

@@ -516,3 +516,21 @@ def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_
     result = run_cli("pack", str(source), "-o", str(tmp_path / "x.lza"), "--model", unsure_path, "--bias-group", "17")
     assert result.exit_code == EXIT_USAGE
     assert b"--bias-group" in run_cli("pack", "--help").stdout
+
+
+def test_bias_groups_asked_for_where_none_can_be_written_are_refused(unsure_path, tmp_path):
+    """An explicit --bias-group above 1 is never dropped in silence: with a primer, --no-bias, an older format or a
+    codec without the model, pack refuses and says why, writing nothing; where it is not asked for, those write
+    archives without groups (test above)."""
+    (tmp_path / "a.txt").write_bytes(letters(300, 12))
+    for args, reason in ((["--primer", "8"], "--primer"), (["--no-bias"], "--no-bias"), (["--format", "2.4"], "2.5"),
+                         (["--format", "1"], "2.5"), (["--codec", "zstd"], "zstd")):
+        archive = tmp_path / "x.lza"
+        result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(archive), "--model", unsure_path, "--bias-group",
+                         "4", *args)
+        assert result.exit_code == EXIT_USAGE and reason in result.stderr, (args, result.stderr)
+        assert not archive.exists()
+    for args in (["--primer", "8"], ["--format", "2.4"], ["--bias-group", "1", "--primer", "8"]):
+        result = run_cli("pack", str(tmp_path / "a.txt"), "-o", str(tmp_path / "y.lza"), "--model", unsure_path,
+                         "-q", "-f", *args)
+        assert result.exit_code == 0, (args, result.stderr)
