@@ -444,10 +444,10 @@ def test_the_writer_numbers_runs_and_never_ends_a_batch_inside_a_group(tmp_path)
     assert [len(batch) for _, batch in recorder.batches] == [4, 4, 2, 4]
 
 
-def test_a_file_that_ends_a_chunk_or_fills_several_ends_its_run(tmp_path):
+def test_a_file_that_fits_in_a_chunk_continues_no_run_and_joins_none(tmp_path):
     """A file that fits in a chunk and ends exactly at its end goes on into no chunk (not even cut at a line break
-    there), and a file that fills more than one chunk ends its last: the files after either start a chunk of their
-    own, run 0, so reading one decodes only its chunk."""
+    there), and one after a longer file starts a chunk of its own instead of sharing that file's last: run 0 both,
+    so reading either decodes only its own chunk."""
     import io
 
     def written(files, **options):
