@@ -103,7 +103,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
                    window: int | None = None, primer: int = 0, match: bool = False, span: int | None = 0,
                    bias: bool = False, bias_group: int = 1, group_match: bool = False, streams: bool = False,
                    progress: Progress = NULL_PROGRESS) -> list[Codec]:
-    """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins.
+    """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins
+    (archive.writer.choose_payloads: the model only where zstd leaves room).
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
     `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
     0: payloads without the primer field (formats 1 and 2.0).
@@ -119,6 +120,10 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
         raise UsageError(reason=f"unknown codec {name!r}; choose one of {', '.join(CODEC_CHOICES)}")
     if window is not None and name not in ("auto", "lm"):
         raise UsageError(reason=f"a window applies to the lm codec only, not to {name}")
+    if model is not None and name not in ("auto", "lm"):
+        raise UsageError(reason=f"a model applies to the lm codec only, not to {name}")
+    if zstd_level is not None and name not in ("auto", "zstd"):
+        raise UsageError(reason=f"a zstd level applies to the zstd codec only (and auto, which runs it), not to {name}")
     if zstd_level is not None and not 1 <= zstd_level <= 22:
         raise UsageError(reason=f"zstd level must be 1..22, got {zstd_level}")
     zstd = ZstdCodec() if zstd_level is None else ZstdCodec(level=zstd_level)

@@ -57,9 +57,11 @@ def test_usage_errors_exit_2(tree, tmp_path):
     assert run_cli("frobnicate").exit_code == EXIT_USAGE
     result = run_cli("pack", "--codec", "zstd", str(tree), "-o", "-")
     assert result.exit_code == EXIT_USAGE and "not to standard output" in result.stderr and not os.path.exists("-")
-    for option in (["--window", "512"], ["--primer", "64"]):
-        result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "x.lza"), *option)
-        assert result.exit_code == EXIT_USAGE and "lm codec only" in result.stderr
+    for codec, option, needs in (("zstd", ["--window", "512"], "lm"), ("zstd", ["--primer", "64"], "lm"),
+                                 ("store", ["--span", "64"], "lm"), ("zstd", ["--model", "any.gguf"], "lm"),
+                                 ("store", ["--level", "3"], "zstd"), ("lm", ["--level", "3"], "zstd")):
+        result = run_cli("pack", "--codec", codec, str(tree), "-o", str(tmp_path / "x.lza"), *option)
+        assert result.exit_code == EXIT_USAGE and f"{needs} codec only" in result.stderr, (codec, option)
     for option in (["--sample", "0"], ["--sample", "-3"], ["--per-file", "0"]):
         result = run_cli("bench", "--codec", "zstd", str(tree), *option)
         assert result.exit_code == EXIT_USAGE and "at least 1 byte" in result.stderr and not result.stdout

@@ -23,7 +23,7 @@ from lzarchive.format.wire import read_varint, varint
 from .test_lm_bias import letters
 from .test_lm_bias_group import a_file, fields, group_codec, stored
 from .test_lm_match import log_text
-from .tiny import unsure_model
+from .tiny import tiny_model, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
@@ -181,3 +181,71 @@ def test_a_group_coded_larger_than_its_plaintext_is_stored(tiny_path, tmp_path, 
     assert b"".join(api.cat(archive, "src/r.bin")) == data
     with pytest.raises(ValueError, match="larger than its plaintext"):
         ChunkHeader.seal(C.CodecId.LM, b"ab", b"abc")
+
+
+def write(path, codecs, data: bytes, chunk_size: int, streams: bool = True):
+    """An archive of one file a.txt, written at format 2.7 (2.6 without streams) by these codecs."""
+    models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
+    flags = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP | C.INCOMPAT_LM_GROUP_MATCH
+    with open(path, "wb") as out:
+        writer = ArchiveWriter(out, codecs, chunk_size=chunk_size, batch_chunks=8, models=models,
+                               minor=7 if streams else 6, incompat_flags=flags | (C.INCOMPAT_LM_STREAMS if streams else 0))
+        writer.add_file("a.txt", io.BytesIO(data), mode=0o644, mtime_ns=0, size=len(data))
+        return writer.finish()
+
+
+@pytest.mark.parametrize("codecs", ["auto", "lm"])
+def test_auto_leaves_the_model_no_chunk_that_zstd_codes_to_a_64th(codecs, unsure_path, tmp_path):
+    """A file of letters with zeros in the middle, in chunks of 2,048 bytes: zstd codes the zeros' chunk in about 15
+    bytes, so with zstd beside it the model (a token per byte there: hours for megabytes of zeros with the default
+    model) is offered the letters only, in two batches around the zeros; asked alone, it is offered every chunk.
+    Every byte reads back."""
+    from lzarchive.codecs.zstd import ZstdCodec
+    from lzarchive.engine import registry
+
+    registry.import_compiled(unsure_path)
+    data = letters(4096, 5) + bytes(2048) + letters(4096, 6)
+    codec = streams_codec(4)
+    offered: list[list[bytes]] = []
+    encode_batch = codec.encode_batch
+    codec.encode_batch = lambda chunks, *args: offered.append(list(chunks)) or encode_batch(chunks, *args)
+    archive = tmp_path / "a.lza"
+    write(archive, [codec, ZstdCodec()] if codecs == "auto" else [codec], data, 2048)
+    parts = [data[i : i + 2048] for i in range(0, len(data), 2048)]
+    if codecs == "auto":
+        assert offered == [parts[:2], parts[3:]]
+        with api.open_archive(str(archive)) as reader:
+            assert any(c.codec == C.CodecId.ZSTD and c.raw_size == 2048 and c.stored_size <= 2048 // 64
+                       for c in reader.index.chunks)  # the zeros
+    else:
+        assert offered == [parts]
+    assert b"".join(api.cat(str(archive), "a.txt")) == data
+    assert b"".join(api.cat(str(archive), "a.txt", start=4000, end=6200)) == data[4000:6200]
+    assert api.verify(str(archive), full=True).ok
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_a_bias_group_is_kept_only_where_smaller_than_what_zstd_codes_its_chunks_in(streams, tiny_path, unsure_path,
+                                                                                   tmp_path):
+    """Two letters at random in two chunks of one file: zstd codes them in fewer bytes than the unsure model's group,
+    so auto stores them with zstd (the group, whose chunks are kept together since they depend on each other, was kept
+    whatever zstd made: an archive larger than zstd's alone). A run of the letter the tiny model expects: its group
+    is smaller, and stays. Format 2.7 (a chunk of streams) and 2.6 (a group of chunks)."""
+    from lzarchive.codecs.zstd import ZstdCodec
+    from lzarchive.engine import registry
+
+    for path in (tiny_path, unsure_path):
+        registry.import_compiled(path)
+    for model, data, chunk_size, winner in ((unsure_model(), letters(4096, 5), 2048, "zstd"),
+                                            (tiny_model(), b"u" * 900, 450, "lm")):
+        def grouping():
+            return LmCodec(model, window=32, overlap=8, match_field=True, bias_field=True, group_field=True,
+                           bias_group=4, group_match=True, streams_field=streams)
+
+        alone = {"zstd": write(tmp_path / "zstd.lza", [ZstdCodec()], data, chunk_size).per_codec["zstd"],
+                 "lm": write(tmp_path / "lm.lza", [grouping()], data, chunk_size, streams).per_codec["lm"]}
+        loser = "lm" if winner == "zstd" else "zstd"
+        assert alone[winner].stored_bytes < alone[loser].stored_bytes
+        auto = write(tmp_path / "auto.lza", [grouping(), ZstdCodec()], data, chunk_size, streams)
+        assert list(auto.per_codec) == [winner] and auto.per_codec[winner] == alone[winner]
+        assert b"".join(api.cat(str(tmp_path / "auto.lza"), "a.txt")) == data

@@ -19,6 +19,7 @@ from ..format.wire import hasher
 from .progress import NULL_PROGRESS, Progress
 
 DEFAULT_CHUNK_SIZE = 1 << 20
+COSTLY_ROOM = 64  # a costly codec is offered a chunk only where the cheap ones code it to more than 1/64 of its bytes
 READ_BLOCK = 1 << 20
 
 
@@ -98,21 +99,63 @@ class WriteStats:
 
 def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0,
                     runs: Sequence[int] | None = None) -> list[tuple[int, bytes | Joined]]:
-    """Code every chunk with every candidate codec and keep the smallest; store is the floor, so nothing expands.
-    A chunk that a codec's other payloads depend on (Codec.keeps), or that a codec joins to the chunk before it, stays
-    with that codec. runs: see Codec.encode_batch."""
+    """Code every chunk with the candidate codecs and keep the smallest payload (on a tie, the codec listed first);
+    store is the floor, so nothing expands. Chunks whose payloads depend on each other (a codec's group: the chunks of
+    Codec.mates, or a chunk and those it joins) are taken together where their payloads are smaller in all than what
+    the chunks hold so far, else none of them; a chunk that other payloads name (Codec.keeps, alone: the lm primer's)
+    stays with its codec. Cheap codecs go first, and a costly one (a model) is offered only the chunks they code to
+    more than 1/COSTLY_ROOM of their bytes: it could save at most that, and data that codes so small (zeros, repeated
+    blocks) makes up to a token per byte, hours of model time for megabytes. The chunks it is not offered split its
+    batch, as chunks it declines do. runs: see Codec.encode_batch."""
     best: list[tuple[int, bytes | Joined]] = [(CodecId.STORE, bytes(c)) for c in chunks]
+    preferred = [len(codecs)] * len(chunks)  # the place in `codecs` of the codec that holds each chunk (store: last)
     kept: set[int] = set()
-    for codec in codecs:
+    for rank, codec in sorted(enumerate(codecs), key=lambda item: item[1].costly):
         if codec.codec_id == CodecId.STORE:
             continue
-        for i, payload in enumerate(codec.encode_batch(chunks, first_chunk, runs)):
-            keep = isinstance(payload, Joined) or (payload is not None and codec.keeps(first_chunk + i, payload))
-            if payload is not None and i not in kept and (keep or len(payload) < len(best[i][1])):
-                best[i] = (codec.codec_id, payload)
-                if keep:
-                    kept.add(i)
+        offered = [not codec.costly or len(best[i][1]) * COSTLY_ROOM > len(c) for i, c in enumerate(chunks)]
+        for lo, hi in _spans(offered):
+            payloads = codec.encode_batch(chunks[lo:hi], first_chunk + lo, None if runs is None else runs[lo:hi])
+            for unit, named in _units(codec, payloads, first_chunk + lo):
+                members = [lo + k for k in unit]
+                if kept.intersection(members):
+                    continue
+                size = sum(len(payloads[k]) for k in unit if not isinstance(payloads[k], Joined))
+                held = sum(len(best[i][1]) for i in members)  # bytes: only kept payloads are Joined
+                if named or size < held or (size == held and all(rank < preferred[i] for i in members)):
+                    for k, i in zip(unit, members):
+                        best[i], preferred[i] = (codec.codec_id, payloads[k]), rank
+                    if named or len(unit) > 1:
+                        kept.update(members)
     return best
+
+
+def _units(codec: Codec, payloads: Sequence[bytes | Joined | None], first: int) -> Iterator[tuple[list[int], bool]]:
+    """The payloads (indices) that must be stored with this codec together or not at all, and whether other payloads
+    name them (a unit of one the codec keeps outside a group: it must be stored as it is)."""
+    done: set[int] = set()
+    for k, payload in enumerate(payloads):
+        if payload is None or isinstance(payload, Joined) or k in done:
+            continue
+        unit = [k]
+        while unit[-1] + 1 < len(payloads) and isinstance(payloads[unit[-1] + 1], Joined):
+            unit.append(unit[-1] + 1)
+        named = len(unit) == 1 and codec.keeps(first + k, payload)
+        if named and len(mates := codec.mates(first + k, payload)) > 1:  # a group of chunks apart (lm format 2.6)
+            unit, named = [m - first for m in mates], False
+        done.update(unit)
+        yield unit, named
+
+
+def _spans(flags: Sequence[bool]) -> Iterator[tuple[int, int]]:
+    """(lo, hi) of each run of consecutive true flags."""
+    lo = None
+    for i, flag in enumerate([*flags, False]):
+        if flag and lo is None:
+            lo = i
+        elif not flag and lo is not None:
+            yield lo, i
+            lo = None
 
 
 class ArchiveWriter:

@@ -28,6 +28,7 @@ JOINED = Joined()
 class Codec(ABC):
     codec_id: ClassVar[CodecId]
     name: ClassVar[str]
+    costly: ClassVar[bool] = False  # runs a model: offered only the chunks cheap codecs leave room in (choose_payloads)
 
     @abstractmethod
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,

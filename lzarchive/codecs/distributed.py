@@ -165,7 +165,7 @@ class RayCodec(Codec):
         from ..engine import registry
 
         self.inner = codec
-        self.codec_id, self.name = codec.codec_id, codec.name
+        self.codec_id, self.name, self.costly = codec.codec_id, codec.name, codec.costly
         device = device or getattr(codec, "device", "cpu")
         where = placements(ray.nodes(), device) if where is None else where
         self.shares = [p.share for p in where]

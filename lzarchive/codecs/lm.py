@@ -182,6 +182,7 @@ class LmCodec(Codec):
 
     codec_id = CodecId.LM
     name = "lm"
+    costly = True
 
     def __post_init__(self) -> None:
         cfg = self.model.config
