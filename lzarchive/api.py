@@ -104,7 +104,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
                    bias: bool = False, bias_group: int = 1, group_match: bool = False, streams: bool = False,
                    progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins
-    (archive.writer.choose_payloads: the model only where zstd leaves room).
+    (archive.writer.choose_payloads: the model only where it contends, LmCodec.contends).
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
     `primer`: tokens of the archive's first lm chunk that every later lm chunk starts from (format 2.1, SPEC 9.7);
     0: payloads without the primer field (formats 1 and 2.0).

@@ -194,12 +194,17 @@ def write(path, codecs, data: bytes, chunk_size: int, streams: bool = True):
         return writer.finish()
 
 
+def test_the_model_contends_with_zstd_only_where_zstd_leaves_more_than_a_64th():
+    codec = streams_codec()
+    assert codec.contends(b"x" * 128, 3) and not codec.contends(b"x" * 128, 2)  # 2 * 64 = 128: at most 2 to save
+
+
 @pytest.mark.parametrize("codecs", ["auto", "lm"])
-def test_auto_leaves_the_model_no_chunk_that_zstd_codes_to_a_64th(codecs, unsure_path, tmp_path):
-    """A file of letters with zeros in the middle, in chunks of 2,048 bytes: zstd codes the zeros' chunk in about 15
-    bytes, so with zstd beside it the model (a token per byte there: hours for megabytes of zeros with the default
-    model) is offered the letters only, in two batches around the zeros; asked alone, it is offered every chunk.
-    Every byte reads back."""
+def test_auto_offers_the_model_no_chunk_that_zstd_codes_to_a_64th(codecs, unsure_path, tmp_path):
+    """A file of letters with zeros in the middle, in chunks of 2,048 bytes: zstd codes the zeros in about 15 bytes,
+    so with zstd beside it the model (a token per byte there: hours for megabytes of zeros with the default model) is
+    offered the letters only, in two batches around the zeros; asked alone, it is offered every chunk. Every byte
+    reads back."""
     from lzarchive.codecs.zstd import ZstdCodec
     from lzarchive.engine import registry
 

@@ -19,7 +19,6 @@ from ..format.wire import hasher
 from .progress import NULL_PROGRESS, Progress
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-COSTLY_ROOM = 64  # a costly codec is offered a chunk only where the cheap ones code it to more than 1/64 of its bytes
 READ_BLOCK = 1 << 20
 
 
@@ -103,9 +102,8 @@ def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chun
     store is the floor, so nothing expands. Chunks whose payloads depend on each other (a codec's group: the chunks of
     Codec.mates, or a chunk and those it joins) are taken together where their payloads are smaller in all than what
     the chunks hold so far, else none of them; a chunk that other payloads name (Codec.keeps, alone: the lm primer's)
-    stays with its codec. Cheap codecs go first, and a costly one (a model) is offered only the chunks they code to
-    more than 1/COSTLY_ROOM of their bytes: it could save at most that, and data that codes so small (zeros, repeated
-    blocks) makes up to a token per byte, hours of model time for megabytes. The chunks it is not offered split its
+    stays with its codec. Cheap codecs go first; a costly one (a model) is offered a chunk they coded only where it
+    contends (Codec.contends: the lm codec leaves zstd the chunks it shrinks to 1/64 or less). The chunks it is not offered split its
     batch, as chunks it declines do. runs: see Codec.encode_batch."""
     best: list[tuple[int, bytes | Joined]] = [(CodecId.STORE, bytes(c)) for c in chunks]
     preferred = [len(codecs)] * len(chunks)  # the place in `codecs` of the codec that holds each chunk (store: last)
@@ -113,7 +111,8 @@ def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chun
     for rank, codec in sorted(enumerate(codecs), key=lambda item: item[1].costly):
         if codec.codec_id == CodecId.STORE:
             continue
-        offered = [not codec.costly or len(best[i][1]) * COSTLY_ROOM > len(c) for i, c in enumerate(chunks)]
+        offered = [not codec.costly or best[i][0] == CodecId.STORE or codec.contends(bytes(c), len(best[i][1]))
+                   for i, c in enumerate(chunks)]
         for lo, hi in _spans(offered):
             payloads = codec.encode_batch(chunks[lo:hi], first_chunk + lo, None if runs is None else runs[lo:hi])
             for unit, named in _units(codec, payloads, first_chunk + lo):

@@ -41,8 +41,8 @@ def pack(
     Regular files, directories (empty ones too), symlinks (stored as links, never followed: name a link to a
     directory as link/ to pack what it points to) and hardlinks are kept with their mode and mtime. A file that changes while it is read is stored as read (never beyond the size first seen), one
     removed meanwhile is left out, each with a warning, and pack exits 1 though the archive is written, as tar does. With --codec auto (the default) every chunk is coded by zstd and by the language model and the
-    smaller wins, but a chunk that zstd codes to 1/64 of its size or less (zeros, repeated blocks) is left to zstd: the
-    model could save at most that, and on such data it runs up to a token per byte (hours for megabytes). Example: lza pack src/ docs/README.md -o project.lza
+    smaller wins, but zstd alone codes a chunk that it shrinks to 1/64 or less (zeros, repeated blocks: the model could
+    save at most that, at up to a token per byte, hours for megabytes). Example: lza pack src/ docs/README.md -o project.lza
     """
     if output is None and len(sources) >= 2 and sources[-1].endswith(".lza") and not os.path.isdir(sources[-1]):
         sources, output = sources[:-1], sources[-1]

@@ -28,7 +28,7 @@ JOINED = Joined()
 class Codec(ABC):
     codec_id: ClassVar[CodecId]
     name: ClassVar[str]
-    costly: ClassVar[bool] = False  # runs a model: offered only the chunks cheap codecs leave room in (choose_payloads)
+    costly: ClassVar[bool] = False  # runs a model: coded after the cheap codecs, on the chunks where it contends
 
     @abstractmethod
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
@@ -38,6 +38,11 @@ class Codec(ABC):
         index of chunks[0], for codecs whose payloads may name an earlier chunk (the lm codec's primer); runs: each
         chunk's place in its run of chunks that go on with the file the chunk before holds (0: a run's first), by which
         the lm codec groups chunks (its bias groups: see ArchiveWriter, which never ends a batch inside one)."""
+
+    def contends(self, chunk: bytes, rival: int) -> bool:
+        """Whether a costly codec is worth running on `chunk`, which a cheap codec codes in `rival` bytes: where it
+        says no, the writer keeps the cheap payload without asking this codec for one."""
+        return True
 
     def keeps(self, chunk: int, payload: bytes) -> bool:
         """Whether other payloads of this codec depend on this chunk's (this payload, which encode_batch made): the

@@ -208,6 +208,9 @@ class RayCodec(Codec):
             raise ClusterError(reason=f"a Ray worker was lost {RETRIES + 1} times ({type(exc).__name__}); nothing "
                                       f"it coded was used") from None
 
+    def contends(self, chunk: bytes, rival: int) -> bool:
+        return self.inner.contends(chunk, rival)
+
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
                      runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
         # each worker's part ends where a bias group ends: the payloads are those of one process

@@ -44,6 +44,10 @@ from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeig
 
 ESCAPED_BYTE_TOTAL = 256
 MAX_TEXT_FRACTION_ESCAPED = 0.05  # chunks with more raw bytes than this are left to other codecs
+# Beside a cheap codec the model is run only where it may win much: a chunk that the cheap one codes to 1/RIVAL_ROOM of
+# its bytes or less (zeros, repeated blocks) leaves it at most that to save, and such data makes up to a token per
+# byte (4 MB of zeros: hours; the model lost to zstd there all the same).
+RIVAL_ROOM = 64
 # With a span, the positions a KV cache holds beyond the prefix and S - 1: those one forward adds before the cache
 # slides (its last S - 1 positions moved down). Packing adds them in passes of this many; decoding slides every this
 # many steps (a CPU's decoding loops skip the keys the span hides between slides; 256 measured no faster than 64).
@@ -220,6 +224,9 @@ class LmCodec(Codec):
     @property
     def model_ref(self) -> ModelRef:
         return ModelRef(self.model.name, self.model.source, self.model.model_hash, self.model.tokenizer_hash, self.model.numerics)
+
+    def contends(self, chunk: bytes, rival: int) -> bool:
+        return rival * RIVAL_ROOM > len(chunk)
 
     def keeps(self, chunk: int, payload: bytes) -> bool:
         """The primer's chunk, and the chunks of a bias group (their tokens teach the others' shared bias head), or the
