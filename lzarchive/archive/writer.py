@@ -103,8 +103,8 @@ def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chun
     Codec.mates, or a chunk and those it joins) are taken together where their payloads are smaller in all than what
     the chunks hold so far, else none of them; a chunk that other payloads name (Codec.keeps, alone: the lm primer's)
     stays with its codec. Cheap codecs go first; a costly one (a model) is offered a chunk they coded only where it
-    contends (Codec.contends: the lm codec leaves zstd the chunks it shrinks to 1/64 or less). The chunks it is not offered split its
-    batch, as chunks it declines do. runs: see Codec.encode_batch."""
+    contends (Codec.contends: the lm codec leaves zstd the chunks it shrinks to 1/64 or less). The chunks it is not
+    offered split its batch, as chunks it declines do. runs: see Codec.encode_batch."""
     best: list[tuple[int, bytes | Joined]] = [(CodecId.STORE, bytes(c)) for c in chunks]
     preferred = [len(codecs)] * len(chunks)  # the place in `codecs` of the codec that holds each chunk (store: last)
     kept: set[int] = set()

@@ -46,7 +46,8 @@ class Codec(ABC):
 
     def keeps(self, chunk: int, payload: bytes) -> bool:
         """Whether other payloads of this codec depend on this chunk's (this payload, which encode_batch made): the
-        writer then stores it with this codec even where another codec's payload would be smaller."""
+        writer then stores it with this codec, or, where it has mates, stores them all with it only where they are
+        smaller in all than another codec's payloads of the same chunks (archive.writer.choose_payloads)."""
         return False
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
