@@ -275,10 +275,10 @@ def test_a_tree_deeper_than_the_recursion_limit_packs(tmp_path):
 
 
 def line_cut_sizes(data: bytes, chunk_size: int) -> list[int]:
-    """The line_cuts rule for one file alone, restated: a full chunk ends after the last line break in its final
-    eighth, where there is one."""
+    """The line_cuts rule for one file alone, restated: a full chunk that more of the file follows ends after the last
+    line break in its final eighth, where there is one (a file that ends where its chunk does is not cut)."""
     sizes = []
-    while len(data) >= chunk_size:
+    while len(data) > chunk_size:
         sizes.append(data.rfind(b"\n", chunk_size - chunk_size // 8, chunk_size) + 1 or chunk_size)
         data = data[sizes[-1]:]
     return sizes + ([len(data)] if data else [])
@@ -298,6 +298,7 @@ lines = st.binary(max_size=6).map(lambda b: b.replace(b"\n", b"")) | st.sampled_
 @settings(max_examples=150, deadline=None)
 @given(data=st.lists(lines, max_size=400).map(b"\n".join), chunk_size=st.sampled_from([1, 7, 8, 64, 100]),
        read_block=st.sampled_from([3, 64, 1 << 20]))
+@example(data=b"\n" * 9 + b"\x00" * 48 + b"\nx\n\x00\x00\x00\x00", chunk_size=64, read_block=3)  # 64 bytes: one chunk
 def test_line_cuts_end_full_chunks_after_their_last_line_break_in_the_final_eighth(data, chunk_size, read_block):
     """Whatever blocks the file is read in; and without line_cuts every full chunk is exactly chunk_size."""
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(writer, "READ_BLOCK", read_block):
