@@ -111,7 +111,7 @@ def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chun
     for rank, codec in sorted(enumerate(codecs), key=lambda item: item[1].costly):
         if codec.codec_id == CodecId.STORE:
             continue
-        offered = [not codec.costly or best[i][0] == CodecId.STORE or codec.contends(bytes(c), len(best[i][1]))
+        offered = [not codec.costly or best[i][0] == CodecId.STORE or codec.contends(c, len(best[i][1]))
                    for i, c in enumerate(chunks)]
         for lo, hi in _spans(offered):
             payloads = codec.encode_batch(chunks[lo:hi], first_chunk + lo, None if runs is None else runs[lo:hi])
