@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lzarchive import api
-from lzarchive.archive.writer import ArchiveWriter
-from lzarchive.codecs import CodecError
+from lzarchive.archive.writer import ArchiveWriter, choose_payloads
+from lzarchive.codecs import Codec, CodecError
 from lzarchive.codecs.base import Joined
 from lzarchive.codecs.lm import LmCodec
 from lzarchive.format import constants as C
@@ -192,6 +192,26 @@ def write(path, codecs, data: bytes, chunk_size: int, streams: bool = True):
                                minor=7 if streams else 6, incompat_flags=flags | (C.INCOMPAT_LM_STREAMS if streams else 0))
         writer.add_file("a.txt", io.BytesIO(data), mode=0o644, mtime_ns=0, size=len(data))
         return writer.finish()
+
+
+class Echo(Codec):
+    """A codec whose payloads are as long as their chunks (or one byte shorter where the chunk starts with b"s")."""
+
+    def __init__(self, codec_id: C.CodecId) -> None:
+        self.codec_id, self.name = codec_id, codec_id.name.lower()
+
+    def encode_batch(self, chunks, first_chunk=0, runs=None):
+        return [bytes(c[1:] if c.startswith(b"s") else c) for c in chunks]
+
+    def decode_batch(self, payloads, raw_sizes, limits=None, chunks=None, read_chunk=None):
+        raise AssertionError
+
+
+def test_on_a_tie_a_chunk_stays_stored_else_goes_to_the_codec_listed_first():
+    chunks = [b"abc", b"short"]
+    assert choose_payloads(chunks, [Echo(C.CodecId.ZSTD)]) == [(C.CodecId.STORE, b"abc"), (C.CodecId.ZSTD, b"hort")]
+    assert choose_payloads(chunks, [Echo(C.CodecId.LM), Echo(C.CodecId.ZSTD)])[1] == (C.CodecId.LM, b"hort")
+    assert choose_payloads(chunks, [Echo(C.CodecId.ZSTD), Echo(C.CodecId.LM)])[1] == (C.CodecId.ZSTD, b"hort")
 
 
 def test_the_model_contends_with_zstd_only_where_zstd_leaves_more_than_a_64th():

@@ -98,15 +98,15 @@ class WriteStats:
 
 def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0,
                     runs: Sequence[int] | None = None) -> list[tuple[int, bytes | Joined]]:
-    """Code every chunk with the candidate codecs and keep the smallest payload (on a tie, the codec listed first);
-    store is the floor, so nothing expands. Chunks whose payloads depend on each other (a codec's group: the chunks of
+    """Code every chunk with the candidate codecs and keep the smallest payload (on a tie: store, else the codec listed
+    first); store is the floor, so nothing expands. Chunks whose payloads depend on each other (a codec's group: the chunks of
     Codec.mates, or a chunk and those it joins) are taken together where their payloads are smaller in all than what
     the chunks hold so far, else none of them; a chunk that other payloads name (Codec.keeps, alone: the lm primer's)
     stays with its codec. Cheap codecs go first; a costly one (a model) is offered a chunk they coded only where it
     contends (Codec.contends: the lm codec leaves zstd the chunks it shrinks to 1/64 or less). The chunks it is not
     offered split its batch, as chunks it declines do. runs: see Codec.encode_batch."""
     best: list[tuple[int, bytes | Joined]] = [(CodecId.STORE, bytes(c)) for c in chunks]
-    preferred = [len(codecs)] * len(chunks)  # the place in `codecs` of the codec that holds each chunk (store: last)
+    rank_of = {codec.codec_id: rank for rank, codec in enumerate(codecs)} | {CodecId.STORE: -1}
     kept: set[int] = set()
     for rank, codec in sorted(enumerate(codecs), key=lambda item: item[1].costly):
         if codec.codec_id == CodecId.STORE:
@@ -121,9 +121,9 @@ def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chun
                     continue
                 size = sum(len(payloads[k]) for k in unit if not isinstance(payloads[k], Joined))
                 held = sum(len(best[i][1]) for i in members)  # bytes: only kept payloads are Joined
-                if named or size < held or (size == held and all(rank < preferred[i] for i in members)):
+                if named or size < held or (size == held and all(rank < rank_of[best[i][0]] for i in members)):
                     for k, i in zip(unit, members):
-                        best[i], preferred[i] = (codec.codec_id, payloads[k]), rank
+                        best[i] = (codec.codec_id, payloads[k])
                     if named or len(unit) > 1:
                         kept.update(members)
     return best
