@@ -70,6 +70,7 @@ def materialize(root: str, tree: dict, hardlinks: list[str]) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=trees(), chunk_size=st.sampled_from([64, 1000, 4096, 1 << 20]), codec=st.sampled_from(["store", "zstd"]),
        link_count=st.integers(0, 3))
+@example(tree={"1": ("file", b"", 0o644, 0), "0": ("link", "0", 0)}, chunk_size=64, codec="store", link_count=0)
 def test_tree_round_trip(tree, chunk_size, codec, link_count):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")

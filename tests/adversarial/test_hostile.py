@@ -233,8 +233,11 @@ CHAINS = {
     "chain-reversed": [link_entry("esc", "a/b/s/../.."), dir_entry("a"), dir_entry("a/b"), link_entry("a/b/s", "../..")],
     "chain-through-two": [link_entry("up", ".."), link_entry("x", "up/up"), link_entry("esc", "x/../..")],
     "chain-to-absolute": [link_entry("root", "/"), link_entry("esc", "root/etc")],
-    "loop": [link_entry("a", "b"), link_entry("b", "a")],
 }
+# links that resolve nowhere (ELOOP): nothing a kernel follows leaves the destination, and a tree holding them packs
+LOOPS = [link_entry("self", "self"), link_entry("a", "b"), link_entry("b", "a"), link_entry("grows", "grows/x"),
+         dir_entry("d"), link_entry("d/s", "../d/s"), link_entry("d/up", "s/.."), link_entry("to-loop", "d/s/f")]
+INSIDE = [dir_entry("d"), link_entry("d/up", "../d"), link_entry("top", "d/up/up")]
 
 
 @pytest.mark.parametrize("name", sorted(CHAINS))
@@ -245,6 +248,39 @@ def test_symlink_chains_that_escape_are_refused(name, tmp_path):
     result = run_cli("extract", str(archive), "-C", str(dest))
     assert result.exit_code == 1 and "refused" in result.stderr, result.stderr
     assert not dest.exists() or os.listdir(dest) == []
+
+
+def test_links_that_loop_are_extracted_as_they_were_packed(tmp_path):
+    """A link to itself, two links to each other, a link through itself that grows: tar, cp and `lza pack` keep
+    them; they resolve to nothing, so extraction restores them too (it refused them before, so a tree that held one
+    packed and did not extract)."""
+    archive = tmp_path / "loops.lza"
+    archive.write_bytes(craft(LOOPS))
+    dest = tmp_path / "dest"
+    result = run_cli("extract", str(archive), "-C", str(dest))
+    assert result.exit_code == 0, result.stderr
+    for entry in LOOPS:
+        if entry["type"] == int(C.EntryType.SYMLINK):
+            assert os.readlink(dest / entry["path"]) == entry["target"]
+            with pytest.raises(OSError) as resolving:
+                os.stat(dest / entry["path"])
+            assert resolving.value.errno == errno.ELOOP, entry  # the kernel agrees: nowhere
+
+
+def test_a_chain_is_walked_past_every_kernels_limit_before_it_is_kept(tmp_path):
+    """l0 -> l1 -> ... -> ln -> "..": l0 leaves the destination after n links. Within MAX_LINK_HOPS (more than any
+    kernel follows) that is seen and refused; one link more and no system reaches the "..", so l0 is kept."""
+    from lzarchive.archive.extract import MAX_LINK_HOPS, DestinationView
+    from lzarchive.format.records import Entry
+
+    def chain(n):
+        return [Entry(f"l{i}", C.EntryType.SYMLINK, 0o777, 0, target=f"l{i + 1}" if i < n else "..") for i in range(n + 1)]
+
+    for n, refused in ((MAX_LINK_HOPS, True), (MAX_LINK_HOPS + 1, False)):
+        links = chain(n)
+        reason = DestinationView(links, str(tmp_path)).symlink_refusal(links[0])
+        assert (reason == "symlink target 'l1' leaves the destination") if refused else reason is None, (n, reason)
+    assert MAX_LINK_HOPS >= 63  # Windows follows 63 links, Linux 40, macOS and the BSDs 32
 
 
 def test_a_link_through_a_link_already_in_the_destination_is_refused(tmp_path):
@@ -279,17 +315,17 @@ def tar_refuses(entries: list[dict], tmp_path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("name", sorted(CHAINS) + ["inside"])
+@pytest.mark.parametrize("name", sorted(CHAINS) + ["inside", "loops"])
 def test_every_tree_tarfile_refuses_lza_refuses(name, tmp_path):
     """PEP 706's "data" filter is the bar the README names: whatever it refuses, lza refuses too (it also refuses
     the reversed chain, which tarfile lets through because it judges each link as it comes)."""
-    entries = CHAINS.get(name) or [dir_entry("d"), link_entry("d/up", "../d"), link_entry("top", "d/up/up")]
+    entries = CHAINS.get(name) or {"inside": INSIDE, "loops": LOOPS}[name]
     archive = tmp_path / "t.lza"
     archive.write_bytes(craft(entries))
     lza_refuses = run_cli("extract", str(archive), "-C", str(tmp_path / "lza-dest")).exit_code != 0
     tar = tar_refuses(entries, tmp_path)
     assert lza_refuses or not tar
-    assert lza_refuses == (name != "inside")
+    assert lza_refuses == (name in CHAINS)
     assert tar == (name in ("chain", "chain-through-two", "chain-to-absolute"))
 
 
