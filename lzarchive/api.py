@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .archive.extract import Extractor, plan, select_entries, wanted_path
+from .archive.extract import Extractor, plan, select_entries, unsafe_links, wanted_path
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
 from .archive.tree import walk
@@ -401,8 +401,12 @@ def pack(
                                progress=progress)
         writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}
+        links = []
         for item in items:
-            _add_item(writer, item, first_link, progress)
+            entry = _add_item(writer, item, first_link, progress)
+            if entry is not None and entry.type is EntryType.SYMLINK:
+                links.append(entry)
+        _warn_of_unsafe_links(links, progress)
         stats = writer.finish()
         progress.finish()
     return stats
@@ -467,40 +471,53 @@ def _is_output(item, writing: tuple[int, int], replaced: tuple[int, int, str] | 
     return False
 
 
-def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> None:
+def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> Entry | None:
+    """The walked item's entry, added to the archive; None where it is gone."""
     st, path = item.st, item.archive_path
     mode, mtime_ns = stat.S_IMODE(st.st_mode), _storable_mtime(st.st_mtime_ns, item.fs_path, progress)
     if stat.S_ISDIR(st.st_mode):
-        writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
-    elif stat.S_ISLNK(st.st_mode):
+        return writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
+    if stat.S_ISLNK(st.st_mode):
         target = _link_target(item)
         if target is None:
             writer.stats.changed.append(item.fs_path)
             progress.warn(f"{item.fs_path}: symlink removed or replaced before we read it; not stored")
-            return
-        writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
-    else:
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in first_link:
-            writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
-            return
-        fd, gone = _open_walked(item)
-        if fd is None:
-            writer.stats.changed.append(item.fs_path)
-            progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
-            return
-        try:
-            with os.fdopen(fd, "rb") as stream:
-                entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
-                after = os.fstat(stream.fileno())
-                grew = entry.size == st.st_size and stream.read(1)
-        except OSError as exc:
-            raise InputError(path=item.fs_path, reason=describe(exc)) from None
-        if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            writer.stats.changed.append(item.fs_path)
-            progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
-        if st.st_nlink > 1:
-            first_link[key] = entry
+            return None
+        return writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
+    key = (st.st_dev, st.st_ino)
+    if st.st_nlink > 1 and key in first_link:
+        return writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
+    fd, gone = _open_walked(item)
+    if fd is None:
+        writer.stats.changed.append(item.fs_path)
+        progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
+        return None
+    try:
+        with os.fdopen(fd, "rb") as stream:
+            entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
+            after = os.fstat(stream.fileno())
+            grew = entry.size == st.st_size and stream.read(1)
+    except OSError as exc:
+        raise InputError(path=item.fs_path, reason=describe(exc)) from None
+    if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        writer.stats.changed.append(item.fs_path)
+        progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
+    if st.st_nlink > 1:
+        first_link[key] = entry
+    return entry
+
+
+UNSAFE_LINKS_NAMED = 10  # a tree with thousands of absolute links gets a count for the rest, not a screenful
+
+
+def _warn_of_unsafe_links(links: Sequence[Entry], progress: Progress) -> None:
+    """Symlinks that are stored as they are but that `lza extract` refuses by default (absolute, or leading out of
+    the archive's tree): said while packing, so that a restore needing --trust-links is no surprise."""
+    unsafe = unsafe_links(links)  # other entries cannot change where links lead in an empty destination
+    for refusal in unsafe[:UNSAFE_LINKS_NAMED]:
+        progress.warn(f"{refusal.path}: stored, but extracted only with --trust-links: {refusal.reason}")
+    if len(unsafe) > UNSAFE_LINKS_NAMED:
+        progress.warn(f"and {len(unsafe) - UNSAFE_LINKS_NAMED} more such symlinks: all extracted only with --trust-links")
 
 
 def _open_walked(item) -> tuple[int | None, str]:
@@ -562,17 +579,20 @@ def extract(
     *,
     overwrite: bool = False,
     skip_unsafe: bool = False,
+    trust_links: bool = False,
     device: str = "cpu",
     ray: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> int:
     """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
+    trust_links: create symlinks as archived, even absolute ones and those leading out of `dest` (a tree of one's
+    own restored whole); nothing is written through a link either way.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""
     _named(dest, "directory to extract into (-C . is this one)")
     _check_entry_paths(paths)
     with open_archive(archive, device, ray, progress) as reader:
         entries = select_entries(reader.entries, paths)
-        refusals = plan(entries, dest, overwrite=overwrite, archive=archive)
+        refusals = plan(entries, dest, overwrite=overwrite, trust_links=trust_links, archive=archive)
         if refusals and skip_unsafe:
             for refusal in refusals:
                 progress.warn(f"{refusal.path}: skipped: {refusal.reason}")

@@ -48,6 +48,16 @@ def trees(draw, depth=0):
     return tree
 
 
+class Warnings(api.Progress):
+    """What a pack or an extraction warns of, in order."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.said.append(text)
+
+
 def materialize(root: str, tree: dict, hardlinks: list[str]) -> None:
     """Create the tree; then, deepest first, fix modes and mtimes (writing inside a dir changes its mtime)."""
     os.makedirs(root, exist_ok=True)
@@ -219,15 +229,10 @@ def test_a_source_that_is_the_archive_to_replace_is_refused_and_its_other_names_
     tree.mkdir()
     (tree / "f.txt").write_text("f")
     os.link(tree / "f.txt", tree / "t.lza")  # the output, a hard link of f.txt: f.txt stays and is packed
-    warnings = []
-
-    class Recorder(api.Progress):
-        def warn(self, text: str) -> None:
-            warnings.append(text)
-
-    api.pack([str(tree)], str(tree / "t.lza"), codec="zstd", force=True, progress=Recorder())
+    warnings = Warnings()
+    api.pack([str(tree)], str(tree / "t.lza"), codec="zstd", force=True, progress=warnings)
     assert [e.path for e in api.list_entries(str(tree / "t.lza"))] == ["tree", "tree/f.txt"]
-    assert warnings == [f"{tree / 't.lza'}: skipped: it is the archive this pack replaces"]
+    assert warnings.said == [f"{tree / 't.lza'}: skipped: it is the archive this pack replaces"]
 
 
 def test_a_source_that_is_a_symlink_to_a_directory_is_stored_as_the_link_with_a_hint(tmp_path):
@@ -236,19 +241,14 @@ def test_a_source_that_is_a_symlink_to_a_directory_is_stored_as_the_link_with_a_
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "f.txt").write_text("f")
     (tmp_path / "link").symlink_to("real")
-    warnings = []
-
-    class Recorder(api.Progress):
-        def warn(self, text: str) -> None:
-            warnings.append(text)
-
+    warnings = Warnings()
     link = str(tmp_path / "link")
-    api.pack([link], str(tmp_path / "a.lza"), codec="zstd", progress=Recorder())
+    api.pack([link], str(tmp_path / "a.lza"), codec="zstd", progress=warnings)
     assert [(e.path, e.target) for e in api.list_entries(str(tmp_path / "a.lza"))] == [("link", "real")]
-    assert warnings == [f"{link}: a symlink to a directory, stored as the link: name it {link}/ to pack the "
+    assert warnings.said == [f"{link}: a symlink to a directory, stored as the link: name it {link}/ to pack the "
                         f"directory's contents"]
-    api.pack([link + "/"], str(tmp_path / "b.lza"), codec="zstd", progress=Recorder())
-    assert [e.path for e in api.list_entries(str(tmp_path / "b.lza"))] == ["link", "link/f.txt"] and len(warnings) == 1
+    api.pack([link + "/"], str(tmp_path / "b.lza"), codec="zstd", progress=warnings)
+    assert [e.path for e in api.list_entries(str(tmp_path / "b.lza"))] == ["link", "link/f.txt"] and len(warnings.said) == 1
 
 
 def test_a_tree_deeper_than_the_recursion_limit_packs(tmp_path):
@@ -343,14 +343,9 @@ def test_a_modification_time_beyond_what_the_format_holds_is_stored_as_its_neare
     year_2300 = 10_413_792_000 * 10**9
     os.utime(future, ns=(year_2300, year_2300))
     archive = str(tmp_path / "t.lza")
-    warnings = []
-
-    class Recorder(api.Progress):
-        def warn(self, text: str) -> None:
-            warnings.append(text)
-
-    api.pack([str(tmp_path / "t")], archive, codec="zstd", progress=Recorder())
-    assert warnings == [f"{future}: modification time outside 1677-09-21 .. 2262-04-11, which the format holds: "
+    warnings = Warnings()
+    api.pack([str(tmp_path / "t")], archive, codec="zstd", progress=warnings)
+    assert warnings.said == [f"{future}: modification time outside 1677-09-21 .. 2262-04-11, which the format holds: "
                         f"stored as 2262-04-11"]
     latest = C.MTIME_RANGE[1]
     assert [e.mtime_ns for e in api.list_entries(archive) if e.path == "t/future.txt"] == [latest]
@@ -359,6 +354,40 @@ def test_a_modification_time_beyond_what_the_format_holds_is_stored_as_its_neare
     entry = api.list_entries(archive)[1]
     with pytest.raises(ValueError, match="mtime_ns"):
         dataclasses.replace(entry, mtime_ns=latest + 1).to_wire(2)
+
+
+def test_links_leading_out_of_the_tree_are_packed_with_a_warning_and_restored_with_trust_links(tmp_path):
+    """A tree of one's own may hold links that safe extraction refuses (a virtualenv's python -> /usr/bin/python3):
+    pack stores them and says which; extract refuses them, naming --trust-links, which restores the tree whole."""
+    tree = tmp_path / "venv"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "activate").write_text("# activate")
+    os.symlink("/usr/bin/python3", tree / "bin" / "python")
+    os.symlink("../../../elsewhere", tree / "bin" / "up")
+    os.symlink("../../in-the-destination", tree / "bin" / "out-of-the-tree")  # not of the destination: no warning
+    os.symlink("activate", tree / "bin" / "inside")
+    os.symlink("bin/../../..", tree / "root")
+    for i in range(12):
+        os.symlink(f"/abs/{i}", tree / f"abs-{i:02}")
+    archive = str(tmp_path / "venv.lza")
+    warnings = Warnings()
+    api.pack([str(tree)], archive, codec="zstd", progress=warnings)
+    unsafe = {"venv/bin/python": "symlink target '/usr/bin/python3' is absolute",
+              "venv/bin/up": "symlink target '../../../elsewhere' leaves the destination",
+              "venv/root": "symlink target 'bin/../../..' leaves the destination"}
+    unsafe |= {f"venv/abs-{i:02}": f"symlink target '/abs/{i}' is absolute" for i in range(12)}
+    in_order = [e.path for e in api.list_entries(archive) if e.path in unsafe]
+    assert len(in_order) == 15
+    assert warnings.said == [f"{path}: stored, but extracted only with --trust-links: {unsafe[path]}"
+                             for path in in_order[:10]] + ["and 5 more such symlinks: all extracted only with --trust-links"]
+    with pytest.raises(api.PathRefused, match=r": --trust-links creates it as archived \(and 14 more; nothing was "):
+        api.extract(archive, str(tmp_path / "safe"))
+    assert not (tmp_path / "safe").exists() or not os.listdir(tmp_path / "safe")
+    api.extract(archive, str(tmp_path / "trusted"), trust_links=True)
+    assert snapshot(str(tmp_path / "trusted" / "venv")) == snapshot(str(tree))
+    skipped = Warnings()
+    api.extract(archive, str(tmp_path / "skipped"), skip_unsafe=True, progress=skipped)
+    assert len(skipped.said) == 15 and os.readlink(tmp_path / "skipped" / "venv" / "bin" / "inside") == "activate"
 
 
 def test_sources_beyond_the_format_limits_are_refused_not_written(tmp_path, monkeypatch):

@@ -39,9 +39,9 @@ class Refusal:
 
 class DestinationView:
     """The destination as it will be after extraction: every path an entry names is what the archive makes it; any
-    other path is what is on disk now, read without following links."""
+    other path is what is on disk now, read without following links (nothing, where dest is None: an empty one)."""
 
-    def __init__(self, entries: Sequence[Entry], dest: str) -> None:
+    def __init__(self, entries: Sequence[Entry], dest: str | None) -> None:
         self.dest = dest
         self.kinds = {e.path: e.type for e in entries}
         self.links = {e.path: e.target for e in entries if e.type is EntryType.SYMLINK}
@@ -90,7 +90,7 @@ class DestinationView:
         """The link at `path` (its components `parts`) once extracted: the archive's, or the one on disk."""
         if path in self.kinds:
             return self.links.get(path)
-        return _disk_link(self.dest, parts)
+        return None if self.dest is None else _disk_link(self.dest, parts)
 
     def existing(self, path: str) -> os.stat_result | None | str:
         """What is on disk at `path` now (not following links): its stat, None, or why the path cannot be reached
@@ -175,9 +175,17 @@ def select_entries(entries: Sequence[Entry], wanted: Sequence[str]) -> list[Entr
     return chosen
 
 
-def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, archive: str | None = None) -> list[Refusal]:
+def unsafe_links(entries: Sequence[Entry]) -> list[Refusal]:
+    """The symlinks among `entries` that an extraction into an empty directory refuses without --trust-links."""
+    view = DestinationView(entries, None)
+    return [Refusal(e.path, reason) for e in entries if e.type is EntryType.SYMLINK and (reason := view.symlink_refusal(e))]
+
+
+def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, trust_links: bool = False,
+         archive: str | None = None) -> list[Refusal]:
     """Everything that would be refused, found before a single byte is written; `archive`, the file being read, is
-    never replaced, even with --overwrite (as bsdtar refuses to)."""
+    never replaced, even with --overwrite (as bsdtar refuses to). With trust_links, symlinks are made as archived,
+    wherever they lead (writes still never follow one)."""
     probe = dest  # the destination, or its nearest ancestor that exists: it must be a directory
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe) or "."
@@ -192,8 +200,8 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, archive: str |
     reading = entry_id(os.path.realpath(archive)) if archive is not None else None
     refusals = []
     for entry in entries:
-        if entry.type is EntryType.SYMLINK and (reason := view.symlink_refusal(entry)):
-            refusals.append(Refusal(entry.path, reason))
+        if entry.type is EntryType.SYMLINK and not trust_links and (reason := view.symlink_refusal(entry)):
+            refusals.append(Refusal(entry.path, f"{reason}: --trust-links creates it as archived"))
         existing = view.existing(entry.path)
         if isinstance(existing, str):
             refusals.append(Refusal(entry.path, existing))

@@ -16,6 +16,7 @@ def extract(
     directory: Annotated[str, typer.Option("-C", "--directory", help="Destination directory (created if missing).")] = ".",
     overwrite: Annotated[bool, typer.Option(help="Replace existing files, links and empty directories instead of refusing (never a directory that holds anything, nor the archive being read).")] = False,
     skip_unsafe: Annotated[bool, typer.Option(help="Skip refused entries (escaping symlinks, existing files) with a warning instead of stopping.")] = False,
+    trust_links: Annotated[bool, typer.Option(help="Create symlinks as archived even where they are absolute or lead out of the destination: for restoring a tree of your own whole (a virtualenv's python -> /usr/bin/python3). Nothing is written through a link either way.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
     ray: Annotated[Optional[str], typer.Option(metavar="ADDRESS", help="Run the lm codec on a Ray cluster, one worker per machine using its CPUs (per GPU with --device cuda): local (the one running on this machine, else one started for this command), auto (the one running here, started with ray start --head) or HOST:PORT. The bytes are the same as without. Needs pip install 'lzarchive[ray]'.")] = None,
@@ -23,13 +24,13 @@ def extract(
 ) -> None:
     """Extract all entries, or the ones named, under a directory, safely.
 
-    Refused before anything is written: paths leaving the destination, absolute or escaping symlinks, and existing
-    files (unless --overwrite). No write ever follows a symlink. Every file's checksum is verified before it appears
-    under its name. Example: lza extract project.lza src/lib -C restored/
+    Refused before anything is written: paths leaving the destination, absolute or escaping symlinks (unless
+    --trust-links), and existing files (unless --overwrite). No write ever follows a symlink. Every file's checksum
+    is verified before it appears under its name. Example: lza extract project.lza src/lib -C restored/
     """
     progress = BarProgress(enabled=not (quiet or json_output))
     try:
-        count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, device=device, ray=ray, progress=progress)
+        count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, trust_links=trust_links, device=device, ray=ray, progress=progress)
     finally:
         progress.finish()
     if json_output:

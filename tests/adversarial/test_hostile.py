@@ -150,8 +150,11 @@ def test_escaping_symlinks_are_refused_before_anything_is_written(target, tmp_pa
     assert not dest.exists() or os.listdir(dest) == []
     # --skip-unsafe extracts the rest and leaves the link out
     result = run_cli("extract", str(archive), "-C", str(dest), "--skip-unsafe")
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and "--trust-links creates it as archived" in result.stderr
     assert sorted(os.listdir(dest)) == ["first.txt"]
+    # --trust-links makes the link as archived (nothing is written through it)
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "trusted"), "--trust-links")
+    assert result.exit_code == 0 and os.readlink(tmp_path / "trusted" / "link") == target
 
 
 def test_writes_never_follow_a_symlink_in_the_destination(tmp_path):
