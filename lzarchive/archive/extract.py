@@ -10,7 +10,6 @@ parent directory is opened with O_NOFOLLOW from the destination down, so no syml
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import stat
 from collections.abc import Sequence
@@ -31,6 +30,50 @@ DIR_MODE_MASK = 0o1777
 MAX_LINK_HOPS = 64
 
 
+class _Place:
+    """A path below the destination as the symlink check meets it: one object per path, so that what is learnt of
+    it (what the archive or the disk holds there, where a link there leads) is learnt once."""
+
+    __slots__ = ("parent", "name", "children", "archived", "target", "disk", "resolved")
+
+    def __init__(self, parent: _Place | None, name: str) -> None:
+        self.parent, self.name = parent, name
+        self.children: dict[str, _Place] = {}
+        self.archived = False  # an entry names this path: the archive decides what it is
+        self.target: str | None = None  # the archive's symlink target here
+        self.disk: tuple[bool, str | None] | None = None  # DestinationView._on_disk, once read
+        self.resolved: _Resolved | None = None  # where a link here leads, once walked
+
+    def child(self, name: str) -> _Place:
+        place = self.children.get(name)
+        if place is None:
+            place = self.children[name] = _Place(self, name)
+        return place
+
+    def path(self) -> str:
+        parts = []
+        place = self
+        while place.parent is not None:
+            parts.append(place.name)
+            place = place.parent
+        return "/".join(reversed(parts))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """Where a symlink leads: a place (None where it does not resolve), after following `hops` links; or the
+    refusal found on the way: an absolute link gone through (the link itself, or one it leads through), or a ".."
+    above the destination."""
+
+    place: _Place | None
+    hops: int
+    absolute: _Place | None = None
+    leaves: bool = False
+
+
+NOWHERE = _Resolved(None, MAX_LINK_HOPS + 1)  # more links than any kernel follows: ELOOP, wherever it would go
+
+
 @dataclass(frozen=True)
 class Refusal:
     path: str
@@ -44,7 +87,17 @@ class DestinationView:
     def __init__(self, entries: Sequence[Entry], dest: str | None) -> None:
         self.dest = dest
         self.kinds = {e.path: e.type for e in entries}
-        self.links = {e.path: e.target for e in entries if e.type is EntryType.SYMLINK}
+        self.root = _Place(None, "")
+        for entry in entries:
+            place = self._place(entry.path)
+            place.archived = True
+            place.target = entry.target if entry.type is EntryType.SYMLINK else None
+
+    def _place(self, path: str) -> _Place:
+        place = self.root
+        for part in path.split("/"):
+            place = place.child(part)
+        return place
 
     def symlink_refusal(self, entry: Entry) -> str | None:
         """Why a symlink may not be created, or None. Its target is resolved as the kernel will resolve it once
@@ -53,44 +106,67 @@ class DestinationView:
         for MAX_LINK_HOPS links and kept if it has not left by then: no system follows it further, so it is a
         dangling link, which tar and cp restore too (a tree holding `a -> a` packs, and must extract)."""
         target = entry.target or ""
-        if target.startswith("/"):
+        place = self._place(entry.path)
+        outcome = self._resolve(place)
+        if outcome.absolute is place:
             return f"symlink target {target!r} is absolute"
-        resolved: list[str] = entry.path.split("/")[:-1]  # components below the destination
-        # joined[i]: resolved[: i + 1] as a path, each made by appending one component (joining every prefix again
-        # made a target of 2,000 components cost 2,000 times its length)
-        joined = list(itertools.accumulate(resolved, lambda path, part: f"{path}/{part}"))
-        todo = target.split("/")[::-1]  # still to walk, next last
-        hops = 0
-        while todo:
-            part = todo.pop()
+        if outcome.absolute is not None:
+            return f"symlink target {target!r} goes through {outcome.absolute.path()!r}, a link to an absolute path"
+        if outcome.leaves:
+            return f"symlink target {target!r} leaves the destination"
+        return None
+
+    def _resolve(self, link: _Place) -> _Resolved:
+        """Where the symlink at `link` leads. Each link is walked once (a link met again reuses its walk), so links
+        that all lead through one long chain cost the chain once, not once each; a link met while its own walk is
+        under way loops, and leads nowhere."""
+        if link.resolved is None:
+            link.resolved = NOWHERE  # until its walk ends: met again on the way, it loops
+            link.resolved = self._walk(link)
+        return link.resolved
+
+    def _walk(self, link: _Place) -> _Resolved:
+        target = self._link_at(link) or ""
+        if target.startswith("/"):
+            return _Resolved(None, 0, absolute=link)
+        place, hops = link.parent, 0
+        for part in target.split("/"):
             if part in ("", "."):
                 continue
             if part == "..":
-                if not resolved:
-                    return f"symlink target {target!r} leaves the destination"
-                resolved.pop()
-                joined.pop()
+                if place.parent is None:
+                    return _Resolved(None, hops, leaves=True)
+                place = place.parent
                 continue
-            resolved.append(part)
-            joined.append(f"{joined[-1]}/{part}" if joined else part)
-            link = self._link_at(joined[-1], resolved)
-            if link is None:
+            place = place.child(part)
+            if self._link_at(place) is None:
                 continue
-            hops += 1
+            through = self._resolve(place)
+            hops += 1 + through.hops
             if hops > MAX_LINK_HOPS:
-                return None
-            if link.startswith("/"):
-                return f"symlink target {target!r} goes through {joined[-1]!r}, a link to an absolute path"
-            resolved.pop()
-            joined.pop()
-            todo.extend(link.split("/")[::-1])
-        return None
+                return NOWHERE
+            if through.place is None:
+                return _Resolved(None, hops, through.absolute, through.leaves)
+            place = through.place
+        return _Resolved(place, hops)
 
-    def _link_at(self, path: str, parts: list[str]) -> str | None:
-        """The link at `path` (its components `parts`) once extracted: the archive's, or the one on disk."""
-        if path in self.kinds:
-            return self.links.get(path)
-        return None if self.dest is None else _disk_link(self.dest, parts)
+    def _link_at(self, place: _Place) -> str | None:
+        """The link at `place` once extracted: the archive's, or the one on disk."""
+        if place.archived:
+            return place.target
+        return self._on_disk(place)[1]
+
+    def _on_disk(self, place: _Place) -> tuple[bool, str | None]:
+        """(whether a directory is on disk at place, the target of a link there), read once, without following
+        links; nothing can be below a path that is no directory on disk."""
+        if place.disk is None:
+            if place.parent is None:
+                place.disk = (self.dest is not None and os.path.isdir(self.dest), None)
+            elif not self._on_disk(place.parent)[0]:
+                place.disk = (False, None)
+            else:
+                place.disk = _disk_entry(self.dest, place.path().split("/"))
+        return place.disk
 
     def existing(self, path: str) -> os.stat_result | None | str:
         """What is on disk at `path` now (not following links): its stat, None, or why the path cannot be reached
@@ -127,15 +203,19 @@ class DestinationView:
             os.close(directory)
 
 
-def _disk_link(dest: str, parts: list[str]) -> str | None:
-    """The target of a symlink on disk at dest/parts, reached without following any link; None if there is none."""
+def _disk_entry(dest: str, parts: list[str]) -> tuple[bool, str | None]:
+    """What is on disk at dest/parts, reached without following any link: (True, None) for a directory, (False, its
+    target) for a symlink, (False, None) for anything else or nothing."""
     fd, _, _ = _open_parent(dest, parts)
     if fd is None:
-        return None
+        return False, None
     try:
-        return os.readlink(parts[-1], dir_fd=fd)
-    except OSError:  # not a link, or nothing there
-        return None
+        found = os.lstat(parts[-1], dir_fd=fd)
+        if stat.S_ISLNK(found.st_mode):
+            return False, os.readlink(parts[-1], dir_fd=fd)
+        return stat.S_ISDIR(found.st_mode), None
+    except OSError:  # nothing there
+        return False, None
     finally:
         os.close(fd)
 
