@@ -34,12 +34,13 @@ class _Place:
     """A path below the destination as the symlink check meets it: one object per path, so that what is learnt of
     it (what the archive or the disk holds there, where a link there leads) is learnt once."""
 
-    __slots__ = ("parent", "name", "children", "archived", "target", "disk", "resolved")
+    __slots__ = ("parent", "name", "children", "archived", "directory", "target", "disk", "resolved")
 
     def __init__(self, parent: _Place | None, name: str) -> None:
         self.parent, self.name = parent, name
         self.children: dict[str, _Place] = {}
         self.archived = False  # an entry names this path: the archive decides what it is
+        self.directory = False  # a directory once extracted: an entry's, or one above an entry
         self.target: str | None = None  # the archive's symlink target here
         self.disk: tuple[bool, str | None] | None = None  # DestinationView._on_disk, once read
         self.resolved: _Resolved | None = None  # where a link here leads, once walked
@@ -61,14 +62,14 @@ class _Place:
 
 @dataclass(frozen=True)
 class _Resolved:
-    """Where a symlink leads: a place (None where it does not resolve), after following `hops` links; or the
-    refusal found on the way: an absolute link gone through (the link itself, or one it leads through), or a ".."
-    above the destination."""
+    """Where a symlink leads: a place (None where it does not resolve), after following `hops` links; or why it is
+    refused, found on the way: "absolute" (at: the link itself, or an absolute link it leads through), "leaves"
+    (a ".." above the destination) or "climbs" (at: no directory, which a ".." goes up out of)."""
 
     place: _Place | None
     hops: int
-    absolute: _Place | None = None
-    leaves: bool = False
+    why: str | None = None
+    at: _Place | None = None
 
 
 NOWHERE = _Resolved(None, MAX_LINK_HOPS + 1)  # more links than any kernel follows: ELOOP, wherever it would go
@@ -91,29 +92,35 @@ class DestinationView:
         for entry in entries:
             place = self._place(entry.path)
             place.archived = True
+            place.directory = entry.type is EntryType.DIR
             place.target = entry.target if entry.type is EntryType.SYMLINK else None
 
     def _place(self, path: str) -> _Place:
         place = self.root
         for part in path.split("/"):
+            place.directory = True
             place = place.child(part)
         return place
 
     def symlink_refusal(self, entry: Entry) -> str | None:
         """Why a symlink may not be created, or None. Its target is resolved as the kernel will resolve it once
         everything is extracted, following the archive's other links and those already on disk: it must stay
-        inside the destination and must not go through an absolute link. A chain that loops (or grows) is walked
+        inside the destination and must not go through an absolute link, nor go up ("..") out of anything but a
+        directory: a link another archive makes there later would decide where that leads (`a -> b/..` with no `b`
+        is refused, so that a `b -> .` to come cannot take `a` out). A chain that loops (or grows) is walked
         for MAX_LINK_HOPS links and kept if it has not left by then: no system follows it further, so it is a
         dangling link, which tar and cp restore too (a tree holding `a -> a` packs, and must extract)."""
         target = entry.target or ""
         place = self._place(entry.path)
         outcome = self._resolve(place)
-        if outcome.absolute is place:
-            return f"symlink target {target!r} is absolute"
-        if outcome.absolute is not None:
-            return f"symlink target {target!r} goes through {outcome.absolute.path()!r}, a link to an absolute path"
-        if outcome.leaves:
+        if outcome.why == "absolute":
+            if outcome.at is place:
+                return f"symlink target {target!r} is absolute"
+            return f"symlink target {target!r} goes through {outcome.at.path()!r}, a link to an absolute path"
+        if outcome.why == "leaves":
             return f"symlink target {target!r} leaves the destination"
+        if outcome.why == "climbs":
+            return f"symlink target {target!r} goes up out of {outcome.at.path()!r}, which is no directory"
         return None
 
     def _resolve(self, link: _Place) -> _Resolved:
@@ -128,14 +135,16 @@ class DestinationView:
     def _walk(self, link: _Place) -> _Resolved:
         target = self._link_at(link) or ""
         if target.startswith("/"):
-            return _Resolved(None, 0, absolute=link)
+            return _Resolved(None, 0, "absolute", link)
         place, hops = link.parent, 0
         for part in target.split("/"):
             if part in ("", "."):
                 continue
             if part == "..":
                 if place.parent is None:
-                    return _Resolved(None, hops, leaves=True)
+                    return _Resolved(None, hops, "leaves")
+                if not (place.directory or not place.archived and self._on_disk(place)[0]):
+                    return _Resolved(None, hops, "climbs", place)
                 place = place.parent
                 continue
             place = place.child(part)
@@ -146,7 +155,7 @@ class DestinationView:
             if hops > MAX_LINK_HOPS:
                 return NOWHERE
             if through.place is None:
-                return _Resolved(None, hops, through.absolute, through.leaves)
+                return _Resolved(None, hops, through.why, through.at)
             place = through.place
         return _Resolved(place, hops)
 

@@ -236,6 +236,8 @@ CHAINS = {
     "chain-reversed": [link_entry("esc", "a/b/s/../.."), dir_entry("a"), dir_entry("a/b"), link_entry("a/b/s", "../..")],
     "chain-through-two": [link_entry("up", ".."), link_entry("x", "up/up"), link_entry("esc", "x/../..")],
     "chain-to-absolute": [link_entry("root", "/"), link_entry("esc", "root/etc")],
+    # up out of what is no directory: a link made there later would decide where `a` leads (tests below)
+    "up-out-of-nothing": [link_entry("a", "b/..")],
 }
 # links that resolve nowhere (ELOOP): nothing a kernel follows leaves the destination, and a tree holding them packs
 LOOPS = [link_entry("self", "self"), link_entry("a", "b"), link_entry("b", "a"), link_entry("grows", "grows/x"),
@@ -287,13 +289,13 @@ def test_a_chain_is_walked_past_every_kernels_limit_before_it_is_kept(tmp_path):
 
 
 def test_links_through_one_long_chain_cost_what_the_archive_holds(tmp_path, monkeypatch):
-    """A link bomb: 200 links into a pair of links 1,364 directories apart that lead to each other. Each link's check
-    walked the pair's 4 KB targets until the hop limit: 17 s for this archive, whose index zstd makes 955 bytes. Now
-    each link is walked once: the check takes a step per component of the archive's targets, two per component of
-    its paths (placed, then looked up), and keeps every link (they loop)."""
+    """A link bomb: 200 links into a pair of links far apart that lead to each other. Each link's check walked the
+    pair's long targets until the hop limit: 17 s for 200 links into a pair 1,364 directories apart (4 KB targets;
+    an index zstd makes 955 bytes). Now each link is walked once: the check takes a step per component of the
+    archive's targets, two per component of its paths (placed, then looked up), and keeps every link (they loop)."""
     from lzarchive.archive import extract
 
-    depth = 1364  # the far link's target, "../" * depth + "A0", is 4,093 bytes: near the 4,096 a target may have
+    depth = 300  # directories the extraction makes: shutil.rmtree, which cleans pytest's, recurses through them
     rows = [link_row(f"A{i}", "x/" * depth + "B") for i in range(200)] + [link_row("x/" * depth + "B", "../" * depth + "A0")]
     archive = tmp_path / "bomb.lza"
     archive.write_bytes(craft2(rows))
@@ -309,7 +311,8 @@ def test_links_through_one_long_chain_cost_what_the_archive_holds(tmp_path, monk
 
 def walked_refusal(links: dict[str, str], path: str) -> str | None:
     """The link check restated as the kernel walks: the target's components one at a time, a link's target put in
-    place of its name, MAX_LINK_HOPS links in all (the check before each link was walked once)."""
+    place of its name, MAX_LINK_HOPS links in all (the check before each link was walked once); a ".." only out of
+    a directory (one above a link)."""
     from lzarchive.archive.extract import MAX_LINK_HOPS
 
     target = links[path]
@@ -321,6 +324,9 @@ def walked_refusal(links: dict[str, str], path: str) -> str | None:
         if part == "..":
             if not resolved:
                 return f"symlink target {target!r} leaves the destination"
+            here = "/".join(resolved)
+            if not any(path.startswith(here + "/") for path in links):
+                return f"symlink target {target!r} goes up out of {here!r}, which is no directory"
             resolved.pop()
         elif part not in ("", "."):
             resolved.append(part)
@@ -354,6 +360,32 @@ def test_the_link_check_refuses_what_a_walk_of_each_link_refuses(links):
     links = {e.path: e.target for e in entries}
     view = DestinationView(entries, None)
     assert [view.symlink_refusal(e) for e in entries] == [walked_refusal(links, e.path) for e in entries]
+
+
+def test_a_chain_split_across_two_archives_is_refused_in_either_order(tmp_path):
+    """`a -> b/..` and `b -> .` look harmless apart, and together `a` is the destination's parent. Extracted one
+    after the other into one directory: with `b` first, `a` goes through the link on disk and is refused; with `a`
+    first, `a` is refused for going up out of `b`, which is nothing yet."""
+    first, second = tmp_path / "a.lza", tmp_path / "b.lza"
+    first.write_bytes(craft([link_entry("a", "b/..")]))
+    second.write_bytes(craft([link_entry("b", ".")]))
+    for order in ((second, first), (first, second)):
+        dest = tmp_path / order[0].stem
+        results = [run_cli("extract", str(archive), "-C", str(dest)) for archive in order]
+        assert [r.exit_code for r in results] == ([0, 1] if order[0] is second else [1, 0]), results[0].stderr
+        refused = results[1] if order[0] is second else results[0]
+        assert "symlink target 'b/..'" in refused.stderr
+        assert os.listdir(dest) == ["b"]
+    assert "goes up out of 'b', which is no directory" in run_cli("extract", str(first), "-C", str(tmp_path / "c")).stderr
+    filed = tmp_path / "f.lza"
+    filed.write_bytes(craft([content_entry("f", (0, 0, 3), b"abc"), link_entry("a", "f/../f")], [b"abc"]))
+    assert "goes up out of 'f', which is no directory" in run_cli("extract", str(filed), "-C", str(tmp_path / "f")).stderr
+    # where b is a directory (in the archive, or on disk), a -> b/.. is the destination itself, and kept
+    third = tmp_path / "c.lza"
+    third.write_bytes(craft([dir_entry("b"), link_entry("a", "b/..")]))
+    assert run_cli("extract", str(third), "-C", str(tmp_path / "d")).exit_code == 0
+    (tmp_path / "e" / "b").mkdir(parents=True)
+    assert run_cli("extract", str(first), "-C", str(tmp_path / "e")).exit_code == 0
 
 
 def test_a_link_through_a_link_already_in_the_destination_is_refused(tmp_path):
