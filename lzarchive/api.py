@@ -401,12 +401,8 @@ def pack(
                                progress=progress)
         writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}
-        links = []
-        for item in items:
-            entry = _add_item(writer, item, first_link, progress)
-            if entry is not None and entry.type is EntryType.SYMLINK:
-                links.append(entry)
-        _warn_of_unsafe_links(links, progress)
+        added = [_add_item(writer, item, first_link, progress) for item in items]
+        _warn_of_unsafe_links([entry for entry in added if entry is not None], progress)
         stats = writer.finish()
         progress.finish()
     return stats
@@ -510,10 +506,10 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
 UNSAFE_LINKS_NAMED = 10  # a tree with thousands of absolute links gets a count for the rest, not a screenful
 
 
-def _warn_of_unsafe_links(links: Sequence[Entry], progress: Progress) -> None:
+def _warn_of_unsafe_links(entries: Sequence[Entry], progress: Progress) -> None:
     """Symlinks that are stored as they are but that `lza extract` refuses by default (absolute, or leading out of
     the archive's tree): said while packing, so that a restore needing --trust-links is no surprise."""
-    unsafe = unsafe_links(links)  # other entries cannot change where links lead in an empty destination
+    unsafe = unsafe_links(entries)
     for refusal in unsafe[:UNSAFE_LINKS_NAMED]:
         progress.warn(f"{refusal.path}: stored, but extracted only with --trust-links: {refusal.reason}")
     if len(unsafe) > UNSAFE_LINKS_NAMED:

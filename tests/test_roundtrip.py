@@ -365,6 +365,8 @@ def test_links_leading_out_of_the_tree_are_packed_with_a_warning_and_restored_wi
     os.symlink("/usr/bin/python3", tree / "bin" / "python")
     os.symlink("../../../elsewhere", tree / "bin" / "up")
     os.symlink("../../in-the-destination", tree / "bin" / "out-of-the-tree")  # not of the destination: no warning
+    (tree / "lib").mkdir()
+    os.symlink("lib/..", tree / "up-out-of-a-directory")  # lib holds no link, and is a directory: no warning
     os.symlink("activate", tree / "bin" / "inside")
     os.symlink("bin/../../..", tree / "root")
     for i in range(12):
