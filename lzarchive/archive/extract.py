@@ -75,6 +75,14 @@ class _Resolved:
 NOWHERE = _Resolved(None, MAX_LINK_HOPS + 1)  # more links than any kernel follows: ELOOP, wherever it would go
 
 
+class _Deeper(Exception):
+    """A walk nested past MAX_LINK_HOPS walks met `link`, not yet walked."""
+
+    def __init__(self, link: _Place) -> None:
+        super().__init__()
+        self.link = link
+
+
 @dataclass(frozen=True)
 class Refusal:
     path: str
@@ -112,7 +120,7 @@ class DestinationView:
         dangling link, which tar and cp restore too (a tree holding `a -> a` packs, and must extract)."""
         target = entry.target or ""
         place = self._place(entry.path)
-        outcome = self._resolve(place)
+        outcome = self._resolved(place)
         if outcome.why == "absolute":
             if outcome.at is place:
                 return f"symlink target {target!r} is absolute"
@@ -123,16 +131,35 @@ class DestinationView:
             return f"symlink target {target!r} goes up out of {outcome.at.path()!r}, which is no directory"
         return None
 
-    def _resolve(self, link: _Place) -> _Resolved:
+    def _resolved(self, link: _Place) -> _Resolved:
         """Where the symlink at `link` leads. Each link is walked once (a link met again reuses its walk), so links
-        that all lead through one long chain cost the chain once, not once each; a link met while its own walk is
-        under way loops, and leads nowhere."""
-        if link.resolved is None:
-            link.resolved = NOWHERE  # until its walk ends: met again on the way, it loops
-            link.resolved = self._walk(link)
+        that all lead through one long chain cost the chain once, not once each. A walk that meets a link not yet
+        walked walks it first, nested; past MAX_LINK_HOPS nested walks (a chain of a million links would exhaust
+        Python's stack) the deepest link not yet walked is walked on its own first, and the walk begun again."""
+        pending = [link]
+        while pending:
+            try:
+                self._resolve(pending[-1], 0)
+                pending.pop()
+            except _Deeper as deeper:
+                pending.append(deeper.link)
         return link.resolved
 
-    def _walk(self, link: _Place) -> _Resolved:
+    def _resolve(self, link: _Place, depth: int) -> _Resolved:
+        """`link`'s walk, nested `depth` walks deep; a link met while its own walk is under way loops, and leads
+        nowhere."""
+        if link.resolved is None:
+            if depth > MAX_LINK_HOPS:
+                raise _Deeper(link)
+            link.resolved = NOWHERE  # until its walk ends: met again on the way, it loops
+            try:
+                link.resolved = self._walk(link, depth)
+            except _Deeper:
+                link.resolved = None  # not walked yet: begun again once the deeper link is
+                raise
+        return link.resolved
+
+    def _walk(self, link: _Place, depth: int) -> _Resolved:
         target = self._link_at(link) or ""
         if target.startswith("/"):
             return _Resolved(None, 0, "absolute", link)
@@ -150,7 +177,7 @@ class DestinationView:
             place = place.child(part)
             if self._link_at(place) is None:
                 continue
-            through = self._resolve(place)
+            through = self._resolve(place, depth + 1)
             hops += 1 + through.hops
             if hops > MAX_LINK_HOPS:
                 return NOWHERE
@@ -168,13 +195,18 @@ class DestinationView:
     def _on_disk(self, place: _Place) -> tuple[bool, str | None]:
         """(whether a directory is on disk at place, the target of a link there), read once, without following
         links; nothing can be below a path that is no directory on disk."""
-        if place.disk is None:
-            if place.parent is None:
-                place.disk = (self.dest is not None and os.path.isdir(self.dest), None)
-            elif not self._on_disk(place.parent)[0]:
-                place.disk = (False, None)
+        unread = []  # place and its ancestors up to the first already read (a loop: paths nest 2,000 deep)
+        above = place
+        while above is not None and above.disk is None:
+            unread.append(above)
+            above = above.parent
+        for below in reversed(unread):
+            if below.parent is None:
+                below.disk = (self.dest is not None and os.path.isdir(self.dest), None)
+            elif not below.parent.disk[0]:
+                below.disk = (False, None)
             else:
-                place.disk = _disk_entry(self.dest, place.path().split("/"))
+                below.disk = _disk_entry(self.dest, below.path().split("/"))
         return place.disk
 
     def existing(self, path: str) -> os.stat_result | None | str:

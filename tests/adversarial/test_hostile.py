@@ -274,7 +274,9 @@ def test_links_that_loop_are_extracted_as_they_were_packed(tmp_path):
 
 def test_a_chain_is_walked_past_every_kernels_limit_before_it_is_kept(tmp_path):
     """l0 -> l1 -> ... -> ln -> "..": l0 leaves the destination after n links. Within MAX_LINK_HOPS (more than any
-    kernel follows) that is seen and refused; one link more and no system reaches the "..", so l0 is kept."""
+    kernel follows) that is seen and refused; one link more and no system reaches the "..", so l0 is kept. Each link
+    of the chain is judged so, in either order, for chains far longer than Python's stack (a walk nested in the
+    walks of the links before it stopped with a RecursionError at 1,000 links)."""
     from lzarchive.archive.extract import MAX_LINK_HOPS, DestinationView
     from lzarchive.format.records import Entry
 
@@ -286,6 +288,19 @@ def test_a_chain_is_walked_past_every_kernels_limit_before_it_is_kept(tmp_path):
         reason = DestinationView(links, str(tmp_path)).symlink_refusal(links[0])
         assert (reason == "symlink target 'l1' leaves the destination") if refused else reason is None, (n, reason)
     assert MAX_LINK_HOPS >= 63  # Windows follows 63 links, Linux 40, macOS and the BSDs 32
+    for n in (MAX_LINK_HOPS, 5000):
+        links = chain(n)
+        walked = [walked_refusal({e.path: e.target for e in links}, e.path) for e in links]
+        assert sum(reason is not None for reason in walked) == min(n + 1, MAX_LINK_HOPS + 1)
+        for order in (links, links[::-1]):
+            view = DestinationView(links, None)
+            assert {e.path: view.symlink_refusal(e) for e in order} == {e.path: r for e, r in zip(links, walked)}
+    # and the place a deep walk ends at is read from the disk through 1,500 archived directories, in a loop too
+    deep = "/".join(["d"] * 1500)
+    entries = [Entry("/".join(["d"] * k), C.EntryType.DIR, 0o755, 0) for k in range(1, 1501)]
+    link = Entry("up", C.EntryType.SYMLINK, 0o777, 0, target=f"{deep}/nothing/..")
+    reason = DestinationView([*entries, link], str(tmp_path)).symlink_refusal(link)
+    assert reason.endswith(f"goes up out of '{deep}/nothing', which is no directory")
 
 
 def test_links_through_one_long_chain_cost_what_the_archive_holds(tmp_path, monkeypatch):
