@@ -34,12 +34,12 @@ class _Place:
     """A path below the destination as the symlink check meets it: one object per path, so that what is learnt of
     it (what the archive or the disk holds there, where a link there leads) is learnt once."""
 
-    __slots__ = ("parent", "name", "children", "archived", "directory", "target", "disk", "resolved")
+    __slots__ = ("parent", "name", "children", "kind", "directory", "target", "disk", "resolved")
 
     def __init__(self, parent: _Place | None, name: str) -> None:
         self.parent, self.name = parent, name
         self.children: dict[str, _Place] = {}
-        self.archived = False  # an entry names this path: the archive decides what it is
+        self.kind: EntryType | None = None  # an entry's type where one names this path: the archive decides it
         self.directory = False  # a directory once extracted: an entry's, or one above an entry
         self.target: str | None = None  # the archive's symlink target here
         self.disk: tuple[bool, str | None] | None = None  # DestinationView._on_disk, once read
@@ -95,11 +95,10 @@ class DestinationView:
 
     def __init__(self, entries: Sequence[Entry], dest: str | None) -> None:
         self.dest = dest
-        self.kinds = {e.path: e.type for e in entries}
         self.root = _Place(None, "")
         for entry in entries:
             place = self._place(entry.path)
-            place.archived = True
+            place.kind = entry.type
             place.directory = entry.type is EntryType.DIR
             place.target = entry.target if entry.type is EntryType.SYMLINK else None
 
@@ -170,7 +169,7 @@ class DestinationView:
             if part == "..":
                 if place.parent is None:
                     return _Resolved(None, hops, "leaves")
-                if not (place.directory or not place.archived and self._on_disk(place)[0]):
+                if not (place.directory or place.kind is None and self._on_disk(place)[0]):
                     return _Resolved(None, hops, "climbs", place)
                 place = place.parent
                 continue
@@ -188,7 +187,7 @@ class DestinationView:
 
     def _link_at(self, place: _Place) -> str | None:
         """The link at `place` once extracted: the archive's, or the one on disk."""
-        if place.archived:
+        if place.kind is not None:
             return place.target
         return self._on_disk(place)[1]
 
@@ -216,7 +215,7 @@ class DestinationView:
         fd, depth, error = _open_parent(self.dest, parts)
         if fd is None:
             parent = "/".join(parts[: depth + 1])
-            if depth >= 0 and error in (errno.ELOOP, errno.ENOTDIR) and self.kinds.get(parent) is not EntryType.DIR:
+            if depth >= 0 and error in (errno.ELOOP, errno.ENOTDIR) and self._place(parent).kind is not EntryType.DIR:
                 return f"parent {parent!r} is a symlink or not a directory"
             return None  # nothing there yet
         try:
