@@ -43,8 +43,9 @@ def trees(draw, depth=0):
             tree[name] = ("file", seed * draw(st.integers(200, 4000)), draw(file_modes), draw(mtimes))
         elif kind == "dir":
             tree[name] = ("dir", draw(trees(depth=depth + 1)), draw(dir_modes), draw(mtimes))
-        else:
-            tree[name] = ("link", draw(names), draw(mtimes))
+        else:  # a sibling's name, or a path that may climb out of the tree or through names that are not there
+            target = draw(st.one_of(names, st.lists(st.one_of(names, st.just("..")), min_size=2, max_size=4).map("/".join)))
+            tree[name] = ("link", target, draw(mtimes))
     return tree
 
 
@@ -90,9 +91,17 @@ def test_tree_round_trip(tree, chunk_size, codec, link_count):
             os.link(os.path.join(src, files[i]), os.path.join(src, f"hardlink-{i}"))
         os.utime(src, ns=(10**18, 10**18))
         archive = os.path.join(tmp, "out.lza")
-        api.pack([src], archive, codec=codec, chunk_size=chunk_size)
+        packed = Warnings()
+        api.pack([src], archive, codec=codec, chunk_size=chunk_size, progress=packed)
         assert api.verify(archive, full=True).ok
-        api.extract(archive, os.path.join(tmp, "dest"))
+        # the links pack says need --trust-links are the ones extraction refuses without it
+        unsafe = [w.split(": stored, but ")[0] for w in packed.said if ": stored, but " in w]
+        more = sum(int(w.split()[1]) for w in packed.said if w.startswith("and "))
+        skipped = Warnings()
+        api.extract(archive, os.path.join(tmp, "safe"), skip_unsafe=True, progress=skipped)
+        refused = [w.split(": skipped: ")[0] for w in skipped.said]
+        assert refused[:10] == unsafe and len(refused) == len(unsafe) + more
+        api.extract(archive, os.path.join(tmp, "dest"), trust_links=bool(refused))
         assert snapshot(os.path.join(tmp, "dest", "src")) == snapshot(src)
         # format 1 holds the same index in its own words: format 2's implied slices and 64-bit checks agree with it
         old = os.path.join(tmp, "old.lza")
