@@ -401,8 +401,9 @@ def pack(
                                progress=progress)
         writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}
-        added = [_add_item(writer, item, first_link, progress) for item in items]
-        _warn_of_unsafe_links([entry for entry in added if entry is not None], progress)
+        for item in items:
+            _add_item(writer, item, first_link, progress)
+        _warn_of_unsafe_links(writer.entries, progress)
         stats = writer.finish()
         progress.finish()
     return stats
@@ -467,40 +468,40 @@ def _is_output(item, writing: tuple[int, int], replaced: tuple[int, int, str] | 
     return False
 
 
-def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> Entry | None:
-    """The walked item's entry, added to the archive; None where it is gone."""
+def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Entry], progress: Progress) -> None:
     st, path = item.st, item.archive_path
     mode, mtime_ns = stat.S_IMODE(st.st_mode), _storable_mtime(st.st_mtime_ns, item.fs_path, progress)
     if stat.S_ISDIR(st.st_mode):
-        return writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
-    if stat.S_ISLNK(st.st_mode):
+        writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
+    elif stat.S_ISLNK(st.st_mode):
         target = _link_target(item)
         if target is None:
             writer.stats.changed.append(item.fs_path)
             progress.warn(f"{item.fs_path}: symlink removed or replaced before we read it; not stored")
-            return None
-        return writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
-    key = (st.st_dev, st.st_ino)
-    if st.st_nlink > 1 and key in first_link:
-        return writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
-    fd, gone = _open_walked(item)
-    if fd is None:
-        writer.stats.changed.append(item.fs_path)
-        progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
-        return None
-    try:
-        with os.fdopen(fd, "rb") as stream:
-            entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
-            after = os.fstat(stream.fileno())
-            grew = entry.size == st.st_size and stream.read(1)
-    except OSError as exc:
-        raise InputError(path=item.fs_path, reason=describe(exc)) from None
-    if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-        writer.stats.changed.append(item.fs_path)
-        progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
-    if st.st_nlink > 1:
-        first_link[key] = entry
-    return entry
+            return
+        writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
+    else:
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in first_link:
+            writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
+            return
+        fd, gone = _open_walked(item)
+        if fd is None:
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
+            return
+        try:
+            with os.fdopen(fd, "rb") as stream:
+                entry = writer.add_file(path, stream, mode=mode, mtime_ns=mtime_ns, size=st.st_size)
+                after = os.fstat(stream.fileno())
+                grew = entry.size == st.st_size and stream.read(1)
+        except OSError as exc:
+            raise InputError(path=item.fs_path, reason=describe(exc)) from None
+        if grew or entry.size != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            writer.stats.changed.append(item.fs_path)
+            progress.warn(f"{item.fs_path}: file changed as we read it; stored the {entry.size} bytes read")
+        if st.st_nlink > 1:
+            first_link[key] = entry
 
 
 UNSAFE_LINKS_NAMED = 10  # a tree with thousands of absolute links gets a count for the rest, not a screenful

@@ -295,6 +295,11 @@ class ArchiveWriter:
                       self._refs(chunk, start, start + size))
         return self._add(entry)
 
+    @property
+    def entries(self) -> Sequence[Entry]:
+        """The entries added so far, in order."""
+        return self._entries
+
     def add_dir(self, path: str, *, mode: int, mtime_ns: int) -> Entry:
         return self._add(Entry(path, EntryType.DIR, mode, mtime_ns))
 
