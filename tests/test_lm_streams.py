@@ -151,7 +151,7 @@ def test_the_writer_stores_a_group_as_one_chunk_and_places_files_in_it(unsure_pa
     assert stats.chunks == 3 and stats.per_codec["lm"].chunks == 3
     with api.open_archive(str(archive)) as reader:
         assert [c.raw_size for c in reader.index.chunks] == [600, 230, 100]
-        assert [e.chunks for e in reader.entries] == [e.chunks for e in writer._entries]
+        assert [e.chunks for e in reader.entries] == [e.chunks for e in writer.entries]
         payloads = [reader.read_stored(i)[1] for i in range(3)]
     assert [len(stream_fields(p)[1]) for p in payloads[:2]] == [4, 2]
     for name, data in files.items():
