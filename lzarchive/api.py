@@ -53,7 +53,7 @@ __all__ = [
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
-WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
                     "2.0": (2, 0), "1": (1, -1)}
 
 
@@ -102,7 +102,7 @@ def _cache_error(exc) -> OutputError:
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
                    window: int | None = None, primer: int = 0, match: bool = False, span: int | None = 0,
                    bias: bool = False, bias_group: int = 1, group_match: bool = False, streams: bool = False,
-                   progress: Progress = NULL_PROGRESS) -> list[Codec]:
+                   cache: bool = False, progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins
     (archive.writer.choose_payloads: the model only where it contends, LmCodec.contends).
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
@@ -114,6 +114,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     `group_match`: with bias groups and the match model, a group's match models guess from all of its chunks' tokens
     (format 2.6, SPEC 9.11).
     `streams`: a bias group is one chunk, a range coder stream per part (format 2.7, SPEC 9.12).
+    `cache`: with the bias head, chunks and groups may mix in the neural cache where it pays (format 2.8, SPEC 9.13).
     `span`: payloads carry the span field, this span (format 2.3, SPEC 9.5; None: the codec's default; 0: without
     the field)."""
     if name not in CODEC_CHOICES:
@@ -137,7 +138,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
             codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
                                   match_field=match, bias_field=bias, span_field=span != 0, span=span,
                                   group_field=bias_group > 1, bias_group=bias_group, group_match=group_match,
-                                  streams_field=streams))
+                                  streams_field=streams, cache_field=cache))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: {exc}") from None
         except ValueError as exc:
@@ -201,6 +202,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                             group_field=bool(header.incompat_flags & C.INCOMPAT_LM_BIAS_GROUP),
                             group_match=bool(header.incompat_flags & C.INCOMPAT_LM_GROUP_MATCH),
                             streams_field=bool(header.incompat_flags & C.INCOMPAT_LM_STREAMS),
+                            cache_field=bool(header.incompat_flags & C.INCOMPAT_LM_CACHE),
                             span_field=bool(header.incompat_flags & C.INCOMPAT_LM_SPAN))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"model {ref.name}: not a usable model: {exc}") from None
@@ -289,6 +291,7 @@ def pack(
     primer: int = LM_DEFAULT_PRIMER,
     match: bool = True,
     bias: bool = True,
+    cache: bool = True,
     bias_group: int | None = None,
     span: int | None = None,
     format_version: int | str = FORMAT_VERSION,
@@ -301,14 +304,16 @@ def pack(
     primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
     match: lm chunks may mix the model with the chunk's match model, where that makes them smaller (writes 2.2).
     bias: lm chunks may correct the model's logits with the bias head, where that makes them smaller (writes 2.4).
+    cache: with the bias head, lm chunks and bias groups may mix in the neural cache, where that makes them smaller
+    (writes 2.8).
     bias_group: chunks of one file, up to this many, may share one bias head (writes 2.5; 1: each its own), and with
     the match model, guess from each other's tokens (writes 2.6), each group one chunk of streams (writes 2.7); None:
     LM_BIAS_GROUP where the format, the codec and the other options allow groups. More than 1 is refused with a
     primer, without the bias head, before format 2.5 or with the zstd or store codec.
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
-    format_version: 2 (its newest minor), "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write archives
-    that older lza releases can read (bias groups as chunks of their own before 2.7, no group match model before 2.6,
+    format_version: 2 (its newest minor), "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write archives
+    that older lza releases can read (no neural cache before 2.8, bias groups as chunks of their own before 2.7, no group match model before 2.6,
     no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer
     before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
@@ -363,10 +368,11 @@ def pack(
     bias_group = bias_group if bias and primer == 0 and (major, minor) >= (2, 5) else 1
     group_match = match and bias_group > 1 and (major, minor) >= (2, 6)
     streams = bias_group > 1 and (major, minor) >= (2, 7)
+    cache = cache and bias and (major, minor) >= (2, 8)
     span = 0 if span is None and (major, minor) < (2, 3) else span
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=_here(device, ray), window=window,
                                        primer=primer, match=match, span=span, bias=bias, bias_group=bias_group,
-                                       group_match=group_match, streams=streams, progress=progress),
+                                       group_match=group_match, streams=streams, cache=cache, progress=progress),
                         ray, device)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched, spanned, biased = (primer > 0 and bool(models), match and bool(models), span != 0 and bool(models),
@@ -374,9 +380,10 @@ def pack(
     grouped = biased and bias_group > 1
     group_matched = grouped and group_match
     streamed = grouped and streams
+    cached = biased and cache
     if major == 2:  # 2.1 added only the lm primer, 2.2 the match model, 2.3 the span, 2.4 the bias head, 2.5 bias
-        # groups, 2.6 their match model, 2.7 their streams: archives without them stay older
-        minor = (7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
+        # groups, 2.6 their match model, 2.7 their streams, 2.8 the neural cache: archives without them stay older
+        minor = (8 if cached else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
                  else 2 if matched else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
         writing, changed = _inode(out.fileno()), []
@@ -397,7 +404,7 @@ def pack(
                                | (C.INCOMPAT_LM_MATCH if matched else 0) | (C.INCOMPAT_LM_SPAN if spanned else 0)
                                | (C.INCOMPAT_LM_BIAS if biased else 0) | (C.INCOMPAT_LM_BIAS_GROUP if grouped else 0)
                                | (C.INCOMPAT_LM_GROUP_MATCH if group_matched else 0)
-                               | (C.INCOMPAT_LM_STREAMS if streamed else 0),
+                               | (C.INCOMPAT_LM_STREAMS if streamed else 0) | (C.INCOMPAT_LM_CACHE if cached else 0),
                                progress=progress)
         writer.stats.changed.extend(changed)
         first_link: dict[tuple[int, int], Entry] = {}

@@ -202,11 +202,31 @@ def test_the_streams_fixture_holds_each_group_in_one_chunk():
     assert b"".join(api.cat(path, "streams/b-words.txt")) == tree["streams/b-words.txt"]
 
 
+@pytest.mark.realmodel
+def test_the_cache_fixture_mixes_the_neural_cache_into_a_group_and_a_chunk_alone():
+    """v2.8-lm-cache: a ledger in a run of three chunks of 512 bytes (one chunk of three streams, escapes) and log
+    lines in a chunk of their own, each with the neural cache (SPEC 9.13), decoded in lockstep. Byte ranges read
+    alone, from a later stream."""
+    path = os.path.join(FIXTURES, "v2.8-lm-cache.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (8, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                      | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                      | C.INCOMPAT_LM_GROUP_MATCH
+                                                                      | C.INCOMPAT_LM_STREAMS | C.INCOMPAT_LM_CACHE)
+        assert [chunk.raw_size for chunk in reader.index.chunks] == [1536, 500]
+        # model, window (two varint bytes), overlap, adaptive (the match model, the bias head, the neural cache), G
+        heads = [reader.read_stored(chunk)[1][:6] for chunk in range(2)]
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 7, 3]), bytes([0, 0xA0, 0x01, 40, 7, 0])]
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["cache"])
+    assert b"".join(api.cat(path, "cache/a-ledger.txt", start=1100, end=1200)) == tree["cache/a-ledger.txt"][1100:1200]
+    assert b"".join(api.cat(path, "cache/b-dpkg.log")) == tree["cache/b-dpkg.log"]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
                  "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
-                 "v2.7-lm-streams.lza")])
+                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

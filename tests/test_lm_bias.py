@@ -152,7 +152,8 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     spanned = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
     grouped |= C.INCOMPAT_LM_STREAMS
-    assert written == {"default": (7, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH), "no-bias": (3, spanned),
-                       "2.3": (3, spanned), "no-match": (7, C.INCOMPAT_LM_SPAN | grouped)}
+    grouped |= C.INCOMPAT_LM_CACHE
+    assert written == {"default": (8, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH), "no-bias": (3, spanned),
+                       "2.3": (3, spanned), "no-match": (8, C.INCOMPAT_LM_SPAN | grouped)}
     assert sizes["default"] < 0.8 * sizes["no-bias"]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

@@ -479,22 +479,23 @@ def test_ray_parts_end_where_groups_end_and_keep_a_group_on_one_worker():
 
 
 def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_path, tmp_path):
+    """Without the neural cache (2.8: test_lm_cache), as 2.7 and older wrote."""
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(2400, 10))
     (source / "short.txt").write_bytes(letters(300, 11))
     written, sizes = {}, {}
     parsed = {}
-    for name, args in (("default", []), ("2.6", ["--format", "2.6"]), ("2.5", ["--format", "2.5"]),
-                       ("one", ["--bias-group", "1"]),
-                       ("2.4", ["--format", "2.4"]), ("primer", ["--primer", "8", "--window", "256"])):
+    for name, args in (("2.7", ["--format", "2.7"]), ("2.6", ["--format", "2.6"]), ("2.5", ["--format", "2.5"]),
+                       ("one", ["--bias-group", "1", "--no-cache"]),
+                       ("2.4", ["--format", "2.4"]), ("primer", ["--primer", "8", "--window", "256", "--no-cache"])):
         archive = str(tmp_path / f"{name}.lza")
         result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q",
                          "--chunk-size", "600", *args)
         assert result.exit_code == 0, result.stderr
         with api.open_archive(archive) as reader:
             written[name] = (reader.header.minor, reader.header.incompat_flags & ~C.INCOMPAT_LM_SPAN)
-            if name in ("default", "2.6"):
+            if name in ("2.7", "2.6"):
                 codec = reader.codec(C.CodecId.LM)
                 parsed[name] = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
         sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
@@ -504,15 +505,15 @@ def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_
         assert run_cli("cat", archive, "notes/xy.txt", "--range", "1000:1300").stdout == \
             (source / "xy.txt").read_bytes()[1000:1300]
     older = FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH, FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH & ~C.INCOMPAT_LM_BIAS_GROUP  # 2.5, 2.4
-    assert written == {"default": (7, FLAGS | C.INCOMPAT_LM_STREAMS), "2.6": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
+    assert written == {"2.7": (7, FLAGS | C.INCOMPAT_LM_STREAMS), "2.6": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
                        "primer": (4, C.INCOMPAT_LM_PRIMER | older[1])}
     # walked in name order: short.txt, then xy.txt from the same chunk on, in chunks of 600 bytes: one run, one group;
     # in 2.7 one chunk of its 5 streams, which saves a chunk header, an index row and a payload header for each after
     # the first (less their streams' two varints)
     assert [(p.group_first, p.group_size) for p in parsed["2.6"]] == [(0, 5)] * 5
-    [streams] = parsed["default"]
+    [streams] = parsed["2.7"]
     assert streams.bias and [count for count, _ in streams.streams] == [p.count for p in parsed["2.6"]]
-    assert sizes["default"] < sizes["2.6"] - 4 * 30 and sizes["2.6"] < sizes["one"]
+    assert sizes["2.7"] < sizes["2.6"] - 4 * 30 and sizes["2.6"] < sizes["one"]
     result = run_cli("pack", str(source), "-o", str(tmp_path / "x.lza"), "--model", unsure_path, "--bias-group", "17")
     assert result.exit_code == EXIT_USAGE
     assert b"--bias-group" in run_cli("pack", "--help").stdout

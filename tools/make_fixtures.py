@@ -189,6 +189,14 @@ STREAMS_TREE = [
     ("streams/b-words.txt", "file", few_words(400, 23), 0o644),
     ("streams/c-ledger.txt", "file", ledger(1200, 24, b"\x04"), 0o644),
 ]
+# the neural cache (format 2.8): a ledger in a run of three chunks of 512 bytes (one chunk of three streams sharing a
+# cache; escapes) and log lines in a chunk of their own (its own cache), decoded in lockstep, in windows of 160
+# positions with the span of 40
+CACHE_TREE = [
+    ("cache", "dir", None, 0o755),
+    ("cache/a-ledger.txt", "file", ledger(1536, 25, b"\x04"), 0o644),
+    ("cache/b-dpkg.log", "file", log_lines(500, 26), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -206,7 +214,8 @@ def trees() -> dict[str, list]:
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
-            "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "sampled": sampled}
+            "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE,
+            "sampled": sampled}
 
 
 ARCHIVES = {
@@ -229,6 +238,7 @@ ARCHIVES = {
     "v2.5-lm-bias-group.lza": ("group", "2.5", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.6-lm-group-match.lza": ("group-match", "2.6", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.7-lm-streams.lza": ("streams", "2.7", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.8-lm-cache.lza": ("cache", "2.8", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

@@ -15,7 +15,9 @@ so far (SPEC.md 9.9); the chunks of a bias group (format 2.5: consecutive chunks
 which learns from all of their tokens at once, step by step, so they are decoded together (SPEC.md 9.10); with the
 lm_group_match flag (format 2.6) their match models also guess from all of their tokens (SPEC.md 9.11). With the
 lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a range coder stream per part (SPEC.md
-9.12): the same decoding, without a chunk header, index row and payload header per part.
+9.12): the same decoding, without a chunk header, index row and payload header per part. With the lm_cache flag
+(format 2.8) the adaptive field's bit 2 mixes the bias head's tables with a neural cache (neural.py, SPEC.md 9.13)
+over the chunk's (its bias group's) tokens so far, before the match model.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from . import LM_DEFAULT_OVERLAP as DEFAULT_OVERLAP
 from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import JOINED, Codec, CodecError, Joined, ReadChunk
+from .neural import KnownKeys, NeuralCache
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -54,7 +57,7 @@ RIVAL_ROOM = 64
 SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
-ADAPTIVE_MATCH, ADAPTIVE_BIAS = 1, 2  # the adaptive field's bits (SPEC.md 9.6)
+ADAPTIVE_MATCH, ADAPTIVE_BIAS, ADAPTIVE_CACHE = 1, 2, 4  # the adaptive field's bits (SPEC.md 9.6)
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
@@ -102,6 +105,7 @@ class Payload:
     primer_size: int
     match: bool  # the tables mixed with the match model (the adaptive field's bit 0)
     bias: bool  # the logits corrected by the bias head (its bit 1)
+    cache: bool  # the bias head's tables mixed with the neural cache (its bit 2, only with bit 1)
     group_first: int | None  # the first chunk of the bias group whose head it shares, or None: a head of its own
     group_size: int  # that group's chunks (0: none)
     span: int  # 0: a window's positions see all earlier ones
@@ -119,13 +123,15 @@ class Stream:
     """One chunk being decoded (or one stream of a chunk of streams, format 2.7): its range decoder, the tokens (escape
     tokens included) and escaped bytes out so far, the bytes they make, and where to stop: after `count` tokens in all
     or once `limit` bytes are out, unless a chunk sharing its bias head (mates, itself included) still needs its
-    tokens. The adaptive models' states, where the payload has them: the match model, the bias head's (V,) int64."""
+    tokens. The adaptive models' states, where the payload has them: the match model, the bias head's (V,) int64, the
+    neural cache (a bias group's streams share one)."""
 
     decoder: RangeDecoder
     count: int
     limit: int
     match: MatchModel | None = None
     bias: torch.Tensor | None = None
+    cache: NeuralCache | None = None
     chunk: int | None = None  # its archive index, where known
     part: int | None = None  # its place among its chunk's streams (format 2.7), where it is one
     mates: list[Stream] = field(default_factory=list, repr=False)  # its bias group's streams, or none: its own head
@@ -138,7 +144,8 @@ class Stream:
     def copy(self) -> Stream:
         assert not self.mates, "a stream of a bias group is decoded with its group"
         return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
-                      None if self.bias is None else self.bias.clone(), self.chunk, tokens=list(self.tokens),
+                      None if self.bias is None else self.bias.clone(), self.cache and self.cache.copy(), self.chunk,
+                      tokens=list(self.tokens),
                       escaped=dict(self.escaped), produced=self.produced, error=self.error)
 
     def needs(self) -> bool:
@@ -180,6 +187,8 @@ class LmCodec(Codec):
     bias_group: int = 1  # when coding: chunks of one file that share a bias head at most (> 1 needs group_field)
     group_match: bool = False  # a bias group's match models guess from all of its chunks' tokens (lm_group_match, 2.6)
     streams_field: bool = False  # a bias group is one chunk of streams (the lm_streams flag, 2.7; only with group_field)
+    cache_field: bool = False  # the adaptive field's bit 2 allowed, the neural cache (the lm_cache flag, 2.8; only with
+    # bias_field); when coding, chunks and groups with the bias head then take it where that makes them smaller
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
@@ -208,6 +217,8 @@ class LmCodec(Codec):
         if not 1 <= self.bias_group <= MAX_BIAS_GROUP or (self.bias_group > 1 and not self.group_field):
             raise ValueError(f"lm bias group {self.bias_group}: choose 1 .. {MAX_BIAS_GROUP} chunks (more than 1 needs "
                              f"format 2.5 payloads)")
+        if self.cache_field and not self.bias_field:
+            raise ValueError("the lm neural cache needs format 2.4's bias head")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -338,7 +349,7 @@ class LmCodec(Codec):
                 for i, chunk_guesses in zip(group, group_guesses([items[i][0] for i in group])):
                     group_guessed[i] = chunk_guesses
         grouped = {i for group in groups for i in group}
-        plain, biased = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of, group_guessed)
+        plain, biased, cached = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of, group_guessed)
 
         def fields(index: int, adaptive: int, group_field: bytes) -> bytes:
             """A payload's fields before its token counts (SPEC.md 9.6): model, W, O, and the primer, adaptive, bias
@@ -361,9 +372,13 @@ class LmCodec(Codec):
             if self.match_field and not group:
                 codings.append((ADAPTIVE_MATCH, plain[i], guessed[i]))
             if self.bias_field and (group or i not in grouped):
-                codings.append((ADAPTIVE_BIAS, biased[i], None))
-                if self.match_field:
-                    codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS, biased[i], group_guessed[i] if group else guessed[i]))
+                # a group's chunks all with the neural cache or none: only its streams (format 2.7) choose it
+                options = [(0, biased[i])] + ([(ADAPTIVE_CACHE, cached[i])] if self.cache_field and not group else [])
+                for cache, tables in options:
+                    codings.append((ADAPTIVE_BIAS | cache, tables, None))
+                    if self.match_field:
+                        codings.append((ADAPTIVE_MATCH | ADAPTIVE_BIAS | cache, tables,
+                                        group_guessed[i] if group else guessed[i]))
             bodies = [(value, self._range_code(tokens, escaped, coded, chunk_guesses))
                       for value, coded, chunk_guesses in codings]
             adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
@@ -371,11 +386,14 @@ class LmCodec(Codec):
             return fields(indices[i], adaptive, group_field) + varint(len(tokens)) + body
 
         def streams(group: Sequence[int]) -> list[bytes | Joined]:
-            """The group as one chunk of streams (format 2.7, SPEC.md 9.12), all with the match model or none, whichever
-            is smaller (none among equals)."""
-            options = [(adaptive, [self._range_code(*items[i], biased[i], group_guessed[i] if adaptive & ADAPTIVE_MATCH
-                                                    else None) for i in group])
-                       for adaptive in (ADAPTIVE_BIAS, ADAPTIVE_MATCH | ADAPTIVE_BIAS)[: 1 + self.match_field]]
+            """The group as one chunk of streams (format 2.7, SPEC.md 9.12), all with the match model or none, and all
+            with the neural cache or none, whichever is smallest (the first of equals)."""
+            adaptives = [ADAPTIVE_BIAS | match | cache for cache in (0, ADAPTIVE_CACHE)[: 1 + self.cache_field]
+                         for match in (0, ADAPTIVE_MATCH)[: 1 + self.match_field]]
+            options = [(adaptive, [self._range_code(*items[i], cached[i] if adaptive & ADAPTIVE_CACHE else biased[i],
+                                                    group_guessed[i] if adaptive & ADAPTIVE_MATCH else None)
+                                   for i in group])
+                       for adaptive in adaptives]
             adaptive, bodies = min(options, key=lambda option: sum(map(len, option[1])))
             header = fields(indices[group[0]], adaptive, varint(len(group)))
             header += b"".join(varint(len(items[i][0])) for i in group) + b"".join(map(varint, map(len, bodies[:-1])))
@@ -443,9 +461,11 @@ class LmCodec(Codec):
 
     def _tables(self, chunks: Sequence[list[int]], outputs: Sequence[tuple[torch.Tensor, torch.Tensor]],
                 guessed: Sequence[list[tuple[int, int] | None] | None], row_of: Sequence[int],
-                biased_guessed: Sequence[list[tuple[int, int] | None] | None]) -> tuple[list[list], list[list] | None]:
+                biased_guessed: Sequence[list[tuple[int, int] | None] | None]
+                ) -> tuple[list[list], list[list] | None, list[list] | None]:
         """(cumulative start, frequency, frequency of the match model's guess or 0) of each token of each chunk, in
-        the model's tables and, with the bias field, in the bias head's (None without). outputs: each chunk's output
+        the model's tables and, with the bias field, in the bias head's, and with the cache field, in those mixed with
+        the neural cache (None without; row_of also names the chunks that share a cache). outputs: each chunk's output
         rows, one per token; guessed: each chunk's guesses, or None (biased_guessed: those coded with the bias head's
         tables); row_of: each chunk's bias head (chunks naming the same one share it: SPEC.md 9.10). The bias head
         makes a chunk's tables depend on its (and its group's) earlier tokens: positions go in order, with the chunks
@@ -456,6 +476,13 @@ class LmCodec(Codec):
         if self.bias_field:
             biased = [[] for _ in chunks]
             bias = torch.zeros(len(chunks), self.model.config.vocab_size, dtype=torch.int64, device=self.engine.device)
+        cached: list[list] | None = None
+        if self.cache_field:
+            cached = [[] for _ in chunks]
+            heads = set(row_of)
+            neural_caches = {row: KnownKeys(ops, [outputs[c][0] for c in range(len(chunks)) if row_of[c] == row],
+                                            [chunks[c] for c in range(len(chunks)) if row_of[c] == row], len(heads))
+                             for row in heads}
         longest = max((len(tokens) for tokens in chunks), default=0)
         per_block = max(1, self.engine.batching.frequency_rows // max(1, len(chunks)))  # positions per output-head GEMM
         for lo in range(0, longest, per_block):
@@ -473,15 +500,24 @@ class LmCodec(Codec):
                 continue
             guess = _guessed_tokens(biased_guessed, rows)
             end = 0
-            for at in members:  # one position at a time: its tables need the bias after the one before
+            for p, at in zip(positions, members):  # one position at a time: its tables need the state after the last
                 sel = slice(end, end + len(at))
                 end += len(at)
                 bias_rows = np.array([row_of[c] for c in at], dtype=np.int64)
                 freq = ops.frequencies(logits[sel], TOTAL_BITS, bias, bias_rows)
                 for c, coded in zip(at, self._entries(freq, targets[sel], guess[sel])):
                     biased[c].append(coded)
+                if cached is not None:
+                    caches = [neural_caches[row_of[c]] for c in at]
+                    table, mixed = self._cached_tables(
+                        freq, caches, lambda cache, _, rows: cache.tables_at(ops, p, rows, TOTAL_BITS))
+                    for c, coded in zip(at, self._entries(table, targets[sel], guess[sel])):
+                        cached[c].append(coded)
+                    self._cache_learns(freq, table, targets[sel], caches, mixed, range(len(at)))
+                    for neural in {id(neural): neural for neural in caches}.values():
+                        neural.commit()
                 ops.update_bias(bias, bias_rows, freq, targets[sel], BIAS_RATE, TOTAL_BITS)
-        return plain, biased
+        return plain, biased, cached
 
     def _entries(self, freq: torch.Tensor, symbols: np.ndarray, guess: np.ndarray) -> list[tuple[int, int, int]]:
         """(cumulative start, frequency, frequency of the guess or 0 where it is -1) of each row's symbol."""
@@ -568,8 +604,10 @@ class LmCodec(Codec):
             if not isinstance(keys, CodecError):
                 # grown as tokens come (not sized by the payloads' token counts, which a hostile archive inflates)
                 finder = GroupFinder(len(keys)) if self.group_match else None
+                cache = streams[keys[0]].cache  # _bias_group checked that all or none have one: theirs, shared
                 for member, k in enumerate(keys):
                     streams[k].mates = [streams[m] for m in keys]
+                    streams[k].cache = cache
                     unit_of[k] = tuple(keys)
                     if finder is not None:  # every chunk's tokens join the history, with the match model or not
                         streams[k].history = finder.view(member)
@@ -683,6 +721,8 @@ class LmCodec(Codec):
                     raise CodecError(f"chunk {chunk} does not name the same group")
                 if (payload.window, payload.overlap, payload.span) != (named.window, named.overlap, named.span):
                     raise CodecError(f"chunk {chunk} has another window, overlap or span")
+                if payload.cache != named.cache:
+                    raise CodecError(f"chunk {chunk} {'lacks' if named.cache else 'has'} the neural cache")
                 keys.append(key)
         except CodecError as exc:
             return CodecError(f"lm: its bias group, chunks {first} .. {first + size - 1}, cannot be decoded: {exc}")
@@ -695,7 +735,8 @@ class LmCodec(Codec):
         match = MatchModel(TOTAL_BITS) if payload.match else None
         vocab = self.model.config.vocab_size
         bias = torch.zeros(vocab, dtype=torch.int64, device=self.engine.device) if payload.bias else None
-        return Stream(RangeDecoder(payload.data if data is None else data), count, limit, match, bias)
+        cache = NeuralCache(self.model.config.hidden, self.engine.device) if payload.cache else None
+        return Stream(RangeDecoder(payload.data if data is None else data), count, limit, match, bias, cache)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         """The primer's chunk, or the chunks of the bias group (itself among them)."""
@@ -726,12 +767,15 @@ class LmCodec(Codec):
         adaptive = 0
         if self.match_field or self.bias_field:
             adaptive, pos = _read_varint(payload, pos)
-            allowed = (ADAPTIVE_MATCH if self.match_field else 0) | (ADAPTIVE_BIAS if self.bias_field else 0)
+            allowed = ((ADAPTIVE_MATCH if self.match_field else 0) | (ADAPTIVE_BIAS if self.bias_field else 0)
+                       | (ADAPTIVE_CACHE if self.cache_field else 0))
             if adaptive & ~allowed:
-                names = "".join(f", {bit}: {name}" for bit, name in ((ADAPTIVE_MATCH, "match"), (ADAPTIVE_BIAS, "bias head"))
-                                if allowed & bit)
+                names = "".join(f", {bit}: {name}" for bit, name in ((ADAPTIVE_MATCH, "match"), (ADAPTIVE_BIAS, "bias head"),
+                                                                      (ADAPTIVE_CACHE, "neural cache")) if allowed & bit)
                 raise CodecError(f"lm: adaptive model {adaptive} is not one this archive's flags allow (0: none{names}"
-                                 f"{', 3: both' if allowed == 3 else ''})")
+                                 f"{', 3: both' if allowed == 3 else ', or their sums' if allowed > 3 else ''})")
+            if adaptive & ADAPTIVE_CACHE and not adaptive & ADAPTIVE_BIAS:
+                raise CodecError(f"lm: adaptive model {adaptive} has the neural cache (4) without the bias head (2)")
         group_first, group_size = None, 0
         if self.group_field and adaptive & ADAPTIVE_BIAS:
             group_size, pos = _read_varint(payload, pos)
@@ -774,7 +818,8 @@ class LmCodec(Codec):
         if group_size and primer_chunk is not None:
             raise CodecError("lm: the chunk names both a primer and a bias group")
         return Payload(window, overlap, primer_chunk, primer_size, bool(adaptive & ADAPTIVE_MATCH),
-                       bool(adaptive & ADAPTIVE_BIAS), group_first, group_size, span, count, payload[pos:], streams)
+                       bool(adaptive & ADAPTIVE_BIAS), bool(adaptive & ADAPTIVE_CACHE), group_first, group_size, span, count,
+                       payload[pos:], streams)
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window
@@ -842,10 +887,14 @@ class LmCodec(Codec):
                     [head[i] if streams[i].bias is not None else len(streams) for i in (rows[row] for row, _ in block)],
                     dtype=np.int64)
                 freq = self.engine.frequencies(hidden_q[index, -1], hidden_s[index, -1], TOTAL_BITS, bias, bias_rows)
+                caches = [s.cache for _, s in block]
+                keys = self.engine.ops.cache_keys(hidden_q[index, -1]) if any(caches) else None
+                table, cached = self._cached_tables(freq, caches, lambda cache, at, rows: cache.tables(
+                    self.engine.ops, keys[0][at], keys[1][at], rows, TOTAL_BITS) if cache.count else None)
                 guessed = [s.match.guess() if s.match else None for _, s in block]
                 # the model's frequency of each stream's match guess (0: no guess)
                 guess_freq = [0 if guess is None else int(f) for guess, f in
-                              zip(guessed, self.engine.ops.table_entries(freq, np.array([g or 0 for g in guessed])))]
+                              zip(guessed, self.engine.ops.table_entries(table, np.array([g or 0 for g in guessed])))]
                 targets = np.zeros(len(block), dtype=np.int64)
                 # each row's guess mixed in where its weight is not 0 (keep 2^16: the model's table as it is)
                 mixed_guess, given = np.zeros_like(targets), np.zeros_like(targets)
@@ -860,9 +909,10 @@ class LmCodec(Codec):
                         targets[j] = s.decoder.target(TOTAL)
                     except RangeDecodeError as exc:
                         s.error = CodecError(f"lm: {exc}")
-                symbols, starts, sizes = self.engine.ops.find_symbols(freq, targets, mixed_guess, keep, given, WEIGHT_BITS)
+                symbols, starts, sizes = self.engine.ops.find_symbols(table, targets, mixed_guess, keep, given, WEIGHT_BITS)
                 decoded = zip(block, symbols.tolist(), starts.tolist(), sizes.tolist(), guess_freq)
                 learned = []  # the block's rows whose stream has the bias head and took a token
+                took = []  # the block's rows that took a token
                 for j, ((_, s), token, start, size, known) in enumerate(decoded):
                     if s.error is not None:
                         continue
@@ -883,6 +933,8 @@ class LmCodec(Codec):
                         continue
                     s.produced += 1 if token == cfg.escape_token else len(self.encoder.table.piece(token))
                     s.tokens.append(token)
+                    took.append(j)
+                self._cache_learns(freq, table, symbols, caches, cached, took, keys)
                 if learned:
                     taken = freq if len(learned) == len(block) else freq[torch.tensor(learned, device=freq.device)]
                     updates.append((bias_rows[learned], taken, symbols[learned]))
@@ -890,6 +942,8 @@ class LmCodec(Codec):
                 self.engine.ops.update_bias(bias, bias_rows, taken, symbols, BIAS_RATE, TOTAL_BITS)
             for finder in finders:  # the step's tokens join the group's history together, as the bias head learns
                 finder.commit()
+            for neural in {id(streams[i].cache): streams[i].cache for i in rows if streams[i].cache}.values():
+                neural.commit()
             for i in rows:  # a damaged chunk's group cannot learn its tokens: those that still need tokens fail
                 failed = streams[i].error is None and next((m for m in streams[i].mates if m.error is not None), None)
                 if failed and streams[i].needs():
@@ -900,6 +954,49 @@ class LmCodec(Codec):
             active = [i for i in rows if unfinished(i)]
         for i in biased:
             streams[i].bias = bias[head[i]].clone()
+
+    @staticmethod
+    def _cached_tables(freq: torch.Tensor, caches: Sequence[NeuralCache | None], tables):
+        """The tables rows code with: freq (the bias head's), mixed with each row's neural cache where it has one
+        (SPEC.md 9.13) and tables(cache, its rows, their freq) gives (mixed tables, its table, the rows' buckets), not None;
+        and for each cache that mixed, (it, its rows, its table, their buckets)."""
+        table, cached = freq, []
+        for cache in {id(c): c for c in caches if c is not None}.values():
+            rows = [j for j, c in enumerate(caches) if c is cache]
+            at = torch.tensor(rows, device=freq.device)
+            whole = len(rows) == len(freq)  # one cache for all rows (a bias group): no copies
+            out = tables(cache, at, freq if whole else freq[at])
+            if out is not None:
+                if whole:
+                    table = out[0]
+                else:
+                    table = freq.clone() if table is freq else table
+                    table[at] = out[0]
+                cached.append((cache, rows, *out[1:]))
+        return table, cached
+
+    def _cache_learns(self, freq: torch.Tensor, table: torch.Tensor, symbols: np.ndarray,
+                      caches: Sequence[NeuralCache | None], cached, took: Sequence[int], keys=None) -> None:
+        """The neural caches' lessons from the rows that took a token (symbols): each weight's step from the row's
+        tables (the bias head's freq, its cache's, the mixed one), and, when decoding, the rows' keys (ops.cache_keys
+        of all rows); both count at commit()."""
+        took = set(took)
+        for cache, rows, cache_table, buckets in cached:
+            learned = [k for k, j in enumerate(rows) if j in took]
+            at = np.array([rows[k] for k in learned], dtype=np.int64)
+            if not len(at):
+                continue
+            chosen = torch.as_tensor(symbols[at], device=freq.device)
+            at_rows = torch.as_tensor(at, device=freq.device)
+            entries = zip(freq[at_rows, chosen].tolist(), table[at_rows, chosen].tolist(),
+                          cache_table[torch.as_tensor(learned, device=freq.device), chosen].tolist())
+            for k, (model, mixed, in_cache) in zip(learned, entries):
+                cache.learn(int(buckets[k]), model, in_cache, mixed, TOTAL_BITS)
+        for cache in {id(c): c for c in caches if c is not None}.values() if keys is not None else ():
+            rows = [j for j, c in enumerate(caches) if c is cache and j in took]
+            if rows:
+                at = torch.tensor(rows, device=freq.device)
+                cache.add(keys[0][at], keys[1][at], symbols[rows].tolist())
 
 
 def _guessed_tokens(guessed: Sequence[list[tuple[int, int] | None] | None], rows: Sequence[tuple[int, int]]) -> np.ndarray:

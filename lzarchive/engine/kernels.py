@@ -349,6 +349,46 @@ def frequency_rows(logits, bias, bias_rows, exp_table, total_bits, freq):
 
 
 @compiled(parallel=True)
+def cache_rows(dots, row_lengths, lengths, values, lo, hi, theta, exp_table, bits, out, tops):
+    """TorchOps.cache_table, one row at a time, without a (rows, keys) temporary: dots (rows, keys) the exact products
+    of each row's key with the cache's (int32 or float64), row_lengths (rows,) and lengths (keys,) their lengths,
+    values the keys' tokens, row i seeing keys lo[i] <= s < hi[i] (lo < hi); exp_table: Tables.shifted(shift, int64);
+    out: (rows, vocab) int64 zeros, which receive c; tops: each row's largest cosine. Each cosine is computed twice,
+    by the same two operations."""
+    last = exp_table.shape[0] - 1
+    for i in numba.prange(dots.shape[0]):
+        top = -np.inf
+        for s in range(lo[i], hi[i]):
+            top = max(top, np.float64(dots[i, s]) / (row_lengths[i] * lengths[s]))
+        z_top = theta * top  # the largest theta * cos: rounding keeps the order
+        row, total = out[i], 0
+        for s in range(lo[i], hi[i]):
+            cos = np.float64(dots[i, s]) / (row_lengths[i] * lengths[s])
+            e = exp_table[int(min((theta * cos - z_top) * EXP_INDEX_SCALE, last))]
+            row[values[s]] += e
+            total += e
+        for v in range(row.shape[0]):
+            row[v] = (row[v] << bits) // total
+        tops[i] = top
+
+
+@compiled(parallel=True)
+def mix_cache_rows(freq, cache, weights, weight_bits, cache_bits, total_bits, out):
+    """TorchOps.mix_cache, one row at a time: the same integers into out (rows, vocab) int64."""
+    total = 1 << total_bits
+    for i in numba.prange(freq.shape[0]):
+        keep = (1 << weight_bits) - weights[i]
+        given = ((total - freq.shape[1]) * weights[i]) >> weight_bits
+        row, assigned, best = out[i], 0, 0
+        for v in range(freq.shape[1]):
+            row[v] = 1 + (((freq[i, v] - 1) * keep) >> weight_bits) + ((cache[i, v] * given) >> cache_bits)
+            assigned += row[v]
+            if row[v] > row[best]:
+                best = v
+        row[best] += total - assigned
+
+
+@compiled(parallel=True)
 def update_bias_rows(bias, bias_rows, freq, symbols, rate, total_bits):
     """TorchOps.update_bias: bias[bias_rows[i]] -= (freq[i] * rate) >> total_bits, then += rate at symbols[i]. Rows
     may repeat (a shared bias head, SPEC.md 9.10): integer sums in any order, so the threads split the columns."""

@@ -14,6 +14,7 @@ float64 (..., 1), q * scale the row.
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import numpy as np
@@ -21,9 +22,9 @@ import torch
 
 from . import tables
 from .kernels import (BIAS_UNIT, EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
-                      attention_weights, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
-                      layer_norm_quantize_rows, norm_quantize_rows, quantize_rows, rope_rows, split_halves,
-                      symbol_starts, update_bias_rows)
+                      attention_weights, cache_rows, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
+                      layer_norm_quantize_rows, mix_cache_rows, norm_quantize_rows, quantize_rows, rope_rows,
+                      split_halves, symbol_starts, update_bias_rows)
 
 
 class Tables:
@@ -290,6 +291,58 @@ class TorchOps:
         rate_at = torch.full((len(rows),), rate, dtype=bias.dtype, device=bias.device)
         bias.index_put_((rows, torch.as_tensor(symbols, device=bias.device)), rate_at, accumulate=True)
 
+    def cache_keys(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A neural cache's keys (SPEC.md 9.13) from final rows q (n, d), integers with |q| <= QMAX: k = round(127 q
+        / m) as int8, m = max |q| (1 where 0), and each key's length sqrt(max(1, sum k^2)) (float64: the sum exact,
+        one correctly rounded sqrt)."""
+        m = q.abs().amax(dim=-1, keepdim=True)
+        k = torch.round(divide(q * 127, torch.where(m > 0, m, torch.ones_like(m))))
+        return k.to(torch.int8), self.sqrt((k * k).sum(dim=-1).clamp_(min=1))
+
+    def key_products(self, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """rows @ keys.T of int8 keys, exact (|sums| <= d * 127^2 < 2^24 for d < 1,040): the int8 GEMM's int32
+        where it is exact, else float64 products. CUDA's int8 GEMM wants more than 16 rows and keys in multiples of
+        8: padded with zeros."""
+        if not self.use_int8:
+            return rows.to(F64) @ keys.to(F64).T
+        if rows.device.type != "cuda":
+            return torch._int_mm(rows, keys.T)
+        padded_rows = torch.cat([rows, rows.new_zeros(max(0, 17 - len(rows)), rows.shape[1])])
+        padded_keys = torch.cat([keys, keys.new_zeros(-len(keys) % 8, keys.shape[1])])
+        return torch._int_mm(padded_rows, padded_keys.T)[: len(rows), : len(keys)]
+
+    def cache_table(self, dots: torch.Tensor, row_lengths: torch.Tensor, lengths: torch.Tensor, values: torch.Tensor,
+                    lo: np.ndarray, hi: np.ndarray, vocab: int, theta: float, shift: int,
+                    bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The neural cache's distribution for rows whose keys' products with the cache's keys are dots (key_products),
+        row i over the keys lo[i] <= s < hi[i] (SPEC.md 9.13): cos = dot / (row length * key length), the product
+        and the quotient rounded once each; e = exp_neg(theta * cos - its row's max) in 2^-(30 - shift) units; c_v =
+        floor(2^bits * (the sum of e over the keys followed by token v) / (the sum of all e)). Returns c (n, V) int64
+        and each row's largest cos (n,)."""
+        keys = int(hi.max())
+        s, device = torch.arange(keys, device=dots.device), dots.device
+        seen = (s >= torch.as_tensor(lo, device=device)[:, None]) & (s < torch.as_tensor(hi, device=device)[:, None])
+        cos = divide(dots[:, :keys].to(F64), row_lengths[:, None] * lengths[:keys]).masked_fill_(~seen, -math.inf)
+        top = cos.amax(dim=-1)
+        z = cos.mul_(theta)
+        e = self.tables.exp_neg(z.sub_(z.amax(dim=-1, keepdim=True)), extra_shift=shift)  # 0 where unseen
+        c = torch.zeros(len(dots), vocab, dtype=torch.int64, device=dots.device)
+        c.scatter_add_(-1, values[:keys].expand(len(dots), -1), e)
+        return torch.div(c.bitwise_left_shift_(bits), e.sum(dim=-1, keepdim=True), rounding_mode="floor"), top
+
+    @staticmethod
+    def mix_cache(freq: torch.Tensor, cache: torch.Tensor, weights: torch.Tensor, weight_bits: int, cache_bits: int,
+                  total_bits: int) -> torch.Tensor:
+        """Tables (n, V) summing to 2^total_bits mixed with the cache's c (cache_table) at weights Q (n,) in
+        [0, 2^weight_bits) (SPEC.md 9.13): f'_v = 1 + (((f_v - 1) (2^wb - Q)) >> wb) + ((c_v G) >> cb), G = ((2^total -
+        V) Q) >> wb, the remainder to the first maximal f'_v: every symbol keeps at least 1."""
+        keep = (1 << weight_bits) - weights[:, None]
+        given = (((1 << total_bits) - freq.shape[-1]) * weights[:, None]) >> weight_bits
+        mixed = ((freq - 1) * keep).bitwise_right_shift_(weight_bits).add_(1)
+        mixed.add_((cache * given).bitwise_right_shift_(cache_bits))
+        remainder = (1 << total_bits) - mixed.sum(dim=-1, keepdim=True)
+        return mixed.scatter_add_(-1, mixed.argmax(dim=-1, keepdim=True), remainder)
+
     # The range coder runs on the host; of the (n, V) tables only a few integers per row cross to it: a GPU's link
     # would otherwise carry V integers per token (49,152 at the default model).
 
@@ -403,6 +456,19 @@ class CompiledOps(TorchOps):
         frequency_rows(logits.numpy(), bias.numpy(), np.asarray(bias_rows, dtype=np.int64),
                        self.tables.shifted(0, torch.int64).numpy(), total_bits, freq.numpy())
         return freq
+
+    def cache_table(self, dots, row_lengths, lengths, values, lo, hi, vocab, theta, shift, bits):
+        c = torch.zeros(len(dots), vocab, dtype=torch.int64)
+        top = torch.empty(len(dots), dtype=F64)
+        cache_rows(dots.numpy(), row_lengths.numpy(), lengths.numpy(), values.numpy(), lo, hi, theta,
+                   self.tables.shifted(shift, torch.int64).numpy(), bits, c.numpy(), top.numpy())
+        return c, top
+
+    @staticmethod
+    def mix_cache(freq, cache, weights, weight_bits, cache_bits, total_bits):
+        out = torch.empty_like(freq)
+        mix_cache_rows(freq.numpy(), cache.numpy(), weights.numpy(), weight_bits, cache_bits, total_bits, out.numpy())
+        return out
 
     def update_bias(self, bias, bias_rows, freq, symbols, rate, total_bits):
         update_bias_rows(bias.numpy(), np.asarray(bias_rows, dtype=np.int64), freq.numpy(),

@@ -198,7 +198,8 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED  # format 1 defines no flags
     for flags, code in ((C.INCOMPAT_LM_PRIMER, 0), (C.INCOMPAT_LM_MATCH, 0), (C.INCOMPAT_LM_SPAN, 0),
                         (C.INCOMPAT_LM_BIAS, 0), (C.INCOMPAT_LM_BIAS_GROUP, 0), (C.INCOMPAT_LM_GROUP_MATCH, 0),
-                        (C.INCOMPAT_LM_STREAMS, 0), (128, EXIT_UNSUPPORTED), (1 << 31, EXIT_UNSUPPORTED)):
+                        (C.INCOMPAT_LM_STREAMS, 0), (C.INCOMPAT_LM_CACHE, 0), (256, EXIT_UNSUPPORTED),
+                        (1 << 31, EXIT_UNSUPPORTED)):
         flagged.write_bytes(craft2([], header=header_with(pack([[]]), major=2, minor=3, incompat=flags)))
         result = run_cli("list", str(flagged))
         assert result.exit_code == code and (not code or "incompatible features" in result.stderr)
