@@ -250,14 +250,15 @@ def test_manifest_matches_the_tool():
 # group's match finder (compiled loops too), as the bias group fixture does the former; the float64
 # products change only the integer products, whose shapes the bias fixture shares with the primer fixture (windows
 # after a primer). tools/crossplatform.py decodes every fixture in every row.
-EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2.6-lm-group-match.lza", "v2-gpt2.lza"]
+EVERY_MODEL_PATH = ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.4-lm-bias.lza", "v2.6-lm-group-match.lza", "v2.8-lm-cache.lza",
+                    "v2-gpt2.lza"]
 
 
 @pytest.mark.realmodel
 @pytest.mark.parametrize("env, names", [
     ({"ATEN_CPU_CAPABILITY": "default", "NUMBA_CPU_NAME": "generic"}, EVERY_MODEL_PATH),
     ({"LZA_KERNELS": "torch"}, EVERY_MODEL_PATH),
-    ({"LZA_INT8_GEMM": "off"}, ["v2-lm.lza", "v2.1-lm-primer.lza", "v2-gpt2.lza"]),
+    ({"LZA_INT8_GEMM": "off"}, ["v2-lm.lza", "v2.1-lm-primer.lza", "v2.8-lm-cache.lza", "v2-gpt2.lza"]),
 ], ids=["generic-cpu", "torch-ops", "float64-products"])
 def test_lm_fixtures_decode_under_other_kernels(env, names, tmp_path, monkeypatch):
     """The cross-platform proof's rows that run anywhere (tools/crossplatform.py): torch's generic kernels with numba

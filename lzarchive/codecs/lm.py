@@ -958,8 +958,8 @@ class LmCodec(Codec):
     @staticmethod
     def _cached_tables(freq: torch.Tensor, caches: Sequence[NeuralCache | None], tables):
         """The tables rows code with: freq (the bias head's), mixed with each row's neural cache where it has one
-        (SPEC.md 9.13) and tables(cache, its rows, their freq) gives (mixed tables, its table, the rows' buckets), not None;
-        and for each cache that mixed, (it, its rows, its table, their buckets)."""
+        (SPEC.md 9.13) and tables(cache, its rows, their freq) gives (mixed tables, its table, the rows' buckets),
+        not None; and for each cache that mixed, (it, its rows, its table, their buckets)."""
         table, cached = freq, []
         for cache in {id(c): c for c in caches if c is not None}.values():
             rows = [j for j, c in enumerate(caches) if c is cache]
