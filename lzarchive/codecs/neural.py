@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from ..engine.ops import TorchOps
+from .match import WEIGHT_BITS  # the mixing weight Q in [0, 2^16), as the match model's
 
 CACHE_KEYS = 1 << 17  # keys held at most: the latest, so a step's cost has a bound (lcet10.txt's group: 97,572)
 CACHE_THETA = 60.0  # the softmax's sharpness over cosines (measured best of 10 .. 120)
 CACHE_SHIFT = 10  # the keys' weights in 2^-20 units: their sum stays below 2^37
 CACHE_BITS = 20  # the cache's table in 2^-20 units
 CACHE_BUCKETS = 10  # of the largest cosine, in tenths
-WEIGHT_BITS = 16  # the mixing weight Q
 RATE_SHIFT = 7  # the weight's step: 2^-9 times the log loss's gradient, which is clipped to +-16
 GRADIENT_CLIP = 16 << WEIGHT_BITS
 WEIGHT_MAX = (1 << 32) - 1  # the weight's state in 2^-32 units
