@@ -312,10 +312,10 @@ def pack(
     primer, without the bias head, before format 2.5 or with the zstd or store codec.
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
-    format_version: 2 (its newest minor), "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write archives
-    that older lza releases can read (no neural cache before 2.8, bias groups as chunks of their own before 2.7, no group match model before 2.6,
-    no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no match model before 2.2, no primer
-    before 2.1).
+    format_version: 2 (its newest minor), "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write
+    archives that older lza releases can read (no neural cache before 2.8, bias groups as chunks of their own before
+    2.7, no group match model before 2.6, no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no
+    match model before 2.2, no primer before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
