@@ -12,6 +12,7 @@ import typer.testing
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from lzarchive import api
 from lzarchive.cli.app import app
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
@@ -76,6 +77,25 @@ def files_under(root: str) -> dict[str, bytes]:
                 with open(full, "rb") as f:
                     out[os.path.relpath(full, root)] = f.read()
     return out
+
+
+def pack_each_way(source, tmp_path, model_path: str, variants: dict[str, list[str]],
+                  *common: str) -> dict[str, tuple[int, int, int]]:
+    """`lza pack source -o tmp_path/NAME.lza --codec lm --model model_path -q` with the common arguments and each
+    variant's own: for each NAME, (header minor, incompat flags, archive bytes), once `lza extract` has given every file
+    of source back."""
+    written = {}
+    for name, args in variants.items():
+        archive = str(tmp_path / f"{name}.lza")
+        result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", model_path, "-q", *common,
+                         *args)
+        assert result.exit_code == 0, result.stderr
+        with api.open_archive(archive) as reader:
+            written[name] = (reader.header.minor, reader.header.incompat_flags, os.path.getsize(archive))
+        out = tmp_path / f"out-{name}"
+        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
+        assert files_under(str(out / source.name)) == files_under(str(source))
+    return written
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzarchive import api
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import ADAPTIVE_BIAS, ADAPTIVE_MATCH, LmCodec
 from lzarchive.engine.ops import TorchOps
@@ -21,7 +20,7 @@ from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
 from .adversarial.craft import craft2
-from .conftest import entries_and_chunks, reader_of, round_trips_every_way, run_cli
+from .conftest import entries_and_chunks, pack_each_way, reader_of, round_trips_every_way, run_cli
 from .test_lm_match import log_text
 from .tiny import sampled_text, unsure_model
 
@@ -137,23 +136,14 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(600, 10))
-    written, sizes = {}, {}
-    for name, args in (("default", []), ("no-bias", ["--no-bias"]), ("2.3", ["--format", "2.3"]),
-                       ("no-match", ["--no-match"])):
-        archive = str(tmp_path / f"{name}.lza")
-        result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q", *args)
-        assert result.exit_code == 0, result.stderr
-        with api.open_archive(archive) as reader:
-            written[name] = (reader.header.minor, reader.header.incompat_flags)
-        sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
-        out = tmp_path / f"out-{name}"
-        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
-        assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
+    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "no-bias": ["--no-bias"],
+                                                           "2.3": ["--format", "2.3"], "no-match": ["--no-match"]})
+    written = {name: (minor, flags) for name, (minor, flags, _) in packed.items()}
     spanned = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
     grouped |= C.INCOMPAT_LM_STREAMS
     grouped |= C.INCOMPAT_LM_CACHE
     assert written == {"default": (8, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH), "no-bias": (3, spanned),
                        "2.3": (3, spanned), "no-match": (8, C.INCOMPAT_LM_SPAN | grouped)}
-    assert sizes["default"] < 0.8 * sizes["no-bias"]
+    assert packed["default"][2] < 0.8 * packed["no-bias"][2]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

@@ -33,7 +33,7 @@ from lzarchive.format.records import Header
 from lzarchive.format.wire import read_varint, varint
 
 from .adversarial.craft import craft2, file_row
-from .conftest import reader_of, run_cli
+from .conftest import pack_each_way, reader_of, run_cli
 from .test_lm_bias import letters
 from .test_lm_match import log_text
 from .tiny import greedy_text, unsure_model
@@ -484,26 +484,20 @@ def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(2400, 10))
     (source / "short.txt").write_bytes(letters(300, 11))
-    written, sizes = {}, {}
-    parsed = {}
-    for name, args in (("2.7", ["--format", "2.7"]), ("2.6", ["--format", "2.6"]), ("2.5", ["--format", "2.5"]),
-                       ("one", ["--bias-group", "1", "--no-cache"]),
-                       ("2.4", ["--format", "2.4"]), ("primer", ["--primer", "8", "--window", "256", "--no-cache"])):
-        archive = str(tmp_path / f"{name}.lza")
-        result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q",
-                         "--chunk-size", "600", *args)
-        assert result.exit_code == 0, result.stderr
-        with api.open_archive(archive) as reader:
-            written[name] = (reader.header.minor, reader.header.incompat_flags & ~C.INCOMPAT_LM_SPAN)
-            if name in ("2.7", "2.6"):
-                codec = reader.codec(C.CodecId.LM)
-                parsed[name] = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
-        sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
-        out = tmp_path / f"out-{name}"
-        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
-        assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
-        assert run_cli("cat", archive, "notes/xy.txt", "--range", "1000:1300").stdout == \
+    packed = pack_each_way(source, tmp_path, unsure_path, {
+        "2.7": ["--format", "2.7"], "2.6": ["--format", "2.6"], "2.5": ["--format", "2.5"],
+        "one": ["--bias-group", "1", "--no-cache"], "2.4": ["--format", "2.4"],
+        "primer": ["--primer", "8", "--window", "256", "--no-cache"]}, "--chunk-size", "600")
+    written = {name: (minor, flags & ~C.INCOMPAT_LM_SPAN) for name, (minor, flags, _) in packed.items()}
+    sizes = {name: size for name, (_, _, size) in packed.items()}
+    for name in packed:
+        assert run_cli("cat", str(tmp_path / f"{name}.lza"), "notes/xy.txt", "--range", "1000:1300").stdout == \
             (source / "xy.txt").read_bytes()[1000:1300]
+    parsed = {}
+    for name in ("2.7", "2.6"):
+        with api.open_archive(str(tmp_path / f"{name}.lza")) as reader:
+            codec = reader.codec(C.CodecId.LM)
+            parsed[name] = [codec._parse(reader.read_stored(i)[1], None) for i in range(len(reader.index.chunks))]
     older = FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH, FLAGS & ~C.INCOMPAT_LM_GROUP_MATCH & ~C.INCOMPAT_LM_BIAS_GROUP  # 2.5, 2.4
     assert written == {"2.7": (7, FLAGS | C.INCOMPAT_LM_STREAMS), "2.6": (6, FLAGS), "2.5": (5, older[0]), "one": (4, older[1]), "2.4": (4, older[1]),
                        "primer": (4, C.INCOMPAT_LM_PRIMER | older[1])}

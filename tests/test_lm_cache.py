@@ -12,7 +12,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzarchive import api
 from lzarchive.codecs import CodecError, neural
 from lzarchive.codecs.base import Joined
 from lzarchive.codecs.lm import ADAPTIVE_BIAS, ADAPTIVE_CACHE, ADAPTIVE_MATCH, LmCodec
@@ -27,7 +26,7 @@ from .test_lm_bias import letters
 from .test_lm_bias_group import a_file, stored
 from .test_lm_match import log_text
 from .test_lm_streams import stream_fields
-from .conftest import reader_of, round_trips_every_way, run_cli
+from .conftest import pack_each_way, reader_of, round_trips_every_way, run_cli
 from .tiny import tiny_model, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
@@ -274,19 +273,10 @@ def test_pack_writes_the_cache_by_default_and_2_7_on_request(unsure_path, tmp_pa
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(600, 10))
-    written, sizes = {}, {}
-    for name, args in (("default", []), ("no-cache", ["--no-cache"]), ("2.7", ["--format", "2.7"]),
-                       ("2.8", ["--format", "2.8"])):
-        archive = str(tmp_path / f"{name}.lza")
-        result = run_cli("pack", str(source), "-o", archive, "--codec", "lm", "--model", unsure_path, "-q", *args)
-        assert result.exit_code == 0, result.stderr
-        with api.open_archive(archive) as reader:
-            written[name] = (reader.header.minor, reader.header.incompat_flags & C.INCOMPAT_LM_CACHE)
-        sizes[name] = (tmp_path / f"{name}.lza").stat().st_size
-        out = tmp_path / f"out-{name}"
-        assert run_cli("extract", archive, "-C", str(out), "-q").exit_code == 0
-        assert (out / "notes" / "xy.txt").read_bytes() == (source / "xy.txt").read_bytes()
+    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "no-cache": ["--no-cache"],
+                                                           "2.7": ["--format", "2.7"], "2.8": ["--format", "2.8"]})
+    written = {name: (minor, flags & C.INCOMPAT_LM_CACHE) for name, (minor, flags, _) in packed.items()}
     assert written == {"default": (8, C.INCOMPAT_LM_CACHE), "no-cache": (7, 0), "2.7": (7, 0),
                        "2.8": (8, C.INCOMPAT_LM_CACHE)}
-    assert sizes["default"] < sizes["2.7"]
+    assert packed["default"][2] < packed["2.7"][2]
     assert b"--no-cache" in run_cli("pack", "--help").stdout
