@@ -24,7 +24,7 @@ from lzarchive.archive.writer import ArchiveWriter
 from lzarchive.codecs import Codec, CodecError
 from lzarchive.codecs.base import Joined
 from lzarchive.codecs.distributed import _balanced, _runs
-from lzarchive.codecs.lm import ADAPTIVE_BIAS, LmCodec
+from lzarchive.codecs.lm import ADAPTIVE_BIAS, ADAPTIVE_CACHE, LmCodec
 from lzarchive.codecs.match import CANDIDATES, MAX_MATCH, group_guesses, guesses
 from lzarchive.engine.ops import TorchOps
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_USAGE
@@ -302,10 +302,10 @@ FIELD_VALUES = [0, 1, 2, 3, 4, 6, 7, 16, 17, 31, 33, 1 << 20, (1 << 64) - 1]
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly(unsure_path, data):
-    """Two groups of 3 chunks (or, format 2.7, two chunks of 3 streams) and a small file's chunk, sealed with right
-    checksums around payloads whose fields (any value) or range coder bytes were changed, or under other header
-    flags: extract, cat and verify either refuse with an integrity or unsupported-feature error or give the files'
-    exact bytes; no other exception, no wrong byte on disk."""
+    """Two groups of 3 chunks (or, format 2.7, two chunks of 3 streams; 2.8, with the neural cache) and a small
+    file's chunk, sealed with right checksums around payloads whose fields (any value) or range coder bytes were
+    changed, or under other header flags: extract, cat and verify either refuse with an integrity or
+    unsupported-feature error or give the files' exact bytes; no other exception, no wrong byte on disk."""
     import tempfile
 
     from lzarchive.engine import registry
@@ -313,10 +313,12 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
 
     registry.import_compiled(unsure_path)
     with tempfile.TemporaryDirectory() as tmp:
-        streams = data.draw(st.booleans(), label="streams")
-        chunks, good = two_groups(streams)
+        minor = data.draw(st.sampled_from([6, 7, 8]), label="format 2.x")
+        streams, cache = minor >= 7, minor == 8
+        chunks, good = two_groups(streams, cache)
         files = {"a.txt": chunks[0], "long.txt": b"".join(chunks[1:])}
-        payloads, flags, changed = list(good), FLAGS | (C.INCOMPAT_LM_STREAMS if streams else 0), set()
+        flags = FLAGS | (C.INCOMPAT_LM_STREAMS if streams else 0) | (C.INCOMPAT_LM_CACHE if cache else 0)
+        payloads, changed = list(good), set()
         for change in range(data.draw(st.integers(1, 2), label="changes")):
             k = data.draw(st.sampled_from(sorted(set(range(len(chunks))) - changed)), label="chunk")
             changed.add(k)
@@ -337,10 +339,10 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
             elif kind == "cut":
                 body = body[: data.draw(st.integers(0, len(body)), label="kept")]
             else:
-                flags ^= 1 << data.draw(st.integers(0, 6), label="flag bit")
+                flags ^= 1 << data.draw(st.integers(0, 7), label="flag bit")
             payloads[k] = b"".join(map(varint, values)) + body
         archive = Path(tmp) / "changed.lza"
-        two_groups_archive(archive, payloads, flags, streams)
+        two_groups_archive(archive, payloads, flags, streams, cache)
         refusals = (IntegrityError, UnsupportedFeature)
         try:
             api.extract(str(archive), str(Path(tmp) / "out"))
@@ -364,23 +366,27 @@ def test_a_group_archive_with_fields_or_bytes_changed_is_refused_or_read_exactly
 
 
 @functools.cache
-def two_groups(streams: bool = False) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+def two_groups(streams: bool = False, cache: bool = False) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """a.txt in chunk 0, then long.txt in chunks 1-6, two bias groups of 3 (its model: the unsure one), or with
-    streams (format 2.7) in chunks 1 and 2, each the streams of a group: the chunks' plaintexts and payloads."""
+    streams (format 2.7) in chunks 1 and 2, each the streams of a group, and with the cache (2.8) the groups' neural
+    caches: the chunks' plaintexts and payloads."""
     small, long = letters(100, 8), a_file(6, 160, 5)
     chunks = [small, *long]
-    payloads = group_codec(3, streams_field=streams).encode_batch(chunks, 0, [0, *range(6)])
+    payloads = group_codec(3, streams_field=streams, cache_field=cache).encode_batch(chunks, 0, [0, *range(6)])
     if streams:
         chunks, payloads = stored(chunks, payloads)
     assert [fields(p)[1] for p in payloads] == [0] + [3] * (2 if streams else 6)
+    assert all(bool(fields(p)[0] & ADAPTIVE_CACHE) == cache for p in payloads[1:])
     return tuple(chunks), tuple(payloads)  # shared by every caller: not to be changed
 
 
-def two_groups_archive(path, payloads: list[bytes] | None = None, flags: int = FLAGS, streams: bool = False) -> list[bytes]:
+def two_groups_archive(path, payloads: list[bytes] | None = None, flags: int = FLAGS, streams: bool = False,
+                       cache: bool = False) -> list[bytes]:
     """Writes the archive of two_groups (its payloads, or these in their place, under these header flags); returns
     the chunks' plaintexts."""
-    chunks, good = two_groups(streams)
-    header = Header(models=(group_codec().model_ref,), minor=7 if streams else 6, incompat_flags=flags).to_wire()
+    chunks, good = two_groups(streams, cache)
+    minor = 8 if cache else 7 if streams else 6
+    header = Header(models=(group_codec().model_ref,), minor=minor, incompat_flags=flags).to_wire()
     rows = [file_row("a.txt", chunks[0]), file_row("long.txt", b"".join(chunks[1:]))]
     path.write_bytes(craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks, payloads or good)], header=header))
     return list(chunks)

@@ -1,14 +1,17 @@
 """Hostile lm chunks (with the tiny model): damage the codec itself must find, payloads crafted to run the model
-for days, and archives this lza cannot decode; each gives its documented exit code and names the chunk."""
+for days, and archives this lza cannot decode; each gives its documented exit code and names the chunk. And the
+fuzzer of crafted payloads (tools/fuzz_lm.py) reports a reader that lets an exception out."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from lzarchive.engine.model import ExactModel
 from lzarchive.errors import EXIT_INTEGRITY
 from lzarchive.format.records import Header
-from lzarchive.format.wire import varint
+from lzarchive.format.wire import read_varint, varint
 
 from ..conftest import entries_and_chunks, lm_archive, run_cli
 from .craft import craft2
@@ -100,3 +103,24 @@ def test_archives_this_lza_cannot_decode_are_unsupported_not_damaged(lm_files, h
         result = run_cli(*command)
         assert result.exit_code == EXIT_UNSUPPORTED, (command, result.stderr)
         assert expected[header] in result.stderr
+
+
+def test_the_fuzzer_reports_a_reader_that_lets_an_exception_out(tiny_path, private_model_cache, tmp_path, monkeypatch):
+    """tools/fuzz_lm.py (crafted payloads for hours, run by hand): this reader passes one tree's 8 crafted archives;
+    one whose payload header lets a ValueError out where a varint is cut is reported for each command it broke."""
+    import collections
+    import importlib.util
+
+    from lzarchive.codecs import lm
+
+    spec = importlib.util.spec_from_file_location("fuzz_lm", Path(__file__).parents[2] / "tools" / "fuzz_lm.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    tally = collections.Counter()
+    assert fuzz.fuzz_seed(6, 8, str(tmp_path / "clean"), tiny_path, tally) == []
+    assert sum(tally.values()) == 8 and set(tally) <= {0, EXIT_INTEGRITY}
+    monkeypatch.setattr(lm, "_read_varint", read_varint)  # a cut varint's ValueError no longer becomes damage
+    problems = fuzz.fuzz_seed(6, 8, str(tmp_path / "planted"), tiny_path, collections.Counter())
+    assert problems and all("raised:" in problem and "ValueError" in problem for problem in problems)
+    assert {command for command in ("verify", "extract", "cat") if any(f"{command} " in p for p in problems)} == {
+        "verify", "extract", "cat"}
