@@ -27,17 +27,15 @@ import traceback
 from pathlib import Path
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)  # the tiny model and the resealing come from the tests
-
-from typer.testing import CliRunner  # noqa: E402
+sys.path.insert(0, ROOT)  # the tiny model, the in-process CLI and the resealing come from the tests
 
 from lzarchive import api  # noqa: E402
-from lzarchive.cli.app import app  # noqa: E402
-from lzarchive.engine import compiler, registry  # noqa: E402
+from lzarchive.engine import registry  # noqa: E402
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_INTERRUPTED  # noqa: E402
 from lzarchive.format import constants as C  # noqa: E402
 from lzarchive.format.wire import read_varint, varint  # noqa: E402
 from tests.adversarial.craft import resealed  # noqa: E402
+from tests.conftest import compiled_file, run_cli  # noqa: E402
 from tests.tiny import greedy_text, sampled_text, tiny_model  # noqa: E402
 
 # writer options: each makes other kinds of lm chunk from the same small trees
@@ -45,10 +43,6 @@ OPTIONS = ([], ["--chunk-size", "200"], ["--chunk-size", "150", "--no-match"], [
            ["--chunk-size", "300", "--primer", "20", "--bias-group", "1"], ["--chunk-size", "400", "--bias-group", "1"])
 EDGE_VALUES = (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256, 511, 512, 1023, 1024, 8191, 8192,
                65535, 1 << 20, (1 << 31) - 1, 1 << 31, (1 << 32) + 1, (1 << 63) - 1, 1 << 64)
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
@@ -119,8 +113,8 @@ def check(path: str, files: dict[str, bytes], in_chunk: list[str], work: str) ->
             continue
         if result.exit_code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
-        if (result.exit_code, result.stdout_bytes) not in ((0, files[name]), (EXIT_INTEGRITY, b"")):
-            problems.append(f"cat {name}: exit {result.exit_code} with {len(result.stdout_bytes)} bytes out")
+        if (result.exit_code, result.stdout) not in ((0, files[name]), (EXIT_INTEGRITY, b"")):
+            problems.append(f"cat {name}: exit {result.exit_code} with {len(result.stdout)} bytes out")
     shutil.rmtree(os.path.join(work, "x"), ignore_errors=True)
     return codes.get("verify"), problems
 
@@ -168,10 +162,7 @@ def main() -> int:
     work = args.work or tempfile.mkdtemp(prefix="lza-fuzz-")
     os.makedirs(work, exist_ok=True)
     os.environ["LZA_MODEL_DIR"] = os.path.join(work, "models")  # the archives name the tiny model: found here
-    model = os.path.join(work, "tiny.lzm")
-    tiny = tiny_model()
-    compiler.write_compiled(model, tiny.config, tiny.tensors, numerics=tiny.numerics, name=tiny.name,
-                            source=tiny.source, tokenizer_json=None)
+    model = compiled_file(tiny_model(), os.path.join(work, "tiny.lzm"))
     registry.import_compiled(model)
     tally: collections.Counter = collections.Counter()
     problems = []
