@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 from lzarchive.format import constants as C
 from lzarchive.format.records import ChunkHeader, Footer, Header, Index
@@ -59,15 +58,9 @@ def _craft(major, entries, chunks, index_body, header, index_size=None) -> bytes
 
 
 def resealed(archive: bytes, header_size: int, index: Index, plaintexts: list[bytes], payloads: list[bytes]) -> bytes:
-    """A format 2 archive's header and entries around other chunk payloads, every check valid again (the chunk table
-    follows the payloads' sizes)."""
-    out, chunks = bytearray(archive[:header_size]), []
-    for info, plaintext, payload in zip(index.chunks, plaintexts, payloads):
-        _, data = ChunkHeader.seal(info.codec, plaintext, payload, 2)
-        chunks.append(replace(info, offset=len(out), stored_size=len(payload), header_size=len(data) - len(payload)))
-        out += data
-    index_region = Index(index.entries, tuple(chunks)).to_wire(2)
-    return bytes(out + index_region + Footer.of(2, len(out), index_region).to_wire())
+    """A format 2 archive's header and entries around other chunk payloads, every check valid again."""
+    chunks = [(info.codec, plaintext, payload) for info, plaintext, payload in zip(index.chunks, plaintexts, payloads)]
+    return craft2([entry.to_wire(2) for entry in index.entries], chunks, header=archive[:header_size])
 
 
 def file_row(path: str, data: bytes, **changes) -> list:
