@@ -386,7 +386,7 @@ def pack(
         minor = (8 if cached else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
                  else 2 if matched else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
-        writing, changed = _inode(out.fileno()), []
+        writing, changed = out.inode, []
         items = [item for item in walk(sources, excludes, progress, changed)
                  if not _is_output(item, writing, replaced, progress)]
         if len(items) > C.MAX_ENTRIES:  # known before any compression work
@@ -457,11 +457,6 @@ def _check_output(output: str, force: bool) -> None:
 
 def _batch_for(codecs: Sequence[Codec]) -> int:
     return max([8] + [getattr(c, "batch_chunks", 8) for c in codecs])
-
-
-def _inode(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
 
 
 def _is_output(item, writing: tuple[int, int], replaced: tuple[int, int, str] | None, progress: Progress) -> bool:

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import EntryCorrupt, OutputError, PathRefused
+from ..errors import EntryCorrupt, InputError, OutputError, PathRefused
 from ..files import create_temp, describe, entry_id, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
@@ -317,25 +317,39 @@ def plan(entries: Sequence[Entry], dest: str, *, overwrite: bool, trust_links: b
         where = "exists" if probe == dest else f"lies under {probe}, which exists"
         raise OutputError(path=dest, reason=f"cannot extract there: it {where} and is not a directory")
     view = DestinationView(entries, dest)
-    reading = entry_id(os.path.realpath(archive)) if archive is not None else None
+    try:
+        reading = entry_id(os.path.realpath(archive)) if archive is not None else None
+    except OSError as exc:
+        raise InputError(path=archive, reason=describe(exc)) from None
     refusals = []
     for entry in entries:
         if entry.type is EntryType.SYMLINK and not trust_links and (reason := view.symlink_refusal(entry)):
             refusals.append(Refusal(entry.path, f"{reason}: --trust-links creates it as archived"))
-        existing = view.existing(entry.path)
-        if isinstance(existing, str):
-            refusals.append(Refusal(entry.path, existing))
-        elif existing is None or (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
-            continue
-        elif reading is not None and (entry.path.rsplit("/", 1)[-1] == reading[2]
-                                      and entry_id(os.path.join(dest, entry.path)) == reading):
-            refusals.append(Refusal(entry.path, "is the archive being extracted, which is never replaced"))
-        elif not overwrite:
-            refusals.append(Refusal(entry.path, "already exists (use --overwrite to replace it)"))
-        elif stat.S_ISDIR(existing.st_mode) and view.holds_anything(entry.path):
-            refusals.append(Refusal(entry.path, "is a directory that is not empty (--overwrite replaces files, links "
-                                                "and empty directories)"))
+        try:
+            reason = _in_the_way(entry, view, dest, overwrite=overwrite, reading=reading)
+        except OSError as exc:  # the destination cannot say what is there (a failing disk): nothing is written
+            reason = f"cannot be looked up in the destination: {describe(exc)}"
+        if reason:
+            refusals.append(Refusal(entry.path, reason))
     return refusals
+
+
+def _in_the_way(entry: Entry, view: DestinationView, dest: str, *, overwrite: bool,
+                reading: tuple[int, int, str] | None) -> str | None:
+    """Why what is on disk where `entry` goes refuses the extraction, if it does."""
+    existing = view.existing(entry.path)
+    if isinstance(existing, str):
+        return existing
+    if existing is None or (entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode)):
+        return None
+    if reading is not None and (entry.path.rsplit("/", 1)[-1] == reading[2]
+                                and entry_id(os.path.join(dest, entry.path)) == reading):
+        return "is the archive being extracted, which is never replaced"
+    if not overwrite:
+        return "already exists (use --overwrite to replace it)"
+    if stat.S_ISDIR(existing.st_mode) and view.holds_anything(entry.path):
+        return "is a directory that is not empty (--overwrite replaces files, links and empty directories)"
+    return None
 
 
 class Extractor:

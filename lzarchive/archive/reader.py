@@ -58,14 +58,13 @@ class ArchiveReader:
         except OSError as exc:
             raise InputError(path=path, reason=describe(exc)) from None
         try:
-            return cls._parse(path, stream, codec_provider)
+            return cls._parse(path, stream, _size(stream, path), codec_provider)
         except BaseException:
             stream.close()
             raise
 
     @classmethod
-    def _parse(cls, path: str, stream: BinaryIO, codec_provider: CodecProvider) -> ArchiveReader:
-        file_size = os.fstat(stream.fileno()).st_size
+    def _parse(cls, path: str, stream: BinaryIO, file_size: int, codec_provider: CodecProvider) -> ArchiveReader:
         fixed = _read_at(stream, 0, C.HEADER_FIXED_SIZE, path)
         tail = _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC), path)
         if fixed[:8] != C.HEADER_MAGIC:
@@ -329,6 +328,13 @@ def _refuse_missing_footer(stream: BinaryIO, path: str, file_size: int, header_s
                                                       f"from the end")
         found = tail.rfind(C.FOOTER_MAGIC, 0, found)
     raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
+
+
+def _size(stream: BinaryIO, path: str) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except OSError as exc:
+        raise InputError(path=path, reason=f"cannot be read: {describe(exc)}") from None
 
 
 def _read_at(stream: BinaryIO, offset: int, size: int, path: str) -> bytes:

@@ -29,6 +29,8 @@ class ArchiveOutput:
     def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
         self.path = path
+        st = os.fstat(fd)
+        self.inode = st.st_dev, st.st_ino  # the temporary file's, so that a walk of the sources can leave it out
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -37,9 +39,6 @@ class ArchiveOutput:
                 view = view[os.write(self._fd, view) :]
             except OSError as exc:
                 raise OutputError(path=self.path, reason=describe(exc)) from None
-
-    def fileno(self) -> int:
-        return self._fd
 
 
 @contextmanager
@@ -55,19 +54,24 @@ def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
         try:
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
             fd = create_temp(name, made, dir_fd, mode=0o666)
+            output = ArchiveOutput(fd, path)
         except OSError as exc:
             raise OutputError(path=path, reason=f"cannot create the archive in {directory}: {describe(exc)}") from None
-        yield ArchiveOutput(fd, path)
+        yield output
         try:
             os.fsync(fd)
             os.close(fd)
             fd = -1
             place(made[0], name, replace=replace, dir_fd=dir_fd)
-            os.fsync(dir_fd)
         except FileExistsError:
             raise OutputError(path=path, reason="appeared while packing; it was left alone (use --force to replace it)") from None
         except OSError as exc:
             raise OutputError(path=path, reason=describe(exc)) from None
+        try:
+            os.fsync(dir_fd)
+        except OSError as exc:  # the archive is whole and has its name; only its name's durability is in doubt
+            raise OutputError(path=path, reason=f"is written, but its directory could not be synced ({describe(exc)}): "
+                                                f"a crash now could lose it") from None
     except BaseException:
         if fd >= 0:
             os.close(fd)
