@@ -350,13 +350,17 @@ def pack(
         if (major, minor) < (2, 5):
             raise UsageError(reason=f"format {format_version} has no bias groups; they need format 2.5 (--format 2)")
     _check_output(output, force)
-    replaced = entry_id(output) if os.path.lexists(output) else None  # the file --force replaces
+    try:
+        replaced = entry_id(output) if os.path.lexists(output) else None  # the file --force replaces
+    except OSError as exc:
+        raise OutputError(path=output, reason=describe(exc)) from None
     for source in sources:
         try:
             os.lstat(_named(source, "file or directory to pack"))
+            same = replaced is not None and entry_id(source) == replaced
         except OSError as exc:  # 'file.txt/' is not a directory, not missing
             raise InputError(path=source, reason=describe(exc)) from None
-        if replaced is not None and entry_id(source) == replaced:  # it would be skipped, then replaced: lost
+        if same:  # it would be skipped, then replaced: lost
             raise UsageError(reason=f"{source}: is both a source and the archive to write (-o): name another archive")
     check_device(device, ray)
     if ray is not None and codec in ("auto", "lm"):

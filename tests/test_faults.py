@@ -149,21 +149,28 @@ def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, s
     assert n > 30  # the faults reached every kind of entry
 
 
-def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(source, tmp_path, monkeypatch):
+@pytest.mark.parametrize("replace", [False, True], ids=["new", "force"])
+def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, source, tmp_path, monkeypatch):
+    """A new archive; and with --force over an older archive, which stays as it was unless the new one took its name."""
+    older = b"an older archive, not to be lost\n"
     n = 0
     while True:
         n += 1
         out_dir = tmp_path / f"out{n}"
         out_dir.mkdir()
         archive = out_dir / "a.lza"
-        faults, result = with_fault_at(n, monkeypatch, ["pack", str(source), "-o", str(archive), "--codec", "zstd",
-                                                        "--chunk-size", "4096", "-q"])
+        if replace:
+            archive.write_bytes(older)
+        command = ["pack", str(source), "-o", str(archive), "--codec", "zstd", "--chunk-size", "4096", "-q"]
+        faults, result = with_fault_at(n, monkeypatch, command + (["--force"] if replace else []))
         assert temporaries(out_dir) == [], (n, faults.failed)
         if faults.failed is None:
             assert result.exit_code == 0, result.stderr
             break
         one_error_line(result)
-        # the archive's name appears only on an archive that is whole (a failed fsync of its directory comes after)
+        # the archive's name is on the older file or on a whole archive (a failed fsync of its directory comes after)
+        if replace and archive.read_bytes() == older:
+            continue
         assert os.listdir(out_dir) == [] or run_cli("verify", str(archive)).exit_code == 0, (n, faults.failed)
         last_fault = result.stderr
     assert n > 10 and "is written, but its directory could not be synced" in last_fault
