@@ -89,8 +89,16 @@ def load_model(model: str | None = None, positions: int | None = None, progress:
     except registry.CacheUnwritable as exc:
         raise _cache_error(exc) from None
     except Exception as exc:  # the parsers of foreign formats (safetensors, GGUF, transformers) fail in many ways
+        if _disk_error(exc):
+            raise ModelUnavailable(reason=f"{model or 'the default model'}: cannot be read: {describe(exc)}") from None
         raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: a compiled .lzm, a GGUF "
                                       f"file or a Hugging Face directory ({type(exc).__name__}: {exc})") from None
+
+
+def _disk_error(exc: Exception) -> bool:
+    """A failed system call (EIO: a failing disk), not a file that parsers refuse (transformers raises OSError
+    without an errno for a directory that lacks its files)."""
+    return isinstance(exc, OSError) and exc.errno is not None
 
 
 def _cache_error(exc) -> OutputError:
@@ -190,6 +198,8 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
         except UnsupportedModel:  # an architecture this lza does not run: the reader reports it unsupported (exit 11)
             raise
         except Exception as exc:  # a file with the right hash that breaks SPEC 9.2 or does not parse: not one lza wrote
+            if _disk_error(exc):
+                raise ModelUnavailable(reason=f"model {ref.name}: {path} cannot be read: {describe(exc)}") from None
             raise ModelUnavailable(reason=f"model {ref.name}: {path} has the hash the archive names but is not a "
                                           f"compiled model lza can read ({type(exc).__name__}: {exc})") from None
         if model.model_hash != ref.model_hash or ref.tokenizer_hash not in (None, model.tokenizer_hash):

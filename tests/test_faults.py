@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import warnings
 
 import pytest
 
 from lzarchive import api, files
 from lzarchive.archive import extract, reader, tree, writer
+from lzarchive.engine import compiler, registry
+from lzarchive.errors import EXIT_FAILURE, EXIT_MODEL
 
-from .conftest import run_cli, snapshot
+from .conftest import files_under, run_cli, snapshot
 
 # the calls that change or read the disk there; not close (an fd is let go whatever happens)
-OPERATIONS = {"open", "mkdir", "symlink", "link", "rename", "unlink", "rmdir", "chmod", "utime", "fsync", "write",
-              "lstat", "fstat", "readlink", "dup", "listdir", "stat"}
+OPERATIONS = {"open", "mkdir", "makedirs", "symlink", "link", "rename", "replace", "unlink", "rmdir", "chmod", "utime",
+              "fsync", "write", "lstat", "fstat", "readlink", "dup", "listdir", "stat"}
 
 
 class Faults:
@@ -73,12 +77,17 @@ class FaultyFile:
         return getattr(self._file, name)
 
 
-def with_fault_at(n: int, monkeypatch, command: list[str]):
+ARCHIVE_MODULES = (extract, writer, files, api, reader, tree)
+MODEL_MODULES = (registry, compiler)  # the model cache, and reading the models there and the one given
+
+
+def with_fault_at(n: int, monkeypatch, command: list[str], modules=ARCHIVE_MODULES):
     faults = Faults(n)
     with monkeypatch.context() as patch:
-        for module in (extract, writer, files, api, reader, tree):
+        for module in modules:
             patch.setattr(module, "os", FaultyOs(faults))
-        patch.setattr(reader, "open", lambda *args: FaultyFile(open(*args), faults), raising=False)  # the archive
+            if module in (reader, registry, compiler):  # the files they open with open(): archives, models
+                patch.setattr(module, "open", lambda *args: FaultyFile(open(*args), faults), raising=False)
         result = run_cli(*command)
     return faults, result
 
@@ -193,3 +202,41 @@ def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, source, 
         one_error_line(result)
         assert result.stderr.startswith(f"lza: error: {archive}: ") and result.stdout == b"", n
     assert n > 3
+
+
+def test_every_failed_call_reading_or_caching_a_model_is_an_error_naming_it(tiny_path, private_model_cache, tmp_path,
+                                                                             monkeypatch):
+    """The model given to pack (read, then copied into the cache) and the cached model extract loads: a failed call
+    there ends the command with an error that says so (exit 12, or 1 for the cache), after a warning naming the
+    cached file where that is what could not be read; or the command does without it (a cache that cannot be used
+    gives way to a temporary one)."""
+    source = tmp_path / "text"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"the same words again and again\n" * 8)
+    runs = {}
+    for command in ("pack", "extract"):
+        n = 0
+        while True:
+            n += 1
+            out = tmp_path / f"{command}{n}"
+            args = (["pack", str(source), "-o", str(out / "a.lza"), "--codec", "lm", "--model", tiny_path, "-q"]
+                    if command == "pack" else ["extract", str(tmp_path / f"pack{runs['pack']}" / "a.lza"), "-C", str(out),
+                                               "-q"])
+            out.mkdir()
+            if command == "pack":
+                shutil.rmtree(registry.configured_dir(), ignore_errors=True)  # each pack imports the model anew
+            with warnings.catch_warnings(record=True) as warned:  # the CLI prints them as "lza: warning: ..."
+                warnings.simplefilter("always")
+                faults, result = with_fault_at(n, monkeypatch, args, MODEL_MODULES)
+            said = result.stderr + "".join(str(w.message) for w in warned)
+            assert temporaries(registry.configured_dir()) == [], (command, n, faults.failed)
+            if result.exit_code == 0:
+                assert files_under(str(out / "text" if command == "extract" else source)) == files_under(str(source))
+                if faults.failed is None:
+                    break
+                continue
+            assert result.exit_code in (EXIT_FAILURE, EXIT_MODEL) and result.stderr.startswith("lza: error: ")
+            assert result.stderr.count("\n") == 1 and "input/output error" in said, (command, n, said)
+            assert os.listdir(out) == [], (command, n, faults.failed)
+        runs[command] = n
+    assert runs["pack"] > 3 and runs["extract"] > 3
