@@ -1,5 +1,6 @@
-"""One failed file-system call at every point of pack and extract: an error naming the path, never a half-written
-result (a temporary file left, a file under its name with other bytes, an archive that does not verify)."""
+"""One failed file-system call (EIO) at every point of pack, extract, verify, list, cat and the model cache, in turn:
+an error naming the path, never a traceback or a half-written result (a temporary file left, a file under its name
+with other bytes, an archive that does not verify)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ OPERATIONS = {"open", "mkdir", "makedirs", "symlink", "link", "rename", "replace
 
 
 class Faults:
-    """Counts the operations lza's reader, extractor, writer and file helpers make, and fails the n-th with EIO."""
+    """Counts the operations the patched modules make, and fails the n-th with EIO."""
 
     def __init__(self, fail_at: int) -> None:
         self.calls, self.fail_at, self.failed = 0, fail_at, None
