@@ -17,6 +17,7 @@ from lzarchive.cli.app import app
 from lzarchive.codecs import CodecError
 from lzarchive.codecs.lm import LmCodec
 from lzarchive.engine import compiler, registry
+from lzarchive.files import TEMP_SUFFIX
 from lzarchive.format import constants as C
 from lzarchive.format.records import Header
 
@@ -66,6 +67,11 @@ def snapshot(root: str) -> dict[str, tuple]:
     links = sorted(sorted(g) for g in inode_groups.values() if len(g) > 1)
     result["<hardlink groups>"] = tuple(map(tuple, links))
     return result
+
+
+def temporaries(root) -> list[str]:
+    """Temporary files (an archive or an extracted file before its name) left anywhere under root."""
+    return [name for _, _, names in os.walk(root) for name in names if name.endswith(TEMP_SUFFIX)]
 
 
 def files_under(root: str) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from lzarchive import api
 from lzarchive.engine import architectures, compiler, registry
 from lzarchive.errors import EXIT_MODEL, EXIT_USAGE
 
-from .conftest import run_cli
+from .conftest import run_cli, temporaries
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ def test_a_full_disk_is_an_error_naming_the_archive(tree, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lzarchive", "extract", str(out), "-C", str(dest)], capture_output=True,
                           preexec_fn=limit_file_size)
     assert proc.returncode == 1 and b"big.bin" in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr
-    assert not [name for _, _, names in os.walk(dest) for name in names if "partial" in name]
+    assert temporaries(dest) == []
 
 
 def test_an_output_that_appears_during_pack_is_not_replaced(tree, tmp_path):

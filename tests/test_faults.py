@@ -17,7 +17,7 @@ from lzarchive.archive import extract, reader, tree, writer
 from lzarchive.engine import compiler, registry
 from lzarchive.errors import EXIT_FAILURE, EXIT_MODEL
 
-from .conftest import files_under, run_cli, snapshot
+from .conftest import files_under, run_cli, snapshot, temporaries
 
 # the calls that change or read the disk there; not close (an fd is let go whatever happens)
 OPERATIONS = {"open", "mkdir", "makedirs", "symlink", "link", "rename", "replace", "unlink", "rmdir", "chmod", "utime",
@@ -106,10 +106,6 @@ def source(tmp_path):
     os.link(root / "docs" / "a.txt", root / "hard")
     os.chmod(root / "docs" / "deep", 0o750)
     return root
-
-
-def temporaries(root) -> list[str]:
-    return [name for _, _, names in os.walk(root) for name in names if name.endswith(files.TEMP_SUFFIX)]
 
 
 def one_error_line(result) -> None:
