@@ -43,11 +43,12 @@ from .format.wire import hasher
 
 if TYPE_CHECKING:
     from .engine.compiler import CompiledModel
+    from .engine.registry import ModelEntry
 
 __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_BIAS_GROUP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
-    "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "model_cache", "open_archive",
+    "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "list_models", "cached_model_path", "open_archive",
     "pack", "verify",
 ]
 
@@ -57,11 +58,21 @@ WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.8": (2, 8), "2.7": (2, 7)
                     "2.0": (2, 0), "1": (1, -1)}
 
 
-def model_cache():
-    """The registry of compiled models (the user cache): list_models(), find(hash)."""
+def list_models() -> list[ModelEntry]:
+    """The compiled models in the user cache (LZA_MODEL_DIR or the user cache directory), the default one marked."""
     from .engine import registry
 
-    return registry
+    try:
+        return registry.list_models()
+    except registry.CacheUnreadable as exc:
+        raise InputError(path=exc.directory, reason=f"the model cache cannot be read: {describe(exc.error)}") from None
+
+
+def cached_model_path(model_hash: bytes) -> str | None:
+    """Where the user cache holds the compiled model with this hash, if it does."""
+    from .engine import registry
+
+    return registry.find(model_hash)
 
 
 def load_model(model: str | None = None, positions: int | None = None, progress: Progress = NULL_PROGRESS) -> CompiledModel:
@@ -820,7 +831,13 @@ def bench_measure(files: dict[str, bytes], pack_options: Sequence[str], classica
 
     check_device(device)
     data = b"".join(files.values())
-    with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
-        results = [bench.measure_lza(files, tmp, pack_options, label=" ".join(["lza", *pack_options]), device=device)]
-        results += [m for tool in bench.CLASSICAL if tool.name in classical if (m := bench.measure_classical(tool, data, tmp))]
+    try:
+        with tempfile.TemporaryDirectory(prefix="lza-bench-") as tmp:
+            results = [bench.measure_lza(files, tmp, pack_options, label=" ".join(["lza", *pack_options]),
+                                         device=device)]
+            results += [m for tool in bench.CLASSICAL if tool.name in classical
+                        if (m := bench.measure_classical(tool, data, tmp))]
+    except OSError as exc:  # the copies each tool reads and writes there (a full or failing disk)
+        raise OutputError(path=tempfile.gettempdir(), reason=f"the benchmark's scratch files cannot be written or "
+                                                             f"read: {describe(exc)} (TMPDIR says where they go)") from None
     return results

@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import zstandard
 
 from .errors import BenchmarkFailed
+from .files import describe
 
 
 def _module(name: str):
@@ -234,7 +236,9 @@ def sample_files(paths: Iterable[str], budget: int, per_file: int, *, prefix: st
         try:
             with opener(path, "rb") as f:
                 data = f.read(min(per_file, remaining))
-        except (OSError, EOFError, lzma.LZMAError):
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            warnings.warn(f"{path}: not sampled, cannot be read ({describe(exc) if isinstance(exc, OSError) else exc})",
+                          RuntimeWarning)
             continue
         if data:
             files[f"{prefix}{len(files):04d}-{os.path.basename(path)}"] = data

@@ -1,40 +1,48 @@
-"""One failed file-system call (EIO) at every point of pack, extract, verify, list, cat and the model cache, in turn:
-an error naming the path, never a traceback or a half-written result (a temporary file left, a file under its name
-with other bytes, an archive that does not verify)."""
+"""One failed file-system call (EIO) at every point of pack, extract, verify, list, cat, the model cache, the model
+commands and bench, in turn: an error naming the path, never a traceback or a half-written result (a temporary file left,
+a file under its name with other bytes, an archive that does not verify). And a stop (Ctrl-C; SIGTERM and SIGHUP stop
+the same way, tests/test_atomic.py) just before each of those calls: "interrupted", and the same promises."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
 import stat
+import tempfile
 import warnings
 
 import pytest
 
-from lzarchive import api, files
+from lzarchive import api, bench, files
 from lzarchive.archive import extract, reader, tree, writer
 from lzarchive.engine import compiler, registry
-from lzarchive.errors import EXIT_FAILURE, EXIT_MODEL
+from lzarchive.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE
 
 from .conftest import files_under, run_cli, snapshot, temporaries
+from .gpt2_tiny import write_gpt2
 
 # the calls that change or read the disk there; not close (an fd is let go whatever happens)
 OPERATIONS = {"open", "mkdir", "makedirs", "symlink", "link", "rename", "replace", "unlink", "rmdir", "chmod", "utime",
               "fsync", "write", "lstat", "fstat", "readlink", "dup", "listdir", "stat"}
 
 
-class Faults:
-    """Counts the operations the patched modules make, and fails the n-th with EIO."""
+FAULTS = ("EIO", "stop")
 
-    def __init__(self, fail_at: int) -> None:
-        self.calls, self.fail_at, self.failed = 0, fail_at, None
+
+class Faults:
+    """Counts the operations the patched modules make, and fails the n-th with EIO, or stops the command just before
+    it as Ctrl-C does (SIGINT's KeyboardInterrupt, raised wherever the command is)."""
+
+    def __init__(self, fail_at: int, fault: str) -> None:
+        self.calls, self.fail_at, self.fault, self.failed = 0, fail_at, fault, None
 
     def hit(self, name: str) -> None:
         self.calls += 1
         if self.calls == self.fail_at:
             self.failed = name
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
+            raise OSError(errno.EIO, os.strerror(errno.EIO)) if self.fault == "EIO" else KeyboardInterrupt
 
 
 class FaultyOs:
@@ -82,12 +90,13 @@ ARCHIVE_MODULES = (extract, writer, files, api, reader, tree)
 MODEL_MODULES = (registry, compiler)  # the model cache, and reading the models there and the one given
 
 
-def with_fault_at(n: int, monkeypatch, command: list[str], modules=ARCHIVE_MODULES):
-    faults = Faults(n)
+def with_fault_at(n: int, fault: str, monkeypatch, command: list[str], modules=ARCHIVE_MODULES):
+    faults = Faults(n, fault)
+    registry._temporary_cache.cache_clear()  # each run a process of its own, told of a cache it cannot write
     with monkeypatch.context() as patch:
         for module in modules:
             patch.setattr(module, "os", FaultyOs(faults))
-            if module in (reader, registry, compiler):  # the files they open with open(): archives, models
+            if module in (reader, registry, compiler, bench):  # what they open with open(): archives, models, samples
                 patch.setattr(module, "open", lambda *args: FaultyFile(open(*args), faults), raising=False)
         result = run_cli(*command)
     return faults, result
@@ -108,14 +117,27 @@ def source(tmp_path):
     return root
 
 
-def one_error_line(result) -> None:
-    assert result.exit_code == 1, result.stderr
+def ended_by(fault: str, result, exit_codes=(EXIT_FAILURE,), said: str | None = None) -> None:
+    """Stopped: lza's one line for Ctrl-C. Failed: one error line, with EIO's reason in it or in `said` (the
+    warnings before it too)."""
+    if fault == "stop":
+        assert (result.exit_code, result.stderr) == (EXIT_INTERRUPTED, "lza: interrupted\n"), result.stderr
+        return
+    assert result.exit_code in exit_codes, result.stderr
     assert result.stderr.startswith("lza: error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "input/output error" in result.stderr.lower()
+    assert "input/output error" in (said or result.stderr).lower(), said or result.stderr
 
 
+def only_intact_models(directory: str) -> bool:
+    """What a failure leaves in the model cache: no temporary file, and every model whole under its hash."""
+    models = [name for name in os.listdir(directory) if name.endswith(".lzm")] if os.path.isdir(directory) else []
+    return temporaries(directory) == [] and all(
+        compiler.file_hash(os.path.join(directory, name)).hex() + ".lzm" == name for name in models)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("overwrite", [False, True], ids=["new", "overwrite"])
-def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, source, tmp_path, monkeypatch):
+def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, fault, source, tmp_path, monkeypatch):
     """Into an empty destination; and with --overwrite over an older extraction of the same paths, where each file is
     then the old one or the new one, never a mix or a part."""
     archive, older = tmp_path / "a.lza", tmp_path / "older.lza"
@@ -134,14 +156,15 @@ def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, s
         if overwrite:
             assert run_cli("extract", str(older), "-C", str(dest), "-q").exit_code == 0
         command = ["extract", str(archive), "-C", str(dest), "-q"] + (["--overwrite"] if overwrite else [])
-        faults, result = with_fault_at(n, monkeypatch, command)
+        faults, result = with_fault_at(n, fault, monkeypatch, command)
         got = snapshot(str(dest / "src")) if (dest / "src").exists() else {"<hardlink groups>": ()}
         if result.exit_code == 0:  # no call failed, or one whose failure changes nothing (a look for what is there)
             assert got == want, (n, faults.failed)
+            assert fault == "EIO" or faults.failed is None, n  # a stop is never swallowed
             if faults.failed is None:
                 break
             continue
-        one_error_line(result)
+        ended_by(fault, result)
         assert temporaries(dest) == [], (n, faults.failed)
         got.pop("<hardlink groups>")
         for path, value in got.items():
@@ -155,8 +178,9 @@ def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, s
     assert n > 30  # the faults reached every kind of entry
 
 
+@pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("replace", [False, True], ids=["new", "force"])
-def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, source, tmp_path, monkeypatch):
+def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, fault, source, tmp_path, monkeypatch):
     """A new archive; and with --force over an older archive, which stays as it was unless the new one took its name."""
     older = b"an older archive, not to be lost\n"
     n = 0
@@ -168,23 +192,25 @@ def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, s
         if replace:
             archive.write_bytes(older)
         command = ["pack", str(source), "-o", str(archive), "--codec", "zstd", "--chunk-size", "4096", "-q"]
-        faults, result = with_fault_at(n, monkeypatch, command + (["--force"] if replace else []))
+        faults, result = with_fault_at(n, fault, monkeypatch, command + (["--force"] if replace else []))
         assert temporaries(out_dir) == [], (n, faults.failed)
         if faults.failed is None:
             assert result.exit_code == 0, result.stderr
             break
-        one_error_line(result)
+        ended_by(fault, result)
         # the archive's name is on the older file or on a whole archive (a failed fsync of its directory comes after)
         if replace and archive.read_bytes() == older:
             continue
         assert os.listdir(out_dir) == [] or run_cli("verify", str(archive)).exit_code == 0, (n, faults.failed)
         last_fault = result.stderr
-    assert n > 10 and "is written, but its directory could not be synced" in last_fault
+    # the last call is that fsync: a stop there leaves the whole archive (the stop comes after it is placed)
+    assert n > 10 and (fault == "stop" or "is written, but its directory could not be synced" in last_fault)
     assert stat.S_ISREG(os.stat(archive).st_mode) and run_cli("verify", str(archive)).exit_code == 0
 
 
+@pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("command", [["verify"], ["list"], ["cat", "src/docs/deep/b.bin"]], ids=lambda c: c[0])
-def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, source, tmp_path, monkeypatch):
+def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, fault, source, tmp_path, monkeypatch):
     archive = str(tmp_path / "a.lza")
     assert run_cli("pack", str(source), "-o", archive, "--codec", "zstd", "--chunk-size", "4096", "-q").exit_code == 0
     args = [command[0], archive, *command[1:]]
@@ -192,17 +218,18 @@ def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, source, 
     n = 0
     while True:
         n += 1
-        faults, result = with_fault_at(n, monkeypatch, args)
+        faults, result = with_fault_at(n, fault, monkeypatch, args)
         if faults.failed is None:
             assert (result.exit_code, result.stdout) == (0, clean.stdout)
             break
-        one_error_line(result)
-        assert result.stderr.startswith(f"lza: error: {archive}: ") and result.stdout == b"", n
+        ended_by(fault, result)
+        assert (fault == "stop" or result.stderr.startswith(f"lza: error: {archive}: ")) and result.stdout == b"", n
     assert n > 3
 
 
-def test_every_failed_call_reading_or_caching_a_model_is_an_error_naming_it(tiny_path, private_model_cache, tmp_path,
-                                                                             monkeypatch):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_failed_call_reading_or_caching_a_model_is_an_error_naming_it(fault, tiny_path, private_model_cache,
+                                                                             tmp_path, monkeypatch):
     """The model given to pack (read, then copied into the cache) and the cached model extract loads: a failed call
     there ends the command with an error that says so (exit 12, or 1 for the cache), after a warning naming the
     cached file where that is what could not be read; or the command does without it (a cache that cannot be used
@@ -224,16 +251,86 @@ def test_every_failed_call_reading_or_caching_a_model_is_an_error_naming_it(tiny
                 shutil.rmtree(registry.configured_dir(), ignore_errors=True)  # each pack imports the model anew
             with warnings.catch_warnings(record=True) as warned:  # the CLI prints them as "lza: warning: ..."
                 warnings.simplefilter("always")
-                faults, result = with_fault_at(n, monkeypatch, args, MODEL_MODULES)
+                faults, result = with_fault_at(n, fault, monkeypatch, args, MODEL_MODULES)
             said = result.stderr + "".join(str(w.message) for w in warned)
-            assert temporaries(registry.configured_dir()) == [], (command, n, faults.failed)
+            assert only_intact_models(registry.configured_dir()), (command, n, faults.failed)
             if result.exit_code == 0:
                 assert files_under(str(out / "text" if command == "extract" else source)) == files_under(str(source))
+                assert fault == "EIO" or faults.failed is None, n
                 if faults.failed is None:
                     break
                 continue
-            assert result.exit_code in (EXIT_FAILURE, EXIT_MODEL) and result.stderr.startswith("lza: error: ")
-            assert result.stderr.count("\n") == 1 and "input/output error" in said, (command, n, said)
+            ended_by(fault, result, (EXIT_FAILURE, EXIT_MODEL), said)
             assert os.listdir(out) == [], (command, n, faults.failed)
         runs[command] = n
     assert runs["pack"] > 3 and runs["extract"] > 3
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("command", ["compile a directory", "compile a file", "info", "list"])
+def test_every_failed_call_of_a_model_command_is_an_error_naming_it(command, fault, tiny_path, private_model_cache,
+                                                                    tmp_path, monkeypatch):
+    """`lza model compile` of a Hugging Face directory or a compiled file, `lza model info` and `lza model list`:
+    an error (exit 12 for the model given, 1 for the cache), or done without what could not be read (the default
+    mark, a cached model: a warning says so), and the cache holds whole models only."""
+    directory = write_gpt2(str(tmp_path / "gpt2"))
+    model = {"compile a directory": directory, "compile a file": tiny_path, "info": directory}.get(command)
+    args = ["model", "list"] if command == "list" else ["model", command.split()[0], model]
+    listed = compiler.file_hash(tiny_path).hex()[:16]  # as the list shows it, and in the cached file's name
+    n = 0
+    while True:
+        n += 1
+        cache = registry.configured_dir()
+        if command == "list":
+            assert run_cli("model", "compile", tiny_path).exit_code == 0
+        else:
+            shutil.rmtree(cache, ignore_errors=True)  # compiled anew each time
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            faults, result = with_fault_at(n, fault, monkeypatch, args, MODEL_MODULES)
+        said = result.stderr + "".join(str(w.message) for w in warned)
+        assert only_intact_models(cache), (n, faults.failed)
+        if result.exit_code == 0:
+            assert fault == "EIO" or faults.failed is None, n
+            if faults.failed is None:
+                break
+            assert "input/output error" in said, (n, faults.failed)  # what was done without is told
+            if command == "list":  # listed, or named where it could not be read
+                assert listed in result.stdout.decode() or listed in said, (n, faults.failed, said)
+            continue
+        ended_by(fault, result, (EXIT_FAILURE, EXIT_MODEL), said)
+        named = tuple(f"lza: error: {path}: " for path in (model, cache) if path)  # the model given, or the cache
+        assert fault == "stop" or result.stderr.startswith(named), (n, result.stderr)
+    assert n > 3
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_failed_call_of_a_benchmark_is_an_error_naming_it(fault, tmp_path, monkeypatch):
+    """`lza bench`: its sample read (a file that cannot be read is left out, with a warning) and its scratch copies
+    (the tools run on, each in a process of its own), which go with the command whatever happens."""
+    source, scratch = tmp_path / "notes", tmp_path / "scratch"
+    source.mkdir()
+    scratch.mkdir()
+    (source / "a.txt").write_bytes(b"a sample to measure\n" * 40)
+    (source / "b.txt").write_bytes(b"and another one\n" * 40)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    n = 0
+    while True:
+        n += 1
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            faults, result = with_fault_at(n, fault, monkeypatch, ["bench", str(source), "--codec", "zstd"],
+                                           (bench, api))
+        said = result.stderr + "".join(str(w.message) for w in warned)
+        result = dataclasses.replace(result, stderr="".join(  # without its progress lines
+            line for line in result.stderr.splitlines(keepends=True) if line.startswith("lza: ")))
+        assert os.listdir(scratch) == [], (n, faults.failed)
+        if result.exit_code == 0:
+            assert fault == "EIO" or faults.failed is None, n
+            if faults.failed is None:
+                break
+            assert "not sampled, cannot be read (input/output error)" in said, (n, faults.failed)
+            continue
+        ended_by(fault, result, (EXIT_FAILURE, EXIT_USAGE), said)
+        assert fault == "stop" or f"lza: error: {scratch}: " in result.stderr, (n, result.stderr)
+    assert n > 3

@@ -40,21 +40,18 @@ def list_models(json_output: Annotated[bool, typer.Option("--json", help="JSON L
     """Compiled models in the cache (LZA_MODEL_DIR or the user cache directory). The one marked `default` is what
     pack uses without --model; the others are kept for the archives made with them (earlier lza versions, other
     sources)."""
-    cache = api.model_cache()
-    default_hash = cache.default_model_hash()
-    for entry in cache.list_models():
-        is_default = entry.model_hash == default_hash
+    for entry in api.list_models():
         if json_output:
             emit_json("model", name=entry.name, source=entry.source, model_hash=entry.model_hash.hex(),
-                      positions=entry.positions, path=entry.path, default=is_default)
+                      positions=entry.positions, path=entry.path, default=entry.default)
         else:
             say(f"{entry.model_hash.hex()[:16]}  {entry.name}  {entry.source}  {entry.positions} positions"
-                + ("  default" if is_default else ""), out=stdout)
+                + ("  default" if entry.default else ""), out=stdout)
 
 
 def _load_and_describe(model: str | None, json_output: bool, positions: int | None = None) -> None:
     loaded = api.load_model(model, positions, BarProgress(enabled=not json_output))
-    _describe(loaded, json_output, api.model_cache().find(loaded.model_hash))
+    _describe(loaded, json_output, api.cached_model_path(loaded.model_hash))
 
 
 @model_app.command("info")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import platformdirs
 
-from ..files import create_temp, remove_quietly
+from ..files import create_temp, describe, remove_quietly
 from ..format.wire import digest
 from . import architectures, compiler
 
@@ -35,12 +35,20 @@ class ModelNotFound(LookupError):
     """A model the archive needs, or the default model's source, is not available."""
 
 
-class CacheUnwritable(Exception):
-    """A compiled model could not be written into the cache directory (full, or no longer writable)."""
+class CacheFailed(Exception):
+    """A file-system call on the model cache's directory failed."""
 
     def __init__(self, directory: str, error: OSError) -> None:
         super().__init__(f"{directory}: {error}")
         self.directory, self.error = directory, error
+
+
+class CacheUnwritable(CacheFailed):
+    """A compiled model could not be written into the cache directory (full, or no longer writable)."""
+
+
+class CacheUnreadable(CacheFailed):
+    """The cache directory could not be listed."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class ModelEntry:
     name: str
     source: str
     positions: int  # variants of one source differ in these
+    default: bool  # what pack uses without --model
 
 
 def cache_dir() -> str:
@@ -62,8 +71,8 @@ def cache_dir() -> str:
         os.makedirs(path, exist_ok=True)
         os.close(create_temp(os.path.join(path, "probe"), made))
         return path
-    except OSError:
-        return _temporary_cache(path)
+    except OSError as exc:
+        return _temporary_cache(path, describe(exc))
     finally:
         for probe in made:
             remove_quietly(probe)
@@ -74,11 +83,11 @@ def configured_dir() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _temporary_cache(unwritable: str) -> str:
+def _temporary_cache(unwritable: str, reason: str) -> str:
     path = tempfile.mkdtemp(prefix="lza-models-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
-    warnings.warn(f"the model cache {unwritable} cannot be written: models are compiled into {path} for this run "
-                  f"only (set LZA_MODEL_DIR to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
+    warnings.warn(f"the model cache {unwritable} cannot be written ({reason}): models are compiled into {path} for "
+                  f"this run only (set LZA_MODEL_DIR to a writable directory to keep them)", RuntimeWarning, stacklevel=2)
     return path
 
 
@@ -137,10 +146,15 @@ def _marked_hash(marker: str) -> bytes | None:
         return _hex_or_none(f.read().strip())
 
 
-def default_model_hash() -> bytes | None:
-    """The hash of the model that packing with the default model uses, if it was compiled here."""
+def _default_model_hash() -> bytes | None:
+    """The hash of the model that packing with the default model uses, if it was compiled here and can be told."""
     source = _default_or_none()
-    return source and _marked_hash(_marker(source, None))
+    try:
+        return source and _marked_hash(_marker(source, None))
+    except OSError as exc:
+        warnings.warn(f"which cached model is the default cannot be told: {source} or its marker cannot be read "
+                      f"({describe(exc)})", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def _hex_or_none(text: str) -> bytes | None:
@@ -204,14 +218,14 @@ def _intact(path: str, model_hash: bytes) -> bool:
     except (FileNotFoundError, NotADirectoryError):  # not there (LZA_MODEL_DIR may even name a file)
         return False
     except OSError as exc:
-        warnings.warn(f"the model cache's {path} cannot be read ({(exc.strerror or str(exc)).lower()}): skipped",
+        warnings.warn(f"the model cache's {path} cannot be read ({describe(exc)}): skipped",
                       RuntimeWarning, stacklevel=2)
         return False
     try:
         os.unlink(path)
         outcome = "removed"
     except OSError as exc:
-        outcome = f"left in place ({(exc.strerror or str(exc)).lower()}): remove it by hand"
+        outcome = f"left in place ({describe(exc)}): remove it by hand"
     warnings.warn(f"the model cache's {path} is damaged (its bytes do not match the hash it is named by): {outcome}",
                   RuntimeWarning, stacklevel=2)
     return False
@@ -240,9 +254,11 @@ def resolve(model_hash: bytes, source: str | None = None, announce: Announce = N
 
 
 def list_models() -> list[ModelEntry]:
-    directory = cache_dir()  # once: finding it writes a probe file
+    """The compiled models in the cache (one that cannot be written is still read, as find() does); one that cannot
+    be read is left out with a warning."""
+    default_hash = _default_model_hash()
     entries = []
-    for name in sorted(os.listdir(directory)):
+    for directory, name in _cached_names():
         path = os.path.join(directory, name)
         model_hash = _hash_named(name)
         if model_hash is not None and _intact(path, model_hash):
@@ -252,8 +268,24 @@ def list_models() -> list[ModelEntry]:
             except ValueError as exc:  # a CompileError too: a file lza did not write, named by its hash
                 warnings.warn(f"{path}: not listed, not a usable compiled model: {exc}", RuntimeWarning)
                 continue
-            entries.append(ModelEntry(path, model_hash, model["name"], model["source"], positions))
+            except OSError as exc:
+                warnings.warn(f"{path}: not listed, cannot be read ({describe(exc)})", RuntimeWarning)
+                continue
+            entries.append(ModelEntry(path, model_hash, model["name"], model["source"], positions,
+                                      model_hash == default_hash))
     return entries
+
+
+def _cached_names() -> list[tuple[str, str]]:
+    found = []
+    for directory in dict.fromkeys((configured_dir(), cache_dir())):  # cache_dir() once: finding it writes a probe
+        try:
+            found += [(directory, name) for name in sorted(os.listdir(directory))]
+        except (FileNotFoundError, NotADirectoryError):  # nothing cached there yet (LZA_MODEL_DIR may name a file)
+            continue
+        except OSError as exc:
+            raise CacheUnreadable(directory, exc) from None
+    return found
 
 
 def _hash_named(name: str) -> bytes | None:
