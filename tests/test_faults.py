@@ -209,7 +209,9 @@ def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, f
 
 
 @pytest.mark.parametrize("fault", FAULTS)
-@pytest.mark.parametrize("command", [["verify"], ["list"], ["cat", "src/docs/deep/b.bin"]], ids=lambda c: c[0])
+@pytest.mark.parametrize("command", [["verify"], ["list", "-l"], ["info"], ["cat", "src/docs/deep/b.bin"],
+                                     ["cat", "src/docs/deep/b.bin", "--range", "100:9000"]],
+                         ids=lambda c: c[0] + ("-range" if "--range" in c else ""))
 def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, fault, source, tmp_path, monkeypatch):
     archive = str(tmp_path / "a.lza")
     assert run_cli("pack", str(source), "-o", archive, "--codec", "zstd", "--chunk-size", "4096", "-q").exit_code == 0
