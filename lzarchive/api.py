@@ -837,7 +837,8 @@ def bench_measure(files: dict[str, bytes], pack_options: Sequence[str], classica
                                          device=device)]
             results += [m for tool in bench.CLASSICAL if tool.name in classical
                         if (m := bench.measure_classical(tool, data, tmp))]
-    except OSError as exc:  # the copies each tool reads and writes there (a full or failing disk)
-        raise OutputError(path=tempfile.gettempdir(), reason=f"the benchmark's scratch files cannot be written or "
-                                                             f"read: {describe(exc)} (TMPDIR says where they go)") from None
+    except OSError as exc:  # the copies each tool reads and writes there (a full or failing disk, or none usable)
+        where = tempfile.tempdir or "the temporary directory"  # set once one was found usable
+        raise OutputError(path=where, reason=f"the benchmark's scratch files cannot be written or read: "
+                                             f"{describe(exc)} (TMPDIR says where they go)") from None
     return results
