@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .archive.extract import Extractor, plan, select_entries, unsafe_links, wanted_path
 from .archive.progress import NULL_PROGRESS, Progress
 from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
-from .archive.tree import walk
+from .archive.tree import left_out, walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import (LM_BIAS_GROUP, LM_DEFAULT_PRIMER, LM_DEFAULT_SPAN, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
                      lm_chunk_size)
@@ -321,7 +321,8 @@ def pack(
 ) -> WriteStats:
     """Archive files and directory trees into `output`, atomically: on any failure nothing appears there, and
     without --force nothing already there (or appearing meanwhile) is replaced. Files that change while they are
-    read are stored as read and listed in the result's `changed` (with a warning), as tar does.
+    read are stored as read and listed in the result's `changed`, and what below a source cannot be read is left out
+    and listed in its `unreadable` (each with a warning), as tar does.
     primer: tokens of the archive's first lm chunk that every later lm chunk starts from (0: none; > 0 writes 2.1).
     match: lm chunks may mix the model with the chunk's match model, where that makes them smaller (writes 2.2).
     bias: lm chunks may correct the model's logits with the bias head, where that makes them smaller (writes 2.4).
@@ -411,8 +412,8 @@ def pack(
         minor = (8 if cached else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
                  else 2 if matched else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
-        writing, changed = out.inode, []
-        items = [item for item in walk(sources, excludes, progress, changed)
+        writing, changed, unreadable = out.inode, [], []
+        items = [item for item in walk(sources, excludes, progress, changed, unreadable)
                  if not _is_output(item, writing, replaced, progress)]
         if len(items) > C.MAX_ENTRIES:  # known before any compression work
             raise UsageError(reason=f"the sources hold {len(items):,} entries, more than the {C.MAX_ENTRIES:,} an "
@@ -432,6 +433,7 @@ def pack(
                                | (C.INCOMPAT_LM_STREAMS if streamed else 0) | (C.INCOMPAT_LM_CACHE if cached else 0),
                                progress=progress)
         writer.stats.changed.extend(changed)
+        writer.stats.unreadable.extend(unreadable)
         first_link: dict[tuple[int, int], Entry] = {}
         for item in items:
             _add_item(writer, item, first_link, progress)
@@ -501,21 +503,16 @@ def _add_item(writer: ArchiveWriter, item, first_link: dict[tuple[int, int], Ent
     if stat.S_ISDIR(st.st_mode):
         writer.add_dir(path, mode=mode, mtime_ns=mtime_ns)
     elif stat.S_ISLNK(st.st_mode):
-        target = _link_target(item)
-        if target is None:
-            writer.stats.changed.append(item.fs_path)
-            progress.warn(f"{item.fs_path}: symlink removed or replaced before we read it; not stored")
-            return
-        writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
+        target = _link_target(item, writer.stats, progress)
+        if target is not None:
+            writer.add_symlink(path, target, mode=mode, mtime_ns=mtime_ns)
     else:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in first_link:
             writer.add_hardlink(path, first_link[key], mode=mode, mtime_ns=mtime_ns)
             return
-        fd, gone = _open_walked(item)
+        fd = _open_walked(item, writer.stats, progress)
         if fd is None:
-            writer.stats.changed.append(item.fs_path)
-            progress.warn(f"{item.fs_path}: file {gone} before we read it; not stored")
             return
         try:
             with os.fdopen(fd, "rb") as stream:
@@ -544,17 +541,22 @@ def _warn_of_unsafe_links(entries: Sequence[Entry], progress: Progress) -> None:
         progress.warn(f"and {len(unsafe) - UNSAFE_LINKS_NAMED} more such symlinks: all extracted only with --trust-links")
 
 
-def _open_walked(item) -> tuple[int | None, str]:
-    """The file the walk found, opened: (fd, "") if its name still leads to it without following a link, else (None,
-    what happened to it). Nothing else is read: a link swapped in (for the file or a directory above it, as someone
-    who can write in the tree could while root packs it) could lead anywhere, a FIFO would block."""
+def _open_walked(item, stats: WriteStats, progress: Progress) -> int | None:
+    """The file the walk found, opened, if its name still leads to it without following a link; else None, with a
+    warning, the path in stats.changed (removed or replaced meanwhile) or stats.unreadable (it cannot be opened:
+    permission denied, a failing disk). Nothing else is read: a link swapped in (for the file or a directory above it,
+    as someone who can write in the tree could while root packs it) could lead anywhere, a FIFO would block."""
     try:
         fd = item.open(0)
+        happened = "replaced by a link or another file"
     except FileNotFoundError:
-        return None, "removed"
+        fd, happened = None, "removed"
     except OSError as exc:
-        raise InputError(path=item.fs_path, reason=describe(exc)) from None
-    return (None, "replaced by a link or another file") if fd is None else (fd, "")
+        return left_out(item.fs_path, exc, "not stored", progress, stats.unreadable)
+    if fd is None:
+        stats.changed.append(item.fs_path)
+        progress.warn(f"{item.fs_path}: file {happened} before we read it; not stored")
+    return fd
 
 
 def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
@@ -568,15 +570,18 @@ def _storable_mtime(mtime_ns: int, fs_path: str, progress: Progress) -> int:
     return min(max(mtime_ns, lo), hi)
 
 
-def _link_target(item) -> str | None:
+def _link_target(item, stats: WriteStats, progress: Progress) -> str | None:
     """A symlink's target as the format stores it (SPEC 5): UTF-8, 1..4096 bytes, no NUL; read as the walk reached it,
-    following no other link. None where it is gone, or no link is there now."""
+    following no other link. None where it is gone, no link is there now (stats.changed) or it cannot be read
+    (stats.unreadable), with a warning."""
     fs_path = item.fs_path
     try:
         target = item.link_target()
     except OSError as exc:
-        raise InputError(path=fs_path, reason=describe(exc)) from None
+        return left_out(fs_path, exc, "not stored", progress, stats.unreadable)
     if target is None:
+        stats.changed.append(fs_path)
+        progress.warn(f"{fs_path}: symlink removed or replaced before we read it; not stored")
         return None
     try:
         size = len(target.encode("utf-8"))

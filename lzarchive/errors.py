@@ -114,8 +114,8 @@ class OutputError(LzaError):
 
 
 class SourcesChanged(LzaError):
-    """{archive}: written, but {sources} changed or vanished while being read; each is stored as it was read, or left
-    out where it was gone (see the warnings above)"""
+    """{archive}: written, but {sources}; each is stored as it was read, or left out where it was gone or could not be
+    read (see the warnings above)"""
 
 
 class BenchmarkFailed(LzaError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -524,6 +525,37 @@ def test_a_file_removed_during_pack_is_reported_and_the_rest_packed(when, tmp_pa
     entries = {e.path: e.type for e in api.list_entries(str(out))}
     assert entries == {"t": api.EntryType.DIR, "t/kept.txt": api.EntryType.FILE,
                        **({"t/gone.txt": api.EntryType.DIR} if when == "dir-walked" else {})}
+
+
+def test_what_cannot_be_read_is_left_out_and_the_rest_packed(tmp_path, monkeypatch):
+    """A file that cannot be opened and a directory that cannot be listed (permission denied: emulated, since root
+    reads everything) are left out with a warning each, as tar leaves them out; everything else is packed, the
+    directory itself too, and pack exits 1 with the archive written and the paths in --json's `unreadable`."""
+    tree = tmp_path / "t"
+    (tree / "locked").mkdir(parents=True)
+    (tree / "locked" / "inside.txt").write_text("unseen")
+    (tree / "secret.txt").write_text("unseen")
+    (tree / "kept.txt").write_text("kept")
+    real_open = os.open
+
+    def denied(path, flags, mode=0o777, *, dir_fd=None):
+        if path in ("locked", "secret.txt") and dir_fd is not None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", denied)
+    out = tmp_path / "p.lza"
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(out), "--json")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"lza: warning: {tree / 'locked'}: cannot be read (permission denied); its contents are not stored",
+        f"lza: warning: {tree / 'secret.txt'}: cannot be read (permission denied); not stored",
+        f"lza: error: {out}: written, but 2 source paths could not be read; each is stored as it was read, or left "
+        f"out where it was gone or could not be read (see the warnings above)"]
+    assert json.loads(result.stdout)["unreadable"] == [str(tree / "locked"), str(tree / "secret.txt")]
+    assert [e.path for e in api.list_entries(str(out))] == ["t", "t/kept.txt", "t/locked"]
+    assert run_cli("verify", str(out), "-q").exit_code == 0
 
 
 # ------------------------------------------------------------------------------------------- terminal safety

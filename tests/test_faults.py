@@ -181,9 +181,11 @@ def test_every_failed_call_of_an_extraction_leaves_only_whole_files(overwrite, f
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("replace", [False, True], ids=["new", "force"])
 def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, fault, source, tmp_path, monkeypatch):
-    """A new archive; and with --force over an older archive, which stays as it was unless the new one took its name."""
+    """A new archive; and with --force over an older archive, which stays as it was unless the new one took its name.
+    A source that cannot be read is left out, as tar leaves it out: the archive holds all the rest, and pack exits 1."""
     older = b"an older archive, not to be lost\n"
-    n = 0
+    everything = set(snapshot(str(source))) - {"<hardlink groups>"}
+    n = left_out = 0
     while True:
         n += 1
         out_dir = tmp_path / f"out{n}"
@@ -197,6 +199,19 @@ def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, f
         if faults.failed is None:
             assert result.exit_code == 0, result.stderr
             break
+        if fault == "EIO" and result.stderr.startswith("lza: warning: "):
+            warning, error = result.stderr.splitlines()
+            left, _, why = warning.removeprefix("lza: warning: ").partition(": ")
+            assert why.startswith("cannot be read (input/output error); "), warning
+            assert error == f"lza: error: {archive}: written, but 1 source path could not be read; each is stored " \
+                            f"as it was read, or left out where it was gone or could not be read (see the warnings above)"
+            assert run_cli("verify", str(archive)).exit_code == 0
+            stored = {row.decode().removeprefix("src/") for row in run_cli("list", str(archive)).stdout.splitlines()}
+            gone, below = os.path.relpath(left, source), why.endswith("its contents are not stored")
+            assert everything - stored == {p for p in everything  # a directory stays, without its contents
+                                           if gone == "." or p.startswith(gone + "/") or p == gone and not below}, n
+            left_out += 1
+            continue
         ended_by(fault, result)
         # the archive's name is on the older file or on a whole archive (a failed fsync of its directory comes after)
         if replace and archive.read_bytes() == older:
@@ -205,6 +220,7 @@ def test_every_failed_call_of_a_pack_leaves_no_archive_or_a_whole_one(replace, f
         last_fault = result.stderr
     # the last call is that fsync: a stop there leaves the whole archive (the stop comes after it is placed)
     assert n > 10 and (fault == "stop" or "is written, but its directory could not be synced" in last_fault)
+    assert fault == "stop" or left_out > 20, left_out  # each listing, lstat, open and readlink below the source
     assert stat.S_ISREG(os.stat(archive).st_mode) and run_cli("verify", str(archive)).exit_code == 0
 
 

@@ -82,10 +82,12 @@ def archive_name(source: str) -> str:
 
 
 def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
-         changed: list[str]) -> Iterator[SourceItem]:
+         changed: list[str], unreadable: list[str]) -> Iterator[SourceItem]:
     """Yield every source and everything below it, directories before their contents, names sorted, never following
     a link below a source. A directory removed or replaced meanwhile (by a link, say) is yielded as found, its
-    contents not walked: its path goes to `changed`, with a warning."""
+    contents not walked: its path goes to `changed`, with a warning. What below a source cannot be looked at (a
+    directory that cannot be listed, an entry that cannot be lstat-ed: permission denied, a failing disk) is left out
+    as tar leaves it out: its path goes to `unreadable`, with a warning (a directory itself is still yielded)."""
     names: dict[str, str] = {}
     for source in sources:
         name = archive_name(source)
@@ -107,7 +109,7 @@ def walk(sources: Sequence[str], excludes: Sequence[str], progress: Progress,
             if _admitted(item, excludes, progress):
                 yield item
                 if stat.S_ISDIR(item.st.st_mode):
-                    pending.extend(reversed(_children(item, excludes, progress, changed)))
+                    pending.extend(reversed(_children(item, excludes, progress, changed, unreadable)))
 
 
 def _excluded(archive_path: str, excludes: Sequence[str], is_dir: bool) -> bool:
@@ -146,17 +148,19 @@ def _admitted(item: SourceItem, excludes: Sequence[str], progress: Progress) -> 
     return True
 
 
-def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress, changed: list[str]) -> list[SourceItem]:
+def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress, changed: list[str],
+              unreadable: list[str]) -> list[SourceItem]:
     """A directory's entries not excluded by name, sorted, each lstat-ed through the directory as the walk found it
     (opened without following a link: one that replaced it or removed it meanwhile is not walked, and goes to
-    `changed`)."""
+    `changed`; one that cannot be read goes to `unreadable`)."""
     fs_path, happened = directory.fs_path, "replaced by a link or another file"
     try:
         fd = directory.open(os.O_DIRECTORY)
     except FileNotFoundError:  # as a file removed before its read: reported, and the rest packed
         fd, happened = None, "removed"
     except OSError as exc:
-        raise InputError(path=fs_path, reason=describe(exc)) from None
+        left_out(fs_path, exc, "its contents are not stored", progress, unreadable)
+        return []
     if fd is None:
         changed.append(fs_path)
         progress.warn(f"{fs_path}: {happened} as we walked it; its contents are not stored")
@@ -173,9 +177,16 @@ def _children(directory: SourceItem, excludes: Sequence[str], progress: Progress
                 changed.append(path)
                 progress.warn(f"{path}: removed as we walked it; not stored")
             except OSError as exc:
-                raise InputError(path=path, reason=describe(exc)) from None
+                left_out(path, exc, "not stored", progress, unreadable)
     except OSError as exc:  # the listing
-        raise InputError(path=fs_path, reason=describe(exc)) from None
+        left_out(fs_path, exc, "its contents are not stored", progress, unreadable)
+        return []
     finally:
         os.close(fd)
     return children
+
+
+def left_out(fs_path: str, exc: OSError, what: str, progress: Progress, unreadable: list[str]) -> None:
+    """A source path that cannot be read, left out with a warning (the archive is written, pack exits 1)."""
+    unreadable.append(fs_path)
+    progress.warn(f"{fs_path}: cannot be read ({describe(exc)}); {what}")

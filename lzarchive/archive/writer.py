@@ -98,6 +98,7 @@ class WriteStats:
     archive_bytes: int = 0
     per_codec: dict[str, CodecStats] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)  # source files that changed or vanished while being packed
+    unreadable: list[str] = field(default_factory=list)  # source paths left out: they could not be read
 
 
 def choose_payloads(chunks: Sequence[bytes], codecs: Sequence[Codec], first_chunk: int = 0,

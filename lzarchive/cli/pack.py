@@ -41,7 +41,9 @@ def pack(
 
     Regular files, directories (empty ones too), symlinks (stored as links, never followed: name a link to a
     directory as link/ to pack what it points to) and hardlinks are kept with their mode and mtime. A file that changes while it is read is stored as read (never beyond the size first seen), one
-    removed meanwhile is left out, each with a warning, and pack exits 1 though the archive is written, as tar does. With --codec auto (the default) every chunk is coded by zstd and by the language model and the
+    removed meanwhile is left out, and so is what below a source cannot be read (permission denied: a file that cannot
+    be opened, a directory that cannot be listed), each with a warning, and pack exits 1 though the archive is
+    written, as tar does. With --codec auto (the default) every chunk is coded by zstd and by the language model and the
     smaller wins, but zstd alone codes a chunk that it shrinks to 1/64 or less (zeros, repeated blocks: the model could
     save at most that, at up to a token per byte, hours for megabytes). Example: lza pack src/ docs/README.md -o project.lza
     """
@@ -65,14 +67,17 @@ def pack(
     if json_output:
         emit_json("pack", archive=output, entries=stats.entries, chunks=stats.chunks, content_bytes=stats.raw_bytes,
                   archive_bytes=stats.archive_bytes, seconds=round(elapsed, 3),
-                  codecs={k: vars(v) for k, v in stats.per_codec.items()}, changed=stats.changed)
+                  codecs={k: vars(v) for k, v in stats.per_codec.items()}, changed=stats.changed,
+                  unreadable=stats.unreadable)
     elif not quiet:
         ratio = stats.archive_bytes / stats.raw_bytes * 100 if stats.raw_bytes else 0.0
         say(f"packed {counted(stats.entries, 'entry')}, {human_bytes(stats.raw_bytes)} → "
             f"{human_bytes(stats.archive_bytes)} ({ratio:.1f} %) in {counted(stats.chunks, 'chunk')}, {elapsed:.1f} s: "
             f"{output}")
-    if stats.changed:  # as tar: the archive is there, but not a snapshot of one moment (exit 1)
-        raise SourcesChanged(archive=output, sources=counted(len(stats.changed), "source file"))
+    if stats.changed or stats.unreadable:  # as tar: the archive is there, but not all of the sources as they were
+        said = [f"{counted(len(stats.changed), 'source file')} changed or vanished while being read"] if stats.changed else []
+        said += [f"{counted(len(stats.unreadable), 'source path')} could not be read"] if stats.unreadable else []
+        raise SourcesChanged(archive=output, sources=" and ".join(said))
 
 
 def register(app: typer.Typer) -> None:

@@ -103,7 +103,7 @@ def emit_json(record_type: str, /, **fields: Any) -> None:
 
 # info's entry kinds ("dir", "hardlink") read as words
 NOUNS = {"entry": "entries", "dir": "directories", "file": "files", "symlink": "symlinks", "hardlink": "hard links",
-         "chunk": "chunks", "source file": "source files"}
+         "chunk": "chunks", "source file": "source files", "source path": "source paths"}
 
 
 def counted(n: int, noun: str) -> str:
