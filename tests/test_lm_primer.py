@@ -158,9 +158,10 @@ def test_a_primer_longer_than_the_positions_leave_is_a_usage_error(tiny_path, tm
     """A primer and a window share the model's positions (512 for the tiny model): a longer primer was cut to fit
     without a word; now the bound is named, before anything is written."""
     (tmp_path / "t.txt").write_bytes(texts(1)[0])
-    for primer, window, usable in ((481, "32", 480), (10_000, "500", 12)):
+    for primer, window, usable in ((481, ["--window", "32"], 480), (10_000, ["--window", "500"], 12),
+                                   (10_000, [], 510)):  # the default window is what the primer leaves
         result = run_cli("pack", str(tmp_path / "t.txt"), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model",
-                         tiny_path, "--window", window, "--primer", str(primer))
+                         tiny_path, *window, "--primer", str(primer))
         assert result.exit_code == EXIT_USAGE and not (tmp_path / "p.lza").exists()
         assert f"lm primer {primer}: choose 0 .. {usable} tokens" in result.stderr
     assert run_cli("pack", str(tmp_path / "t.txt"), "-o", str(tmp_path / "p.lza"), "--codec", "lm", "--model", tiny_path,

@@ -201,8 +201,13 @@ class LmCodec(Codec):
         cfg = self.model.config
         if self.span != 0 and not self.span_field:
             raise ValueError("an lm span needs format 2.3 payloads")
-        if self.window is None:  # a span's windows cost no more for being long: they restart less often
-            self.window = cfg.max_positions - self.primer_tokens if self.span != 0 else min(DEFAULT_WINDOW, cfg.max_positions)
+        if self.window is None and self.span != 0:  # a span's windows cost no more for being long: they restart less often
+            if self.primer_tokens > cfg.max_positions - 2:  # the default window is what the primer leaves
+                raise ValueError(f"lm primer {self.primer_tokens}: choose 0 .. {cfg.max_positions - 2} tokens (the "
+                                 f"primer and a window of at least 2 share the model's {cfg.max_positions} positions)")
+            self.window = cfg.max_positions - self.primer_tokens
+        elif self.window is None:
+            self.window = min(DEFAULT_WINDOW, cfg.max_positions)
         if self.span is None:
             self.span = min(DEFAULT_SPAN, self.window - 1)
         if self.overlap is None:
