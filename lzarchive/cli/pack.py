@@ -75,8 +75,9 @@ def pack(
             f"{human_bytes(stats.archive_bytes)} ({ratio:.1f} %) in {counted(stats.chunks, 'chunk')}, {elapsed:.1f} s: "
             f"{output}")
     if stats.changed or stats.unreadable:  # as tar: the archive is there, but not all of the sources as they were
-        said = [f"{counted(len(stats.changed), 'source file')} changed or vanished while being read"] if stats.changed else []
-        said += [f"{counted(len(stats.unreadable), 'source path')} could not be read"] if stats.unreadable else []
+        said = [f"{counted(len(paths), noun)} {what}" for paths, noun, what in (
+            (stats.changed, "source file", "changed or vanished while being read"),
+            (stats.unreadable, "source path", "could not be read")) if paths]
         raise SourcesChanged(archive=output, sources=" and ".join(said))
 
 
