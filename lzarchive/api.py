@@ -29,6 +29,7 @@ from .errors import (
     InputError,
     LzaError,
     ModelUnavailable,
+    NotAllExtracted,
     OutputError,
     PathRefused,
     SourcesChanged,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_BIAS_GROUP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
-    "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "Progress", "SourcesChanged", "UsageError", "bench_measure",
+    "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "NotAllExtracted", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "list_models", "cached_model_path", "open_archive",
     "pack", "verify",
 ]
@@ -613,7 +614,10 @@ def extract(
     ray: str | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> int:
-    """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written.
+    """Extract all entries, or those at or below `paths`, under `dest`. Returns the number of entries written. One
+    damaged in the archive, or refused by the destination for its own path (permission denied, a name too long), is
+    left out with a warning, and once the others are written NotAllExtracted (an IntegrityError where one was
+    damaged) names them.
     trust_links: create symlinks as archived, even absolute ones and those leading out of `dest` (a tree of one's
     own restored whole); nothing is written through a link either way.
     ray: decode the lm chunks on a Ray cluster (see on_cluster)."""

@@ -91,6 +91,23 @@ class EntryCorrupt(IntegrityError):
     """{archive}: {path}: content does not match its checksum ({reason})"""
 
 
+class NotAllExtracted(LzaError):
+    """{archive}: {missing} not extracted as archived ({why}); the other {extracted} extracted to {dest} (see the
+    warnings above)"""
+
+    def __init__(self, *, archive: str, dest: str, extracted: int, damaged: Iterable[str], refused: Iterable[str]) -> None:
+        self.extracted, self.damaged, self.refused = extracted, list(damaged), list(refused)
+        why = [f"{what}: {describe_paths(paths)}" for paths, what in (
+            (self.damaged, "damaged in the archive"), (self.refused, "refused by the destination")) if paths]
+        missing = len(self.damaged) + len(self.refused)
+        super().__init__(archive=archive, dest=dest, missing=f"{missing} {'entry' if missing == 1 else 'entries'}",
+                         why="; ".join(why), extracted=f"{extracted} {'was' if extracted == 1 else 'were'}")
+
+
+class DamagedNotExtracted(NotAllExtracted, IntegrityError):
+    __doc__ = NotAllExtracted.__doc__  # the same message, with the integrity exit code
+
+
 class PathRefused(LzaError):
     """{path}: refused: {reason}"""
 

@@ -15,7 +15,7 @@ from lzarchive import api
 from lzarchive.engine import architectures, compiler, registry
 from lzarchive.errors import EXIT_MODEL, EXIT_USAGE
 
-from .conftest import run_cli, temporaries
+from .conftest import files_under, run_cli, temporaries
 
 
 @pytest.fixture
@@ -155,6 +155,8 @@ def test_every_error_message_is_one_line():
         fields = {name: "x" for _, name, _, _ in string.Formatter().parse(cls.__doc__) if name}
         if cls is errors.ChunkCorrupt:  # builds its `affected` from paths
             fields = {"archive": "x", "chunk": 1, "reason": "x", "paths": ["x"]}
+        if issubclass(cls, errors.NotAllExtracted):  # builds its parts from the paths
+            fields = {"archive": "x", "dest": "x", "extracted": 1, "damaged": ["x"], "refused": ["x"]}
         message = str(cls(**fields))
         assert "\n" not in message and "  " not in message and message == message.strip(), (cls, message)
 
@@ -556,6 +558,55 @@ def test_what_cannot_be_read_is_left_out_and_the_rest_packed(tmp_path, monkeypat
     assert json.loads(result.stdout)["unreadable"] == [str(tree / "locked"), str(tree / "secret.txt")]
     assert [e.path for e in api.list_entries(str(out))] == ["t", "t/kept.txt", "t/locked"]
     assert run_cli("verify", str(out), "-q").exit_code == 0
+
+
+def test_what_the_destination_refuses_is_left_out_and_the_rest_extracted(tmp_path, monkeypatch):
+    """A file and a directory the destination refuses (permission denied: emulated, since root writes everything) are
+    left out with a warning each, as tar leaves them out, and what lies in that directory with them; everything else
+    is extracted and extract exits 1, naming them, in --json's `refused` too. A failure of the destination as a whole
+    (no space) stops the extraction at once, naming the file."""
+    tree = tmp_path / "t"
+    (tree / "locked").mkdir(parents=True)
+    (tree / "locked" / "inside.txt").write_text("unseen")
+    (tree / "secret.txt").write_text("unseen")
+    (tree / "kept.txt").write_text("kept")
+    archive = tmp_path / "p.lza"
+    api.pack([str(tree)], str(archive), codec="zstd")
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def mkdir_denied(path, mode=0o777, *, dir_fd=None):
+        if path == "locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    def open_failing(errno_code):
+        def failing(path, flags, mode=0o777, *, dir_fd=None):
+            if path.startswith(".secret.txt.") and flags & os.O_CREAT:  # the temporary file the content goes to
+                raise OSError(errno_code, os.strerror(errno_code), path)
+            return real_open(path, flags, mode, dir_fd=dir_fd)
+        return failing
+
+    monkeypatch.setattr(os, "mkdir", mkdir_denied)
+    monkeypatch.setattr(os, "open", open_failing(errno.EACCES))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"), "--json")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "lza: warning: t/locked: not extracted: permission denied",
+        "lza: warning: t/locked/inside.txt: not extracted: permission denied",
+        "lza: warning: t/secret.txt: not extracted: permission denied",
+        f"lza: error: {archive}: 3 entries not extracted as archived (refused by the destination: t/locked, t/locked/inside.txt, "
+        f"t/secret.txt); the other 2 were extracted to {tmp_path / 'out'} (see the warnings above)"]
+    record = json.loads(result.stdout)
+    assert (record["entries"], record["damaged"], record["refused"]) == (2, [], ["t/locked", "t/locked/inside.txt", "t/secret.txt"])
+    assert files_under(str(tmp_path / "out")) == {"t/kept.txt": b"kept"} and os.listdir(tmp_path / "out" / "t") == ["kept.txt"]
+
+    monkeypatch.setattr(os, "open", open_failing(errno.ENOSPC))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "full"))
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    assert result.stderr == f"lza: error: {tmp_path / 'full' / 't' / 'secret.txt'}: no space left on the device\n"
+    assert "secret.txt" not in os.listdir(tmp_path / "full" / "t")
 
 
 # ------------------------------------------------------------------------------------------- terminal safety

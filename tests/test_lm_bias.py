@@ -6,6 +6,7 @@ flag; pack writes it by default (in 2.6, test_lm_bias_group) and 2.3 on request.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -130,6 +131,9 @@ def test_a_damaged_biased_chunk_is_reported_and_the_others_read(unsure_path, tmp
     assert result.stdout == files["a.txt"], result.stderr
     result = run_cli("verify", str(archive))
     assert result.exit_code == EXIT_INTEGRITY and "chunk 1" in result.stderr and "b.txt" in result.stderr
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))  # decoded in one lockstep batch
+    assert result.exit_code == EXIT_INTEGRITY and "b.txt: not extracted: chunk 1 is damaged" in result.stderr
+    assert os.listdir(tmp_path / "out") == ["a.txt"] and (tmp_path / "out" / "a.txt").read_bytes() == files["a.txt"]
 
 
 def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):

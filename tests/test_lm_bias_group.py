@@ -10,6 +10,7 @@ streams, SPEC 9.12: test_lm_streams), 2.6, 2.5 and 2.4 on request."""
 from __future__ import annotations
 
 import functools
+import os
 import random
 from pathlib import Path
 
@@ -289,6 +290,9 @@ def test_a_damaged_chunk_of_a_group_is_named_by_the_others(unsure_path, tmp_path
     result = run_cli("verify", str(archive), "--full")
     assert result.exit_code == EXIT_INTEGRITY and "long.txt" in result.stderr
     assert "it is decoded with chunks 0, 1: damage there shows here too" in result.stderr
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_INTEGRITY and "long.txt: not extracted: chunk 0 is damaged" in result.stderr  # the group shows it first
+    assert os.listdir(tmp_path / "out") == ["small.txt"] and (tmp_path / "out" / "small.txt").read_bytes() == small
     stored = craft2(rows, [(C.CodecId.LM, c, p) for c, p in zip(chunks + [small], [*payloads, alone])], header=header)
     at = stored.index(payloads[2]) + 5
     archive.write_bytes(stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :])  # chunk 2's stored check fails

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import EntryCorrupt, InputError, OutputError, PathRefused
+from ..errors import ChunkCorrupt, DamagedNotExtracted, EntryCorrupt, InputError, NotAllExtracted, OutputError, PathRefused
 from ..files import create_temp, describe, entry_id, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, EntryType
 from ..format.records import Entry
@@ -28,6 +28,11 @@ DIR_MODE_MASK = 0o1777
 # More links than any kernel follows in one lookup (Linux 40, macOS and the BSDs 32, Windows 63): a target still
 # inside the destination after this many hops resolves to nothing anywhere (ELOOP), whatever follows
 MAX_LINK_HOPS = 64
+# Failures of one entry's own path: it is left out with a warning and the others are extracted, as tar does. Any
+# other (no space, a read-only or failing file system) would fail every entry after it, and stops the extraction.
+ENTRY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EFBIG, errno.EISDIR, errno.ENOTDIR,
+                          errno.ELOOP, errno.EEXIST, errno.ENOTEMPTY, errno.EINVAL, errno.EILSEQ, errno.EMLINK,
+                          errno.EOPNOTSUPP})
 
 
 class _Place:
@@ -353,7 +358,9 @@ def _in_the_way(entry: Entry, view: DestinationView, dest: str, *, overwrite: bo
 
 
 class Extractor:
-    """Writes selected entries under a destination directory, verifying every file's content hash."""
+    """Writes selected entries under a destination directory, verifying every file's content hash. An entry that
+    cannot be extracted (damaged in the archive, or refused by the destination for its own path) is left out with a
+    warning, and the others are extracted: damage to one chunk costs only the files in it."""
 
     def __init__(self, reader: ArchiveReader, dest: str, *, overwrite: bool, progress: Progress = NULL_PROGRESS,
                  batch: int = DECODE_AHEAD) -> None:
@@ -362,8 +369,13 @@ class Extractor:
         self.overwrite = overwrite
         self.progress = progress
         self.batch = batch
+        self.advanced = 0  # content bytes extracted so far, for the progress of an entry left out part way
+        self.damaged: list[str] = []
+        self.refused: list[str] = []
 
     def run(self, entries: Sequence[Entry]) -> int:
+        """The number of entries extracted; NotAllExtracted (DamagedNotExtracted, where any was damaged) once
+        everything else is, if some were left out."""
         try:
             os.makedirs(self.dest, exist_ok=True)
             self.dest_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
@@ -376,14 +388,12 @@ class Extractor:
             self.progress.start("extract", sum(e.size for e in entries if e.has_content))
             copies: dict[str, str] = {}  # a file's path -> the path its content was written to (for hard links)
             for entry in entries:
-                self._guarded(entry, lambda: self._extract(entry, source, copies))
-                if entry.type is EntryType.DIR:
+                if self._guarded(entry, lambda: self._extract(entry, source, copies)) and entry.type is EntryType.DIR:
                     made.append(entry)
             for entry in _deepest_first(made):
-                self._guarded(entry, lambda: self._finish_dir(entry))
+                self._guarded(entry, lambda: self._finish_dir(entry), "its mode and time not restored")
             made.clear()
             self.progress.finish()
-            return len(entries)
         finally:
             for entry in _deepest_first(made):  # a failure: leave no directory at the 0700 it was created with
                 try:
@@ -391,12 +401,40 @@ class Extractor:
                 except (OSError, PathRefused):
                     pass
             os.close(self.dest_fd)
+        left_out = set(self.damaged) | set(self.refused)
+        extracted = sum(1 for e in entries if e.path not in left_out)
+        if left_out:
+            kind = DamagedNotExtracted if self.damaged else NotAllExtracted
+            raise kind(archive=self.reader.path, dest=self.dest, extracted=extracted, damaged=self.damaged,
+                       refused=self.refused)
+        return extracted
 
-    def _guarded(self, entry: Entry, action) -> None:
+    def _guarded(self, entry: Entry, action, failed: str = "not extracted") -> bool:
+        """Whether `action` did its part of extracting `entry`; a failure of that entry alone leaves it out, with a
+        warning naming it, what `failed` and why."""
+        advanced = self.advanced
         try:
             action()
+            return True
+        except ChunkCorrupt as exc:
+            reason, into = f"chunk {exc.fields['chunk']} is damaged ({exc.fields['reason']})", self.damaged
+        except EntryCorrupt as exc:
+            reason, into = f"its content does not match its checksum ({exc.fields['reason']})", self.damaged
+        except PathRefused as exc:
+            reason, into = exc.fields["reason"], self.refused
         except OSError as exc:
-            raise OutputError(path=os.path.join(self.dest, entry.path), reason=describe(exc)) from None
+            if exc.errno not in ENTRY_ERRNOS:
+                raise OutputError(path=os.path.join(self.dest, entry.path), reason=describe(exc)) from None
+            reason, into = describe(exc), self.refused
+        if entry.has_content:
+            self._advance(entry.size - (self.advanced - advanced))
+        into.append(entry.path)
+        self.progress.warn(f"{entry.path}: {failed}: {reason}")
+        return False
+
+    def _advance(self, amount: int) -> None:
+        self.advanced += amount
+        self.progress.advance(amount)
 
     def _parent_fd(self, path: str) -> int:
         """Open (creating as needed) the directory holding `path`, refusing any component that is not a real dir."""
@@ -426,7 +464,11 @@ class Extractor:
             elif entry.type is EntryType.SYMLINK:
                 self._clear(name, parent)
                 os.symlink(entry.target, name, dir_fd=parent)
-                os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
+                try:
+                    os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
+                except BaseException:  # a link is whole with its time, as a file is, or not there
+                    remove_quietly(name, parent)
+                    raise
             elif entry.type is EntryType.HARDLINK and entry.target in copies:
                 source_path = copies[entry.target]
                 source_parent = self._parent_fd(source_path)
@@ -436,7 +478,7 @@ class Extractor:
                             follow_symlinks=False)
                 finally:
                     os.close(source_parent)
-                self.progress.advance(entry.size)
+                self._advance(entry.size)
             else:  # a file, or the first hard link to a file that is not extracted: write the content
                 self._write_file(entry, name, parent, source)
                 copies[entry.target if entry.type is EntryType.HARDLINK else entry.path] = entry.path
@@ -484,7 +526,7 @@ class Extractor:
                 for piece in source.content(entry):
                     content.update(piece)
                     out.write(piece)
-                    self.progress.advance(len(piece))
+                    self._advance(len(piece))
             if not entry.content_ok(content):
                 raise EntryCorrupt(archive=self.reader.path, path=entry.path, reason="hash of the decoded bytes differs")
             os.chmod(fd, entry.mode & FILE_MODE_MASK)

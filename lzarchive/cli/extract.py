@@ -26,17 +26,25 @@ def extract(
 
     Refused before anything is written: paths leaving the destination, absolute or escaping symlinks (unless
     --trust-links), and existing files (unless --overwrite). No write ever follows a symlink. Every file's checksum
-    is verified before it appears under its name. Example: lza extract project.lza src/lib -C restored/
+    is verified before it appears under its name. A file damaged in the archive, or one the destination refuses
+    (permission denied, a name too long), is left out with a warning and the rest extracted; extract then exits 3
+    (damage) or 1. Example: lza extract project.lza src/lib -C restored/
     """
     progress = BarProgress(enabled=not (quiet or json_output))
+    left_out = None
     try:
         count = api.extract(archive, directory, paths or (), overwrite=overwrite, skip_unsafe=skip_unsafe, trust_links=trust_links, device=device, ray=ray, progress=progress)
+    except api.NotAllExtracted as exc:  # the others are extracted: say so, as always, then the error
+        left_out, count = exc, exc.extracted
     finally:
         progress.finish()
     if json_output:
-        emit_json("extract", archive=archive, directory=directory, entries=count)
-    elif not quiet:
+        emit_json("extract", archive=archive, directory=directory, entries=count,
+                  damaged=left_out.damaged if left_out else [], refused=left_out.refused if left_out else [])
+    elif not quiet and not left_out:
         say(f"extracted {counted(count, 'entry')} to {directory}")
+    if left_out:
+        raise left_out
 
 
 def register(app: typer.Typer) -> None:

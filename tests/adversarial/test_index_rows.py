@@ -4,8 +4,9 @@ The crafted suites name each attack once; these draw them together (paths, types
 link targets, entries of the wrong shape) with every checksum valid, so that only the index's rules stand between an
 entry and the disk. The rules below restate SPEC 5, 5.1 and 8 (format 2) and appendix A.5 (format 1) independently of
 `records.py`: an index they refuse must be refused by list, verify and extract with nothing written; one they accept
-must list, and extract to exactly the tree it describes, unless a file's content fails its check (that file never
-appears) or a link is unsafe (SPEC 10.3: nothing is written).
+must list, and extract to exactly the tree it describes, but for a file whose content fails its check (that file and
+its hard links never appear, exit 3) or a link the file system cannot hold (left out, exit 1), or when a link is unsafe
+(SPEC 10.3: nothing is written).
 """
 
 from __future__ import annotations
@@ -278,22 +279,29 @@ def check_commands(data: bytes, entries: list[tuple] | None, box) -> None:
     if extract.exit_code == EXIT_FAILURE and "symlink target" in extract.stderr:  # SPEC 10.3, checked in its own tests
         assert found == {} and any(kind == 2 for kind, *_ in entries)
         return
-    assert not set(wrong) & set(found)  # a file whose check fails never gets its name
-    too_long = any(kind == 2 and len(target.encode()) > LINUX_TARGET_BYTES for kind, _, _, _, target, _ in entries)
-    if wrong or too_long:  # extraction stops at the first of them
-        assert (wrong and extract.exit_code == EXIT_INTEGRITY or too_long and extract.exit_code == EXIT_FAILURE
-                and "name too long for the file system" in extract.stderr), extract.stderr
-        return
-    assert extract.exit_code == EXIT_OK, extract.stderr
+    # a file whose check fails never gets its name, nor a hard link to it; the others are extracted all the same
+    lost = set(wrong) | {path for kind, path, _, _, target, _ in entries if kind == 3 and target in wrong}
+    too_long = {path for kind, path, _, _, target, _ in entries if kind == 2 and len(target.encode()) > LINUX_TARGET_BYTES}
+    assert not lost & set(found)
+    for path in sorted(lost | too_long):
+        assert f"{path}: not extracted: " in extract.stderr, extract.stderr
+    if lost or too_long:
+        assert extract.exit_code == (EXIT_INTEGRITY if lost else EXIT_FAILURE), extract.stderr
+        assert "name too long for the file system" in extract.stderr or not too_long
+    else:
+        assert extract.exit_code == EXIT_OK, extract.stderr
+    tree = {path: value for path, value in tree.items() if path not in lost | too_long}
     want = {path: value for path, value in tree.items() if value[0] != "implicit dir"}
     assert {path: value[:-1] + ("clamped",) if want[path][-1] == "clamped" else value
             for path, value in found.items() if path in want} == want
     assert all(found[path][0] == "dir" for path in tree.keys() - want.keys())
     assert found.keys() == tree.keys()
     for kind, path, _, _, target, _ in entries:
-        if kind == 0:
+        if kind == 0 and path in lost:
+            assert run_cli("cat", str(archive), path).exit_code == EXIT_INTEGRITY
+        elif kind == 0:
             assert run_cli("cat", str(archive), path).stdout == tree[path][1]
-        elif kind == 3:
+        elif kind == 3 and path not in lost:
             assert os.path.samefile(dest / path, dest / target)
 
 
