@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from .archive.extract import Extractor, plan, select_entries, unsafe_links, wanted_path
 from .archive.progress import NULL_PROGRESS, Progress
-from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, builtin_codecs, content_order
+from .archive.reader import DECODE_AHEAD, ArchiveReader, ChunkSource, Gap, builtin_codecs, content_order
 from .archive.tree import left_out, walk
 from .archive.writer import DEFAULT_CHUNK_SIZE, ArchiveWriter, WriteStats, atomic_output
 from .codecs import (LM_BIAS_GROUP, LM_DEFAULT_PRIMER, LM_DEFAULT_SPAN, LM_DEFAULT_WINDOW, LM_MAX_CHUNK_SIZE, LM_MIN_CHUNK_SIZE, Codec, ZstdCodec, codec_name,
@@ -25,6 +25,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     ChunkCorrupt,
     ClusterError,
+    CorruptArchive,
     EntryCorrupt,
     InputError,
     LzaError,
@@ -33,6 +34,7 @@ from .errors import (
     OutputError,
     PathRefused,
     SourcesChanged,
+    TruncatedArchive,
     UsageError,
     describe_paths,
 )
@@ -50,7 +52,7 @@ __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_BIAS_GROUP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "NotAllExtracted", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "list_models", "cached_model_path", "open_archive",
-    "pack", "verify",
+    "pack", "salvage", "verify",
 ]
 
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
@@ -467,15 +469,15 @@ def _format_version(version: int | str) -> tuple[int, int]:
         raise UsageError(reason=f"format version must be one of {', '.join(WRITABLE_FORMATS)}, got {version}") from None
 
 
-def _check_output(output: str, force: bool) -> None:
+def _check_output(output: str, force: bool, what: str = "archive", example: str = "out.lza") -> None:
     """Refuse what would fail only after all the compression work: a missing directory, a directory as output; and
     '-', which other archivers read as standard output."""
-    _named(output, "archive to write (-o)")
+    _named(output, f"{what} to write (-o)")
     if output == "-":
-        raise UsageError(reason="lza writes an archive only to a file (renamed into place once complete), not to "
-                                "standard output: name a file (./- for a file called '-')")
+        raise UsageError(reason=f"lza writes the {what} only to a file (renamed into place once complete), not to "
+                                f"standard output: name a file (./- for a file called '-')")
     if os.path.isdir(output):
-        raise OutputError(path=output, reason="is a directory; name the archive file to write (e.g. -o out.lza)")
+        raise OutputError(path=output, reason=f"is a directory; name the {what} file to write (e.g. -o {example})")
     if os.path.lexists(output) and not force:
         raise OutputError(path=output, reason="already exists (use --force to replace it)")
     directory = os.path.dirname(os.path.abspath(output))
@@ -814,6 +816,67 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
                 report.problems.append(Problem("content does not match its checksum", None, (entry.path,)))
             upcoming = next(slices, None)
         progress.advance(chunk.stored_size)
+
+
+# ------------------------------------------------------------------------------------------------------ salvage
+
+
+@dataclass
+class SalvageReport:
+    """What `salvage` recovered: `recovered` bytes from the chunks found (`chunks`), in their order, into `output`;
+    the chunks whose bytes are missing from it (damaged: `at` is where in the output they belong), and the archive's
+    bytes where no chunk was found (`gaps`: a cut, damaged chunk headers, or the index and footer)."""
+
+    archive: str
+    output: str
+    index_whole: bool  # extract gets every undamaged file back, with its name
+    archive_bytes: int = 0
+    chunks: int = 0
+    recovered: int = 0
+    missing: list[tuple[int, int, int, str]] = field(default_factory=list)  # (chunk, at, bytes, reason)
+    gaps: list[Gap] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.index_whole and not self.missing and not self.gaps
+
+
+def salvage(archive: str, output: str, *, force: bool = False, device: str = "cpu",
+            progress: Progress = NULL_PROGRESS) -> SalvageReport:
+    """Recover what an archive's chunks hold where its index is damaged or gone (a copy cut short): the chunks are
+    found by scanning (SPEC 3.3), each decoded and checked against its plaintext checksum, and their bytes written
+    in order to `output` (the files' contents, one after another, without their names). Nothing unchecked is
+    written; a damaged chunk's bytes are left out and reported where they belong."""
+    check_device(device)
+    _check_output(output, force, "output", "recovered.bin")
+    try:
+        with open_archive(archive):
+            index_whole = True
+    except (CorruptArchive, TruncatedArchive):
+        index_whole = False
+    try:
+        same = entry_id(os.path.realpath(output)) == entry_id(os.path.realpath(archive))
+    except OSError:  # no directory there: writing says so
+        same = False
+    if same:
+        raise UsageError(reason=f"{output}: is the archive being salvaged: write its bytes to another file")
+    reader, gaps = ArchiveReader.scanned(archive, model_codecs(device, None, progress))
+    with reader:
+        report = SalvageReport(archive, output, index_whole, reader.file_size, len(reader.index.chunks), gaps=gaps)
+        progress.start("salvage", sum(c.raw_size for c in reader.index.chunks))
+        source = ChunkSource(reader, range(len(reader.index.chunks)), _decode_ahead(reader, None, device))
+        with atomic_output(output, replace=force, what="the salvaged bytes", doing="salvaging") as out:
+            for i, chunk in enumerate(reader.index.chunks):
+                try:
+                    data = source.get(i)
+                except ChunkCorrupt as exc:
+                    report.missing.append((i, report.recovered, chunk.raw_size, exc.fields["reason"]))
+                else:
+                    out.write(data)
+                    report.recovered += len(data)
+                progress.advance(chunk.raw_size)
+        progress.finish()
+        return report
 
 
 # ------------------------------------------------------------------------------------------------------ bench

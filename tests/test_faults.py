@@ -1,6 +1,6 @@
-"""One failed file-system call (EIO) at every point of pack, extract, verify, list, cat, the model cache, the model
-commands and bench, in turn: an error naming the path, never a traceback or a half-written result (a temporary file left,
-a file under its name with other bytes, an archive that does not verify). And a stop (Ctrl-C; SIGTERM and SIGHUP stop
+"""One failed file-system call (EIO) at every point of pack, extract, verify, list, cat, salvage, the model cache, the
+model commands and bench, in turn: an error naming the path, never a traceback or a half-written result (a temporary
+file left, a file under its name with other bytes, an archive that does not verify). And a stop (Ctrl-C; SIGTERM and SIGHUP stop
 the same way, tests/test_atomic.py) just before each of those calls: "interrupted", and the same promises."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from lzarchive import api, bench, files
 from lzarchive.archive import extract, reader, tree, writer
 from lzarchive.engine import compiler, registry
-from lzarchive.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE
+from lzarchive.errors import EXIT_FAILURE, EXIT_INTEGRITY, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_USAGE
 
 from .conftest import files_under, run_cli, snapshot, temporaries
 from .gpt2_tiny import write_gpt2
@@ -262,6 +262,33 @@ def test_every_failed_read_of_an_archive_is_an_error_naming_it(command, fault, s
         ended_by(fault, result)
         assert (fault == "stop" or result.stderr.startswith(f"lza: error: {archive}: ")) and result.stdout == b"", n
     assert n > 3
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_failed_call_of_a_salvage_leaves_no_output_or_a_whole_one(fault, source, tmp_path, monkeypatch):
+    """An archive cut short (no index): a failed read or write is an error naming the archive or the output, and the
+    output's name holds nothing or everything the chunks hold."""
+    archive, out_dir = tmp_path / "a.lza", tmp_path / "out"
+    assert run_cli("pack", str(source), "-o", str(archive), "--codec", "zstd", "--chunk-size", "4096", "-q").exit_code == 0
+    archive.write_bytes(archive.read_bytes()[:-30])
+    out_dir.mkdir()
+    output = out_dir / "salvaged.bin"
+    assert run_cli("salvage", str(archive), "-o", str(output), "-q").exit_code == EXIT_INTEGRITY
+    whole = output.read_bytes()
+    n = 0
+    while True:
+        n += 1
+        output.unlink(missing_ok=True)
+        faults, result = with_fault_at(n, fault, monkeypatch, ["salvage", str(archive), "-o", str(output), "-q"])
+        assert temporaries(out_dir) == [] and (not output.exists() or output.read_bytes() == whole), n
+        if faults.failed is None:
+            assert result.exit_code == EXIT_INTEGRITY, result.stderr
+            break
+        if result.exit_code == EXIT_INTEGRITY:  # a failed look for what is there (the whole index), which it does without
+            continue
+        ended_by(fault, result)
+        assert fault == "stop" or result.stderr.startswith((f"lza: error: {archive}: ", f"lza: error: {output}: ")), n
+    assert n > 30  # the reads of the scan and the decoding, and the writes of the output
 
 
 @pytest.mark.parametrize("fault", FAULTS)

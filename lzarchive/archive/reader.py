@@ -20,9 +20,10 @@ from ..errors import (
 )
 from ..files import describe
 from ..format import constants as C
-from ..format.records import ChunkHeader, Entry, Footer, Header, Index
+from ..format.records import ChunkHeader, ChunkInfo, Entry, Footer, Header, Index
 
 CodecProvider = Callable[[int, Header], Codec]
+SALVAGE = "; lza salvage recovers the bytes its chunks hold"  # where the index cannot be used
 
 
 def builtin_codecs(codec_id: int, header: Header) -> Codec:
@@ -50,13 +51,7 @@ class ArchiveReader:
 
     @classmethod
     def open(cls, path: str, codec_provider: CodecProvider = builtin_codecs) -> ArchiveReader:
-        try:
-            if stat.S_ISFIFO(os.stat(path).st_mode):  # opening one would wait for a writer, then fail to seek
-                raise InputError(path=path, reason="is a pipe: an archive's index is at its end, so lza reads archives "
-                                                   "from files it can seek in (save the stream to a file first)")
-            stream = open(path, "rb")
-        except OSError as exc:
-            raise InputError(path=path, reason=describe(exc)) from None
+        stream = cls._opened(path)
         try:
             return cls._parse(path, stream, _size(stream, path), codec_provider)
         except BaseException:
@@ -65,53 +60,53 @@ class ArchiveReader:
 
     @classmethod
     def _parse(cls, path: str, stream: BinaryIO, file_size: int, codec_provider: CodecProvider) -> ArchiveReader:
-        fixed = _read_at(stream, 0, C.HEADER_FIXED_SIZE, path)
-        tail = _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC), path)
-        if fixed[:8] != C.HEADER_MAGIC:
-            if 0 < len(fixed) < len(C.HEADER_MAGIC) and C.HEADER_MAGIC.startswith(fixed):
-                raise TruncatedArchive(archive=path, reason=f"only {len(fixed)} bytes")
-            if tail == C.FOOTER_MAGIC:
-                raise CorruptArchive(archive=path, reason="the header magic is damaged")
-            raise NotAnArchive(archive=path, reason="no lza magic at the start")
-        if len(fixed) < C.HEADER_FIXED_SIZE:
-            raise TruncatedArchive(archive=path, reason="the header is incomplete")
-        try:
-            body_size = Header.body_size(fixed)
-        except ValueError as exc:
-            raise CorruptArchive(archive=path, reason=str(exc)) from None
-        header_size = C.HEADER_FIXED_SIZE + body_size + C.HASH_SIZE
-        if file_size < header_size:
-            raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold the header")
-        try:
-            header = Header.from_wire(_read_at(stream, 0, header_size, path))
-        except ValueError as exc:
-            raise CorruptArchive(archive=path, reason=str(exc)) from None
-        if header.major not in C.SUPPORTED_MINOR:
-            supported = " and ".join(f"{major}.x" for major in C.SUPPORTED_MINOR)
-            raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=supported)
-        unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS[header.major]
-        if unknown:
-            raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
+        header, header_size = _parse_header(stream, path, file_size)
         footer_size = C.FOOTER_SIZES[header.major]
-        if tail != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
+        if _tail(stream, path, file_size) != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
             _refuse_missing_footer(stream, path, file_size, header_size, header.major)
         try:
             footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), header.major)
         except ValueError as exc:
-            raise CorruptArchive(archive=path, reason=str(exc)) from None
+            raise CorruptArchive(archive=path, reason=f"{exc}{SALVAGE}") from None
         index_end = file_size - footer_size
         index_size = index_end - footer.index_offset
         if not header_size <= footer.index_offset <= index_end or footer.index_size not in (None, index_size):
-            raise CorruptArchive(archive=path, reason="the footer's index position does not fit the file")
+            raise CorruptArchive(archive=path, reason=f"the footer's index position does not fit the file{SALVAGE}")
         index_region = _read_at(stream, footer.index_offset, index_size, path)
         if not footer.index_ok(index_region):
-            raise CorruptArchive(archive=path, reason="index checksum mismatch")
+            raise CorruptArchive(archive=path, reason=f"index checksum mismatch{SALVAGE}")
         try:
             index = Index.from_wire(index_region, major=header.major, data_start=header_size,
                                     data_end=footer.index_offset, strict=header.minor <= C.SUPPORTED_MINOR[header.major])
         except ValueError as exc:
-            raise CorruptArchive(archive=path, reason=f"invalid index: {exc}") from None
+            raise CorruptArchive(archive=path, reason=f"invalid index: {exc}{SALVAGE}") from None
         return cls(path, stream, header, header_size, index, file_size, codec_provider)
+
+    @classmethod
+    def scanned(cls, path: str, codec_provider: CodecProvider = builtin_codecs) -> tuple[ArchiveReader, list[Gap]]:
+        """An archive whose index cannot be trusted or is gone (cut short, damaged), read by scanning for its chunks
+        (SPEC 3.3): a reader of the chunks found, in order, under an index without entries, and the byte ranges where
+        no chunk could be found. The header must be whole: it says how chunks are laid out and what models code them."""
+        stream = cls._opened(path)
+        try:
+            file_size = _size(stream, path)
+            header, header_size = _parse_header(stream, path, file_size)
+            chunks, gaps = scan_chunks(stream, path, header.major, header_size, _chunks_end(stream, path, file_size,
+                                                                                           header_size, header.major))
+            return cls(path, stream, header, header_size, Index((), tuple(chunks)), file_size, codec_provider), gaps
+        except BaseException:
+            stream.close()
+            raise
+
+    @staticmethod
+    def _opened(path: str) -> BinaryIO:
+        try:
+            if stat.S_ISFIFO(os.stat(path).st_mode):  # opening one would wait for a writer, then fail to seek
+                raise InputError(path=path, reason="is a pipe: an archive's index is at its end, so lza reads archives "
+                                                   "from files it can seek in (save the stream to a file first)")
+            return open(path, "rb")
+        except OSError as exc:
+            raise InputError(path=path, reason=describe(exc)) from None
 
     def close(self) -> None:
         self.stream.close()
@@ -216,6 +211,43 @@ class ArchiveReader:
         return results
 
 
+
+def _parse_header(stream: BinaryIO, path: str, file_size: int) -> tuple[Header, int]:
+    """The archive's header, checked, and its size."""
+    fixed = _read_at(stream, 0, C.HEADER_FIXED_SIZE, path)
+    if fixed[:8] != C.HEADER_MAGIC:
+        if 0 < len(fixed) < len(C.HEADER_MAGIC) and C.HEADER_MAGIC.startswith(fixed):
+            raise TruncatedArchive(archive=path, reason=f"only {len(fixed)} bytes")
+        if _tail(stream, path, file_size) == C.FOOTER_MAGIC:
+            raise CorruptArchive(archive=path, reason="the header magic is damaged")
+        raise NotAnArchive(archive=path, reason="no lza magic at the start")
+    if len(fixed) < C.HEADER_FIXED_SIZE:
+        raise TruncatedArchive(archive=path, reason="the header is incomplete")
+    try:
+        body_size = Header.body_size(fixed)
+    except ValueError as exc:
+        raise CorruptArchive(archive=path, reason=str(exc)) from None
+    header_size = C.HEADER_FIXED_SIZE + body_size + C.HASH_SIZE
+    if file_size < header_size:
+        raise TruncatedArchive(archive=path, reason=f"{file_size} bytes cannot hold the header")
+    try:
+        header = Header.from_wire(_read_at(stream, 0, header_size, path))
+    except ValueError as exc:
+        raise CorruptArchive(archive=path, reason=str(exc)) from None
+    if header.major not in C.SUPPORTED_MINOR:
+        supported = " and ".join(f"{major}.x" for major in C.SUPPORTED_MINOR)
+        raise UnsupportedVersion(archive=path, major=header.major, minor=header.minor, supported=supported)
+    unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS[header.major]
+    if unknown:
+        raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
+    return header, header_size
+
+
+def _tail(stream: BinaryIO, path: str, file_size: int) -> bytes:
+    """Where the footer magic ends a whole archive."""
+    return _read_at(stream, max(0, file_size - len(C.FOOTER_MAGIC)), len(C.FOOTER_MAGIC), path)
+
+
 def _decoded_with(chunk: int, dependencies: Sequence[int]) -> str:
     """Where a chunk decodes with others (the lm codec's primer, its bias group), damage in any of them shows in it."""
     others = [c for c in dependencies if c != chunk]
@@ -304,6 +336,88 @@ def content_prefixes(entries: Sequence[Entry]) -> dict[int, int]:
     return ends
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Bytes [start, end) of an archive where a scan found no chunk."""
+
+    start: int
+    end: int
+
+
+SCAN_BLOCK = 1 << 20  # bytes searched for a chunk magic at a time
+
+
+def scan_chunks(stream: BinaryIO, path: str, major: int, start: int, end: int) -> tuple[list[ChunkInfo], list[Gap]]:
+    """The chunks between `start` and `end`, found as SPEC 3.3 allows: each where the one before it ends; where none is
+    there, the next place a chunk header parses and its stored check holds. A chunk whose payload is damaged keeps its
+    place (decoding reports it) where another chunk, or the end, follows it where its header says it ends."""
+    chunks, gaps = [], []
+    position = start
+    while position < end:
+        head = _valid_chunk(stream, path, major, position, end)
+        if head is None:
+            head = _damaged_chunk(stream, path, major, position, end)
+        if head is not None:
+            chunks.append(ChunkInfo(position, head.stored_size, head.raw_size, head.codec, head.size))
+            position += head.size + head.stored_size
+            continue
+        following = _next_chunk(stream, path, major, position + 1, end)
+        gaps.append(Gap(position, following))
+        position = following
+    return chunks, gaps
+
+
+def _header_at(stream: BinaryIO, path: str, major: int, position: int, end: int) -> ChunkHeader | None:
+    """The chunk header at `position`, if one parses there and its chunk ends by `end`."""
+    try:
+        head = ChunkHeader.starting(_read_at(stream, position, ChunkHeader.max_size(major), path), major)
+    except ValueError:
+        return None
+    return head if position + head.size + head.stored_size <= end else None
+
+
+def _valid_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int) -> ChunkHeader | None:
+    head = _header_at(stream, path, major, position, end)
+    if head is None or not head.stored_hash_ok(_read_at(stream, position + head.size, head.stored_size, path)):
+        return None
+    return head
+
+
+def _damaged_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int) -> ChunkHeader | None:
+    head = _header_at(stream, path, major, position, end)
+    if head is None:
+        return None
+    following = position + head.size + head.stored_size
+    return head if following == end or _valid_chunk(stream, path, major, following, end) else None
+
+
+def _next_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int) -> int:
+    """Where the next whole chunk after `position` starts; `end` if none does."""
+    magic = ChunkHeader.magic(major)
+    while position < end:
+        block = _read_at(stream, position, min(SCAN_BLOCK + len(magic) - 1, end - position), path)
+        found = block.find(magic)
+        while 0 <= found < SCAN_BLOCK:
+            if _valid_chunk(stream, path, major, position + found, end):
+                return position + found
+            found = block.find(magic, found + 1)
+        position += SCAN_BLOCK
+    return end
+
+
+def _chunks_end(stream: BinaryIO, path: str, file_size: int, header_size: int, major: int) -> int:
+    """Where the chunks end: at the index, where the footer that says where it is can be read; else at the end."""
+    footer_size = C.FOOTER_SIZES[major]
+    if file_size - footer_size >= header_size and _tail(stream, path, file_size) == C.FOOTER_MAGIC:
+        try:
+            footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), major)
+        except ValueError:
+            return file_size
+        if header_size <= footer.index_offset <= file_size - footer_size:
+            return footer.index_offset
+    return file_size
+
+
 APPENDED_SEARCH = 1 << 20  # bytes before the end searched for a footer that other bytes were appended to
 
 
@@ -327,7 +441,7 @@ def _refuse_missing_footer(stream: BinaryIO, path: str, file_size: int, header_s
                                                       f"{end}): appended to the archive? lza reads the footer only "
                                                       f"from the end")
         found = tail.rfind(C.FOOTER_MAGIC, 0, found)
-    raise TruncatedArchive(archive=path, reason="no footer at the end (the archive was cut short or never finished)")
+    raise TruncatedArchive(archive=path, reason=f"no footer at the end (the archive was cut short or never finished){SALVAGE}")
 
 
 def _size(stream: BinaryIO, path: str) -> int:

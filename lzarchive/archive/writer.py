@@ -42,10 +42,10 @@ class ArchiveOutput:
 
 
 @contextmanager
-def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
+def atomic_output(path: str, *, replace: bool, what: str = "the archive", doing: str = "packing") -> Iterator[ArchiveOutput]:
     """A file that appears at `path` only when the block succeeds: a new temporary file (mode by the umask), fsync,
     then its name, fsync of the directory. Without `replace`, a file that appeared at `path` meanwhile is kept and
-    the archive refused."""
+    the new one refused. `what` it holds and what it is `doing` name it in errors."""
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     dir_fd = fd = -1
@@ -56,7 +56,7 @@ def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
             fd = create_temp(name, made, dir_fd, mode=0o666)
             output = ArchiveOutput(fd, path)
         except OSError as exc:
-            raise OutputError(path=path, reason=f"cannot create the archive in {directory}: {describe(exc)}") from None
+            raise OutputError(path=path, reason=f"cannot create {what} in {directory}: {describe(exc)}") from None
         yield output
         try:
             os.fsync(fd)
@@ -64,7 +64,7 @@ def atomic_output(path: str, *, replace: bool) -> Iterator[ArchiveOutput]:
             fd = -1
             place(made[0], name, replace=replace, dir_fd=dir_fd)
         except FileExistsError:
-            raise OutputError(path=path, reason="appeared while packing; it was left alone (use --force to replace it)") from None
+            raise OutputError(path=path, reason=f"appeared while {doing}; it was left alone (use --force to replace it)") from None
         except OSError as exc:
             raise OutputError(path=path, reason=describe(exc)) from None
         try:

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..api import EXIT_INTERRUPTED, LzaError
-from . import bench, cat, extract, inspect, model, pack, verify
+from . import bench, cat, extract, inspect, model, pack, salvage, verify
 from .render import GuardedStdout, StdoutUnwritable, say, warn
 
 
@@ -94,6 +94,7 @@ app = typer.Typer(
     "  lza cat docs.lza docs/README.md     read one file without extracting\n\n"
     "  lza verify docs.lza                 decode everything and check every checksum\n\n"
     "  lza extract docs.lza -C restored/   extract safely\n\n"
+    "  lza salvage cut.lza -o cut.bin      recover the bytes of an archive whose index is lost\n\n"
     "  lza bench ~/notes                   estimate lza against xz and zstd on your own files\n\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 integrity failure, 10 not an lza archive, "
     "11 unsupported version or feature, 12 model missing or mismatched, 130 interrupted (Ctrl-C), "
@@ -104,7 +105,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for command in (pack, extract, inspect, verify, cat, model, bench):
+for command in (pack, extract, inspect, verify, cat, salvage, model, bench):
     command.register(app)
 
 

@@ -222,6 +222,26 @@ class ChunkHeader:
         _require(codec != C.CodecId.STORE or stored_size == raw_size, "store chunk sizes differ")
         return cls(codec, raw_size, stored_size, plain_hash, stored_hash, major)
 
+    @classmethod
+    def starting(cls, data: bytes, major: int) -> ChunkHeader:
+        """The header that `data` begins with, whatever follows it: for a scan for chunks where no index says where
+        they lie (SPEC 3.3). ValueError if none does."""
+        if major == 1:
+            _require(len(data) >= C.CHUNK_HEADER_SIZE, "cut short")
+            return cls.from_wire(data[: C.CHUNK_HEADER_SIZE], 1)
+        _require(data[:2] == C.CHUNK_MAGIC_2 and len(data) > 3, "bad chunk magic")
+        _, pos = read_varint(data, 3)
+        _, pos = read_varint(data, pos)
+        return cls.from_wire(data[: pos + 2 * C.CHECK_SIZE], 2)
+
+    @staticmethod
+    def magic(major: int) -> bytes:
+        return C.CHUNK_MAGIC if major == 1 else C.CHUNK_MAGIC_2
+
+    @staticmethod
+    def max_size(major: int) -> int:
+        return ChunkHeader.wire_size(major, C.MAX_CHUNK_RAW, C.MAX_CHUNK_RAW)
+
     def stored_hash_ok(self, payload: bytes) -> bool:
         return checks_out(self.stored_hash, C.CONTEXT_CHUNK_STORED, self._covered(), payload)
 
