@@ -12,6 +12,7 @@ import pytest
 
 from lzarchive import api
 from lzarchive.errors import EXIT_INTEGRITY, EXIT_NOT_ARCHIVE, IntegrityError
+from lzarchive.format.constants import FOOTER_SIZES
 
 from .conftest import run_cli
 from .test_golden import FIXTURES, provide_model
@@ -90,7 +91,8 @@ def test_an_archive_cut_anywhere_gives_every_chunk_before_the_cut(small_archive,
 def test_a_damaged_index_or_footer_costs_nothing(small_archive, tmp_path):
     data = Path(small_archive).read_bytes()
     chunks_end = chunk_spans(small_archive)[-1][1]
-    for position in (chunks_end, (chunks_end + len(data)) // 2, len(data) - 1):
+    footer = len(data) - FOOTER_SIZES[int(api.info(small_archive).version[0])]  # its first field: where the index is
+    for position in (chunks_end, (chunks_end + len(data)) // 2, footer, len(data) - 1):
         damaged = bytearray(data)
         damaged[position] ^= 0x40
         result, out = salvaged(bytes(damaged), tmp_path)

@@ -62,7 +62,8 @@ class ArchiveReader:
     def _parse(cls, path: str, stream: BinaryIO, file_size: int, codec_provider: CodecProvider) -> ArchiveReader:
         header, header_size = _parse_header(stream, path, file_size)
         footer_size = C.FOOTER_SIZES[header.major]
-        if _tail(stream, path, file_size) != C.FOOTER_MAGIC or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size:
+        if (_tail(stream, path, file_size) != C.FOOTER_MAGIC
+                or file_size < header_size + C.MIN_INDEX_SIZES[header.major] + footer_size):
             _refuse_missing_footer(stream, path, file_size, header_size, header.major)
         try:
             footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), header.major)
@@ -91,8 +92,9 @@ class ArchiveReader:
         try:
             file_size = _size(stream, path)
             header, header_size = _parse_header(stream, path, file_size)
-            chunks, gaps = scan_chunks(stream, path, header.major, header_size, _chunks_end(stream, path, file_size,
-                                                                                           header_size, header.major))
+            chunks, gaps = scan_chunks(stream, path, header.major, header_size, file_size)
+            if gaps and gaps[-1] == Gap(_index_start(stream, path, file_size, header_size, header.major), file_size):
+                gaps.pop()  # the index and the footer, where the footer says (a footer's own bytes have no check)
             return cls(path, stream, header, header_size, Index((), tuple(chunks)), file_size, codec_provider), gaps
         except BaseException:
             stream.close()
@@ -209,7 +211,6 @@ class ArchiveReader:
                 else:
                     results[chunk] = plain
         return results
-
 
 
 def _parse_header(stream: BinaryIO, path: str, file_size: int) -> tuple[Header, int]:
@@ -405,17 +406,15 @@ def _next_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int
     return end
 
 
-def _chunks_end(stream: BinaryIO, path: str, file_size: int, header_size: int, major: int) -> int:
-    """Where the chunks end: at the index, where the footer that says where it is can be read; else at the end."""
+def _index_start(stream: BinaryIO, path: str, file_size: int, header_size: int, major: int) -> int | None:
+    """Where the footer at the end says the index starts, if one is there."""
     footer_size = C.FOOTER_SIZES[major]
-    if file_size - footer_size >= header_size and _tail(stream, path, file_size) == C.FOOTER_MAGIC:
-        try:
-            footer = Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), major)
-        except ValueError:
-            return file_size
-        if header_size <= footer.index_offset <= file_size - footer_size:
-            return footer.index_offset
-    return file_size
+    if file_size - footer_size < header_size or _tail(stream, path, file_size) != C.FOOTER_MAGIC:
+        return None
+    try:
+        return Footer.from_wire(_read_at(stream, file_size - footer_size, footer_size, path), major).index_offset
+    except ValueError:
+        return None
 
 
 APPENDED_SEARCH = 1 << 20  # bytes before the end searched for a footer that other bytes were appended to
