@@ -825,7 +825,8 @@ def _verify_full(reader: ArchiveReader, bad_chunks: dict[int, ChunkCorrupt], rep
 class SalvageReport:
     """What `salvage` recovered: `recovered` bytes from the chunks found (`chunks`), in their order, into `output`;
     the chunks whose bytes are missing from it (damaged: `at` is where in the output they belong), and the archive's
-    bytes where no chunk was found (`gaps`: a cut, damaged chunk headers, or the index and footer)."""
+    bytes where no chunk was found (`gaps`, with where in the output what they held belongs: a cut, damaged chunk
+    headers, or an index the footer does not locate)."""
 
     archive: str
     output: str
@@ -834,7 +835,7 @@ class SalvageReport:
     chunks: int = 0
     recovered: int = 0
     missing: list[tuple[int, int, int, str]] = field(default_factory=list)  # (chunk, at, bytes, reason)
-    gaps: list[Gap] = field(default_factory=list)
+    gaps: list[tuple[Gap, int]] = field(default_factory=list)  # (gap, at)
 
     @property
     def ok(self) -> bool:
@@ -862,11 +863,13 @@ def salvage(archive: str, output: str, *, force: bool = False, device: str = "cp
         raise UsageError(reason=f"{output}: is the archive being salvaged: write its bytes to another file")
     reader, gaps = ArchiveReader.scanned(archive, model_codecs(device, None, progress))
     with reader:
-        report = SalvageReport(archive, output, index_whole, reader.file_size, len(reader.index.chunks), gaps=gaps)
+        report = SalvageReport(archive, output, index_whole, reader.file_size, len(reader.index.chunks))
         progress.start("salvage", sum(c.raw_size for c in reader.index.chunks))
         source = ChunkSource(reader, range(len(reader.index.chunks)), _decode_ahead(reader, None, device))
         with atomic_output(output, replace=force, what="the salvaged bytes", doing="salvaging") as out:
             for i, chunk in enumerate(reader.index.chunks):
+                while len(report.gaps) < len(gaps) and gaps[len(report.gaps)].start < chunk.offset:
+                    report.gaps.append((gaps[len(report.gaps)], report.recovered))
                 try:
                     data = source.get(i)
                 except ChunkCorrupt as exc:
@@ -875,6 +878,7 @@ def salvage(archive: str, output: str, *, force: bool = False, device: str = "cp
                     out.write(data)
                     report.recovered += len(data)
                 progress.advance(chunk.raw_size)
+            report.gaps += [(gap, report.recovered) for gap in gaps[len(report.gaps):]]
         progress.finish()
         return report
 

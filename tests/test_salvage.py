@@ -120,7 +120,8 @@ def test_every_flip_costs_one_chunk_at_most_and_writes_no_wrong_byte(small_archi
         if out != stream:  # reported where its bytes belong (their count is its header's, which may be the damage)
             [record] = records[:-1]
             assert record["type"] == "missing" and record["output_offset"] == lo or \
-                   (record["type"], record["start"], record["end"]) == ("gap", start, end), (position, records)
+                   (record["type"], record["start"], record["end"], record["output_offset"]) == ("gap", start, end, lo), \
+                   (position, records)
 
 
 def test_a_chunk_whose_header_is_lost_is_a_gap_and_the_chunks_after_it_are_found(small_archive, tmp_path):
@@ -131,7 +132,7 @@ def test_a_chunk_whose_header_is_lost_is_a_gap_and_the_chunks_after_it_are_found
     result, out = salvaged(damaged, tmp_path, "lost.lza", "--json")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == EXIT_INTEGRITY and out == stream[:lo] + stream[hi:]
-    assert records[0] == {"schema": records[0]["schema"], "type": "gap", "start": start, "end": end}
+    assert records[0] == {"schema": records[0]["schema"], "type": "gap", "start": start, "end": end, "output_offset": lo}
     assert records[-1]["chunks"] == len(spans) - 1 and records[-1]["index_whole"] is False
 
 

@@ -38,12 +38,13 @@ def salvage(
         else:
             say(f"lza: {archive}: chunk {chunk} is damaged ({reason}): missing at byte {at:,} of {output} ({size:,} "
                 f"bytes, if its header is right)")
-    for gap in report.gaps:
+    for gap, at in report.gaps:
         if json_output:
-            emit_json("gap", start=gap.start, end=gap.end)
+            emit_json("gap", start=gap.start, end=gap.end, output_offset=at)
         else:
             at_end = " (a chunk cut short, or the index)" if gap.end == report.archive_bytes else ""
-            say(f"lza: {archive}: bytes {gap.start:,} to {gap.end:,} hold no chunk that can be read{at_end}")
+            say(f"lza: {archive}: bytes {gap.start:,} to {gap.end:,} hold no chunk that can be read{at_end}: what "
+                f"they held is missing at byte {at:,} of {output}")
     if json_output:
         emit_json("salvage", archive=archive, output=output, index_whole=report.index_whole, chunks=report.chunks,
                   bytes=report.recovered, missing=len(report.missing), gaps=len(report.gaps))
