@@ -88,6 +88,34 @@ def test_extract_never_writes_wrong_bytes_and_loses_only_the_damaged_files(small
             assert f"tree/{rel}: not extracted: " in result.stderr
 
 
+def test_hard_links_to_a_damaged_file_are_left_out_without_decoding_it_again(tmp_path, monkeypatch):
+    """Each would decode its target's chunks again (the batch ahead of them: up to 64 lm chunks) only to fail again;
+    a hostile archive could hold thousands."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"shared content\n" * 200)
+    for i in range(70):  # a batch of chunks between the file and its links: the first batch is gone by then
+        (src / f"m{i:02}.txt").write_bytes(random.Random(i).randbytes(1024))
+    for i in range(3):
+        os.link(src / "a.txt", src / f"z{i}")
+    archive = tmp_path / "a.lza"
+    api.pack([str(src)], str(archive), codec="zstd", chunk_size=1024)
+    with api.open_archive(str(archive)) as reader:
+        first = reader.index.chunks[0]
+    damaged = bytearray(archive.read_bytes())
+    damaged[first.end - 1] ^= 1
+    archive.write_bytes(bytes(damaged))
+    from lzarchive.archive.reader import ArchiveReader
+
+    decoded = []
+    real = ArchiveReader.decode_chunks
+    monkeypatch.setattr(ArchiveReader, "decode_chunks", lambda self, chunks, *a: decoded.extend(chunks) or real(self, chunks, *a))
+    result = run_cli("extract", str(archive), "-C", str(tmp_path / "out"))
+    assert result.exit_code == EXIT_INTEGRITY and decoded.count(0) == 1, decoded
+    assert result.stderr.count("not extracted: a hard link to src/a.txt, which is damaged") == 3, result.stderr
+    assert sorted(os.listdir(tmp_path / "out" / "src")) == [f"m{i:02}.txt" for i in range(70)]
+
+
 def test_verify_reports_each_bad_chunk_with_its_files(small_archive, tmp_path):
     _, data = small_archive
     path = write(tmp_path, data)

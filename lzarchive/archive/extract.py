@@ -388,7 +388,10 @@ class Extractor:
             self.progress.start("extract", sum(e.size for e in entries if e.has_content))
             copies: dict[str, str] = {}  # a file's path -> the path its content was written to (for hard links)
             for entry in entries:
-                if self._guarded(entry, lambda: self._extract(entry, source, copies)) and entry.type is EntryType.DIR:
+                if entry.type is EntryType.HARDLINK and entry.target in self.damaged:  # not decoded again to fail again
+                    self._leave_out(entry, "not extracted", f"a hard link to {entry.target}, which is damaged", 0,
+                                    self.damaged)
+                elif self._guarded(entry, lambda: self._extract(entry, source, copies)) and entry.type is EntryType.DIR:
                     made.append(entry)
             for entry in _deepest_first(made):
                 self._guarded(entry, lambda: self._finish_dir(entry), "its mode and time not restored")
@@ -426,11 +429,15 @@ class Extractor:
             if exc.errno not in ENTRY_ERRNOS:
                 raise OutputError(path=os.path.join(self.dest, entry.path), reason=describe(exc)) from None
             reason, into = describe(exc), self.refused
+        self._leave_out(entry, failed, reason, self.advanced - advanced, into)
+        return False
+
+    def _leave_out(self, entry: Entry, failed: str, reason: str, advanced: int, into: list[str]) -> None:
+        """Note and say what `failed` for an entry, which has `advanced` the progress so far, and why."""
         if entry.has_content:
-            self._advance(entry.size - (self.advanced - advanced))
+            self._advance(entry.size - advanced)
         into.append(entry.path)
         self.progress.warn(f"{entry.path}: {failed}: {reason}")
-        return False
 
     def _advance(self, amount: int) -> None:
         self.advanced += amount
