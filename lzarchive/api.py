@@ -35,6 +35,7 @@ from .errors import (
     PathRefused,
     SourcesChanged,
     TruncatedArchive,
+    UnsupportedFeature,
     UsageError,
     describe_paths,
 )
@@ -863,20 +864,31 @@ def salvage(archive: str, output: str, *, force: bool = False, device: str = "cp
         raise UsageError(reason=f"{output}: is the archive being salvaged: write its bytes to another file")
     reader, gaps = ArchiveReader.scanned(archive, model_codecs(device, None, progress))
     with reader:
+        unsupported: dict[int, str] = {}  # codec id -> why: a later lza's codec, or a damaged header's codec field
+        for codec_id in sorted({chunk.codec for chunk in reader.index.chunks}):
+            try:
+                reader.codec(codec_id)  # a model that is missing is found so before anything is decoded
+            except UnsupportedFeature as exc:
+                unsupported[codec_id] = exc.fields["reason"]
         report = SalvageReport(archive, output, index_whole, reader.file_size, len(reader.index.chunks))
         progress.start("salvage", sum(c.raw_size for c in reader.index.chunks))
-        source = ChunkSource(reader, range(len(reader.index.chunks)), _decode_ahead(reader, None, device))
+        decodable = [i for i, chunk in enumerate(reader.index.chunks) if chunk.codec not in unsupported]
+        source = ChunkSource(reader, decodable, _decode_ahead(reader, None, device))
         with atomic_output(output, replace=force, what="the salvaged bytes", doing="salvaging") as out:
             for i, chunk in enumerate(reader.index.chunks):
                 while len(report.gaps) < len(gaps) and gaps[len(report.gaps)].start < chunk.offset:
                     report.gaps.append((gaps[len(report.gaps)], report.recovered))
-                try:
-                    data = source.get(i)
-                except ChunkCorrupt as exc:
-                    report.missing.append((i, report.recovered, chunk.raw_size, exc.fields["reason"]))
-                else:
+                why = unsupported.get(chunk.codec)  # its bytes are missing
+                if why is None:
+                    try:
+                        data = source.get(i)
+                    except ChunkCorrupt as exc:
+                        why = exc.fields["reason"]
+                if why is None:
                     out.write(data)
                     report.recovered += len(data)
+                else:
+                    report.missing.append((i, report.recovered, chunk.raw_size, why))
                 progress.advance(chunk.raw_size)
             report.gaps += [(gap, report.recovered) for gap in gaps[len(report.gaps):]]
         progress.finish()

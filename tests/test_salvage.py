@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lzarchive import api
-from lzarchive.errors import EXIT_INTEGRITY, EXIT_NOT_ARCHIVE, IntegrityError
+from lzarchive.errors import EXIT_INTEGRITY, EXIT_MODEL, EXIT_NOT_ARCHIVE, IntegrityError
 from lzarchive.format.constants import FOOTER_SIZES
 
 from .conftest import run_cli
@@ -139,7 +139,7 @@ def test_a_chunk_whose_header_is_lost_is_a_gap_and_the_chunks_after_it_are_found
 @pytest.mark.parametrize("named, lost", [({"primer": 16, "bias_group": 1}, 4),
                                          ({"primer": 0, "bias_group": 2, "format_version": "2.6"}, 2)],
                          ids=["primer", "bias-group"])
-def test_lm_chunks_that_name_others_are_salvaged(named, lost, tiny_path, tmp_path):
+def test_lm_chunks_that_name_others_are_salvaged(named, lost, tiny_path, tmp_path, monkeypatch):
     """Chunks that name others (the primer; a bias group's first chunk, format 2.6) decode where those were found in
     their places; a chunk lost to a cut takes only its own bytes, a damaged one those of the chunks that need it."""
     src = tmp_path / "src"
@@ -159,6 +159,9 @@ def test_lm_chunks_that_name_others_are_salvaged(named, lost, tiny_path, tmp_pat
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["type"], r["chunk"]) for r in records[:-1]] == [("missing", i) for i in range(lost)], records
     assert out == text[spans[lost - 1][3] : spans[3][3]] and "chunk 0" in records[1]["reason"], records
+    monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "no models"))  # exit 12 naming the model, and no output
+    result, out = salvaged(data[: spans[3][1]], tmp_path, "no-model.lza")
+    assert result.exit_code == EXIT_MODEL and "this archive needs model" in result.stderr and out is None
 
 
 def test_salvage_refuses_to_write_over_the_archive_or_an_existing_file(small_archive, tmp_path):
