@@ -164,6 +164,18 @@ def test_lm_chunks_that_name_others_are_salvaged(named, lost, tiny_path, tmp_pat
     assert result.exit_code == EXIT_MODEL and "this archive needs model" in result.stderr and out is None
 
 
+def test_a_chunk_of_a_codec_this_lza_does_not_know_is_reported_and_the_others_salvaged(tmp_path):
+    from .adversarial.craft import craft2, file_row
+
+    data = b"first" + b"later codec" + b"last"
+    archive = craft2([file_row("f", data)], [b"first", (9, b"later codec", b"later codec"), b"last"])
+    result, out = salvaged(archive[:-20], tmp_path, "later.lza", "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == EXIT_INTEGRITY and out == b"firstlast", result.stderr
+    assert (records[0]["type"], records[0]["chunk"], records[0]["output_offset"]) == ("missing", 1, 5)
+    assert "chunk codec unknown(9) is not supported by this version of lza" in records[0]["reason"], records
+
+
 def test_salvage_refuses_to_write_over_the_archive_or_an_existing_file(small_archive, tmp_path):
     archive = tmp_path / "a.lza"
     archive.write_bytes(Path(small_archive).read_bytes())
