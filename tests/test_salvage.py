@@ -132,7 +132,8 @@ def test_a_chunk_whose_header_is_lost_is_a_gap_and_the_chunks_after_it_are_found
     result, out = salvaged(damaged, tmp_path, "lost.lza", "--json")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == EXIT_INTEGRITY and out == stream[:lo] + stream[hi:]
-    assert records[0] == {"schema": records[0]["schema"], "type": "gap", "start": start, "end": end, "output_offset": lo}
+    assert records[0] == {"schema": records[0]["schema"], "type": "gap", "start": start, "end": end, "output_offset": lo,
+                          "searched": True}
     assert records[-1]["chunks"] == len(spans) - 1 and records[-1]["index_whole"] is False
 
 
@@ -174,6 +175,23 @@ def test_a_chunk_of_a_codec_this_lza_does_not_know_is_reported_and_the_others_sa
     assert result.exit_code == EXIT_INTEGRITY and out == b"firstlast", result.stderr
     assert (records[0]["type"], records[0]["chunk"], records[0]["output_offset"]) == ("missing", 1, 5)
     assert "chunk codec unknown(9) is not supported by this version of lza" in records[0]["reason"], records
+
+
+def test_bytes_crafted_to_be_chunk_magics_everywhere_cost_a_bounded_search(small_archive, tmp_path):
+    """Each magic the search meets claims a chunk of about 1 MB to hash: 40,000 of them would be 40 GB. The search
+    gives up once it has hashed 64 times the bytes it searches, and says so."""
+    from lzarchive.format.wire import varint
+
+    data = Path(small_archive).read_bytes()
+    false_start = b"LC\x01" + varint(1_000_000) * 2 + b"\0" * 16 if api.info(small_archive).version[0] == "2" else \
+        b"LZAC\x01\0\0\0" + (1_000_000).to_bytes(4, "little") * 2 + b"\0" * 64
+    header_end = chunk_spans(small_archive)[0][0]
+    crafted = data[:header_end] + b"?" + false_start * (2_000_000 // len(false_start))
+    result, out = salvaged(crafted, tmp_path, "magics.lza", "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == EXIT_INTEGRITY and out == b""
+    assert [(r["type"], r["start"], r["end"], r["searched"]) for r in records[:-1]] == \
+           [("gap", header_end, len(crafted), False)], records
 
 
 def test_salvage_refuses_to_write_over_the_archive_or_an_existing_file(small_archive, tmp_path):

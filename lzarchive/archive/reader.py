@@ -339,13 +339,17 @@ def content_prefixes(entries: Sequence[Entry]) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Gap:
-    """Bytes [start, end) of an archive where a scan found no chunk."""
+    """Bytes [start, end) of an archive where a scan found no chunk; `unsearched`: the search gave up there."""
 
     start: int
     end: int
+    unsearched: bool = False
 
 
 SCAN_BLOCK = 1 << 20  # bytes searched for a chunk magic at a time
+# A search past damage checks every chunk magic it meets, hashing what the header there claims; bytes crafted to be
+# magics everywhere would make that quadratic. It hashes at most this many times the bytes it searches, 16 MiB more.
+SEARCH_EFFORT = 64
 
 
 def scan_chunks(stream: BinaryIO, path: str, major: int, start: int, end: int) -> tuple[list[ChunkInfo], list[Gap]]:
@@ -353,7 +357,7 @@ def scan_chunks(stream: BinaryIO, path: str, major: int, start: int, end: int) -
     there, the next place a chunk header parses and its stored check holds. A chunk whose payload is damaged keeps its
     place (decoding reports it) where another chunk, or the end, follows it where its header says it ends."""
     chunks, gaps = [], []
-    position = start
+    position, effort = start, SEARCH_EFFORT * (end - start) + C.MAX_CHUNK_RAW
     while position < end:
         head = _valid_chunk(stream, path, major, position, end)
         if head is None:
@@ -362,8 +366,8 @@ def scan_chunks(stream: BinaryIO, path: str, major: int, start: int, end: int) -
             chunks.append(ChunkInfo(position, head.stored_size, head.raw_size, head.codec, head.size))
             position += head.size + head.stored_size
             continue
-        following = _next_chunk(stream, path, major, position + 1, end)
-        gaps.append(Gap(position, following))
+        following, effort = _next_chunk(stream, path, major, position + 1, end, effort)
+        gaps.append(Gap(position, following, unsearched=effort < 0))
         position = following
     return chunks, gaps
 
@@ -392,18 +396,24 @@ def _damaged_chunk(stream: BinaryIO, path: str, major: int, position: int, end: 
     return head if following == end or _valid_chunk(stream, path, major, following, end) else None
 
 
-def _next_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int) -> int:
-    """Where the next whole chunk after `position` starts; `end` if none does."""
+def _next_chunk(stream: BinaryIO, path: str, major: int, position: int, end: int, effort: int) -> tuple[int, int]:
+    """Where the next whole chunk after `position` starts (`end` if none does), and the effort left: the bytes it may
+    still hash, below 0 where it gave up."""
     magic = ChunkHeader.magic(major)
     while position < end:
         block = _read_at(stream, position, min(SCAN_BLOCK + len(magic) - 1, end - position), path)
         found = block.find(magic)
         while 0 <= found < SCAN_BLOCK:
-            if _valid_chunk(stream, path, major, position + found, end):
-                return position + found
+            head = _header_at(stream, path, major, position + found, end)
+            if head is not None:
+                effort -= head.size + head.stored_size
+                if effort < 0:
+                    return end, effort
+                if _valid_chunk(stream, path, major, position + found, end):
+                    return position + found, effort
             found = block.find(magic, found + 1)
         position += SCAN_BLOCK
-    return end
+    return end, effort
 
 
 def _index_start(stream: BinaryIO, path: str, file_size: int, header_size: int, major: int) -> int | None:

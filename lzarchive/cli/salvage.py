@@ -40,9 +40,10 @@ def salvage(
                 f"bytes, if its header is right)")
     for gap, at in report.gaps:
         if json_output:
-            emit_json("gap", start=gap.start, end=gap.end, output_offset=at)
+            emit_json("gap", start=gap.start, end=gap.end, output_offset=at, searched=not gap.unsearched)
         else:
-            at_end = " (a chunk cut short, or the index)" if gap.end == report.archive_bytes else ""
+            at_end = (" (the search for chunks gave up: magics everywhere, as in crafted bytes)" if gap.unsearched else
+                      " (a chunk cut short, or the index)" if gap.end == report.archive_bytes else "")
             say(f"lza: {archive}: bytes {gap.start:,} to {gap.end:,} hold no chunk that can be read{at_end}: what "
                 f"they held is missing at byte {at:,} of {output}")
     if json_output:
