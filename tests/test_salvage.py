@@ -59,7 +59,8 @@ def small_archive(tmp_path_factory, request):
 def salvaged(data: bytes, tmp_path, name: str = "damaged.lza", *options: str):
     archive, out = tmp_path / name, tmp_path / (name + ".bin")
     archive.write_bytes(data)
-    result = run_cli("salvage", str(archive), "-o", str(out), "--force", *options)
+    out.unlink(missing_ok=True)
+    result = run_cli("salvage", str(archive), "-o", str(out), *options)
     return result, (out.read_bytes() if out.exists() else None)
 
 
@@ -201,6 +202,8 @@ def test_salvage_refuses_to_write_over_the_archive_or_an_existing_file(small_arc
     result = run_cli("salvage", str(archive), "-o", str(tmp_path / "there.bin"))
     assert result.exit_code == 1 and "already exists (use --force to replace it)" in result.stderr
     assert (tmp_path / "there.bin").read_bytes() == b"mine"
+    assert run_cli("salvage", str(archive), "-o", str(tmp_path / "there.bin"), "--force").exit_code == 0
+    assert (tmp_path / "there.bin").read_bytes() == stream_of(str(archive))
     result = run_cli("salvage", str(archive), "-o", str(archive), "--force")
     assert result.exit_code == 2 and "is the archive being salvaged" in result.stderr
     assert archive.read_bytes() == Path(small_archive).read_bytes()
