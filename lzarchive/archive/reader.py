@@ -241,6 +241,9 @@ def _parse_header(stream: BinaryIO, path: str, file_size: int) -> tuple[Header, 
     unknown = header.incompat_flags & ~C.KNOWN_INCOMPAT_FLAGS[header.major]
     if unknown:
         raise UnsupportedFeature(archive=path, reason=f"needs incompatible features 0x{unknown:08x} this lza does not know")
+    if header.incompat_flags & (C.INCOMPAT_LM_BIAS_GROUP | C.INCOMPAT_LM_CACHE) and \
+            not header.incompat_flags & C.INCOMPAT_LM_BIAS:
+        raise CorruptArchive(archive=path, reason="the header sets lm_bias_group or lm_cache without lm_bias (SPEC 4)")
     return header, header_size
 
 

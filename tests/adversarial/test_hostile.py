@@ -196,13 +196,17 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     flagged = tmp_path / "flagged.lza"
     flagged.write_bytes(craft([], header=header_with(pack({"models": []}), incompat=1)))
     assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED  # format 1 defines no flags
-    for flags, code in ((C.INCOMPAT_LM_PRIMER, 0), (C.INCOMPAT_LM_MATCH, 0), (C.INCOMPAT_LM_SPAN, 0),
-                        (C.INCOMPAT_LM_BIAS, 0), (C.INCOMPAT_LM_BIAS_GROUP, 0), (C.INCOMPAT_LM_GROUP_MATCH, 0),
-                        (C.INCOMPAT_LM_STREAMS, 0), (C.INCOMPAT_LM_CACHE, 0), (256, EXIT_UNSUPPORTED),
-                        (1 << 31, EXIT_UNSUPPORTED)):
+    # SPEC 4: lm_bias_group and lm_cache only with lm_bias (a reader given the cache without the head failed with a
+    # usage error, exit 2, when it decoded a chunk)
+    bias = C.INCOMPAT_LM_BIAS
+    for flags, code in ((C.INCOMPAT_LM_PRIMER, 0), (C.INCOMPAT_LM_MATCH, 0), (C.INCOMPAT_LM_SPAN, 0), (bias, 0),
+                        (bias | C.INCOMPAT_LM_BIAS_GROUP, 0), (C.INCOMPAT_LM_GROUP_MATCH, 0), (C.INCOMPAT_LM_STREAMS, 0),
+                        (bias | C.INCOMPAT_LM_CACHE, 0), (C.INCOMPAT_LM_BIAS_GROUP, EXIT_INTEGRITY),
+                        (C.INCOMPAT_LM_CACHE, EXIT_INTEGRITY), (256, EXIT_UNSUPPORTED), (1 << 31, EXIT_UNSUPPORTED)):
         flagged.write_bytes(craft2([], header=header_with(pack([[]]), major=2, minor=3, incompat=flags)))
         result = run_cli("list", str(flagged))
-        assert result.exit_code == code and (not code or "incompatible features" in result.stderr)
+        said = {0: "", EXIT_UNSUPPORTED: "incompatible features", EXIT_INTEGRITY: "without lm_bias (SPEC 4)"}[code]
+        assert result.exit_code == code and said in result.stderr, (flags, result.stderr)
 
 
 def test_a_chunk_with_an_unknown_codec_is_unsupported_not_damaged(tmp_path):
