@@ -849,20 +849,18 @@ def salvage(archive: str, output: str, *, force: bool = False, device: str = "cp
     found by scanning (SPEC 3.3), each decoded and checked against its plaintext checksum, and their bytes written
     in order to `output` (the files' contents, one after another, without their names). Nothing unchecked is
     written; a damaged chunk's bytes are left out and reported where they belong."""
-    check_device(device)
     _check_output(output, force, "output", "recovered.bin")
-    try:
-        with open_archive(archive):
-            index_whole = True
-    except (CorruptArchive, TruncatedArchive):
-        index_whole = False
     try:
         same = entry_id(os.path.realpath(output)) == entry_id(os.path.realpath(archive))
     except OSError:  # no directory there: writing says so
         same = False
     if same:
         raise UsageError(reason=f"{output}: is the archive being salvaged: write its bytes to another file")
-    reader, gaps = ArchiveReader.scanned(archive, model_codecs(device, None, progress))
+    try:  # a whole index says where every chunk is
+        reader, gaps, index_whole = open_archive(archive, device, None, progress), [], True
+    except (CorruptArchive, TruncatedArchive):
+        reader, gaps = ArchiveReader.scanned(archive, model_codecs(device, None, progress))
+        index_whole = False
     with reader:
         unsupported: dict[int, str] = {}  # codec id -> why: a later lza's codec, or a damaged header's codec field
         for codec_id in sorted({chunk.codec for chunk in reader.index.chunks}):
