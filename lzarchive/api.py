@@ -846,9 +846,10 @@ class SalvageReport:
 def salvage(archive: str, output: str, *, force: bool = False, device: str = "cpu",
             progress: Progress = NULL_PROGRESS) -> SalvageReport:
     """Recover what an archive's chunks hold where its index is damaged or gone (a copy cut short): the chunks are
-    found by scanning (SPEC 3.3), each decoded and checked against its plaintext checksum, and their bytes written
-    in order to `output` (the files' contents, one after another, without their names). Nothing unchecked is
-    written; a damaged chunk's bytes are left out and reported where they belong."""
+    found by scanning (SPEC 3.3; through the index where it is whole), each decoded and checked against its
+    plaintext checksum, and their bytes written in order to `output` (the files' contents, one after another,
+    without their names). Nothing unchecked is written; a damaged chunk's bytes are left out and reported where
+    they belong."""
     _check_output(output, force, "output", "recovered.bin")
     try:
         same = entry_id(os.path.realpath(output)) == entry_id(os.path.realpath(archive))
