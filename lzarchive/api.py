@@ -39,7 +39,7 @@ from .errors import (
     UsageError,
     describe_paths,
 )
-from .files import describe, entry_id
+from .files import describe, entry_id, not_a_file
 from .format import constants as C
 from .format.constants import EntryType
 from .format.records import Entry
@@ -479,6 +479,12 @@ def _check_output(output: str, force: bool, what: str = "archive", example: str 
                                 f"standard output: name a file (./- for a file called '-')")
     if os.path.isdir(output):
         raise OutputError(path=output, reason=f"is a directory; name the {what} file to write (e.g. -o {example})")
+    try:
+        special = not_a_file(output)
+    except OSError as exc:
+        raise OutputError(path=output, reason=describe(exc)) from None
+    if special:
+        raise OutputError(path=output, reason=special)
     if os.path.lexists(output) and not force:
         raise OutputError(path=output, reason="already exists (use --force to replace it)")
     directory = os.path.dirname(os.path.abspath(output))

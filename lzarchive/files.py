@@ -8,8 +8,10 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 
 TEMP_SUFFIX = ".lza-partial"
+
 
 
 def create_temp(name: str, made: list[str], dir_fd: int | None = None, mode: int = 0o600) -> int:
@@ -48,6 +50,26 @@ def place(temp: str, name: str, *, replace: bool, dir_fd: int | None = None) -> 
             return
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name) from None
     os.unlink(temp, dir_fd=dir_fd)
+
+
+def not_a_file(path: str, dir_fd: int | None = None) -> str | None:
+    """Why an existing output `path` must not be replaced by a new file renamed over it, where it is not a regular
+    file: a symbolic link (the link would go, not what it leads to: `-o /dev/stdout` would become a file), a device,
+    a pipe or a socket (`-o /dev/null --force` run as root would remove the system's /dev/null). None where it is
+    missing, a regular file or a directory (a rename fails over one); OSError where it cannot be told."""
+    try:
+        mode = os.lstat(path, dir_fd=dir_fd).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(mode):
+        return (f"is a symbolic link (to {os.readlink(path, dir_fd=dir_fd)}): lza replaces a file, never a link nor "
+                f"what it leads to: name the file itself, or remove the link")
+    for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "pipe"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return (f"is a {kind}: lza writes its output to a new file and renames it into place, which would remove "
+                    f"the {kind}: name a regular file")
+    return None
 
 
 def entry_id(path: str) -> tuple[int, int, str]:

@@ -6,6 +6,8 @@ import errno
 import json
 import os
 import shutil
+import socket
+import stat
 import warnings
 from pathlib import Path
 
@@ -403,6 +405,55 @@ def test_an_output_that_appears_during_pack_is_not_replaced(tree, tmp_path):
     assert out.read_bytes() == b"another pack's archive" and os.listdir(tmp_path) == ["p.lza", "proj"]
     api.pack([str(tree)], str(out), codec="zstd", force=True, progress=Intruder())
     assert api.verify(str(out)).ok
+
+
+def _not_files(where: Path) -> dict[str, str]:
+    """An output name of each kind that --force must not rename a file over, and how each is told apart."""
+    (where / "kept.lza").write_bytes(b"the file a link leads to")
+    os.mkfifo(where / "fifo")
+    bound = socket.socket(socket.AF_UNIX)
+    bound.bind(str(where / "sock"))
+    bound.close()
+    for link, target in (("to-file", "kept.lza"), ("to-fifo", "fifo"), ("dangling", "missing.lza")):
+        os.symlink(target, where / link)
+    return {"fifo": "is a pipe", "sock": "is a socket", "to-file": "is a symbolic link (to kept.lza)",
+            "to-fifo": "is a symbolic link (to fifo)", "dangling": "is a symbolic link (to missing.lza)"}
+
+
+def _kinds(where: Path) -> dict[str, tuple[int, str | None]]:
+    return {name: (os.lstat(where / name).st_mode, os.readlink(where / name) if (where / name).is_symlink() else None)
+            for name in os.listdir(where)}
+
+
+@pytest.mark.parametrize("command", ["pack", "salvage"])
+def test_force_replaces_only_a_regular_file_never_a_link_a_pipe_or_a_device(command, tree, tmp_path):
+    # -o /dev/stdout --force replaced the link /dev/stdout with a file, and -o /dev/null --force run as root would
+    # have replaced the device: a rename takes away whatever has the name
+    where = tmp_path / "out"
+    where.mkdir()
+    reasons = _not_files(where)
+    before = _kinds(where)
+    archive = tmp_path / "a.lza"
+    api.pack([str(tree)], str(archive), codec="zstd")
+    for name, reason in reasons.items():
+        for force in ((), ("--force",)):
+            args = ("pack", "--codec", "zstd", str(tree)) if command == "pack" else ("salvage", str(archive))
+            result = run_cli(*args, "-o", str(where / name), *force)
+            assert result.exit_code == 1 and f"{where / name}: {reason}" in result.stderr, (name, result.stderr)
+    assert _kinds(where) == before and (where / "kept.lza").read_bytes() == b"the file a link leads to"
+
+
+def test_an_output_that_becomes_a_pipe_during_pack_is_not_replaced(tree, tmp_path):
+    out = tmp_path / "p.lza"
+
+    class Intruder(api.Progress):
+        def advance(self, amount):
+            if not out.exists():
+                os.mkfifo(out)
+
+    with pytest.raises(api.OutputError, match="is a pipe"):
+        api.pack([str(tree)], str(out), codec="zstd", force=True, progress=Intruder())
+    assert stat.S_ISFIFO(os.lstat(out).st_mode) and sorted(os.listdir(tmp_path)) == ["p.lza", "proj"]
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

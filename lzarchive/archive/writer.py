@@ -12,7 +12,7 @@ from typing import BinaryIO
 from ..codecs import Codec, codec_name
 from ..codecs.base import Joined
 from ..errors import OutputError
-from ..files import create_temp, describe, place, remove_quietly
+from ..files import create_temp, describe, not_a_file, place, remove_quietly
 from ..format.constants import CONTEXT_ENTRY, FORMAT_MAJOR, MAX_CHUNK_RAW, SUPPORTED_MINOR, CodecId, EntryType, IndexEncoding
 from ..format.records import ChunkHeader, ChunkInfo, ChunkRef, Entry, Footer, Header, Index, ModelRef, check_size
 from ..format.wire import hasher
@@ -62,6 +62,9 @@ def atomic_output(path: str, *, replace: bool, what: str = "the archive", doing:
             os.fsync(fd)
             os.close(fd)
             fd = -1
+            special = replace and not_a_file(name, dir_fd)  # made so while the work went on
+            if special:
+                raise OutputError(path=path, reason=special)
             place(made[0], name, replace=replace, dir_fd=dir_fd)
         except FileExistsError:
             raise OutputError(path=path, reason=f"appeared while {doing}; it was left alone (use --force to replace it)") from None

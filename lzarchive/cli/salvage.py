@@ -14,7 +14,7 @@ from .render import BarProgress, counted, emit_json, human_bytes, say
 def salvage(
     archive: Annotated[str, typer.Argument(help="The damaged archive.")],
     output: Annotated[str, typer.Option("-o", "--output", help="The file to write the recovered bytes to.")],
-    force: Annotated[bool, typer.Option(help="Replace the output file if it exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace the output file if it exists (a file: never a link, a device or a pipe).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only what is missing.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs for lm chunks: cpu, cuda or cuda:N (a GPU needs the CUDA build of torch).")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="One JSON Lines record per missing chunk and per gap, then a summary.")] = False,
