@@ -39,6 +39,7 @@ from .errors import (
     UsageError,
     describe_paths,
 )
+from . import __version__
 from .files import describe, entry_id, not_a_file
 from .format import constants as C
 from .format.constants import EntryType
@@ -53,9 +54,11 @@ __all__ = [
     "CODEC_CHOICES", "DEFAULT_CHUNK_SIZE", "FORMAT_VERSION", "WRITABLE_FORMATS", "LM_BIAS_GROUP", "LM_DEFAULT_PRIMER", "LM_DEFAULT_SPAN", "LM_DEFAULT_WINDOW", "LM_MAX_CHUNK_SIZE",
     "LM_MIN_CHUNK_SIZE", "EXIT_INTEGRITY", "EXIT_INTERRUPTED", "Entry", "EntryType", "LzaError", "NotAllExtracted", "Progress", "SourcesChanged", "UsageError", "bench_measure",
     "bench_sample", "cat", "check_device", "extract", "info", "list_entries", "load_model", "list_models", "cached_model_path", "open_archive",
-    "pack", "salvage", "verify",
+    "pack", "salvage", "verify", "READABLE_FORMATS", "VERSION",
 ]
 
+VERSION = __version__
+READABLE_FORMATS = dict(C.SUPPORTED_MINOR)  # major -> the newest minor this lza reads (every older one too)
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
 WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),

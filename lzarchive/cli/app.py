@@ -7,13 +7,15 @@ import signal
 import sys
 import threading
 import warnings
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
+from .. import api
 from ..api import EXIT_INTERRUPTED, LzaError
 from . import bench, cat, extract, inspect, model, pack, salvage, verify
-from .render import GuardedStdout, StdoutUnwritable, say, warn
+from .render import GuardedStdout, StdoutUnwritable, say, stdout, warn
 
 
 class Terminated(KeyboardInterrupt):
@@ -105,6 +107,22 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        readable = " and ".join(f"{major}.0-{major}.{minor}" for major, minor in sorted(api.READABLE_FORMATS.items()))
+        say(f"lza {api.VERSION}: reads archive formats {readable}; writes {api.FORMAT_VERSION}.x, the oldest minor "
+            f"version that holds what it stores (format 1 with pack --format 1)", out=stdout)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                  help="Show lza's version and the archive formats it reads and writes.")] = False) -> None:
+    pass
+
+
 for command in (pack, extract, inspect, verify, cat, salvage, model, bench):
     command.register(app)
 
