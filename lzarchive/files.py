@@ -13,7 +13,6 @@ import stat
 TEMP_SUFFIX = ".lza-partial"
 
 
-
 def create_temp(name: str, made: list[str], dir_fd: int | None = None, mode: int = 0o600) -> int:
     """Create a new file next to `name` (a path, or a name in `dir_fd`) under a name nothing else uses (exclusive,
     random) and return its fd. The name starts with a dot and the first bytes of `name`'s last component, so a
@@ -62,8 +61,8 @@ def not_a_file(path: str, dir_fd: int | None = None) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     if stat.S_ISLNK(mode):
-        return (f"is a symbolic link (to {os.readlink(path, dir_fd=dir_fd)}): lza replaces a file, never a link nor "
-                f"what it leads to: name the file itself, or remove the link")
+        return (f"is a symbolic link (to {os.readlink(path, dir_fd=dir_fd)}): lza replaces a regular file only, never "
+                f"a link nor what it leads to: name the file itself")
     for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
                        (stat.S_ISFIFO, "pipe"), (stat.S_ISSOCK, "socket")):
         if test(mode):
