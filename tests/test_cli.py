@@ -313,10 +313,15 @@ def test_a_model_cache_that_is_a_file_is_passed_over_quietly(tmp_path, monkeypat
     is said once; looking a model up there is not 'cannot be read (not a directory)' for each file name tried."""
     (tmp_path / "file").write_bytes(b"")
     monkeypatch.setenv("LZA_MODEL_DIR", str(tmp_path / "file"))
+    registry._temporary_cache.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        temporary = registry.cache_dir()
         assert registry.find(bytes(32)) is None
     assert not [w for w in caught if "cannot be read" in str(w.message)]
+    assert [str(w.message) for w in caught if "cannot be written" in str(w.message)] == [
+        f"the model cache {tmp_path / 'file'} cannot be written (it is not a directory): models are compiled into "
+        f"{temporary} for this run only (set LZA_MODEL_DIR to a writable directory to keep them)"]
 
 
 def test_a_model_cache_without_room_is_named_and_left_clean(tree, tmp_path, tiny_path, private_model_cache,

@@ -71,6 +71,8 @@ def cache_dir() -> str:
         os.makedirs(path, exist_ok=True)
         os.close(create_temp(os.path.join(path, "probe"), made))
         return path
+    except FileExistsError:  # makedirs: a file (or a device) has the name
+        return _temporary_cache(path, "it is not a directory")
     except OSError as exc:
         return _temporary_cache(path, describe(exc))
     finally:
