@@ -216,7 +216,6 @@ def test_help_teaches():
     assert "--overwrite" in run_cli("extract", "--help").stdout.decode()
 
 
-
 def test_version_names_the_formats_lza_reads_and_writes(tree, tmp_path):
     result = run_cli("--version")
     match = re.fullmatch(r"lza (\S+): reads archive formats ((?:\d+\.0-\d+\.\d+(?: and )?)+); writes (\d+)\.x, the "
@@ -231,6 +230,18 @@ def test_version_names_the_formats_lza_reads_and_writes(tree, tmp_path):
     assert all(int(v.split(".")[1]) <= newest[int(v.split(".")[0])] for v in read), read
     run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "p.lza"))
     assert json.loads(run_cli("info", "--json", str(tmp_path / "p.lza")).stdout)["format_version"] == f"{match[3]}.0"
+
+
+# ------------------------------------------------------------------------------------------- pack: faults and misuse
+
+def test_pack_into_a_missing_directory_or_onto_a_directory_fails_at_once(tree, tmp_path):
+    result = run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "nowhere" / "p.lza"))
+    assert result.exit_code == 1 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "taken").mkdir()
+    # lm would compress for minutes before the final rename failed: the check comes before any work
+    result = run_cli("pack", str(tree), "-o", str(tmp_path / "taken"), "--force", "--model", str(tmp_path / "nothing.gguf"))
+    assert result.exit_code == 1 and "is a directory" in result.stderr
+    assert os.listdir(tmp_path / "taken") == []
 
 
 @pytest.mark.parametrize("option", [["--chunk-size", "0"], ["--chunk-size", "-1"], ["--chunk-size", "17M"],
