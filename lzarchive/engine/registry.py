@@ -71,10 +71,8 @@ def cache_dir() -> str:
         os.makedirs(path, exist_ok=True)
         os.close(create_temp(os.path.join(path, "probe"), made))
         return path
-    except FileExistsError:  # makedirs: a file (or a device) has the name
-        return _temporary_cache(path, "it is not a directory")
-    except OSError as exc:
-        return _temporary_cache(path, describe(exc))
+    except OSError as exc:  # makedirs' FileExistsError: a file (or a device) has the name
+        return _temporary_cache(path, "it is not a directory" if isinstance(exc, FileExistsError) else describe(exc))
     finally:
         for probe in made:
             remove_quietly(probe)
