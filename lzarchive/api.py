@@ -474,8 +474,9 @@ def _format_version(version: int | str) -> tuple[int, int]:
 
 
 def _check_output(output: str, force: bool, what: str = "archive", example: str = "out.lza") -> None:
-    """Refuse what would fail only after all the compression work: a missing directory, a directory as output; and
-    '-', which other archivers read as standard output."""
+    """Refuse what would fail only after all the compression work: a missing directory, a directory as output;
+    '-', which other archivers read as standard output; and what a rename must not take away even with --force (a
+    link, a device, a pipe: files.not_a_file)."""
     _named(output, f"{what} to write (-o)")
     if output == "-":
         raise UsageError(reason=f"lza writes the {what} only to a file (renamed into place once complete), not to "
