@@ -61,7 +61,7 @@ VERSION = __version__
 READABLE_FORMATS = dict(C.SUPPORTED_MINOR)  # major -> the newest minor this lza reads (every older one too)
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
-WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.9": (2, 9), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
                     "2.0": (2, 0), "1": (1, -1)}
 
 
@@ -128,7 +128,7 @@ def _cache_error(exc) -> OutputError:
 def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | None = None, device: str = "cpu",
                    window: int | None = None, primer: int = 0, match: bool = False, span: int | None = 0,
                    bias: bool = False, bias_group: int = 1, group_match: bool = False, streams: bool = False,
-                   cache: bool = False, progress: Progress = NULL_PROGRESS) -> list[Codec]:
+                   cache: bool = False, utf16: bool = False, progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins
     (archive.writer.choose_payloads: the model only where it contends, LmCodec.contends).
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
@@ -141,6 +141,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     (format 2.6, SPEC 9.11).
     `streams`: a bias group is one chunk, a range coder stream per part (format 2.7, SPEC 9.12).
     `cache`: with the bias head, chunks and groups may mix in the neural cache where it pays (format 2.8, SPEC 9.13).
+    `utf16`: payloads carry the text field, and chunks of UTF-16 text are coded as their UTF-8 form where that is
+    shorter (format 2.9, SPEC 9.14).
     `span`: payloads carry the span field, this span (format 2.3, SPEC 9.5; None: the codec's default; 0: without
     the field)."""
     if name not in CODEC_CHOICES:
@@ -164,7 +166,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
             codecs.append(LmCodec(loaded, device=device, window=window, primer_field=primer > 0, primer_tokens=primer,
                                   match_field=match, bias_field=bias, span_field=span != 0, span=span,
                                   group_field=bias_group > 1, bias_group=bias_group, group_match=group_match,
-                                  streams_field=streams, cache_field=cache))
+                                  streams_field=streams, cache_field=cache, utf16_field=utf16))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: {exc}") from None
         except ValueError as exc:
@@ -231,6 +233,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                             group_match=bool(header.incompat_flags & C.INCOMPAT_LM_GROUP_MATCH),
                             streams_field=bool(header.incompat_flags & C.INCOMPAT_LM_STREAMS),
                             cache_field=bool(header.incompat_flags & C.INCOMPAT_LM_CACHE),
+                            utf16_field=bool(header.incompat_flags & C.INCOMPAT_LM_UTF16),
                             span_field=bool(header.incompat_flags & C.INCOMPAT_LM_SPAN))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"model {ref.name}: not a usable model: {exc}") from None
@@ -341,10 +344,10 @@ def pack(
     primer, without the bias head, before format 2.5 or with the zstd or store codec.
     span: positions an lm token sees besides the prefix (writes 2.3; 0: all of its window's, as before 2.3; None:
     LM_DEFAULT_SPAN where the format has spans).
-    format_version: 2 (its newest minor), "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1 write
-    archives that older lza releases can read (no neural cache before 2.8, bias groups as chunks of their own before
-    2.7, no group match model before 2.6, no bias groups before 2.5, no bias head before 2.4, no span before 2.3, no
-    match model before 2.2, no primer before 2.1).
+    format_version: 2 (its newest minor), "2.9", "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0" or 1
+    write archives that older lza releases can read (UTF-16 text coded as it is before 2.9, no neural cache before 2.8,
+    bias groups as chunks of their own before 2.7, no group match model before 2.6, no bias groups before 2.5, no bias
+    head before 2.4, no span before 2.3, no match model before 2.2, no primer before 2.1).
     ray: code the lm chunks on a Ray cluster (see on_cluster); the archive is the same bytes."""
     if not sources:
         raise UsageError(reason="nothing to pack: name at least one file or directory")
@@ -402,10 +405,12 @@ def pack(
     group_match = match and bias_group > 1 and (major, minor) >= (2, 6)
     streams = bias_group > 1 and (major, minor) >= (2, 7)
     cache = cache and bias and (major, minor) >= (2, 8)
+    utf16 = (major, minor) >= (2, 9)
     span = 0 if span is None and (major, minor) < (2, 3) else span
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=_here(device, ray), window=window,
                                        primer=primer, match=match, span=span, bias=bias, bias_group=bias_group,
-                                       group_match=group_match, streams=streams, cache=cache, progress=progress),
+                                       group_match=group_match, streams=streams, cache=cache, utf16=utf16,
+                                       progress=progress),
                         ray, device)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched, spanned, biased = (primer > 0 and bool(models), match and bool(models), span != 0 and bool(models),
@@ -414,10 +419,12 @@ def pack(
     group_matched = grouped and group_match
     streamed = grouped and streams
     cached = biased and cache
+    text16 = utf16 and bool(models)
     if major == 2:  # 2.1 added only the lm primer, 2.2 the match model, 2.3 the span, 2.4 the bias head, 2.5 bias
-        # groups, 2.6 their match model, 2.7 their streams, 2.8 the neural cache: archives without them stay older
-        minor = (8 if cached else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
-                 else 2 if matched else 1 if primed else 0)
+        # groups, 2.6 their match model, 2.7 their streams, 2.8 the neural cache, 2.9 UTF-16 text as UTF-8: archives
+        # without them stay older
+        minor = (9 if text16 else 8 if cached else 7 if streamed else 6 if group_matched else 5 if grouped
+                 else 4 if biased else 3 if spanned else 2 if matched else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
         writing, changed, unreadable = out.inode, [], []
         items = [item for item in walk(sources, excludes, progress, changed, unreadable)
@@ -437,7 +444,8 @@ def pack(
                                | (C.INCOMPAT_LM_MATCH if matched else 0) | (C.INCOMPAT_LM_SPAN if spanned else 0)
                                | (C.INCOMPAT_LM_BIAS if biased else 0) | (C.INCOMPAT_LM_BIAS_GROUP if grouped else 0)
                                | (C.INCOMPAT_LM_GROUP_MATCH if group_matched else 0)
-                               | (C.INCOMPAT_LM_STREAMS if streamed else 0) | (C.INCOMPAT_LM_CACHE if cached else 0),
+                               | (C.INCOMPAT_LM_STREAMS if streamed else 0) | (C.INCOMPAT_LM_CACHE if cached else 0)
+                               | (C.INCOMPAT_LM_UTF16 if text16 else 0),
                                progress=progress)
         writer.stats.changed.extend(changed)
         writer.stats.unreadable.extend(unreadable)

@@ -222,11 +222,36 @@ def test_the_cache_fixture_mixes_the_neural_cache_into_a_group_and_a_chunk_alone
     assert b"".join(api.cat(path, "cache/b-dpkg.log")) == tree["cache/b-dpkg.log"]
 
 
+@pytest.mark.realmodel
+def test_the_utf16_fixture_codes_utf16_text_as_its_utf8_form():
+    """v2.9-lm-utf16: prose as UTF-16LE (a byte order mark, accents, a surrogate pair) in a run of three chunks of 512
+    bytes (one chunk of three streams, each in text form 1), a few words as UTF-16BE (form 2) and log lines as they
+    are (form 0), decoded in lockstep (SPEC 9.14). Byte ranges read alone, across the surrogate pair and from a later
+    stream."""
+    path = os.path.join(FIXTURES, "v2.9-lm-utf16.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (9, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                      | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                      | C.INCOMPAT_LM_GROUP_MATCH | C.INCOMPAT_LM_STREAMS
+                                                                      | C.INCOMPAT_LM_CACHE | C.INCOMPAT_LM_UTF16)
+        assert [chunk.raw_size for chunk in reader.index.chunks] == [1352, 400, 300]
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
+    # model, window (two varint bytes), overlap, adaptive (the bias head and the neural cache; none), G where the bias
+    # head is on, the span, the text form
+    assert heads[0] == bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 1])
+    assert heads[1][:7] == bytes([0, 0xA0, 0x01, 40, 0, 40, 2])
+    assert heads[2] == bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 0])
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["utf16"])
+    assert b"".join(api.cat(path, "utf16/a-le.txt", start=601, end=701)) == tree["utf16/a-le.txt"][601:701]
+    assert b"".join(api.cat(path, "utf16/a-le.txt", start=1100, end=1200)) == tree["utf16/a-le.txt"][1100:1200]
+    assert b"".join(api.cat(path, "utf16/b-be.txt", start=3, end=9)) == tree["utf16/b-be.txt"][3:9]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
                  "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
-                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza")])
+                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

@@ -140,14 +140,15 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "xy.txt").write_bytes(letters(600, 10))
-    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "no-bias": ["--no-bias"],
+    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "no-bias": ["--no-bias", "--format", "2.8"],
                                                            "2.3": ["--format", "2.3"], "no-match": ["--no-match"]})
     written = {name: (minor, flags) for name, (minor, flags, _) in packed.items()}
     spanned = C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
     grouped |= C.INCOMPAT_LM_STREAMS
     grouped |= C.INCOMPAT_LM_CACHE
-    assert written == {"default": (8, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH), "no-bias": (3, spanned),
-                       "2.3": (3, spanned), "no-match": (8, C.INCOMPAT_LM_SPAN | grouped)}
+    assert written == {"default": (9, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH | C.INCOMPAT_LM_UTF16),
+                       "no-bias": (3, spanned), "2.3": (3, spanned),
+                       "no-match": (9, C.INCOMPAT_LM_SPAN | grouped | C.INCOMPAT_LM_UTF16)}
     assert packed["default"][2] < 0.8 * packed["no-bias"][2]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

@@ -520,8 +520,8 @@ def test_pack_writes_2_7_with_bias_groups_and_2_6_2_5_and_2_4_on_request(unsure_
     (source / "short.txt").write_bytes(letters(300, 11))
     packed = pack_each_way(source, tmp_path, unsure_path, {
         "2.7": ["--format", "2.7"], "2.6": ["--format", "2.6"], "2.5": ["--format", "2.5"],
-        "one": ["--bias-group", "1", "--no-cache"], "2.4": ["--format", "2.4"],
-        "primer": ["--primer", "8", "--window", "256", "--no-cache"]}, "--chunk-size", "600")
+        "one": ["--bias-group", "1", "--no-cache", "--format", "2.8"], "2.4": ["--format", "2.4"],
+        "primer": ["--primer", "8", "--window", "256", "--no-cache", "--format", "2.8"]}, "--chunk-size", "600")
     written = {name: (minor, flags & ~C.INCOMPAT_LM_SPAN) for name, (minor, flags, _) in packed.items()}
     sizes = {name: size for name, (_, _, size) in packed.items()}
     for name in packed:

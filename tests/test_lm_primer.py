@@ -176,7 +176,7 @@ def primed_archive(tiny_path, tmp_path):
         (src / f"part{i}.txt").write_bytes(text)
     archive = tmp_path / "primed.lza"
     api.pack([str(src)], str(archive), codec="lm", model=tiny_path, chunk_size=128, window=32, primer=20, match=False,
-             span=0, bias=False)
+             span=0, bias=False, format_version="2.8")
     return src, archive
 
 

@@ -126,9 +126,10 @@ def test_groups_as_streams_end_before_a_chunk_would_pass_its_raw_size_limit():
     codec = streams_codec(4)
     big = C.MAX_CHUNK_RAW // 3
     # chunks 0-3 and 4-5 of the run: groups of 4 at most, the first ending after 3 (its fourth, alone, is no group)
-    assert codec._bias_groups(range(6), range(6), [big] * 6) == [[0, 1, 2], [4, 5]]
-    assert codec._bias_groups(range(6), range(6), [big + 1] * 6) == [[0, 1], [2, 3], [4, 5]]
-    assert group_codec(4)._bias_groups(range(6), range(6), [big + 1] * 6) == [[0, 1, 2, 3], [4, 5]]  # 2.6: no limit
+    assert codec._bias_groups(range(6), range(6), [big] * 6, [0] * 6) == [[0, 1, 2], [4, 5]]
+    assert codec._bias_groups(range(6), range(6), [big + 1] * 6, [0] * 6) == [[0, 1], [2, 3], [4, 5]]
+    # 2.6: no limit
+    assert group_codec(4)._bias_groups(range(6), range(6), [big + 1] * 6, [0] * 6) == [[0, 1, 2, 3], [4, 5]]
 
 
 def test_the_writer_stores_a_group_as_one_chunk_and_places_files_in_it(unsure_path, tmp_path):

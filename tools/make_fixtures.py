@@ -197,6 +197,17 @@ CACHE_TREE = [
     ("cache/a-ledger.txt", "file", ledger(1536, 25, b"\x04"), 0o644),
     ("cache/b-dpkg.log", "file", log_lines(500, 26), 0o644),
 ]
+# UTF-16 text as UTF-8 (format 2.9): prose as UTF-16LE with a byte order mark, a line of accents and a character past
+# U+FFFF (a surrogate pair) inside its second chunk of 512 bytes, in a run of three chunks (one chunk of three streams,
+# each in text form 1); a few words as UTF-16BE in a chunk of its own (form 2); log lines as they are (form 0); all
+# decoded in lockstep, in windows of 160 positions with the span of 40
+UTF16_TREE = [
+    ("utf16", "dir", None, 0o755),
+    ("utf16/a-le.txt", "file", ("\ufeff" + prose(300, 27).decode() + "Naïve café, ĳssel — 🌍 über alles.\n"
+                                + prose(340, 28).decode()).encode("utf-16-le"), 0o644),
+    ("utf16/b-be.txt", "file", few_words(200, 29).decode().encode("utf-16-be"), 0o644),
+    ("utf16/c-dpkg.log", "file", log_lines(300, 30), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -214,7 +225,7 @@ def trees() -> dict[str, list]:
         sampled.append((f"sampled/{name}.bin", "file", text, 0o644))
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
-            "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE,
+            "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE, "utf16": UTF16_TREE,
             "sampled": sampled}
 
 
@@ -239,6 +250,7 @@ ARCHIVES = {
     "v2.6-lm-group-match.lza": ("group-match", "2.6", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.7-lm-streams.lza": ("streams", "2.7", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.8-lm-cache.lza": ("cache", "2.8", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.9-lm-utf16.lza": ("utf16", "2.9", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

@@ -270,9 +270,14 @@ class ArchiveWriter:
     def _line_end(self, file_start: int) -> int:
         """Where a full chunk ends: after its last line break in the final eighth (with line_cuts), but never before
         the file being added starts (earlier files' slices are made, and a file that fits in a chunk stays in one),
-        else at chunk_size."""
-        search_from = max(self._chunk_size - self._line_slack, file_start - self._open_start)
-        return self._open.rfind(b"\n", search_from) + 1 or self._chunk_size
+        else at chunk_size. A break at an even offset in its file followed by a zero byte is UTF-16LE's (0A 00): the
+        cut comes after both, so that chunks of UTF-16 text hold whole characters (SPEC 9.14; UTF-16BE's, 00 0A, ends
+        with the break)."""
+        lead = file_start - self._open_start  # where that file starts in the open chunk (before it where negative)
+        cut = self._open.rfind(b"\n", max(self._chunk_size - self._line_slack, lead)) + 1
+        if not cut:
+            return self._chunk_size
+        return cut + 1 if (cut - lead) % 2 and self._open[cut:cut + 1] == b"\0" else cut
 
     def _refs(self, chunk: int, start: int, end: int) -> tuple[ChunkRef, ...]:
         """The slices of the content bytes [start, end), which start in chunk `chunk`, in it and the chunks after."""

@@ -17,7 +17,8 @@ lm_group_match flag (format 2.6) their match models also guess from all of their
 lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a range coder stream per part (SPEC.md
 9.12): the same decoding, without a chunk header, index row and payload header per part. With the lm_cache flag
 (format 2.8) the adaptive field's bit 2 mixes the bias head's tables with a neural cache (neural.py, SPEC.md 9.13)
-over the chunk's (its bias group's) tokens so far, before the match model.
+over the chunk's (its bias group's) tokens so far, before the match model. With the lm_utf16 flag (format 2.9) the
+text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text (text.py, SPEC.md 9.14).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import JOINED, Codec, CodecError, Joined, ReadChunk
 from .neural import KnownKeys, NeuralCache
+from .text import BYTES, ENCODINGS, chunk_bytes, coded_form, utf8_limit
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -58,6 +60,7 @@ SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 ADAPTIVE_MATCH, ADAPTIVE_BIAS, ADAPTIVE_CACHE = 1, 2, 4  # the adaptive field's bits (SPEC.md 9.6)
+TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14)
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
@@ -112,6 +115,7 @@ class Payload:
     count: int  # tokens (of all its streams)
     data: bytes  # the range coder's bytes (of all its streams)
     streams: tuple[tuple[int, bytes], ...] = ()  # a bias group in one chunk (format 2.7): each stream's tokens and bytes
+    text: int = BYTES  # what its tokens make (format 2.9): the chunk's bytes, or the UTF-8 form of its UTF-16 text
 
     def group(self) -> tuple[int, ...]:
         """The chunks of its bias group; none without one."""
@@ -140,13 +144,14 @@ class Stream:
     escaped: dict[int, int] = field(default_factory=dict)
     produced: int = 0
     error: CodecError | None = None
+    text: int = BYTES  # what its tokens make (its payload's text field)
 
     def copy(self) -> Stream:
         assert not self.mates, "a stream of a bias group is decoded with its group"
         return Stream(self.decoder.copy(), self.count, self.limit, self.match.copy() if self.match else None,
                       None if self.bias is None else self.bias.clone(), self.cache and self.cache.copy(), self.chunk,
                       tokens=list(self.tokens),
-                      escaped=dict(self.escaped), produced=self.produced, error=self.error)
+                      escaped=dict(self.escaped), produced=self.produced, error=self.error, text=self.text)
 
     def needs(self) -> bool:
         """Whether its own bytes want more tokens."""
@@ -190,6 +195,8 @@ class LmCodec(Codec):
     cache_field: bool = False  # the adaptive field's bit 2 allowed, the neural cache (the lm_cache flag, 2.8; only with
     # bias_field); when coding, chunks and groups with the bias head then take it where that makes them smaller
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
+    utf16_field: bool = False  # payloads carry the text field (the lm_utf16 flag, 2.9); when coding, chunks of UTF-16
+    # text are then coded as their UTF-8 form where that is shorter
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
@@ -265,7 +272,9 @@ class LmCodec(Codec):
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
                      runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
-        encoded = [self.encoder.encode(bytes(c)) for c in chunks]
+        forms = [coded_form(bytes(c)) if self.utf16_field else (BYTES, bytes(c)) for c in chunks]
+        encoded = [self.encoder.encode(coded) for _, coded in forms]
+        texts = [text for text, _ in forms]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
         payloads: list[bytes | Joined | None] = [None] * len(chunks)
         if self.primer is not None and first_chunk <= self.primer.chunk:
@@ -277,30 +286,32 @@ class LmCodec(Codec):
             for i, item in enumerate(accepted):
                 if item is not None:
                     candidate = Primer(first_chunk + i, tuple(item[0][:size]))
-                    payloads[i] = self._encode([item], [candidate.chunk], candidate)[0]
+                    payloads[i] = self._encode([item], [candidate.chunk], [texts[i]], candidate)[0]
                     if len(payloads[i]) <= len(chunks[i]):
                         self.primer = candidate
                         break
         rest = [i for i, item in enumerate(accepted) if item is not None and payloads[i] is None]
         grouping = self.bias_group > 1 and self.primer_tokens == 0 and runs is not None
-        groups = self._bias_groups(rest, runs, [len(c) for c in chunks]) if grouping else []
-        coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], self.primer,
+        groups = self._bias_groups(rest, runs, [len(c) for c in chunks], texts) if grouping else []
+        coded = self._encode([accepted[i] for i in rest], [first_chunk + i for i in rest], [texts[i] for i in rest],
+                             self.primer,
                              [[rest.index(i) for i in group] for group in groups], [len(chunks[i]) for i in rest])
         for i, payload in zip(rest, coded):
             payloads[i] = payload
         return payloads
 
-    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    def _bias_groups(self, coded: Sequence[int], runs: Sequence[int], sizes: Sequence[int],
+                     texts: Sequence[int]) -> list[list[int]]:
         """The chunks to code (indices in the batch) that share a bias head: where a file goes on from chunk to chunk,
         the run's chunks in groups of self.bias_group from its first (whatever the batch: ArchiveWriter and RayCodec
         cut batches between groups), less the chunks this codec declines. Never chunks of files that each fit in one:
         reading a small file decodes its chunk alone, as before. As streams of one chunk (format 2.7) a group also
-        ends before its bytes would pass a chunk's most."""
+        ends before its bytes would pass a chunk's most, and where the text form changes (one field holds a chunk's)."""
         groups: list[list[int]] = []
         keys: list[tuple[int, int]] = []
         held = 0
         for i in coded:
-            key = (i - runs[i], runs[i] // self.bias_group)
+            key = (i - runs[i], runs[i] // self.bias_group, texts[i])
             room = not self.streams_field or held + sizes[i] <= MAX_CHUNK_RAW
             if groups and keys[-1] == key and groups[-1][-1] == i - 1 and room:
                 held += sizes[i]
@@ -311,11 +322,12 @@ class LmCodec(Codec):
                 held = sizes[i]
         return [group for group in groups if len(group) > 1]
 
-    def _encode(self, items: Sequence[tuple[list[int], dict[int, int]]], indices: Sequence[int],
+    def _encode(self, items: Sequence[tuple[list[int], dict[int, int]]], indices: Sequence[int], texts: Sequence[int],
                 primer: Primer | None, groups: Sequence[Sequence[int]] = (),
                 sizes: Sequence[int] = ()) -> list[bytes | Joined]:
-        """Payloads of tokenized chunks at these archive indices: chunks after the primer's start every window from it;
-        the primer's own chunk codes its first P tokens in a window of their own, then the rest as the others do.
+        """Payloads of tokenized chunks at these archive indices (texts: what their tokens make, SPEC.md 9.14): chunks
+        after the primer's start every window from it; the primer's own chunk codes its first P tokens in a window of
+        their own, then the rest as the others do.
         groups: chunks (indices in items, consecutive in the archive; their plaintexts' sizes: sizes) that share a bias
         head where that makes them smaller together than each would be without one, stored where smaller (with
         streams_field: the first one's payload holds them all, the others are JOINED to it)."""
@@ -356,9 +368,9 @@ class LmCodec(Codec):
         grouped = {i for group in groups for i in group}
         plain, biased, cached = self._tables([tokens for tokens, _ in items], outputs, guessed, row_of, group_guessed)
 
-        def fields(index: int, adaptive: int, group_field: bytes) -> bytes:
+        def fields(index: int, adaptive: int, group_field: bytes, text: int) -> bytes:
             """A payload's fields before its token counts (SPEC.md 9.6): model, W, O, and the primer, adaptive, bias
-            group (group_field) and span fields where the header's flags have them."""
+            group (group_field), span and text fields where the header's flags have them."""
             header = varint(self.model_index) + varint(self.window) + varint(self.overlap)
             if self.primer_field:
                 named = primer is not None and index >= primer.chunk
@@ -367,7 +379,8 @@ class LmCodec(Codec):
                 header += varint(adaptive)
             if self.group_field and adaptive & ADAPTIVE_BIAS:
                 header += group_field
-            return header + (varint(self.span) if self.span_field else b"")
+            header += varint(self.span) if self.span_field else b""
+            return header + (varint(text) if self.utf16_field else b"")
 
         def payload(i: int, group: Sequence[int] | None = None) -> bytes:
             """Chunk i's smallest payload: with a head of its own (the adaptive models only where they make the chunk
@@ -388,7 +401,7 @@ class LmCodec(Codec):
                       for value, coded, chunk_guesses in codings]
             adaptive, body = min(bodies, key=lambda coding: len(coding[1]))
             group_field = varint(len(group)) + varint(indices[group[0]]) if group else varint(0)
-            return fields(indices[i], adaptive, group_field) + varint(len(tokens)) + body
+            return fields(indices[i], adaptive, group_field, texts[i]) + varint(len(tokens)) + body
 
         def streams(group: Sequence[int]) -> list[bytes | Joined]:
             """The group as one chunk of streams (format 2.7, SPEC.md 9.12), all with the match model or none, and all
@@ -400,7 +413,7 @@ class LmCodec(Codec):
                                    for i in group])
                        for adaptive in adaptives]
             adaptive, bodies = min(options, key=lambda option: sum(map(len, option[1])))
-            header = fields(indices[group[0]], adaptive, varint(len(group)))
+            header = fields(indices[group[0]], adaptive, varint(len(group)), texts[group[0]])
             header += b"".join(varint(len(items[i][0])) for i in group) + b"".join(map(varint, map(len, bodies[:-1])))
             return [header + b"".join(bodies)] + [JOINED] * (len(group) - 1)
 
@@ -573,7 +586,7 @@ class LmCodec(Codec):
                     primers[key] = exc
                     continue
                 if own is not None:  # _primer checked that it names itself with this primer
-                    stream.count, stream.limit = parsed[own].count, limits[own]
+                    stream.count, stream.limit = parsed[own].count, self._limit(parsed[own], limits[own])
                     streams[own] = stream
         # bias groups: their chunks' streams by key (a batch index; the chunks read for them: len(payloads) + chunk)
         bias_groups: dict[tuple[int, int], list[int] | CodecError] = {}
@@ -594,14 +607,16 @@ class LmCodec(Codec):
             if i in errors:
                 continue
             lockstep = groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), [])
-            if p.streams:  # each stream never needs more than the chunk's first limits[i] bytes
+            # a chunk read for a bias group's sake produces no bytes (its tokens go on as far as its mates need)
+            limit = self._limit(p, limits[i]) if i < len(payloads) else 0
+            if p.streams:  # each stream never needs more than the chunk's first `limit` bytes
                 parts[i] = [(i, part) for part in range(len(p.streams))]
                 for key, (count, data) in zip(parts[i], p.streams):
-                    streams[key] = self._stream(p, count, limits[i], data)
+                    streams[key] = self._stream(p, count, limit, data)
                     streams[key].part = key[1]
                 lockstep += parts[i]
                 continue
-            streams.setdefault(i, self._stream(p, p.count, limits[i] if i < len(payloads) else 0))
+            streams.setdefault(i, self._stream(p, p.count, limit))
             streams[i].chunk = None if chunks is None else chunks[i] if i < len(payloads) else i - len(payloads)
             lockstep.append(i)
         unit_of: dict = {}  # each bias group's streams (a chunk of streams': its parts), decoded in one lockstep group
@@ -645,8 +660,14 @@ class LmCodec(Codec):
                 continue
             stream = streams.get(i)
             error = errors.get(i) or (self._ended(stream) if stream else None)
-            results.append(error if error else self.encoder.decode(stream.tokens, stream.escaped))
+            results.append(error if error else self._plaintext(stream))
         return results
+
+    @staticmethod
+    def _limit(payload: Payload, limit: int) -> int:
+        """Where its decoding may stop: after `limit` bytes of the chunk, which in a text form are that many of
+        UTF-16 converted from the UTF-8 its tokens make."""
+        return limit if payload.text == BYTES else utf8_limit(limit)
 
     @staticmethod
     def _ended(stream: Stream) -> CodecError | None:
@@ -666,10 +687,23 @@ class LmCodec(Codec):
             error = self._ended(part)
             if error is not None:
                 return CodecError(f"lm: stream {part.part} of the chunk: {str(error).removeprefix('lm: ')}")
-            out.append(self.encoder.decode(part.tokens, part.escaped))
+            data = self._plaintext(part)
+            if isinstance(data, CodecError):
+                return CodecError(f"lm: stream {part.part} of the chunk: {str(data).removeprefix('lm: ')}")
+            out.append(data)
             if len(part.tokens) < part.count:
                 break
         return b"".join(out)
+
+    def _plaintext(self, stream: Stream) -> bytes | CodecError:
+        """The bytes a decoded stream makes: its tokens' and escaped bytes, or with a text form, the UTF-16 text of
+        which they are the UTF-8 form (SPEC.md 9.14; where it stopped at its limit, of the characters they complete)."""
+        coded = self.encoder.decode(stream.tokens, stream.escaped)
+        try:
+            return chunk_bytes(stream.text, coded, final=len(stream.tokens) == stream.count)
+        except UnicodeDecodeError as exc:
+            return CodecError(f"lm: the tokens make no UTF-8 text (text form {stream.text}): {exc.reason} at byte "
+                              f"{exc.start}")
 
     def _primer(self, chunk: int, size: int, source: Payload | None, read_chunk: ReadChunk | None) -> tuple[list[int], Stream]:
         """The first `size` tokens of the primer's chunk (whose payload names itself with the same count), decoded in
@@ -741,7 +775,8 @@ class LmCodec(Codec):
         vocab = self.model.config.vocab_size
         bias = torch.zeros(vocab, dtype=torch.int64, device=self.engine.device) if payload.bias else None
         cache = NeuralCache(self.model.config.hidden, self.engine.device) if payload.cache else None
-        return Stream(RangeDecoder(payload.data if data is None else data), count, limit, match, bias, cache)
+        return Stream(RangeDecoder(payload.data if data is None else data), count, limit, match, bias, cache,
+                      text=payload.text)
 
     def dependencies(self, payload: bytes) -> tuple[int, ...]:
         """The primer's chunk, or the chunks of the bias group (itself among them)."""
@@ -792,6 +827,11 @@ class LmCodec(Codec):
         span = 0
         if self.span_field:
             span, pos = _read_varint(payload, pos)
+        text = BYTES
+        if self.utf16_field:
+            text, pos = _read_varint(payload, pos)
+            if text not in TEXT_FORMS:
+                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE)")
         streams: tuple[tuple[int, bytes], ...] = ()
         if self.streams_field and group_size:  # the group's streams: their token counts, then all lengths but the last
             counts, lengths = [], []
@@ -824,7 +864,7 @@ class LmCodec(Codec):
             raise CodecError("lm: the chunk names both a primer and a bias group")
         return Payload(window, overlap, primer_chunk, primer_size, bool(adaptive & ADAPTIVE_MATCH),
                        bool(adaptive & ADAPTIVE_BIAS), bool(adaptive & ADAPTIVE_CACHE), group_first, group_size, span, count,
-                       payload[pos:], streams)
+                       payload[pos:], streams, text)
 
     def _decode_group(self, prefix: Prefix, window: int, overlap: int, span: int, streams: Sequence[Stream]) -> None:
         """Lockstep decoding of chunks after the same prefix: every stream advances one token per step; window

@@ -202,7 +202,8 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     for flags, code in ((C.INCOMPAT_LM_PRIMER, 0), (C.INCOMPAT_LM_MATCH, 0), (C.INCOMPAT_LM_SPAN, 0), (bias, 0),
                         (bias | C.INCOMPAT_LM_BIAS_GROUP, 0), (C.INCOMPAT_LM_GROUP_MATCH, 0), (C.INCOMPAT_LM_STREAMS, 0),
                         (bias | C.INCOMPAT_LM_CACHE, 0), (C.INCOMPAT_LM_BIAS_GROUP, EXIT_INTEGRITY),
-                        (C.INCOMPAT_LM_CACHE, EXIT_INTEGRITY), (256, EXIT_UNSUPPORTED), (1 << 31, EXIT_UNSUPPORTED)):
+                        (C.INCOMPAT_LM_CACHE, EXIT_INTEGRITY), (C.INCOMPAT_LM_UTF16, 0), (512, EXIT_UNSUPPORTED),
+                        (1 << 31, EXIT_UNSUPPORTED)):
         flagged.write_bytes(craft2([], header=header_with(pack([[]]), major=2, minor=3, incompat=flags)))
         result = run_cli("list", str(flagged))
         said = {0: "", EXIT_UNSUPPORTED: "incompatible features", EXIT_INTEGRITY: "without lm_bias (SPEC 4)"}[code]

@@ -1,0 +1,206 @@
+"""UTF-16 text coded as its UTF-8 form (format 2.9, SPEC.md 9.14): which chunks the writer converts, round trips of
+every form alone, in batches, in lockstep, with limits and as a bias group's streams, payloads whose tokens make no
+UTF-8 or the wrong text, the line cuts that keep UTF-16 chunks whole, and the CLI's formats."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lzarchive import api
+from lzarchive.archive.writer import ArchiveWriter
+from lzarchive.codecs import CodecError, StoreCodec
+from lzarchive.codecs.base import JOINED
+from lzarchive.codecs.lm import LmCodec
+from lzarchive.codecs.text import BYTES, UTF16BE, UTF16LE, chunk_bytes, coded_form, utf8_limit
+from lzarchive.format import constants as C
+from lzarchive.errors import EXIT_INTEGRITY
+from lzarchive.format.wire import read_varint, varint
+
+from .conftest import pack_each_way, round_trips_every_way, run_cli
+from .tiny import tiny_model, unsure_model
+
+pytestmark = pytest.mark.usefixtures("private_model_cache")
+
+ENCODINGS = {UTF16LE: "utf-16-le", UTF16BE: "utf-16-be"}
+# text the tiny models' tables know (their tokens are bytes and a few English pieces), with what UTF-16 adds
+SAMPLE = "the thing\n" + "naïve café — ünïcødé 🌍\r\n" + "the ending thing\n" * 3
+texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
+
+
+def utf16_codec(model=None, **options) -> LmCodec:
+    """The codec with the text field alone: a payload is model, W, O, text, N, then the range coder's bytes."""
+    return LmCodec(model or tiny_model(), window=32, overlap=8, utf16_field=True, **options)
+
+
+def text_field(payload: bytes) -> int:
+    return read_varint(payload, 3)[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=texts, form=st.sampled_from(list(ENCODINGS)))
+def test_utf16_text_whose_utf8_is_shorter_is_converted_and_converts_back(text, form):
+    chunk = text.encode(ENCODINGS[form])
+    chosen, coded = coded_form(chunk)
+    assert chunk_bytes(chosen, coded) == chunk
+    if len(text.encode()) < len(chunk):  # little-endian is tried first: a chunk shorter read both ways takes form 1
+        assert chosen == form or chosen == UTF16LE
+    if chosen == form:
+        assert coded == text.encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=80) | st.text(max_size=60).map(str.encode))
+def test_bytes_that_are_not_shorter_utf16_stay_bytes(data):
+    """ASCII and UTF-8 text read as UTF-16 make three UTF-8 bytes per two bytes; odd lengths and unpaired surrogates
+    are no UTF-16 text."""
+    chosen, coded = coded_form(data)
+    assert chunk_bytes(chosen, coded) == data
+    if chosen == BYTES:
+        assert coded == data
+    if data.isascii() or len(data) % 2:
+        assert chosen == BYTES
+    for lone in (b"\x00\xd8a\x00", b"a\x00\x00\xdc", b"\xd8\x00\x00a"):
+        assert coded_form(data[: len(data) & ~1] + lone)[0] == BYTES or len(data) % 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=texts, form=st.sampled_from(list(ENCODINGS)), data=st.data())
+def test_the_utf8_a_limit_asks_for_holds_the_limits_bytes_of_utf16(text, form, data):
+    chunk, utf8 = text.encode(ENCODINGS[form]), text.encode()
+    limit = data.draw(st.integers(1, len(chunk)), label="limit")
+    for cut in range(min(len(utf8), utf8_limit(limit)), len(utf8) + 1):  # a stop at the limit or after it
+        prefix = chunk_bytes(form, utf8[:cut], final=cut == len(utf8))
+        assert chunk.startswith(prefix) and len(prefix) >= min(limit, len(chunk))
+
+
+@pytest.mark.parametrize("ill_formed", [b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80", b"caf\xc3", b"\xff"])
+def test_a_text_form_refuses_bytes_that_are_not_well_formed_utf8(ill_formed):
+    for form in ENCODINGS:
+        with pytest.raises(UnicodeDecodeError):
+            chunk_bytes(form, b"ok " + ill_formed)
+    assert chunk_bytes(BYTES, ill_formed) == ill_formed
+
+
+@settings(max_examples=20, deadline=None)
+@given(chunks=st.lists(st.tuples(texts, st.sampled_from([*ENCODINGS, BYTES])).map(
+    lambda t: t[0].encode(ENCODINGS.get(t[1], "utf-8"))).filter(lambda c: not {0, 255} & set(coded_form(c)[1])),
+    min_size=1, max_size=4), data=st.data())
+def test_every_form_round_trips_alone_in_batches_in_lockstep_and_with_limits(chunks, data):
+    """(Without bytes 0 and 255 in what the tokens make: the tiny model has no token for them, and the codec declines
+    chunks of many escapes.)"""
+    payloads = round_trips_every_way(utf16_codec, chunks, data)
+    assert [text_field(p) for p in payloads] == [coded_form(c)[0] for c in chunks]
+
+
+def test_utf16_chunks_code_as_their_utf8_form_does():
+    """The same text costs the same bytes in either UTF-16 as in UTF-8 (only the text field differs); coded as they
+    are, its UTF-16 bytes are half zeros, which the tiny model has no token for: too many escapes, the codec
+    declines."""
+    text = SAMPLE * 2
+    [plain] = utf16_codec().encode_batch([text.encode()])
+    coded = {form: utf16_codec().encode_batch([text.encode(name)])[0] for form, name in ENCODINGS.items()}
+    for form, payload in coded.items():
+        assert text_field(payload) == form and payload[4:] == plain[4:] and text_field(plain) == BYTES
+    assert LmCodec(tiny_model(), window=32, overlap=8).encode_batch([text.encode("utf-16-le")]) == [None]
+
+
+def test_a_bias_groups_streams_each_convert_and_a_run_splits_where_the_form_changes():
+    """A UTF-16LE file in three chunks, then UTF-8 in the same run: one chunk of the three streams in form 1 (each
+    converted on its own), the rest apart; read whole, from any stream and with limits."""
+    codec = LmCodec(unsure_model(), window=32, overlap=8, match_field=True, bias_field=True, group_field=True,
+                    bias_group=4, group_match=True, streams_field=True, utf16_field=True)
+    text = (SAMPLE * 3).encode("utf-16-le")
+    chunks = [text[:100], text[100:200], text[200:300], SAMPLE.encode()[:90]]
+    payloads = codec.encode_batch(chunks, 0, [0, 1, 2, 3])
+    parsed = [codec._parse(p, None) for p in payloads[:1]]
+    assert parsed[0].text == UTF16LE and len(parsed[0].streams) == 3 and payloads[1:3] == [JOINED] * 2
+    assert codec._parse(payloads[3], None).text == BYTES
+    whole = b"".join(chunks[:3])
+    assert codec.decode_batch([payloads[0], payloads[3]], [300, 90], None, [0, 3]) == [whole, chunks[3]]
+    for limit in (1, 150, 299):
+        [prefix] = codec.decode_batch([payloads[0]], [300], [limit], [0])
+        assert len(prefix) >= limit and whole.startswith(prefix)
+
+
+def test_a_payload_whose_tokens_make_no_utf8_or_another_length_is_refused():
+    """A form 0 payload of bytes that are not UTF-8 relabelled form 1 fails as damage naming the byte; one of ASCII
+    relabelled gives twice the bytes, which the chunk's size and check refuse; a form past 2 is refused at once."""
+    codec = utf16_codec()
+    [bad] = codec.encode_batch([b"the caf\xc3 the thing"])
+    [ascii_text] = codec.encode_batch([b"the thing the thing"])
+    assert text_field(bad) == text_field(ascii_text) == BYTES
+    relabel = lambda payload, form: payload[:3] + bytes([form]) + payload[4:]  # noqa: E731
+    [refused] = codec.decode_batch([relabel(bad, UTF16LE)], [20])
+    assert isinstance(refused, CodecError) and "no UTF-8 text (text form 1)" in str(refused)
+    assert "at byte 7" in str(refused)
+    [doubled] = codec.decode_batch([relabel(ascii_text, UTF16BE)], [19])
+    assert doubled == "the thing the thing".encode("utf-16-be")  # 38 bytes for a chunk of 19: the archive refuses it
+    [unknown] = codec.decode_batch([relabel(ascii_text, 3)], [19])
+    assert isinstance(unknown, CodecError) and "text form 3 (0: bytes, 1: UTF-16LE, 2: UTF-16BE)" in str(unknown)
+
+
+def test_an_archive_whose_chunk_converts_to_other_bytes_is_damaged(unsure_path, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_bytes(SAMPLE.encode("utf-16-le"))
+    archive = tmp_path / "a.lza"
+    api.pack([str(source)], str(archive), codec="lm", model=str(unsure_path), chunk_size=4096)
+    data = archive.read_bytes()
+    with api.open_archive(str(archive)) as reader:
+        assert [chunk.codec for chunk in reader.index.chunks] == [C.CodecId.LM]
+        payload = reader.read_stored(0)[1]
+        parsed = reader.codec(C.CodecId.LM)._parse(payload, None)
+    field = len(payload) - len(parsed.data) - len(varint(parsed.count)) - 1  # the text field, then N
+    assert parsed.text == UTF16LE and payload[field] == UTF16LE
+    at = data.index(payload) + field
+    archive.write_bytes(data[:at] + bytes([UTF16BE]) + data[at + 1:])  # the payload's own check is not a plaintext's
+    result = run_cli("verify", str(archive), "--full")
+    assert result.exit_code == EXIT_INTEGRITY and "a.txt" in result.stderr
+
+
+def test_line_cuts_keep_every_chunk_of_utf16_text_whole(tmp_path):
+    """With line cuts, a UTF-16LE file after a file of odd length, and a UTF-16BE one: every chunk of theirs starts at
+    an even offset of its file and reads as UTF-16 (the chunk that opens with the odd file's bytes excepted)."""
+    lines = "".join(f"line {i}: naïve café\n" for i in range(300))
+    files = {"a-odd.txt": b"odd" * 7, "b-le.txt": lines.encode("utf-16-le"), "c-be.txt": lines.encode("utf-16-be")}
+    with open(tmp_path / "t.lza", "wb") as out:
+        writer = ArchiveWriter(out, [StoreCodec()], chunk_size=1024, line_cuts=True)
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+            with open(tmp_path / name, "rb") as stream:
+                writer.add_file(name, stream, mode=0o644, mtime_ns=0, size=len(data))
+        writer.finish()
+    with api.open_archive(str(tmp_path / "t.lza")) as reader:
+        entries = {e.path: e for e in reader.entries}
+    for name, encoding, line_end in (("b-le.txt", "utf-16-le", b"\n\0"), ("c-be.txt", "utf-16-be", b"\0\n")):
+        refs, offset = entries[name].chunks, 0
+        assert len(refs) > 5 and (name != "b-le.txt" or refs[0].offset == 21)  # after a-odd.txt's 21 bytes
+        for ref in refs:
+            piece = files[name][offset : offset + ref.length]
+            assert ref.length % 2 == 0 and piece.decode(encoding), (name, offset)
+            assert ref is refs[-1] or piece.endswith(line_end), "a cut after a line, not inside a character"
+            offset += ref.length
+
+
+def test_pack_writes_2_9_by_default_and_2_8_on_request(unsure_path, tmp_path):
+    source = tmp_path / "notes"
+    source.mkdir()
+    (source / "le.txt").write_bytes(("\ufeff" + SAMPLE * 8).encode("utf-16-le"))
+    (source / "be.txt").write_bytes((SAMPLE * 8).encode("utf-16-be"))
+    (source / "plain.txt").write_bytes((SAMPLE * 8).encode())
+    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.8": ["--format", "2.8"]},
+                           "--chunk-size", "2048")
+    assert {name: (minor, flags & C.INCOMPAT_LM_UTF16) for name, (minor, flags, _) in packed.items()} == \
+        {"default": (9, C.INCOMPAT_LM_UTF16), "2.8": (8, 0)}
+    assert packed["default"][2] < 0.8 * packed["2.8"][2]
+    archive = str(tmp_path / "default.lza")
+    with api.open_archive(archive) as reader:
+        codec = reader.codec(C.CodecId.LM)
+        forms = [codec._parse(reader.read_stored(i)[1], None).text for i, chunk in enumerate(reader.index.chunks)
+                 if chunk.codec == C.CodecId.LM]
+    assert sorted(set(forms)) == [BYTES, UTF16LE, UTF16BE]
+    whole = (source / "le.txt").read_bytes()
+    assert run_cli("cat", archive, "notes/le.txt", "--range", "2001:2103").stdout == whole[2001:2103]
+    assert run_cli("verify", archive, "--full", "-q").exit_code == 0
