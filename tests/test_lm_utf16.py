@@ -13,9 +13,9 @@ from lzarchive.archive.writer import ArchiveWriter
 from lzarchive.codecs import CodecError, StoreCodec
 from lzarchive.codecs.base import JOINED
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.codecs.text import BYTES, UTF16BE, UTF16LE, chunk_bytes, coded_form, utf8_limit
-from lzarchive.format import constants as C
+from lzarchive.codecs.text import BYTES, ENCODINGS, UTF16BE, UTF16LE, chunk_bytes, coded_form, utf8_limit
 from lzarchive.errors import EXIT_INTEGRITY
+from lzarchive.format import constants as C
 from lzarchive.format.wire import read_varint, varint
 
 from .conftest import pack_each_way, round_trips_every_way, run_cli
@@ -23,15 +23,14 @@ from .tiny import tiny_model, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
-ENCODINGS = {UTF16LE: "utf-16-le", UTF16BE: "utf-16-be"}
 # text the tiny models' tables know (their tokens are bytes and a few English pieces), with what UTF-16 adds
 SAMPLE = "the thing\n" + "naïve café — ünïcødé 🌍\r\n" + "the ending thing\n" * 3
 texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
 
 
-def utf16_codec(model=None, **options) -> LmCodec:
+def utf16_codec() -> LmCodec:
     """The codec with the text field alone: a payload is model, W, O, text, N, then the range coder's bytes."""
-    return LmCodec(model or tiny_model(), window=32, overlap=8, utf16_field=True, **options)
+    return LmCodec(tiny_model(), window=32, overlap=8, utf16_field=True)
 
 
 def text_field(payload: bytes) -> int:
