@@ -52,16 +52,23 @@ def test_utf16_text_whose_utf8_is_shorter_is_converted_and_converts_back(text, f
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=80) | st.text(max_size=60).map(str.encode))
 def test_bytes_that_are_not_shorter_utf16_stay_bytes(data):
-    """ASCII and UTF-8 text read as UTF-16 make three UTF-8 bytes per two bytes; odd lengths and unpaired surrogates
-    are no UTF-16 text."""
+    """Only a character below U+0080 is shorter in UTF-8 than in UTF-16, and its UTF-16 holds a zero byte: bytes
+    without one (ASCII and UTF-8 text) stay bytes, and so do odd lengths."""
     chosen, coded = coded_form(data)
     assert chunk_bytes(chosen, coded) == data
     if chosen == BYTES:
         assert coded == data
-    if data.isascii() or len(data) % 2:
+    if 0 not in data or len(data) % 2:
         assert chosen == BYTES
-    for lone in (b"\x00\xd8a\x00", b"a\x00\x00\xdc", b"\xd8\x00\x00a"):
-        assert coded_form(data[: len(data) & ~1] + lone)[0] == BYTES or len(data) % 2
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_with_an_unpaired_surrogate_stays_bytes(encoding):
+    text = SAMPLE.encode(encoding)
+    assert coded_form(text)[0] != BYTES
+    for lone in ("\ud800", "\udfff"):
+        chunk = text + lone.encode(encoding, "surrogatepass") + text
+        assert coded_form(chunk) == (BYTES, chunk)
 
 
 @settings(max_examples=200, deadline=None)

@@ -12,8 +12,9 @@ ENCODINGS = {UTF16LE: "utf-16-le", UTF16BE: "utf-16-be"}
 
 def coded_form(chunk: bytes) -> tuple[int, bytes]:
     """The form the reference writer codes a chunk in, and the bytes it tokenizes: UTF-16 (little-endian tried first)
-    without an unpaired surrogate whose UTF-8 form is shorter, as that form; anything else as it is. ASCII read as
-    UTF-16 is never shorter (each pair of bytes a character of 3 bytes in UTF-8), so it stays bytes."""
+    without an unpaired surrogate whose UTF-8 form is shorter, as that form; anything else as it is. Only a character
+    below U+0080 is shorter in UTF-8 than in UTF-16, and its UTF-16 holds a zero byte: bytes without one (ASCII or
+    UTF-8 text) are never shorter read as UTF-16, so they stay bytes."""
     if len(chunk) % 2 == 0:
         for form, encoding in ENCODINGS.items():
             try:
