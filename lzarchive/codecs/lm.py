@@ -684,10 +684,7 @@ class LmCodec(Codec):
         """A chunk of streams' bytes: its streams' in order, up to the first that stopped early at its limit."""
         out = []
         for part in parts:
-            error = self._ended(part)
-            if error is not None:
-                return CodecError(f"lm: stream {part.part} of the chunk: {str(error).removeprefix('lm: ')}")
-            data = self._plaintext(part)
+            data = self._ended(part) or self._plaintext(part)
             if isinstance(data, CodecError):
                 return CodecError(f"lm: stream {part.part} of the chunk: {str(data).removeprefix('lm: ')}")
             out.append(data)
