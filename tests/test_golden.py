@@ -247,11 +247,37 @@ def test_the_utf16_fixture_codes_utf16_text_as_its_utf8_form():
     assert b"".join(api.cat(path, "utf16/b-be.txt", start=3, end=9)) == tree["utf16/b-be.txt"][3:9]
 
 
+@pytest.mark.realmodel
+def test_the_crlf_fixture_codes_cr_lf_line_ends_as_lf():
+    """v2.10-lm-crlf: prose with CR LF line ends and a lone CR in a run of three chunks of 512 bytes (one chunk of three
+    streams, each in text form 4), a few words with CR LF as UTF-16LE (form 5) and log lines with LF (form 0), decoded
+    in lockstep (SPEC 9.14). Byte ranges read alone, from a later stream and across CR LF line ends."""
+    path = os.path.join(FIXTURES, "v2.10-lm-crlf.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (10, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                       | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                       | C.INCOMPAT_LM_GROUP_MATCH
+                                                                       | C.INCOMPAT_LM_STREAMS | C.INCOMPAT_LM_CACHE
+                                                                       | C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF)
+        assert [chunk.raw_size for chunk in reader.index.chunks] == [1347, 406, 300]
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
+    # model, window (two varint bytes), overlap, adaptive (the bias head; with the match model for the log), G where
+    # the bias head is on, the span, the text form
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 4]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 5]),
+                     bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 0])]
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["crlf"])
+    dos = tree["crlf/a-dos.txt"]
+    assert dos.count(b"\r\n") == dos.count(b"\n") > 3 and b"%\rCopying" in dos
+    for start, end in ((0, 1347), (600, 700), (1290, 1347)):
+        assert b"".join(api.cat(path, "crlf/a-dos.txt", start=start, end=end)) == dos[start:end]
+    assert b"".join(api.cat(path, "crlf/b-le.txt", start=3, end=99)) == tree["crlf/b-le.txt"][3:99]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
                  "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
-                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza")])
+                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza", "v2.10-lm-crlf.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

@@ -3,7 +3,7 @@
 
 Packs small trees with the tests' tiny model under each kind of lm chunk the writer makes (a chunk of streams with
 the bias head, the group's match model and the neural cache; chunks after a primer; lone chunks; other windows; UTF-16
-text coded as UTF-8),
+text coded as UTF-8, CR LF line ends coded as LF),
 then rewrites one lm chunk's payload at a time, as a hostile writer would: a varint of its header set to an edge
 value or a neighbour, bytes cut, inserted or flipped, or another chunk's payload in its place; and seals the chunk,
 index and footer checks valid again. Every crafted archive goes through `lza verify`, `lza extract` and `lza cat` of
@@ -49,12 +49,16 @@ EDGE_VALUES = (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256,
 
 def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
     """1-4 files of text the tiny model predicts well (greedy) or about as well as its entropy (sampled), a third of
-    them as UTF-16 (each byte a character: chunks in the text forms of format 2.9)."""
+    them as UTF-16 (each byte a character: chunks in the text forms of format 2.9), and a third in lines that end in
+    CR LF (the forms of 2.10)."""
     model, files = tiny_model(), {}
     for i in range(draw.randint(1, 4)):
         tokens = draw.choice([30, 120, 300, 500])
         text = (greedy_text(model, tokens, seed_token=2 + ord("a") + draw.randint(0, 20))
                 if draw.random() < 0.6 else sampled_text(model, tokens, draw.randint(0, 10**6)))
+        if draw.random() < 1 / 3:
+            text = text.replace(b"\n", b"")
+            text = b"".join(text[at : at + 40] + b"\r\n" for at in range(0, len(text), 40))
         encoding = draw.choice([None, None, None, None, "utf-16-le", "utf-16-be"])
         files[f"f{i}.txt"] = text.decode("latin-1").encode(encoding) if encoding else text
     root.mkdir(parents=True)

@@ -208,6 +208,15 @@ UTF16_TREE = [
     ("utf16/b-be.txt", "file", few_words(200, 29).decode().encode("utf-16-be"), 0o644),
     ("utf16/c-dpkg.log", "file", log_lines(300, 30), 0o644),
 ]
+# CR LF as LF (format 2.10): prose with CR LF line ends and a lone CR (a progress line) in a run of three chunks of 512
+# bytes (one chunk of three streams, each in text form 4), a few words with CR LF as UTF-16LE (form 5) and log lines
+# with LF (form 0), in a chunk each
+CRLF_TREE = [
+    ("crlf", "dir", None, 0o755),
+    ("crlf/a-dos.txt", "file", prose(1300, 31).replace(b"\n", b"\r\n") + b"Copying 10%\rCopying 100%\r\nDone.\r\n", 0o644),
+    ("crlf/b-le.txt", "file", few_words(200, 33).replace(b"\n", b"\r\n").decode().encode("utf-16-le"), 0o644),
+    ("crlf/c-dpkg.log", "file", log_lines(300, 34), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -226,7 +235,7 @@ def trees() -> dict[str, list]:
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
             "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE, "utf16": UTF16_TREE,
-            "sampled": sampled}
+            "crlf": CRLF_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -251,6 +260,7 @@ ARCHIVES = {
     "v2.7-lm-streams.lza": ("streams", "2.7", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.8-lm-cache.lza": ("cache", "2.8", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.9-lm-utf16.lza": ("utf16", "2.9", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.10-lm-crlf.lza": ("crlf", "2.10", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

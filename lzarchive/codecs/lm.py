@@ -18,7 +18,8 @@ lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a ran
 9.12): the same decoding, without a chunk header, index row and payload header per part. With the lm_cache flag
 (format 2.8) the adaptive field's bit 2 mixes the bias head's tables with a neural cache (neural.py, SPEC.md 9.13)
 over the chunk's (its bias group's) tokens so far, before the match model. With the lm_utf16 flag (format 2.9) the
-text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text (text.py, SPEC.md 9.14).
+text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text, and with the lm_crlf
+flag (2.10) whether each LF of that stands for CR LF (text.py, SPEC.md 9.14).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import JOINED, Codec, CodecError, Joined, ReadChunk
 from .neural import KnownKeys, NeuralCache
-from .text import BYTES, ENCODINGS, chunk_bytes, coded_form, utf8_limit
+from .text import BYTES, CRLF, ENCODINGS, chunk_bytes, coded_form, coded_limit
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -60,7 +61,7 @@ SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 ADAPTIVE_MATCH, ADAPTIVE_BIAS, ADAPTIVE_CACHE = 1, 2, 4  # the adaptive field's bits (SPEC.md 9.6)
-TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14)
+TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14), each also with CRLF where allowed
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
@@ -115,7 +116,8 @@ class Payload:
     count: int  # tokens (of all its streams)
     data: bytes  # the range coder's bytes (of all its streams)
     streams: tuple[tuple[int, bytes], ...] = ()  # a bias group in one chunk (format 2.7): each stream's tokens and bytes
-    text: int = BYTES  # what its tokens make (format 2.9): the chunk's bytes, or the UTF-8 form of its UTF-16 text
+    text: int = BYTES  # what its tokens make (format 2.9): the chunk's bytes, or the UTF-8 form of its UTF-16 text;
+    # with the CRLF bit (2.10), each LF of those standing for CR LF
 
     def group(self) -> tuple[int, ...]:
         """The chunks of its bias group; none without one."""
@@ -197,6 +199,8 @@ class LmCodec(Codec):
     span_field: bool = False  # payloads carry the span field (the header's lm_span flag, format 2.3)
     utf16_field: bool = False  # payloads carry the text field (the lm_utf16 flag, 2.9); when coding, chunks of UTF-16
     # text are then coded as their UTF-8 form where that is shorter
+    crlf_field: bool = False  # the text field's CRLF bit allowed (the lm_crlf flag, 2.10; only with utf16_field); when
+    # coding, text whose line breaks are all CR LF is then coded with LF
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
@@ -231,6 +235,8 @@ class LmCodec(Codec):
                              f"format 2.5 payloads)")
         if self.cache_field and not self.bias_field:
             raise ValueError("the lm neural cache needs format 2.4's bias head")
+        if self.crlf_field and not self.utf16_field:
+            raise ValueError("lm CR LF forms need format 2.9's text field")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -272,7 +278,7 @@ class LmCodec(Codec):
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
                      runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
-        forms = [coded_form(bytes(c)) if self.utf16_field else (BYTES, bytes(c)) for c in chunks]
+        forms = [coded_form(bytes(c), self.crlf_field) if self.utf16_field else (BYTES, bytes(c)) for c in chunks]
         encoded = [self.encoder.encode(coded) for _, coded in forms]
         texts = [text for text, _ in forms]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
@@ -586,7 +592,7 @@ class LmCodec(Codec):
                     primers[key] = exc
                     continue
                 if own is not None:  # _primer checked that it names itself with this primer
-                    stream.count, stream.limit = parsed[own].count, self._limit(parsed[own], limits[own])
+                    stream.count, stream.limit = parsed[own].count, coded_limit(parsed[own].text, limits[own])
                     streams[own] = stream
         # bias groups: their chunks' streams by key (a batch index; the chunks read for them: len(payloads) + chunk)
         bias_groups: dict[tuple[int, int], list[int] | CodecError] = {}
@@ -608,7 +614,7 @@ class LmCodec(Codec):
                 continue
             lockstep = groups.setdefault((p.window, p.overlap, p.span, p.primer_chunk, p.primer_size), [])
             # a chunk read for a bias group's sake produces no bytes (its tokens go on as far as its mates need)
-            limit = self._limit(p, limits[i]) if i < len(payloads) else 0
+            limit = coded_limit(p.text, limits[i]) if i < len(payloads) else 0
             if p.streams:  # each stream never needs more than the chunk's first `limit` bytes
                 parts[i] = [(i, part) for part in range(len(p.streams))]
                 for key, (count, data) in zip(parts[i], p.streams):
@@ -664,12 +670,6 @@ class LmCodec(Codec):
         return results
 
     @staticmethod
-    def _limit(payload: Payload, limit: int) -> int:
-        """Where its decoding may stop: after `limit` bytes of the chunk, which in a text form are that many of
-        UTF-16 converted from the UTF-8 its tokens make."""
-        return limit if payload.text == BYTES else utf8_limit(limit)
-
-    @staticmethod
     def _ended(stream: Stream) -> CodecError | None:
         """Its error, where decoding it failed, or where it is complete and its range coder's stream does not end
         where it should."""
@@ -693,8 +693,9 @@ class LmCodec(Codec):
         return b"".join(out)
 
     def _plaintext(self, stream: Stream) -> bytes | CodecError:
-        """The bytes a decoded stream makes: its tokens' and escaped bytes, or with a text form, the UTF-16 text of
-        which they are the UTF-8 form (SPEC.md 9.14; where it stopped at its limit, of the characters they complete)."""
+        """The bytes a decoded stream makes: its tokens' and escaped bytes, or with a text form, those with CR LF for
+        LF, or the UTF-16 text of which they are the UTF-8 form (SPEC.md 9.14; where it stopped at its limit, of the
+        characters they complete)."""
         coded = self.encoder.decode(stream.tokens, stream.escaped)
         try:
             return chunk_bytes(stream.text, coded, final=len(stream.tokens) == stream.count)
@@ -827,8 +828,9 @@ class LmCodec(Codec):
         text = BYTES
         if self.utf16_field:
             text, pos = _read_varint(payload, pos)
-            if text not in TEXT_FORMS:
-                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE)")
+            if text & ~(CRLF if self.crlf_field else 0) not in TEXT_FORMS:
+                crlf = ", each + 4 with CR LF as LF" if self.crlf_field else ""
+                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE{crlf})")
         streams: tuple[tuple[int, bytes], ...] = ()
         if self.streams_field and group_size:  # the group's streams: their token counts, then all lengths but the last
             counts, lengths = [], []

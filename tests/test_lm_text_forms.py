@@ -1,6 +1,7 @@
-"""UTF-16 text coded as its UTF-8 form (format 2.9, SPEC.md 9.14): which chunks the writer converts, round trips of
-every form alone, in batches, in lockstep, with limits and as a bias group's streams, payloads whose tokens make no
-UTF-8 or the wrong text, the line cuts that keep UTF-16 chunks whole, and the CLI's formats."""
+"""The text forms of lm chunks (SPEC.md 9.14): UTF-16 text coded as its UTF-8 form (format 2.9) and CR LF line ends
+as LF (2.10). Which chunks the writer converts, round trips of every form alone, in batches, in lockstep, with limits
+and as a bias group's streams, payloads whose tokens make no UTF-8 or the wrong text, the header's flags, the line
+cuts that keep UTF-16 chunks whole, and the CLI's formats."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from lzarchive.archive.writer import ArchiveWriter
 from lzarchive.codecs import CodecError, StoreCodec
 from lzarchive.codecs.base import JOINED
 from lzarchive.codecs.lm import LmCodec
-from lzarchive.codecs.text import BYTES, ENCODINGS, UTF16BE, UTF16LE, chunk_bytes, coded_form, utf8_limit
-from lzarchive.errors import EXIT_INTEGRITY
+from lzarchive.codecs.text import BYTES, CRLF, ENCODINGS, UTF16BE, UTF16LE, chunk_bytes, coded_form, coded_limit
+from lzarchive.errors import EXIT_INTEGRITY, ChunkCorrupt, CorruptArchive
 from lzarchive.format import constants as C
+from lzarchive.format.records import Header
 from lzarchive.format.wire import read_varint, varint
 
-from .conftest import pack_each_way, round_trips_every_way, run_cli
-from .tiny import tiny_model, unsure_model
+from .adversarial.craft import craft2
+from .conftest import entries_and_chunks, pack_each_way, round_trips_every_way, run_cli
+from .tiny import greedy_text, tiny_model, unsure_model
 
 pytestmark = pytest.mark.usefixtures("private_model_cache")
 
@@ -28,9 +31,14 @@ SAMPLE = "the thing\n" + "naïve café — ünïcødé 🌍\r\n" + "the ending t
 texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=60)
 
 
-def utf16_codec() -> LmCodec:
-    """The codec with the text field alone: a payload is model, W, O, text, N, then the range coder's bytes."""
-    return LmCodec(tiny_model(), window=32, overlap=8, utf16_field=True)
+def utf16_codec(crlf: bool = False) -> LmCodec:
+    """The codec with the text field alone (and its CRLF bit): a payload is model, W, O, text, N, then the range
+    coder's bytes."""
+    return LmCodec(tiny_model(), window=32, overlap=8, utf16_field=True, crlf_field=crlf)
+
+
+def crlf_codec() -> LmCodec:
+    return utf16_codec(crlf=True)
 
 
 def text_field(payload: bytes) -> int:
@@ -76,7 +84,7 @@ def test_utf16_text_with_an_unpaired_surrogate_stays_bytes(encoding):
 def test_the_utf8_a_limit_asks_for_holds_the_limits_bytes_of_utf16(text, form, data):
     chunk, utf8 = text.encode(ENCODINGS[form]), text.encode()
     limit = data.draw(st.integers(1, len(chunk)), label="limit")
-    for cut in range(min(len(utf8), utf8_limit(limit)), len(utf8) + 1):  # a stop at the limit or after it
+    for cut in range(min(len(utf8), coded_limit(form, limit)), len(utf8) + 1):  # a stop at the limit or after it
         prefix = chunk_bytes(form, utf8[:cut], final=cut == len(utf8))
         assert chunk.startswith(prefix) and len(prefix) >= min(limit, len(chunk))
 
@@ -190,7 +198,7 @@ def test_line_cuts_keep_every_chunk_of_utf16_text_whole(tmp_path):
             offset += ref.length
 
 
-def test_pack_writes_2_9_by_default_and_2_8_on_request(unsure_path, tmp_path):
+def test_pack_writes_utf16_forms_by_default_and_not_at_2_8(unsure_path, tmp_path):
     source = tmp_path / "notes"
     source.mkdir()
     (source / "le.txt").write_bytes(("\ufeff" + SAMPLE * 8).encode("utf-16-le"))
@@ -199,7 +207,7 @@ def test_pack_writes_2_9_by_default_and_2_8_on_request(unsure_path, tmp_path):
     packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.8": ["--format", "2.8"]},
                            "--chunk-size", "2048")
     assert {name: (minor, flags & C.INCOMPAT_LM_UTF16) for name, (minor, flags, _) in packed.items()} == \
-        {"default": (9, C.INCOMPAT_LM_UTF16), "2.8": (8, 0)}
+        {"default": (10, C.INCOMPAT_LM_UTF16), "2.8": (8, 0)}
     assert packed["default"][2] < 0.8 * packed["2.8"][2]
     archive = str(tmp_path / "default.lza")
     with api.open_archive(archive) as reader:
@@ -209,4 +217,122 @@ def test_pack_writes_2_9_by_default_and_2_8_on_request(unsure_path, tmp_path):
     assert sorted(set(forms)) == [BYTES, UTF16LE, UTF16BE]
     whole = (source / "le.txt").read_bytes()
     assert run_cli("cat", archive, "notes/le.txt", "--range", "2001:2103").stdout == whole[2001:2103]
+    assert run_cli("verify", archive, "--full", "-q").exit_code == 0
+
+
+# ------------------------------------------------------------------------------------------------ CR LF as LF (2.10)
+
+# lines of text with every kind of line end, in UTF-8 or either UTF-16
+crlf_lines = st.lists(st.tuples(st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=8),
+                                st.sampled_from(["\r\n", "\r\n", "\n", "\r", "\r\r\n", ""])), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=crlf_lines, encoding=st.sampled_from(["utf-8", *ENCODINGS.values()]))
+def test_text_whose_line_breaks_are_all_cr_lf_is_coded_with_lf_and_converts_back(lines, encoding):
+    chunk = "".join(text + end for text, end in lines).encode(encoding)
+    plain_form, text = coded_form(chunk)
+    form, coded = coded_form(chunk, crlf=True)
+    assert chunk_bytes(form, coded) == chunk and form & ~CRLF == plain_form
+    assert bool(form & CRLF) == (text.count(b"\n") == text.count(b"\r\n") > 0)
+    if form & CRLF:
+        assert coded.count(b"\n") == text.count(b"\n") and len(coded) == len(text) - text.count(b"\n")
+    else:
+        assert coded == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=crlf_lines, form=st.sampled_from([BYTES, *ENCODINGS]), data=st.data())
+def test_what_a_limit_asks_for_holds_the_limits_bytes_with_cr_lf_too(lines, form, data):
+    text = "".join(text + end.replace("\r", "").replace("\n", "\r\n") for text, end in lines) + "\r\n"
+    chunk = text.encode(ENCODINGS.get(form, "utf-8"))
+    coded = text.replace("\r\n", "\n").encode()
+    limit = data.draw(st.integers(1, len(chunk)), label="limit")
+    for cut in range(min(len(coded), coded_limit(form | CRLF, limit)), len(coded) + 1):
+        prefix = chunk_bytes(form | CRLF, coded[:cut], final=cut == len(coded))
+        assert chunk.startswith(prefix) and len(prefix) >= min(limit, len(chunk))
+
+
+@settings(max_examples=20, deadline=None)
+@given(chunks=st.lists(st.tuples(crlf_lines, st.sampled_from([*ENCODINGS, BYTES])).map(
+    lambda t: "".join(a + b for a, b in t[0]).encode(ENCODINGS.get(t[1], "utf-8"))).filter(
+    lambda c: c and not {0, 255} & set(coded_form(c, crlf=True)[1])), min_size=1, max_size=4), data=st.data())
+def test_cr_lf_forms_round_trip_alone_in_batches_in_lockstep_and_with_limits(chunks, data):
+    payloads = round_trips_every_way(crlf_codec, chunks, data)
+    assert [text_field(p) for p in payloads] == [coded_form(c, crlf=True)[0] for c in chunks]
+
+
+def test_cr_lf_text_codes_as_its_lf_form_does_and_needs_the_flag_to_be_read():
+    """Text with CR LF costs what the same text with LF costs (only the text field differs). A payload whose field
+    sets the CRLF bit is damage to a codec without the lm_crlf flag, and so is a bit past it to one with the flag;
+    the codec without the text field cannot take the flag."""
+    text = SAMPLE.replace("\r\n", "\n") * 2
+    [plain] = crlf_codec().encode_batch([text.encode()])
+    for encoding, form in (("utf-8", BYTES), *((name, form) for form, name in ENCODINGS.items())):
+        [payload] = crlf_codec().encode_batch([text.replace("\n", "\r\n").encode(encoding)])
+        assert text_field(payload) == form | CRLF and payload[4:] == plain[4:] and text_field(plain) == BYTES
+    [crlf] = crlf_codec().encode_batch([b"the thing\r\nthe thing\r\n"])
+    assert text_field(crlf) == CRLF and crlf_codec().decode_batch([crlf], [22]) == [b"the thing\r\nthe thing\r\n"]
+    [refused] = utf16_codec().decode_batch([crlf], [22])
+    assert isinstance(refused, CodecError) and "text form 4 (0: bytes, 1: UTF-16LE, 2: UTF-16BE)" in str(refused)
+    [unknown] = crlf_codec().decode_batch([crlf[:3] + bytes([CRLF | 3]) + crlf[4:]], [22])
+    assert isinstance(unknown, CodecError) and "text form 7 (0: bytes, 1: UTF-16LE, 2: UTF-16BE, each + 4 with CR LF " \
+        "as LF)" in str(unknown)
+    with pytest.raises(ValueError, match="need format 2.9's text field"):
+        LmCodec(tiny_model(), window=32, overlap=8, crlf_field=True)
+
+
+@pytest.mark.parametrize("flags", [C.INCOMPAT_LM_CRLF, C.INCOMPAT_LM_UTF16, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF])
+def test_a_header_without_lm_utf16_under_lm_crlf_is_refused_and_either_flag_alone_reads_exactly(flags, tiny_path,
+                                                                                                tmp_path):
+    """A CR LF chunk and a plain one, crafted under each set of the two flags: lm_crlf alone is refused at the header;
+    lm_utf16 alone reads the plain chunk and refuses the other as damage; both read both."""
+    from lzarchive.engine import registry
+
+    registry.import_compiled(tiny_path)
+    text = greedy_text(tiny_model(), 90, seed_token=2 + ord("t"))  # what the tiny model codes in fewer bytes
+    files = {"crlf.txt": text + b"\r\n", "lf.txt": text + b"\n"}
+    payloads = crlf_codec().encode_batch(list(files.values()))
+    assert [text_field(p) for p in payloads] == [CRLF, BYTES]
+    archive = tmp_path / "a.lza"
+    header = Header(models=(crlf_codec().model_ref,), minor=10, incompat_flags=flags).to_wire()
+    archive.write_bytes(craft2(*entries_and_chunks(files, payloads), header=header))
+    if not flags & C.INCOMPAT_LM_UTF16:
+        with pytest.raises(CorruptArchive, match="lm_crlf without lm_utf16"):
+            api.verify(str(archive))
+        return
+    read = {}
+    for name in files:
+        try:
+            read[name] = b"".join(api.cat(str(archive), name))
+        except ChunkCorrupt as exc:
+            assert "text form 4" in str(exc) and name == "crlf.txt"
+    assert read == (files if flags & C.INCOMPAT_LM_CRLF else {"lf.txt": files["lf.txt"]})
+
+
+def test_pack_writes_2_10_by_default_and_2_9_on_request(unsure_path, tmp_path):
+    """At the default chunk size (8 KiB here, its line cuts ending each chunk of CR LF text after a whole line end): a
+    file whose first 10,000 bytes end their lines in CR LF and the rest in LF (its run of two chunks splits where
+    the form changes), CR LF text in UTF-8 and in UTF-16LE, and LF text, each in a chunk of its own."""
+    source = tmp_path / "notes"
+    source.mkdir()
+    lf = SAMPLE.replace("\r\n", "\n") * 50
+    crlf = lf.replace("\n", "\r\n")
+    (source / "a-mixed.txt").write_bytes((crlf * 2 + lf).encode())
+    (source / "dos.txt").write_bytes(crlf.encode())
+    (source / "le.txt").write_bytes(("\ufeff" + crlf[: len(crlf) * 4 // 5]).encode("utf-16-le"))
+    (source / "unix.txt").write_bytes(lf.encode())
+    packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.9": ["--format", "2.9"]})
+    assert {name: (minor, flags & (C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF)) for name, (minor, flags, _) in
+            packed.items()} == {"default": (10, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF), "2.9": (9, C.INCOMPAT_LM_UTF16)}
+    forms = {}
+    for name in packed:
+        with api.open_archive(str(tmp_path / f"{name}.lza")) as reader:
+            codec = reader.codec(C.CodecId.LM)
+            forms[name] = [codec._parse(reader.read_stored(i)[1], None).text for i in range(len(reader.index.chunks))]
+    assert forms == {"default": [CRLF, BYTES, CRLF, UTF16LE | CRLF, BYTES], "2.9": [BYTES, BYTES, UTF16LE, BYTES]}  # 2.9: a-mixed.txt one chunk of two streams
+    archive = str(tmp_path / "default.lza")
+    for name in ("a-mixed.txt", "dos.txt", "le.txt"):
+        whole = (source / name).read_bytes()
+        assert run_cli("cat", archive, f"notes/{name}", "--range", "1001:1203").stdout == whole[1001:1203]
     assert run_cli("verify", archive, "--full", "-q").exit_code == 0
