@@ -147,8 +147,9 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
     grouped |= C.INCOMPAT_LM_STREAMS
     grouped |= C.INCOMPAT_LM_CACHE
-    assert written == {"default": (9, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH | C.INCOMPAT_LM_UTF16),
+    text = C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF
+    assert written == {"default": (10, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH | text),
                        "no-bias": (3, spanned), "2.3": (3, spanned),
-                       "no-match": (9, C.INCOMPAT_LM_SPAN | grouped | C.INCOMPAT_LM_UTF16)}
+                       "no-match": (10, C.INCOMPAT_LM_SPAN | grouped | text)}
     assert packed["default"][2] < 0.8 * packed["no-bias"][2]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

@@ -49,14 +49,15 @@ EDGE_VALUES = (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256,
 
 def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
     """1-4 files of text the tiny model predicts well (greedy) or about as well as its entropy (sampled), a third of
-    them as UTF-16 (each byte a character: chunks in the text forms of format 2.9), and a third in lines that end in
-    CR LF (the forms of 2.10)."""
+    them as UTF-16 (each byte a character: chunks in the text forms of format 2.9), and of the files after the first
+    about a third in lines that end in CR LF (the forms of 2.10)."""
     model, files = tiny_model(), {}
     for i in range(draw.randint(1, 4)):
         tokens = draw.choice([30, 120, 300, 500])
         text = (greedy_text(model, tokens, seed_token=2 + ord("a") + draw.randint(0, 20))
                 if draw.random() < 0.6 else sampled_text(model, tokens, draw.randint(0, 10**6)))
-        if draw.random() < 1 / 3:
+        if i and sum(text) % 3 == 0:  # by the text, not a draw, and never the first file: a seed's tree and mutants
+            # stay those of before 2.10 where it has one file (tests/adversarial/test_lm_hostile.py pins seed 6's)
             text = text.replace(b"\n", b"")
             text = b"".join(text[at : at + 40] + b"\r\n" for at in range(0, len(text), 40))
         encoding = draw.choice([None, None, None, None, "utf-16-le", "utf-16-be"])
