@@ -836,3 +836,23 @@ def test_summaries_count_in_words(tree, tmp_path):
     assert run_cli("extract", str(tmp_path / "s.lza"), "-C", str(tmp_path / "o")).stderr.startswith("extracted 1 entry to ")
     assert run_cli("pack", "--codec", "zstd", str(tree), "-o", str(tmp_path / "e.lza"), "-x", "proj").exit_code == 0
     assert "entries      none\n" in run_cli("info", str(tmp_path / "e.lza")).stdout.decode()
+
+
+@pytest.mark.parametrize("setting", [None, "OMP_WAIT_POLICY=ACTIVE", "GOMP_SPINCOUNT=5", "KMP_BLOCKTIME=0"])
+def test_the_cli_shortens_openmp_waits_unless_they_are_set(setting):
+    """The CLI sets GOMP_SPINCOUNT before torch or numba loads (two lza processes at once spun each other to a
+    standstill at libgomp's default), and leaves it alone where the user set any of OpenMP's wait settings."""
+    import subprocess
+    import sys
+
+    waits = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+    env = {name: value for name, value in os.environ.items() if name not in waits}
+    if setting:
+        name, value = setting.split("=")
+        env[name] = value
+    probe = ("import os, sys; import lzarchive.cli.app; "
+             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules, 'numba' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    expected = {None: "1000", "GOMP_SPINCOUNT=5": "5"}.get(setting, "None")
+    assert proc.stdout.split() == [expected, "False", "False"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """How lza's decoding shares a machine: decodes the first bytes of every chunk of an archive (lockstep decoding, after
-loading the model) in one process alone, then in several at once, each on all the CPU threads torch and numba take by
-default, and each on one (OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1). Prints each process's seconds.
+loading the model) in one process alone, then in several at once, in three settings: all the CPU threads torch and
+numba take by default with libgomp's default waits (300,000 spins before a thread sleeps), the same threads with the
+short waits the CLI sets (GOMP_SPINCOUNT=1000, lzarchive/cli/__init__.py), and one thread each (OMP_NUM_THREADS=1
+NUMBA_NUM_THREADS=1). Prints each process's seconds.
 
     python tools/bench_busy.py archive.lza --bytes 300 --processes 2 --repeat 2
 """
@@ -27,14 +29,19 @@ print(f"{time.perf_counter() - start:.1f}")
 """
 
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+SETTINGS = {
+    "default threads, libgomp's default waits": {},
+    "default threads, short waits (the CLI's)": {"GOMP_SPINCOUNT": "1000"},
+    "one thread": {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"},
+}
+THREAD_VARIABLES = {"OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"}
 
 
-def decode_at_once(archive: str, size: int, processes: int, one_thread: bool) -> list[float]:
+def decode_at_once(archive: str, size: int, processes: int, setting: dict[str, str]) -> list[float]:
     """Seconds each of `processes` simultaneous decodes took."""
-    env = {name: value for name, value in os.environ.items() if name not in ONE_THREAD}
+    env = {name: value for name, value in os.environ.items() if name not in THREAD_VARIABLES}
     runs = [subprocess.Popen([sys.executable, "-c", DECODE, archive, str(size)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env={**env, **ONE_THREAD} if one_thread else env)
+                             stderr=subprocess.PIPE, text=True, env={**env, **setting})
             for _ in range(processes)]
     seconds = []
     for run in runs:
@@ -53,10 +60,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each setting, alternating")
     args = parser.parse_args()
     for processes in (1, args.processes):
-        for one_thread in (False, True) * args.repeat:
-            seconds = decode_at_once(args.archive, args.bytes, processes, one_thread)
-            threads = "one thread" if one_thread else "default threads"
-            print(f"{processes} process(es) at once, each on {threads}: "
+        for name in list(SETTINGS) * args.repeat:
+            seconds = decode_at_once(args.archive, args.bytes, processes, SETTINGS[name])
+            print(f"{processes} process(es) at once, each on {name}: "
                   + ", ".join(f"{s:.1f}" for s in seconds) + " s", flush=True)
 
 
