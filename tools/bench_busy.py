@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 
+from lzarchive.cli import OPENMP_WAITS, SPIN_COUNT
+
 DECODE = """
 import sys, time
 from lzarchive.api import model_codecs
@@ -31,10 +33,10 @@ print(f"{time.perf_counter() - start:.1f}")
 
 SETTINGS = {
     "default threads, libgomp's default waits": {},
-    "default threads, short waits (the CLI's)": {"GOMP_SPINCOUNT": "1000"},
+    "default threads, short waits (the CLI's)": {"GOMP_SPINCOUNT": SPIN_COUNT},
     "one thread": {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"},
 }
-THREAD_VARIABLES = {"OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"}
+THREAD_VARIABLES = {"OMP_NUM_THREADS", "NUMBA_NUM_THREADS", *OPENMP_WAITS}
 
 
 def decode_at_once(archive: str, size: int, processes: int, setting: dict[str, str]) -> list[float]:

@@ -6,8 +6,9 @@ import os
 # Linux, which reads it once). Decoding runs a few hundred short regions per token; by default libgomp's idle threads
 # spin 300,000 times before sleeping, and on a machine another process keeps busy that spinning holds the core the
 # thread being waited for needs: two extractions at once each took over 17 times as long as one alone. 1000 spins
-# (libgomp's own count for oversubscribed teams) shares the cores at about 2 % of the speed alone
+# (libgomp's own count for oversubscribed teams) shares the cores, at 2-4 % of the speed alone
 # (tools/results/2026-12-06-openmp-waits.md). Whoever sets any of OpenMP's wait settings keeps their own.
 SPIN_COUNT = "1000"
-if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(os.environ):
+OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+if not set(OPENMP_WAITS) & set(os.environ):
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
