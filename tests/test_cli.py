@@ -845,8 +845,9 @@ def test_the_cli_shortens_openmp_waits_unless_they_are_set(setting):
     import subprocess
     import sys
 
-    waits = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-    env = {name: value for name, value in os.environ.items() if name not in waits}
+    from lzarchive.cli import OPENMP_WAITS
+
+    env = {name: value for name, value in os.environ.items() if name not in OPENMP_WAITS}
     if setting:
         name, value = setting.split("=")
         env[name] = value
