@@ -7,7 +7,8 @@ import os
 # spin 300,000 times before sleeping, and on a machine another process keeps busy that spinning holds the core the
 # thread being waited for needs: two extractions at once each took over 17 times as long as one alone. 1000 spins
 # (libgomp's own count for oversubscribed teams) shares the cores, at 2-4 % of the speed alone
-# (tools/results/2026-12-06-openmp-waits.md). Whoever sets any of OpenMP's wait settings keeps their own.
+# (tools/results/2026-12-06-openmp-waits.md). LLVM's and Intel's runtimes (KMP_BLOCKTIME) yield the core while they
+# wait and need nothing (measured there). Whoever sets any of OpenMP's wait settings keeps their own.
 SPIN_COUNT = "1000"
 OPENMP_WAITS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 if not set(OPENMP_WAITS) & set(os.environ):
