@@ -273,11 +273,40 @@ def test_the_crlf_fixture_codes_cr_lf_line_ends_as_lf():
     assert b"".join(api.cat(path, "crlf/b-le.txt", start=3, end=99)) == tree["crlf/b-le.txt"][3:99]
 
 
+@pytest.mark.realmodel
+def test_the_windows_1252_fixture_codes_8_bit_text_as_utf8():
+    """v2.11-lm-windows1252: Latin-1 prose in a run of three chunks of 512 bytes, the middle one ASCII (one chunk of
+    three streams, each in text form 3), windows-1252 text with CR LF, curly quotes and the euro sign (form 7) and
+    UTF-8 text (form 0), decoded in lockstep (SPEC 9.14). Byte ranges read alone, from a later stream and across
+    accents."""
+    path = os.path.join(FIXTURES, "v2.11-lm-windows1252.lza")
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (11, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+                                                                       | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
+                                                                       | C.INCOMPAT_LM_GROUP_MATCH
+                                                                       | C.INCOMPAT_LM_STREAMS | C.INCOMPAT_LM_CACHE
+                                                                       | C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF
+                                                                       | C.INCOMPAT_LM_WINDOWS_1252)
+        assert [chunk.raw_size for chunk in reader.index.chunks] == [1400, 307, 346]
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
+    # model, window (two varint bytes), overlap, adaptive (the bias head and the neural cache), G where the bias head
+    # is on, the span, the text form
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 3]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 7]),
+                     bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 0])]
+    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["latin1"])
+    latin, dos = tree["latin1/a-latin1.txt"], tree["latin1/b-dos.txt"]
+    assert latin[512:1024].isascii() and not latin[:512].isascii() and b"\x80" in dos and b"\r\n" in dos
+    for start, end in ((0, 1400), (500, 530), (1100, 1400)):
+        assert b"".join(api.cat(path, "latin1/a-latin1.txt", start=start, end=end)) == latin[start:end]
+    assert b"".join(api.cat(path, "latin1/b-dos.txt", start=3, end=99)) == dos[3:99]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
                  "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
-                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza", "v2.10-lm-crlf.lza")])
+                 "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza", "v2.10-lm-crlf.lza",
+                 "v2.11-lm-windows1252.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

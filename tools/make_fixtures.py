@@ -217,6 +217,27 @@ CRLF_TREE = [
     ("crlf/b-le.txt", "file", few_words(200, 33).replace(b"\n", b"\r\n").decode().encode("utf-16-le"), 0o644),
     ("crlf/c-dpkg.log", "file", log_lines(300, 34), 0o644),
 ]
+
+
+def latin_words(size: int, seed: int, extra: str = "") -> str:
+    """`size` characters of French-looking sentences with accents (`extra` after each), as a legacy text holds them."""
+    draw, out = drawer(seed), ""
+    pool = "été café naïve déjà façade garçon élève fenêtre forêt château rivière crème le la et de un".split()
+    while len(out) < size:
+        out += " ".join(pool[draw(len(pool))] for _ in range(4 + draw(5))).capitalize() + extra + ".\n"
+    return out[:size]
+
+
+# windows-1252 as UTF-8 (format 2.11): Latin-1 prose with LF in a run of three chunks of 512 bytes whose middle one is
+# ASCII (one chunk of three streams, each in text form 3); windows-1252 text with CR LF, curly quotes and the euro
+# sign in a chunk of its own (form 7); UTF-8 text with the same accents (form 0)
+LATIN1_TREE = [
+    ("latin1", "dir", None, 0o755),
+    ("latin1/a-latin1.txt", "file", latin_words(300, 35).encode("latin-1") + prose(800, 36)
+     + latin_words(300, 37).encode("latin-1"), 0o644),
+    ("latin1/b-dos.txt", "file", latin_words(300, 38, " ‘à 5 €’").replace("\n", "\r\n").encode("cp1252"), 0o644),
+    ("latin1/c-utf8.txt", "file", latin_words(300, 39).encode(), 0o644),
+]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
 
@@ -235,7 +256,7 @@ def trees() -> dict[str, list]:
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
             "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE, "utf16": UTF16_TREE,
-            "crlf": CRLF_TREE, "sampled": sampled}
+            "crlf": CRLF_TREE, "latin1": LATIN1_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -261,6 +282,7 @@ ARCHIVES = {
     "v2.8-lm-cache.lza": ("cache", "2.8", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.9-lm-utf16.lza": ("utf16", "2.9", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.10-lm-crlf.lza": ("crlf", "2.10", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.11-lm-windows1252.lza": ("latin1", "2.11", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

@@ -18,8 +18,9 @@ lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a ran
 9.12): the same decoding, without a chunk header, index row and payload header per part. With the lm_cache flag
 (format 2.8) the adaptive field's bit 2 mixes the bias head's tables with a neural cache (neural.py, SPEC.md 9.13)
 over the chunk's (its bias group's) tokens so far, before the match model. With the lm_utf16 flag (format 2.9) the
-text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text, and with the lm_crlf
-flag (2.10) whether each LF of that stands for CR LF (text.py, SPEC.md 9.14).
+text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text, with the lm_crlf
+flag (2.10) whether each LF of that stands for CR LF, and with the lm_windows1252 flag (2.11) whether they make the
+UTF-8 form of its windows-1252 text (text.py, SPEC.md 9.14).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import JOINED, Codec, CodecError, Joined, ReadChunk
 from .neural import KnownKeys, NeuralCache
-from .text import BYTES, CRLF, ENCODINGS, chunk_bytes, coded_form, coded_limit
+from .text import BYTES, CRLF, ENCODINGS, WINDOWS_1252, chunk_bytes, coded_form, coded_limit
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -61,7 +62,8 @@ SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 ADAPTIVE_MATCH, ADAPTIVE_BIAS, ADAPTIVE_CACHE = 1, 2, 4  # the adaptive field's bits (SPEC.md 9.6)
-TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14), each also with CRLF where allowed
+TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14), with WINDOWS_1252 and each also with CRLF
+# where allowed
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
@@ -116,8 +118,8 @@ class Payload:
     count: int  # tokens (of all its streams)
     data: bytes  # the range coder's bytes (of all its streams)
     streams: tuple[tuple[int, bytes], ...] = ()  # a bias group in one chunk (format 2.7): each stream's tokens and bytes
-    text: int = BYTES  # what its tokens make (format 2.9): the chunk's bytes, or the UTF-8 form of its UTF-16 text;
-    # with the CRLF bit (2.10), each LF of those standing for CR LF
+    text: int = BYTES  # what its tokens make (format 2.9): the chunk's bytes, or the UTF-8 form of its UTF-16 text
+    # (2.11: or of its windows-1252 text); with the CRLF bit (2.10), each LF of those standing for CR LF
 
     def group(self) -> tuple[int, ...]:
         """The chunks of its bias group; none without one."""
@@ -201,6 +203,8 @@ class LmCodec(Codec):
     # text are then coded as their UTF-8 form where that is shorter
     crlf_field: bool = False  # the text field's CRLF bit allowed (the lm_crlf flag, 2.10; only with utf16_field); when
     # coding, text whose line breaks are all CR LF is then coded with LF
+    windows_1252_field: bool = False  # the text field's form 3 allowed (the lm_windows1252 flag, 2.11; only with
+    # utf16_field); when coding, legacy 8-bit text is then coded as the UTF-8 form of its windows-1252 characters
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
@@ -237,6 +241,8 @@ class LmCodec(Codec):
             raise ValueError("the lm neural cache needs format 2.4's bias head")
         if self.crlf_field and not self.utf16_field:
             raise ValueError("lm CR LF forms need format 2.9's text field")
+        if self.windows_1252_field and not self.utf16_field:
+            raise ValueError("the lm windows-1252 form needs format 2.9's text field")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -278,8 +284,15 @@ class LmCodec(Codec):
 
     def encode_batch(self, chunks: Sequence[bytes], first_chunk: int = 0,
                      runs: Sequence[int] | None = None) -> list[bytes | Joined | None]:
-        forms = [coded_form(bytes(c), self.crlf_field) if self.utf16_field else (BYTES, bytes(c)) for c in chunks]
+        forms = [coded_form(bytes(c), self.crlf_field, self.windows_1252_field) if self.utf16_field
+                 else (BYTES, bytes(c)) for c in chunks]
         encoded = [self.encoder.encode(coded) for _, coded in forms]
+        for i, (form, _) in enumerate(forms):  # N <= raw_size (SPEC.md 9.6), which only this longer form can break
+            if form & ~CRLF == WINDOWS_1252 and encoded[i] and len(encoded[i][0]) > len(chunks[i]):
+                forms[i] = coded_form(bytes(chunks[i]), self.crlf_field)
+                encoded[i] = self.encoder.encode(forms[i][1])
+        if self.windows_1252_field and runs is not None:
+            forms = _runs_in_one_form(forms, runs)
         texts = [text for text, _ in forms]
         accepted = [e if e and len(e[1]) <= MAX_TEXT_FRACTION_ESCAPED * max(1, len(e[0])) else None for e in encoded]
         payloads: list[bytes | Joined | None] = [None] * len(chunks)
@@ -702,6 +715,9 @@ class LmCodec(Codec):
         except UnicodeDecodeError as exc:
             return CodecError(f"lm: the tokens make no UTF-8 text (text form {stream.text}): {exc.reason} at byte "
                               f"{exc.start}")
+        except UnicodeEncodeError as exc:
+            return CodecError(f"lm: the tokens make U+{ord(exc.object[exc.start]):04X}, which no windows-1252 byte "
+                              f"stands for (text form {stream.text})")
 
     def _primer(self, chunk: int, size: int, source: Payload | None, read_chunk: ReadChunk | None) -> tuple[list[int], Stream]:
         """The first `size` tokens of the primer's chunk (whose payload names itself with the same count), decoded in
@@ -828,9 +844,11 @@ class LmCodec(Codec):
         text = BYTES
         if self.utf16_field:
             text, pos = _read_varint(payload, pos)
-            if text & ~(CRLF if self.crlf_field else 0) not in TEXT_FORMS:
+            forms = TEXT_FORMS + ((WINDOWS_1252,) if self.windows_1252_field else ())
+            if text & ~(CRLF if self.crlf_field else 0) not in forms:
+                windows = ", 3: windows-1252" if self.windows_1252_field else ""
                 crlf = ", each + 4 with CR LF as LF" if self.crlf_field else ""
-                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE{crlf})")
+                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE{windows}{crlf})")
         streams: tuple[tuple[int, bytes], ...] = ()
         if self.streams_field and group_size:  # the group's streams: their token counts, then all lengths but the last
             counts, lengths = [], []
@@ -1041,6 +1059,26 @@ class LmCodec(Codec):
             if rows:
                 at = torch.tensor(rows, device=freq.device)
                 cache.add(keys[0][at], keys[1][at], symbols[rows].tolist())
+
+
+def _runs_in_one_form(forms: list[tuple[int, bytes]], runs: Sequence[int]) -> list[tuple[int, bytes]]:
+    """A chunk of ASCII makes the same tokens as bytes and in the windows-1252 form: where it goes on a file's run from
+    a chunk in that form, or leads the run into one (with the same CRLF bit), it takes that form too, so that a stretch
+    of a file without a byte above 0x7F does not cut its bias group (SPEC.md 9.10: a group holds chunks of one form)."""
+    forms = list(forms)
+
+    def joins(i: int, neighbour: int) -> bool:
+        form, coded = forms[i]
+        other = forms[neighbour][0]
+        return form & ~CRLF == BYTES and other == WINDOWS_1252 | (form & CRLF) and coded.isascii()
+
+    for i in range(1, len(forms)):  # forwards: after such a chunk of the run
+        if runs[i] > 0 and joins(i, i - 1):
+            forms[i] = (forms[i - 1][0], forms[i][1])
+    for i in range(len(forms) - 2, -1, -1):  # backwards: the run's ASCII chunks before its first such chunk
+        if runs[i + 1] > 0 and joins(i, i + 1):
+            forms[i] = (forms[i + 1][0], forms[i][1])
+    return forms
 
 
 def _guessed_tokens(guessed: Sequence[list[tuple[int, int] | None] | None], rows: Sequence[tuple[int, int]]) -> np.ndarray:

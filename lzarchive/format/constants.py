@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 FORMAT_MAJOR = 2  # what writers write by default (format 1 on request, for readers older than 2.0)
-SUPPORTED_MINOR = {1: 1, 2: 10}  # major → the highest minor version this lza implements
+SUPPORTED_MINOR = {1: 1, 2: 11}  # major → the highest minor version this lza implements
 # 1.1 defines the lm codec; format 1 writers still write 1.0 for archives without models
 
 HEADER_MAGIC = b"\x89LZA\r\n\x1a\n"
@@ -40,9 +40,11 @@ INCOMPAT_LM_CACHE = 1 << 7
 INCOMPAT_LM_UTF16 = 1 << 8
 # 2.10: the text field may set bit 2: the tokens make the text with each CR LF as LF (SPEC 9.6, 9.14; only with lm_utf16)
 INCOMPAT_LM_CRLF = 1 << 9
+# 2.11: the text field may be 3: the tokens make the UTF-8 form of windows-1252 text (SPEC 9.6, 9.14; only with lm_utf16)
+INCOMPAT_LM_WINDOWS_1252 = 1 << 10
 KNOWN_INCOMPAT_FLAGS = {1: 0, 2: INCOMPAT_LM_PRIMER | INCOMPAT_LM_MATCH | INCOMPAT_LM_SPAN | INCOMPAT_LM_BIAS
                         | INCOMPAT_LM_BIAS_GROUP | INCOMPAT_LM_GROUP_MATCH | INCOMPAT_LM_STREAMS | INCOMPAT_LM_CACHE
-                        | INCOMPAT_LM_UTF16 | INCOMPAT_LM_CRLF}
+                        | INCOMPAT_LM_UTF16 | INCOMPAT_LM_CRLF | INCOMPAT_LM_WINDOWS_1252}
 
 # blake3 derive-key contexts, one per purpose, so a hash of one kind never validates another.
 CONTEXT_HEADER = "lza v1 header"
