@@ -18,8 +18,8 @@ ENCODINGS = {UTF16LE: "utf-16-le", UTF16BE: "utf-16-be"}
 WINDOWS_1252_HIGH = (0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
                      0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014,
                      0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178)
-_WINDOWS_1252 = "".join(map(chr, [*range(0x80), *WINDOWS_1252_HIGH, *range(0xA0, 0x100)]))
-_WINDOWS_1252_BYTES = codecs.charmap_build(_WINDOWS_1252)
+_WINDOWS_1252_CHARACTERS = "".join(map(chr, [*range(0x80), *WINDOWS_1252_HIGH, *range(0xA0, 0x100)]))
+_WINDOWS_1252_ENCODING = codecs.charmap_build(_WINDOWS_1252_CHARACTERS)
 # a well-formed UTF-8 sequence of two bytes or more (Unicode's table 3-7)
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
                             rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
@@ -38,7 +38,7 @@ def coded_form(chunk: bytes, crlf: bool = False, windows_1252: bool = False) -> 
     CR LF as LF."""
     form, text = _encoding(chunk)
     if form == BYTES and windows_1252 and legacy_text(chunk):
-        form, text = WINDOWS_1252, codecs.charmap_decode(chunk, "strict", _WINDOWS_1252)[0].encode("utf-8")
+        form, text = WINDOWS_1252, codecs.charmap_decode(chunk, "strict", _WINDOWS_1252_CHARACTERS)[0].encode("utf-8")
     if crlf and text.count(b"\n") == text.count(b"\r\n") > 0:
         return form | CRLF, text.replace(b"\r\n", b"\n")
     return form, text
@@ -79,7 +79,7 @@ def chunk_bytes(form: int, coded: bytes, final: bool = True) -> bytes:
         return coded
     text = codecs.getincrementaldecoder("utf-8")().decode(coded, final)
     if form & ~CRLF == WINDOWS_1252:
-        return codecs.charmap_encode(text, "strict", _WINDOWS_1252_BYTES)[0]
+        return codecs.charmap_encode(text, "strict", _WINDOWS_1252_ENCODING)[0]
     return text.encode(ENCODINGS[form & ~CRLF])
 
 
