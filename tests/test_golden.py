@@ -222,23 +222,30 @@ def test_the_cache_fixture_mixes_the_neural_cache_into_a_group_and_a_chunk_alone
     assert b"".join(api.cat(path, "cache/b-dpkg.log")) == tree["cache/b-dpkg.log"]
 
 
+def text_form_fixture(name: str, minor: int, raw_sizes: list[int]) -> tuple[str, list[bytes], dict[str, bytes]]:
+    """A fixture of the lm text forms (SPEC 9.14), three chunks decoded in lockstep: its path, once its header is
+    checked to carry the flags of the writer at `minor` and its chunks to hold `raw_sizes` bytes; each chunk's first 8
+    payload bytes (model, window (two varint bytes), overlap, adaptive, G where the bias head is on, the span, the
+    text form); and the files it was packed from, by path."""
+    path = os.path.join(FIXTURES, name)
+    with api.open_archive(path) as reader:
+        assert (reader.header.minor, reader.header.incompat_flags) == (minor, WRITER_FLAGS[minor])
+        assert [chunk.raw_size for chunk in reader.index.chunks] == raw_sizes
+        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(len(raw_sizes))]
+    return path, heads, {path: data for path, _, data, _ in load_tool().trees()[MANIFEST["archives"][name]["tree"]]}
+
+
 @pytest.mark.realmodel
 def test_the_utf16_fixture_codes_utf16_text_as_its_utf8_form():
     """v2.9-lm-utf16: prose as UTF-16LE (a byte order mark, accents, a surrogate pair) in a run of three chunks of 512
     bytes (one chunk of three streams, each in text form 1), a few words as UTF-16BE (form 2) and log lines as they
     are (form 0), decoded in lockstep (SPEC 9.14). Byte ranges read alone, across the surrogate pair and from a later
     stream."""
-    path = os.path.join(FIXTURES, "v2.9-lm-utf16.lza")
-    with api.open_archive(path) as reader:
-        assert (reader.header.minor, reader.header.incompat_flags) == (9, WRITER_FLAGS[9])
-        assert [chunk.raw_size for chunk in reader.index.chunks] == [1352, 400, 300]
-        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
-    # model, window (two varint bytes), overlap, adaptive (the bias head and the neural cache; none), G where the bias
-    # head is on, the span, the text form
+    path, heads, tree = text_form_fixture("v2.9-lm-utf16.lza", 9, [1352, 400, 300])
+    # adaptive: the bias head and the neural cache, then none (no G)
     assert heads[0] == bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 1])
     assert heads[1][:7] == bytes([0, 0xA0, 0x01, 40, 0, 40, 2])
     assert heads[2] == bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 0])
-    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["utf16"])
     assert b"".join(api.cat(path, "utf16/a-le.txt", start=601, end=701)) == tree["utf16/a-le.txt"][601:701]
     assert b"".join(api.cat(path, "utf16/a-le.txt", start=1100, end=1200)) == tree["utf16/a-le.txt"][1100:1200]
     assert b"".join(api.cat(path, "utf16/b-be.txt", start=3, end=9)) == tree["utf16/b-be.txt"][3:9]
@@ -249,16 +256,10 @@ def test_the_crlf_fixture_codes_cr_lf_line_ends_as_lf():
     """v2.10-lm-crlf: prose with CR LF line ends and a lone CR in a run of three chunks of 512 bytes (one chunk of three
     streams, each in text form 4), a few words with CR LF as UTF-16LE (form 5) and log lines with LF (form 0), decoded
     in lockstep (SPEC 9.14). Byte ranges read alone, from a later stream and across CR LF line ends."""
-    path = os.path.join(FIXTURES, "v2.10-lm-crlf.lza")
-    with api.open_archive(path) as reader:
-        assert (reader.header.minor, reader.header.incompat_flags) == (10, WRITER_FLAGS[10])
-        assert [chunk.raw_size for chunk in reader.index.chunks] == [1347, 406, 300]
-        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
-    # model, window (two varint bytes), overlap, adaptive (the bias head; with the match model for the log), G where
-    # the bias head is on, the span, the text form
+    path, heads, tree = text_form_fixture("v2.10-lm-crlf.lza", 10, [1347, 406, 300])
+    # adaptive: the bias head and the neural cache, with the match model for the log
     assert heads == [bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 4]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 5]),
                      bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 0])]
-    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["crlf"])
     dos = tree["crlf/a-dos.txt"]
     assert dos.count(b"\r\n") == dos.count(b"\n") > 3 and b"%\rCopying" in dos
     for start, end in ((0, 1347), (600, 700), (1290, 1347)):
@@ -272,16 +273,10 @@ def test_the_windows_1252_fixture_codes_8_bit_text_as_utf8():
     three streams, each in text form 3), windows-1252 text with CR LF, curly quotes and the euro sign (form 7) and
     UTF-8 text (form 0), decoded in lockstep (SPEC 9.14). Byte ranges read alone, from a later stream and across
     accents."""
-    path = os.path.join(FIXTURES, "v2.11-lm-windows1252.lza")
-    with api.open_archive(path) as reader:
-        assert (reader.header.minor, reader.header.incompat_flags) == (11, WRITER_FLAGS[11])
-        assert [chunk.raw_size for chunk in reader.index.chunks] == [1400, 307, 346]
-        heads = [reader.read_stored(chunk)[1][:8] for chunk in range(3)]
-    # model, window (two varint bytes), overlap, adaptive (the bias head and the neural cache), G where the bias head
-    # is on, the span, the text form
+    path, heads, tree = text_form_fixture("v2.11-lm-windows1252.lza", 11, [1400, 307, 346])
+    # adaptive: the bias head and the neural cache
     assert heads == [bytes([0, 0xA0, 0x01, 40, 6, 3, 40, 3]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 7]),
                      bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 0])]
-    tree = dict((path, data) for path, _, data, _ in load_tool().trees()["latin1"])
     latin, dos = tree["latin1/a-latin1.txt"], tree["latin1/b-dos.txt"]
     assert latin[512:1024].isascii() and not latin[:512].isascii() and b"\x80" in dos and b"\r\n" in dos
     for start, end in ((0, 1400), (500, 530), (1100, 1400)):
