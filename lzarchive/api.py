@@ -61,7 +61,7 @@ VERSION = __version__
 READABLE_FORMATS = dict(C.SUPPORTED_MINOR)  # major -> the newest minor this lza reads (every older one too)
 CODEC_CHOICES = ("auto", "lm", "zstd", "store")
 FORMAT_VERSION = C.FORMAT_MAJOR  # what pack writes unless asked for another: its newest minor version
-WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.11": (2, 11), "2.10": (2, 10), "2.9": (2, 9), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
+WRITABLE_FORMATS = {"2": (2, C.SUPPORTED_MINOR[2]), "2.12": (2, 12), "2.11": (2, 11), "2.10": (2, 10), "2.9": (2, 9), "2.8": (2, 8), "2.7": (2, 7), "2.6": (2, 6), "2.5": (2, 5), "2.4": (2, 4), "2.3": (2, 3), "2.2": (2, 2), "2.1": (2, 1),
                     "2.0": (2, 0), "1": (1, -1)}
 
 
@@ -129,7 +129,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
                    window: int | None = None, primer: int = 0, match: bool = False, span: int | None = 0,
                    bias: bool = False, bias_group: int = 1, group_match: bool = False, streams: bool = False,
                    cache: bool = False, utf16: bool = False, crlf: bool = False, windows_1252: bool = False,
-                   progress: Progress = NULL_PROGRESS) -> list[Codec]:
+                   code_pages: bool = False, progress: Progress = NULL_PROGRESS) -> list[Codec]:
     """The candidate codecs for a --codec choice; store is always the implicit floor. auto = lm and zstd, smallest wins
     (archive.writer.choose_payloads: the model only where it contends, LmCodec.contends).
     `window`: the lm codec's context in tokens (its overlap scales with it); None keeps the codec's default.
@@ -147,6 +147,8 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
     `crlf`: with `utf16`, text whose line breaks are all CR LF is coded with LF (format 2.10, SPEC 9.14).
     `windows_1252`: with `utf16`, legacy 8-bit text is coded as the UTF-8 form of its windows-1252 characters (format
     2.11, SPEC 9.14).
+    `code_pages`: with `windows_1252`, 8-bit text that makes far fewer tokens read through windows-1251, KOI8-R, IBM866
+    or ISO-8859-7 is coded as the UTF-8 form of its characters in that code page (format 2.12, SPEC 9.14).
     `span`: payloads carry the span field, this span (format 2.3, SPEC 9.5; None: the codec's default; 0: without
     the field)."""
     if name not in CODEC_CHOICES:
@@ -171,7 +173,7 @@ def resolve_codecs(name: str, zstd_level: int | None = None, *, model: str | Non
                                   match_field=match, bias_field=bias, span_field=span != 0, span=span,
                                   group_field=bias_group > 1, bias_group=bias_group, group_match=group_match,
                                   streams_field=streams, cache_field=cache, utf16_field=utf16, crlf_field=crlf,
-                                  windows_1252_field=windows_1252))
+                                  windows_1252_field=windows_1252, code_pages_field=code_pages))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"{model or 'the default model'}: not a usable model: {exc}") from None
         except ValueError as exc:
@@ -241,6 +243,7 @@ def model_codecs(device: str = "cpu", ray: str | None = None, progress: Progress
                             utf16_field=bool(header.incompat_flags & C.INCOMPAT_LM_UTF16),
                             crlf_field=bool(header.incompat_flags & C.INCOMPAT_LM_CRLF),
                             windows_1252_field=bool(header.incompat_flags & C.INCOMPAT_LM_WINDOWS_1252),
+                            code_pages_field=bool(header.incompat_flags & C.INCOMPAT_LM_CODE_PAGES),
                             span_field=bool(header.incompat_flags & C.INCOMPAT_LM_SPAN))
         except TokenizerError as exc:
             raise ModelUnavailable(reason=f"model {ref.name}: not a usable model: {exc}") from None
@@ -415,11 +418,12 @@ def pack(
     utf16 = (major, minor) >= (2, 9)
     crlf = (major, minor) >= (2, 10)
     windows_1252 = (major, minor) >= (2, 11)
+    code_pages = (major, minor) >= (2, 12)
     span = 0 if span is None and (major, minor) < (2, 3) else span
     codecs = on_cluster(resolve_codecs(codec, zstd_level, model=model, device=_here(device, ray), window=window,
                                        primer=primer, match=match, span=span, bias=bias, bias_group=bias_group,
                                        group_match=group_match, streams=streams, cache=cache, utf16=utf16, crlf=crlf,
-                                       windows_1252=windows_1252, progress=progress),
+                                       windows_1252=windows_1252, code_pages=code_pages, progress=progress),
                         ray, device)
     models = [c.model_ref for c in codecs if c.codec_id == C.CodecId.LM]
     primed, matched, spanned, biased = (primer > 0 and bool(models), match and bool(models), span != 0 and bool(models),
@@ -431,10 +435,11 @@ def pack(
     text16 = utf16 and bool(models)
     crlf_text = crlf and bool(models)
     windows_text = windows_1252 and bool(models)
+    code_page_text = code_pages and bool(models)
     if major == 2:  # 2.1 added only the lm primer, 2.2 the match model, 2.3 the span, 2.4 the bias head, 2.5 bias
         # groups, 2.6 their match model, 2.7 their streams, 2.8 the neural cache, 2.9 UTF-16 text as UTF-8, 2.10 CR LF
-        # as LF, 2.11 windows-1252 text as UTF-8: archives without them stay older
-        minor = (11 if windows_text else 10 if crlf_text else 9 if text16 else 8 if cached else 7 if streamed
+        # as LF, 2.11 windows-1252 text as UTF-8, 2.12 other code pages: archives without them stay older
+        minor = (12 if code_page_text else 11 if windows_text else 10 if crlf_text else 9 if text16 else 8 if cached else 7 if streamed
                  else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned else 2 if matched
                  else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
@@ -458,7 +463,8 @@ def pack(
                                | (C.INCOMPAT_LM_GROUP_MATCH if group_matched else 0)
                                | (C.INCOMPAT_LM_STREAMS if streamed else 0) | (C.INCOMPAT_LM_CACHE if cached else 0)
                                | (C.INCOMPAT_LM_UTF16 if text16 else 0) | (C.INCOMPAT_LM_CRLF if crlf_text else 0)
-                               | (C.INCOMPAT_LM_WINDOWS_1252 if windows_text else 0),
+                               | (C.INCOMPAT_LM_WINDOWS_1252 if windows_text else 0)
+                               | (C.INCOMPAT_LM_CODE_PAGES if code_page_text else 0),
                                progress=progress)
         writer.stats.changed.extend(changed)
         writer.stats.unreadable.extend(unreadable)

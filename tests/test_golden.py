@@ -25,7 +25,8 @@ MANIFEST = json.loads(Path(FIXTURES, "manifest.json").read_text(encoding="utf-8"
 # the header flags a writer of each minor version from 2.5 sets with the lm codec's defaults: each adds one
 WRITER_FLAGS = dict(enumerate(itertools.accumulate(
     (C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP, C.INCOMPAT_LM_GROUP_MATCH,
-     C.INCOMPAT_LM_STREAMS, C.INCOMPAT_LM_CACHE, C.INCOMPAT_LM_UTF16, C.INCOMPAT_LM_CRLF, C.INCOMPAT_LM_WINDOWS_1252),
+     C.INCOMPAT_LM_STREAMS, C.INCOMPAT_LM_CACHE, C.INCOMPAT_LM_UTF16, C.INCOMPAT_LM_CRLF, C.INCOMPAT_LM_WINDOWS_1252,
+     C.INCOMPAT_LM_CODE_PAGES),
     operator.or_), start=5))
 
 
@@ -284,12 +285,30 @@ def test_the_windows_1252_fixture_codes_8_bit_text_as_utf8():
     assert b"".join(api.cat(path, "latin1/b-dos.txt", start=3, end=99)) == dos[3:99]
 
 
+@pytest.mark.realmodel
+def test_the_code_pages_fixture_codes_cyrillic_and_greek_8_bit_text_as_utf8():
+    """v2.12-lm-code-pages: Russian in windows-1251 in a run of two chunks of 512 bytes (one chunk of two streams, text
+    form 8), Russian in KOI8-R with CR LF (form 13), Greek in ISO-8859-7 (form 11) and Russian in IBM866 with
+    box-drawing signs (form 10), decoded in lockstep (SPEC 9.14): the default model's tokens chose each code page.
+    Byte ranges read alone, from the later stream and across letters."""
+    path, heads, tree = text_form_fixture("v2.12-lm-code-pages.lza", 12, [900, 310, 300, 295])
+    # adaptive: the match model, the bias head and the neural cache (the last chunk without the match model)
+    assert heads == [bytes([0, 0xA0, 0x01, 40, 7, 2, 40, 8]), bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 13]),
+                     bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 11]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 10])]
+    russian = tree["pages/a-cp1251.txt"]
+    assert russian.decode("cp1251").count("и") > 10 and b"\r\n" in tree["pages/b-koi8.txt"]
+    for start, end in ((0, 900), (505, 531), (800, 900)):
+        assert b"".join(api.cat(path, "pages/a-cp1251.txt", start=start, end=end)) == russian[start:end]
+    for name in ("pages/b-koi8.txt", "pages/c-greek.txt", "pages/d-dos.txt"):
+        assert b"".join(api.cat(path, name, start=3, end=99)) == tree[name][3:99]
+
+
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
     pytest.param(name, marks=pytest.mark.realmodel)
     for name in ("v1-lm.lza", "v2-lm.lza", "v2-lm-windows.lza", "v2.1-lm-primer.lza", "v2.2-lm-match.lza",
                  "v2.3-lm-span.lza", "v2.4-lm-bias.lza", "v2.5-lm-bias-group.lza", "v2.6-lm-group-match.lza",
                  "v2.7-lm-streams.lza", "v2.8-lm-cache.lza", "v2.9-lm-utf16.lza", "v2.10-lm-crlf.lza",
-                 "v2.11-lm-windows1252.lza")])
+                 "v2.11-lm-windows1252.lza", "v2.12-lm-code-pages.lza")])
 def test_fixture_regenerates_byte_for_byte(name, tmp_path, monkeypatch):
     """None depends on the zstd library's output; the lm ones pin the exact engine, the default model's and GPT-2's."""
     provide_model(name, tmp_path, monkeypatch)

@@ -147,9 +147,9 @@ def test_pack_writes_the_bias_head_and_2_3_on_request(unsure_path, tmp_path):
     grouped = C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
     grouped |= C.INCOMPAT_LM_STREAMS
     grouped |= C.INCOMPAT_LM_CACHE
-    text = C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252
-    assert written == {"default": (11, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH | text),
+    text = C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252 | C.INCOMPAT_LM_CODE_PAGES
+    assert written == {"default": (12, spanned | grouped | C.INCOMPAT_LM_GROUP_MATCH | text),
                        "no-bias": (3, spanned), "2.3": (3, spanned),
-                       "no-match": (11, C.INCOMPAT_LM_SPAN | grouped | text)}
+                       "no-match": (12, C.INCOMPAT_LM_SPAN | grouped | text)}
     assert packed["default"][2] < 0.8 * packed["no-bias"][2]
     assert b"--no-bias" in run_cli("pack", "--help").stdout

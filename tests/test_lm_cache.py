@@ -276,7 +276,7 @@ def test_pack_writes_the_cache_by_default_and_2_7_on_request(unsure_path, tmp_pa
     packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "no-cache": ["--no-cache", "--format", "2.8"],
                                                            "2.7": ["--format", "2.7"], "2.8": ["--format", "2.8"]})
     written = {name: (minor, flags & C.INCOMPAT_LM_CACHE) for name, (minor, flags, _) in packed.items()}
-    assert written == {"default": (11, C.INCOMPAT_LM_CACHE), "no-cache": (7, 0), "2.7": (7, 0),
+    assert written == {"default": (12, C.INCOMPAT_LM_CACHE), "no-cache": (7, 0), "2.7": (7, 0),
                        "2.8": (8, C.INCOMPAT_LM_CACHE)}
     assert packed["default"][2] < packed["2.7"][2]
     assert b"--no-cache" in run_cli("pack", "--help").stdout

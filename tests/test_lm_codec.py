@@ -98,7 +98,7 @@ def test_cli_round_trip_with_lm(tiny_path, tmp_path):
     result = run_cli("pack", str(src), "-o", out, "--codec", "auto", "--model", tiny_path, "--chunk-size", "450", "-q")
     assert result.exit_code == 0, result.stderr
     info = api.info(out)
-    assert info.version == "2.11" and info.models[0]["name"] == "tiny-0"  # lm chunks: the adaptive, span, text fields
+    assert info.version == "2.12" and info.models[0]["name"] == "tiny-0"  # lm chunks: the adaptive, span, text fields
     assert "lm" in info.codecs  # the tiny model wins some chunks (repetitive text), zstd or store the others
     assert run_cli("verify", out, "-q").exit_code == 0
     assert run_cli("extract", out, "-C", str(tmp_path / "x"), "-q").exit_code == 0

@@ -123,11 +123,12 @@ def test_pack_writes_a_span_and_refuses_it_in_older_formats(tiny_path, tmp_path)
                      "--chunk-size", "600", "-q")
     assert result.exit_code == 0, result.stderr
     with api.open_archive(archive) as reader:
-        assert (reader.header.minor, reader.header.incompat_flags) == (11, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
+        assert (reader.header.minor, reader.header.incompat_flags) == (12, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_SPAN
                                                                       | C.INCOMPAT_LM_BIAS | C.INCOMPAT_LM_BIAS_GROUP
                                                                       | C.INCOMPAT_LM_GROUP_MATCH | C.INCOMPAT_LM_STREAMS
                                                                       | C.INCOMPAT_LM_CACHE | C.INCOMPAT_LM_UTF16
-                                                                      | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252)
+                                                                      | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252
+                                                                      | C.INCOMPAT_LM_CODE_PAGES)
         # model, window (the model's 512 positions: two varint bytes), overlap and span 16 after the adaptive field
         assert reader.read_stored(0)[1][:6] == bytes([0]) + varint(512) + bytes([16, 0]) + bytes([16])
     assert run_cli("verify", archive, "--full").exit_code == 0
@@ -141,8 +142,9 @@ def test_pack_writes_a_span_and_refuses_it_in_older_formats(tiny_path, tmp_path)
         api.pack([str(source)], str(tmp_path / "z.lza"), codec="zstd", span=16)
     api.pack([str(source)], str(tmp_path / "plain.lza"), codec="lm", model=str(tiny_path), span=0)
     with api.open_archive(str(tmp_path / "plain.lza")) as reader:
-        assert (reader.header.minor, reader.header.incompat_flags) == (11, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS
+        assert (reader.header.minor, reader.header.incompat_flags) == (12, C.INCOMPAT_LM_MATCH | C.INCOMPAT_LM_BIAS
                                                                       | C.INCOMPAT_LM_BIAS_GROUP
                                                                       | C.INCOMPAT_LM_GROUP_MATCH | C.INCOMPAT_LM_STREAMS
                                                                       | C.INCOMPAT_LM_CACHE | C.INCOMPAT_LM_UTF16
-                                                                      | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252)
+                                                                      | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252
+                                                                      | C.INCOMPAT_LM_CODE_PAGES)

@@ -208,7 +208,7 @@ def test_pack_writes_utf16_forms_by_default_and_not_at_2_8(unsure_path, tmp_path
     packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.8": ["--format", "2.8"]},
                            "--chunk-size", "2048")
     assert {name: (minor, flags & C.INCOMPAT_LM_UTF16) for name, (minor, flags, _) in packed.items()} == \
-        {"default": (11, C.INCOMPAT_LM_UTF16), "2.8": (8, 0)}
+        {"default": (12, C.INCOMPAT_LM_UTF16), "2.8": (8, 0)}
     assert packed["default"][2] < 0.8 * packed["2.8"][2]
     archive = str(tmp_path / "default.lza")
     with api.open_archive(archive) as reader:
@@ -327,7 +327,7 @@ def test_pack_writes_cr_lf_forms_by_default_and_not_at_2_9(unsure_path, tmp_path
     (source / "unix.txt").write_bytes(lf.encode())
     packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.9": ["--format", "2.9"]})
     assert {name: (minor, flags & (C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF)) for name, (minor, flags, _) in
-            packed.items()} == {"default": (11, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF), "2.9": (9, C.INCOMPAT_LM_UTF16)}
+            packed.items()} == {"default": (12, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF), "2.9": (9, C.INCOMPAT_LM_UTF16)}
     forms = {}
     for name in packed:
         with api.open_archive(str(tmp_path / f"{name}.lza")) as reader:
@@ -501,7 +501,7 @@ def test_pack_writes_windows_1252_forms_by_default_and_not_at_2_10(unsure_path, 
     packed = pack_each_way(source, tmp_path, unsure_path, {"default": [], "2.10": ["--format", "2.10"]})
     flags = C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252
     assert {name: (minor, flag & flags) for name, (minor, flag, _) in packed.items()} == \
-        {"default": (11, flags), "2.10": (10, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF)}
+        {"default": (12, flags), "2.10": (10, C.INCOMPAT_LM_UTF16 | C.INCOMPAT_LM_CRLF)}
     forms = {}
     for name in packed:
         with api.open_archive(str(tmp_path / f"{name}.lza")) as reader:

@@ -186,7 +186,7 @@ def test_a_cluster_packs_a_bias_group_as_one_chunk_of_streams_the_same(cluster, 
         api.pack([str(tmp_path / "src")], archive, codec="lm", model=unsure_path, chunk_size=600, ray=ray_address)
     assert (tmp_path / "here.lza").read_bytes() == (tmp_path / "ray.lza").read_bytes()
     with api.open_archive(archives[1]) as reader:
-        assert len(reader.index.chunks) == 1 and reader.header.minor == 11
+        assert len(reader.index.chunks) == 1 and reader.header.minor == 12
 
 
 def test_what_ray_cannot_do_is_refused_before_any_work(tree, tiny_path, tmp_path, monkeypatch):

@@ -50,7 +50,8 @@ EDGE_VALUES = (0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256,
 def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
     """1-4 files of text the tiny model predicts well (greedy) or about as well as its entropy (sampled), a third of
     them as UTF-16 (each byte a character: chunks in the text forms of format 2.9), and of the files after the first
-    about a third in lines that end in CR LF (the forms of 2.10), half of those with Latin-1 accents (2.11)."""
+    about a third in lines that end in CR LF (the forms of 2.10), half of those with Latin-1 accents (2.11) and a
+    quarter in short lines after a DOS Cyrillic capital each (2.12)."""
     model, files = tiny_model(), {}
     for i in range(draw.randint(1, 4)):
         tokens = draw.choice([30, 120, 300, 500])
@@ -62,6 +63,9 @@ def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
             text = b"".join(text[at : at + 40] + b"\r\n" for at in range(0, len(text), 40))
             if sum(text) % 2:  # a Latin-1 é after each line: its UTF-8 form's byte more is what the line's CR saves,
                 text = text.replace(b"\r\n", b"\r\n\xe9")  # so the tiny model's tokens fit (the forms of 2.11)
+            elif sum(text) % 4 == 2:  # lines of 5 bytes after an IBM866 Ж (a sign of 3 UTF-8 bytes read as windows-1252,
+                # 2 as IBM866): the tokens of IBM866's form are 8/9 of windows-1252's and fit (the forms of 2.12)
+                text = b"".join(b"\x86" + text[at : at + 5] + b"\r\n" for at in range(0, len(text), 42))
         encoding = draw.choice([None, None, None, None, "utf-16-le", "utf-16-be"])
         files[f"f{i}.txt"] = text.decode("latin-1").encode(encoding) if encoding else text
     root.mkdir(parents=True)

@@ -219,10 +219,17 @@ CRLF_TREE = [
 ]
 
 
-def latin_words(size: int, seed: int, extra: str = "") -> str:
-    """`size` characters of French-looking sentences with accents (`extra` after each), as a legacy text holds them."""
+LATIN_POOL = "été café naïve déjà façade garçon élève fenêtre forêt château rivière crème le la et de un".split()
+RUSSIAN_POOL = "дом мир день город река лес поле время жизнь слово дело рука земля вода книга окно дорога старый новый " \
+               "большой тихий и в на с по не".split()
+GREEK_POOL = "σπίτι κόσμος μέρα πόλη ποτάμι δάσος χωράφι χρόνος ζωή λόγος νερό βιβλίο παράθυρο δρόμος παλιός νέος " \
+             "μεγάλος μικρός και το της με στο".split()
+
+
+def latin_words(size: int, seed: int, extra: str = "", pool: list[str] = LATIN_POOL) -> str:
+    """`size` characters of sentences of the pool's words (French-looking ones with accents by default; `extra` after
+    each), as a legacy text holds them."""
     draw, out = drawer(seed), ""
-    pool = "été café naïve déjà façade garçon élève fenêtre forêt château rivière crème le la et de un".split()
     while len(out) < size:
         out += " ".join(pool[draw(len(pool))] for _ in range(4 + draw(5))).capitalize() + extra + ".\n"
     return out[:size]
@@ -237,6 +244,16 @@ LATIN1_TREE = [
      + latin_words(300, 37).encode("latin-1"), 0o644),
     ("latin1/b-dos.txt", "file", latin_words(300, 38, " ‘à 5 €’").replace("\n", "\r\n").encode("cp1252"), 0o644),
     ("latin1/c-utf8.txt", "file", latin_words(300, 39).encode(), 0o644),
+]
+# other 8-bit code pages as UTF-8 (format 2.12): Russian in windows-1251 in a run of two chunks of 512 bytes (one chunk
+# of two streams, each in text form 8), Russian in KOI8-R with CR LF (form 13), Greek in ISO-8859-7 (form 11) and
+# Russian in IBM866 with its box-drawing frame (form 10), in a chunk each
+CODE_PAGES_TREE = [
+    ("pages", "dir", None, 0o755),
+    ("pages/a-cp1251.txt", "file", latin_words(900, 40, pool=RUSSIAN_POOL).encode("cp1251"), 0o644),
+    ("pages/b-koi8.txt", "file", latin_words(300, 41, pool=RUSSIAN_POOL).replace("\n", "\r\n").encode("koi8_r"), 0o644),
+    ("pages/c-greek.txt", "file", latin_words(300, 42, " «Αθήνα»", GREEK_POOL).encode("iso8859_7"), 0o644),
+    ("pages/d-dos.txt", "file", ("╔══╗ " + latin_words(290, 43, pool=RUSSIAN_POOL)).encode("cp866"), 0o644),
 ]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
@@ -256,7 +273,7 @@ def trees() -> dict[str, list]:
     return {"basic": TREE, "windows": WINDOWS_TREE, "primer": PRIMER_TREE, "match": MATCH_TREE, "span": SPAN_TREE,
             "bias": BIAS_TREE, "group": GROUP_TREE,
             "group-match": GROUP_MATCH_TREE, "streams": STREAMS_TREE, "cache": CACHE_TREE, "utf16": UTF16_TREE,
-            "crlf": CRLF_TREE, "latin1": LATIN1_TREE, "sampled": sampled}
+            "crlf": CRLF_TREE, "latin1": LATIN1_TREE, "pages": CODE_PAGES_TREE, "sampled": sampled}
 
 
 ARCHIVES = {
@@ -283,6 +300,7 @@ ARCHIVES = {
     "v2.9-lm-utf16.lza": ("utf16", "2.9", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.10-lm-crlf.lza": ("crlf", "2.10", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     "v2.11-lm-windows1252.lza": ("latin1", "2.11", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
+    "v2.12-lm-code-pages.lza": ("pages", "2.12", "lm", 512, IndexEncoding.MSGPACK, 160, 0, 40, None),
     # the GPT-2 profile (lza-int-gpt2-v1): three chunks of 512 bytes (a token each) in lockstep, each in windows of
     # 200 positions (overlap 50: past the first attention block)
     "v2-gpt2.lza": ("sampled", "2.0", "lm", 512, IndexEncoding.MSGPACK, 200, 0, 0, GPT2_MODEL),

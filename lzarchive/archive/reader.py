@@ -247,6 +247,8 @@ def _parse_header(stream: BinaryIO, path: str, file_size: int) -> tuple[Header, 
     if header.incompat_flags & (C.INCOMPAT_LM_CRLF | C.INCOMPAT_LM_WINDOWS_1252) and \
             not header.incompat_flags & C.INCOMPAT_LM_UTF16:
         raise CorruptArchive(archive=path, reason="the header sets lm_crlf or lm_windows1252 without lm_utf16 (SPEC 4)")
+    if header.incompat_flags & C.INCOMPAT_LM_CODE_PAGES and not header.incompat_flags & C.INCOMPAT_LM_WINDOWS_1252:
+        raise CorruptArchive(archive=path, reason="the header sets lm_code_pages without lm_windows1252 (SPEC 4)")
     return header, header_size
 
 

@@ -19,8 +19,9 @@ lm_streams flag (format 2.7) a bias group is one chunk whose payload holds a ran
 (format 2.8) the adaptive field's bit 2 mixes the bias head's tables with a neural cache (neural.py, SPEC.md 9.13)
 over the chunk's (its bias group's) tokens so far, before the match model. With the lm_utf16 flag (format 2.9) the
 text field says whether the tokens make the chunk's bytes or the UTF-8 form of its UTF-16 text, with the lm_crlf
-flag (2.10) whether each LF of that stands for CR LF, and with the lm_windows1252 flag (2.11) whether they make the
-UTF-8 form of its windows-1252 text (text.py, SPEC.md 9.14).
+flag (2.10) whether each LF of that stands for CR LF, with the lm_windows1252 flag (2.11) whether they make the UTF-8
+form of its windows-1252 text, and with the lm_code_pages flag (2.12) of its text in another 8-bit code page (text.py,
+SPEC.md 9.14).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from . import LM_DEFAULT_SPAN as DEFAULT_SPAN
 from . import LM_DEFAULT_WINDOW as DEFAULT_WINDOW
 from .base import JOINED, Codec, CodecError, Joined, ReadChunk
 from .neural import KnownKeys, NeuralCache
-from .text import BYTES, CRLF, ENCODINGS, WINDOWS_1252, chunk_bytes, coded_form, coded_limit
+from .text import (BYTES, CODE_PAGE_NAMES, CODE_PAGES, CRLF, ENCODINGS, WINDOWS_1252, chunk_bytes, coded_form,
+                   coded_limit, preferred_reading, read_as)
 from .match import (WEIGHT_BITS, GroupFinder, GroupMember, MatchModel, MatchWeights, group_guesses, guesses, mix_factors,
                     mix_interval)
 
@@ -62,8 +64,9 @@ SPAN_ROOM_PACKING = 256
 SPAN_ROOM_DECODING = 64
 UNLIMITED = 1 << 62  # a byte limit that never stops decoding
 ADAPTIVE_MATCH, ADAPTIVE_BIAS, ADAPTIVE_CACHE = 1, 2, 4  # the adaptive field's bits (SPEC.md 9.6)
-TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14), with WINDOWS_1252 and each also with CRLF
+TEXT_FORMS = (BYTES, *ENCODINGS)  # the text field's values (SPEC.md 9.14), with the code pages and each also with CRLF
 # where allowed
+OTHER_CODE_PAGES = tuple(page for page in CODE_PAGES if page != WINDOWS_1252)  # the lm_code_pages flag's (2.12)
 # The bias head's learning rate R: 0.2 logit per token seen (in 2^-32 units). Measured with the float model
 # (tools/results/2026-12-03-bias-head.md): 0.1 and 0.3 gain less on lcet10.txt; Nacrith uses 0.2 as well.
 BIAS_RATE = 858_993_459  # round(0.2 * 2^32)
@@ -205,6 +208,8 @@ class LmCodec(Codec):
     # coding, text whose line breaks are all CR LF is then coded with LF
     windows_1252_field: bool = False  # the text field's form 3 allowed (the lm_windows1252 flag, 2.11; only with
     # utf16_field); when coding, legacy 8-bit text is then coded as the UTF-8 form of its windows-1252 characters
+    code_pages_field: bool = False  # the text field's forms 8-11 allowed (the lm_code_pages flag, 2.12; only with
+    # windows_1252_field); when coding, 8-bit text is then read through the code page text.preferred_reading chooses
     span: int | None = 0  # when coding: the span S (0: none; None: DEFAULT_SPAN, or W - 1 if less; needs span_field)
     primer: Primer | None = field(default=None, init=False)  # chosen by the first encode_batch that accepts a chunk
 
@@ -243,6 +248,8 @@ class LmCodec(Codec):
             raise ValueError("lm CR LF forms need format 2.9's text field")
         if self.windows_1252_field and not self.utf16_field:
             raise ValueError("the lm windows-1252 form needs format 2.9's text field")
+        if self.code_pages_field and not self.windows_1252_field:
+            raise ValueError("the lm code page forms need format 2.11's windows-1252 form")
         if self.primer_tokens < 0 or (self.primer_tokens and not self.primer_field):
             raise ValueError("an lm primer needs format 2.1 payloads and a token count >= 0")
         if self.primer_tokens > cfg.max_positions - self.window:  # the primer and a window share the positions
@@ -287,8 +294,11 @@ class LmCodec(Codec):
         forms = [coded_form(bytes(c), self.crlf_field, self.windows_1252_field) if self.utf16_field
                  else (BYTES, bytes(c)) for c in chunks]
         encoded = [self.encoder.encode(coded) for _, coded in forms]
-        for i, (form, _) in enumerate(forms):  # N <= raw_size (SPEC.md 9.6), which only this longer form can break
-            if form & ~CRLF == WINDOWS_1252 and encoded[i] and len(encoded[i][0]) > len(chunks[i]):
+        for i, (form, _) in enumerate(forms):
+            if self.code_pages_field and form & ~CRLF == WINDOWS_1252 and encoded[i]:
+                forms[i], encoded[i] = self._reading(bytes(chunks[i]), forms[i], encoded[i])
+        for i, (form, _) in enumerate(forms):  # N <= raw_size (SPEC.md 9.6), which only the code pages' forms can break
+            if form & ~CRLF in CODE_PAGES and encoded[i] and len(encoded[i][0]) > len(chunks[i]):
                 forms[i] = coded_form(bytes(chunks[i]), self.crlf_field)
                 encoded[i] = self.encoder.encode(forms[i][1])
         if self.windows_1252_field and runs is not None:
@@ -318,6 +328,16 @@ class LmCodec(Codec):
         for i, payload in zip(rest, coded):
             payloads[i] = payload
         return payloads
+
+    def _reading(self, chunk: bytes, latin: tuple[int, bytes], tokens: tuple[list[int], dict[int, int]]):
+        """8-bit text's form and tokens: those of its windows-1252 form (latin: the form and the bytes its tokens
+        make) or of another code page's with the same CRLF bit, as text.preferred_reading chooses by token counts."""
+        crlf = latin[0] & CRLF
+        forms = {page: read_as(chunk, page | crlf) for page in OTHER_CODE_PAGES}
+        encoded = {page: self.encoder.encode(coded) for page, coded in forms.items()}
+        counts = {page: len(page_tokens[0]) for page, page_tokens in encoded.items() if page_tokens}
+        page = preferred_reading({WINDOWS_1252: len(tokens[0]), **counts})
+        return (latin, tokens) if page == WINDOWS_1252 else ((page | crlf, forms[page]), encoded[page])
 
     def _bias_groups(self, coded: Sequence[int], runs: Sequence[int], sizes: Sequence[int],
                      texts: Sequence[int]) -> list[list[int]]:
@@ -716,8 +736,8 @@ class LmCodec(Codec):
             return CodecError(f"lm: the tokens make no UTF-8 text (text form {stream.text}): {exc.reason} at byte "
                               f"{exc.start}")
         except UnicodeEncodeError as exc:
-            return CodecError(f"lm: the tokens make U+{ord(exc.object[exc.start]):04X}, which no windows-1252 byte "
-                              f"stands for (text form {stream.text})")
+            return CodecError(f"lm: the tokens make U+{ord(exc.object[exc.start]):04X}, which no "
+                              f"{CODE_PAGE_NAMES[stream.text & ~CRLF]} byte stands for (text form {stream.text})")
 
     def _primer(self, chunk: int, size: int, source: Payload | None, read_chunk: ReadChunk | None) -> tuple[list[int], Stream]:
         """The first `size` tokens of the primer's chunk (whose payload names itself with the same count), decoded in
@@ -844,11 +864,12 @@ class LmCodec(Codec):
         text = BYTES
         if self.utf16_field:
             text, pos = _read_varint(payload, pos)
-            forms = TEXT_FORMS + ((WINDOWS_1252,) if self.windows_1252_field else ())
-            if text & ~(CRLF if self.crlf_field else 0) not in forms:
-                windows = ", 3: windows-1252" if self.windows_1252_field else ""
+            pages = ((WINDOWS_1252,) if self.windows_1252_field else ()) + (OTHER_CODE_PAGES if self.code_pages_field
+                                                                             else ())
+            if text & ~(CRLF if self.crlf_field else 0) not in TEXT_FORMS + pages:
+                named = "".join(f", {page}: {CODE_PAGE_NAMES[page]}" for page in pages)
                 crlf = ", each + 4 with CR LF as LF" if self.crlf_field else ""
-                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE{windows}{crlf})")
+                raise CodecError(f"lm: text form {text} (0: bytes, 1: UTF-16LE, 2: UTF-16BE{named}{crlf})")
         streams: tuple[tuple[int, bytes], ...] = ()
         if self.streams_field and group_size:  # the group's streams: their token counts, then all lengths but the last
             counts, lengths = [], []
@@ -1062,15 +1083,16 @@ class LmCodec(Codec):
 
 
 def _runs_in_one_form(forms: list[tuple[int, bytes]], runs: Sequence[int]) -> list[tuple[int, bytes]]:
-    """A chunk of ASCII makes the same tokens as bytes and in the windows-1252 form: where it goes on a file's run from
-    a chunk in that form, or leads the run into one (with the same CRLF bit), it takes that form too, so that a stretch
-    of a file without a byte above 0x7F does not cut its bias group (SPEC.md 9.10: a group holds chunks of one form)."""
+    """A chunk of ASCII makes the same tokens as bytes and in a code page's form: where it goes on a file's run from
+    a chunk in such a form, or leads the run into one (with the same CRLF bit), it takes that form too, so that a
+    stretch of a file without a byte above 0x7F does not cut its bias group (SPEC.md 9.10: a group holds chunks of one
+    form)."""
     forms = list(forms)
 
     def joins(i: int, neighbour: int) -> bool:
         form, coded = forms[i]
         other = forms[neighbour][0]
-        return form & ~CRLF == BYTES and other == WINDOWS_1252 | (form & CRLF) and coded.isascii()
+        return form & ~CRLF == BYTES and other & ~CRLF in CODE_PAGES and other & CRLF == form & CRLF and coded.isascii()
 
     for i in range(1, len(forms)):  # forwards: after such a chunk of the run
         if runs[i] > 0 and joins(i, i - 1):

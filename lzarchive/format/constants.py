@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 FORMAT_MAJOR = 2  # what writers write by default (format 1 on request, for readers older than 2.0)
-SUPPORTED_MINOR = {1: 1, 2: 11}  # major → the highest minor version this lza implements
+SUPPORTED_MINOR = {1: 1, 2: 12}  # major → the highest minor version this lza implements
 # 1.1 defines the lm codec; format 1 writers still write 1.0 for archives without models
 
 HEADER_MAGIC = b"\x89LZA\r\n\x1a\n"
@@ -42,9 +42,12 @@ INCOMPAT_LM_UTF16 = 1 << 8
 INCOMPAT_LM_CRLF = 1 << 9
 # 2.11: the text field may be 3: the tokens make the UTF-8 form of windows-1252 text (SPEC 9.6, 9.14; only with lm_utf16)
 INCOMPAT_LM_WINDOWS_1252 = 1 << 10
+# 2.12: the text field may be 8-11: the UTF-8 form of text in windows-1251, KOI8-R, IBM866 or ISO-8859-7 (SPEC 9.6,
+# 9.14; only with lm_windows1252)
+INCOMPAT_LM_CODE_PAGES = 1 << 11
 KNOWN_INCOMPAT_FLAGS = {1: 0, 2: INCOMPAT_LM_PRIMER | INCOMPAT_LM_MATCH | INCOMPAT_LM_SPAN | INCOMPAT_LM_BIAS
                         | INCOMPAT_LM_BIAS_GROUP | INCOMPAT_LM_GROUP_MATCH | INCOMPAT_LM_STREAMS | INCOMPAT_LM_CACHE
-                        | INCOMPAT_LM_UTF16 | INCOMPAT_LM_CRLF | INCOMPAT_LM_WINDOWS_1252}
+                        | INCOMPAT_LM_UTF16 | INCOMPAT_LM_CRLF | INCOMPAT_LM_WINDOWS_1252 | INCOMPAT_LM_CODE_PAGES}
 
 # blake3 derive-key contexts, one per purpose, so a hash of one kind never validates another.
 CONTEXT_HEADER = "lza v1 header"

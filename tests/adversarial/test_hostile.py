@@ -197,9 +197,11 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
     flagged.write_bytes(craft([], header=header_with(pack({"models": []}), incompat=1)))
     assert run_cli("list", str(flagged)).exit_code == EXIT_UNSUPPORTED  # format 1 defines no flags
     # SPEC 4: lm_bias_group and lm_cache only with lm_bias (a reader given the cache without the head failed with a
-    # usage error, exit 2, when it decoded a chunk), lm_crlf and lm_windows1252 only with lm_utf16
+    # usage error, exit 2, when it decoded a chunk), lm_crlf and lm_windows1252 only with lm_utf16, lm_code_pages only
+    # with lm_windows1252
     bias, text = C.INCOMPAT_LM_BIAS, C.INCOMPAT_LM_UTF16
     no_bias, no_text = (EXIT_INTEGRITY, "without lm_bias (SPEC 4)"), (EXIT_INTEGRITY, "without lm_utf16 (SPEC 4)")
+    no_pages = (EXIT_INTEGRITY, "lm_code_pages without lm_windows1252 (SPEC 4)")
     unknown, read = (EXIT_UNSUPPORTED, "incompatible features"), (0, "")
     for flags, (code, said) in ((C.INCOMPAT_LM_PRIMER, read), (C.INCOMPAT_LM_MATCH, read), (C.INCOMPAT_LM_SPAN, read),
                                 (bias, read), (bias | C.INCOMPAT_LM_BIAS_GROUP, read), (C.INCOMPAT_LM_GROUP_MATCH, read),
@@ -207,7 +209,9 @@ def test_not_an_archive_and_unsupported_versions(tmp_path):
                                 (C.INCOMPAT_LM_BIAS_GROUP, no_bias), (C.INCOMPAT_LM_CACHE, no_bias), (text, read),
                                 (text | C.INCOMPAT_LM_CRLF, read), (C.INCOMPAT_LM_CRLF, no_text),
                                 (text | C.INCOMPAT_LM_WINDOWS_1252, read), (C.INCOMPAT_LM_WINDOWS_1252, no_text),
-                                (2048, unknown),
+                                (text | C.INCOMPAT_LM_WINDOWS_1252 | C.INCOMPAT_LM_CODE_PAGES, read),
+                                (text | C.INCOMPAT_LM_CODE_PAGES, no_pages), (C.INCOMPAT_LM_CODE_PAGES, no_pages),
+                                (4096, unknown),
                                 (1 << 31, unknown)):
         flagged.write_bytes(craft2([], header=header_with(pack([[]]), major=2, minor=3, incompat=flags)))
         result = run_cli("list", str(flagged))
