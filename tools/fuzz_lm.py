@@ -63,8 +63,8 @@ def make_tree(root: Path, draw: random.Random) -> dict[str, bytes]:
             text = b"".join(text[at : at + 40] + b"\r\n" for at in range(0, len(text), 40))
             if sum(text) % 2:  # a Latin-1 é after each line: its UTF-8 form's byte more is what the line's CR saves,
                 text = text.replace(b"\r\n", b"\r\n\xe9")  # so the tiny model's tokens fit (the forms of 2.11)
-            elif sum(text) % 4 == 2:  # lines of 5 bytes after an IBM866 Ж (a sign of 3 UTF-8 bytes read as windows-1252,
-                # 2 as IBM866): the tokens of IBM866's form are 8/9 of windows-1252's and fit (the forms of 2.12)
+            elif sum(text) % 4 == 2:  # lines of 5 bytes after an IBM866 Ж (a sign of 3 UTF-8 bytes read as
+                # windows-1252, 2 as IBM866): IBM866's form makes 8/9 of windows-1252's tokens, and fits (2.12's forms)
                 text = b"".join(b"\x86" + text[at : at + 5] + b"\r\n" for at in range(0, len(text), 42))
         encoding = draw.choice([None, None, None, None, "utf-16-le", "utf-16-be"])
         files[f"f{i}.txt"] = text.decode("latin-1").encode(encoding) if encoding else text

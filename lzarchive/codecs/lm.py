@@ -329,7 +329,8 @@ class LmCodec(Codec):
             payloads[i] = payload
         return payloads
 
-    def _reading(self, chunk: bytes, latin: tuple[int, bytes], tokens: tuple[list[int], dict[int, int]]):
+    def _reading(self, chunk: bytes, latin: tuple[int, bytes], tokens: tuple[list[int], dict[int, int]]
+                 ) -> tuple[tuple[int, bytes], tuple[list[int], dict[int, int]]]:
         """8-bit text's form and tokens: those of its windows-1252 form (latin: the form and the bytes its tokens
         make) or of another code page's with the same CRLF bit, as text.preferred_reading chooses by token counts."""
         crlf = latin[0] & CRLF

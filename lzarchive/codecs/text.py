@@ -61,8 +61,8 @@ ISO_8859_7_HIGH = (
     0x0388, 0x0389, 0x038A, 0x00BB, 0x038C, 0x00BD, 0x038E, 0x038F,
     *range(0x0390, 0x03A2), 0x00D2, *range(0x03A3, 0x03CF), 0x00FF,  # ΐ-ώ, but for D2 and FF
 )
-CODE_PAGES = {WINDOWS_1252: (*WINDOWS_1252_HIGH, *range(0xA0, 0x100)), WINDOWS_1251: WINDOWS_1251_HIGH, KOI8_R: KOI8_R_HIGH,
-              IBM866: IBM866_HIGH, ISO_8859_7: ISO_8859_7_HIGH}  # each ASCII below 0x80
+CODE_PAGES = {WINDOWS_1252: (*WINDOWS_1252_HIGH, *range(0xA0, 0x100)), WINDOWS_1251: WINDOWS_1251_HIGH,
+              KOI8_R: KOI8_R_HIGH, IBM866: IBM866_HIGH, ISO_8859_7: ISO_8859_7_HIGH}  # each ASCII below 0x80
 CODE_PAGE_NAMES = {WINDOWS_1252: "windows-1252", WINDOWS_1251: "windows-1251", KOI8_R: "KOI8-R", IBM866: "IBM866",
                    ISO_8859_7: "ISO-8859-7"}
 _CHARACTERS = {page: "".join(map(chr, [*range(0x80), *high])) for page, high in CODE_PAGES.items()}
