@@ -94,7 +94,7 @@ def test_the_codec_codes_8_bit_text_in_the_code_page_whose_form_makes_the_fewest
 
 
 # lines of ASCII with at most one byte above 0x7F each, CR LF: most chunks make no more tokens than bytes in any form
-high_bytes = st.sampled_from([b"", b"\x80", b"\x98", b"\xae", b"\xb0", b"\xc4", b"\xe9", b"\xff"])
+high_bytes = st.sampled_from([b"", b"\x80", b"\x98", b"\xae", b"\xb0", b"\xc4", b"\xe9", b"\xfe"])  # not 0xFF: as bytes, an escape
 dos_lines = st.lists(st.tuples(st.sampled_from(["the ", "thing ", "", "a b "]), high_bytes).map(
     lambda t: t[0].encode() + t[1] + b"\r\n"), min_size=1, max_size=12).map(b"".join)
 
