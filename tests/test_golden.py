@@ -290,17 +290,15 @@ def test_the_code_pages_fixture_codes_cyrillic_and_greek_8_bit_text_as_utf8():
     """v2.12-lm-code-pages: Russian in windows-1251 in a run of two chunks of 512 bytes (one chunk of two streams, text
     form 8), Russian in KOI8-R with CR LF (form 13), Greek in ISO-8859-7 (form 11) and Russian in IBM866 with
     box-drawing signs (form 10), decoded in lockstep (SPEC 9.14): the default model's tokens chose each code page.
-    Byte ranges read alone, from the later stream and across letters."""
+    Byte ranges read alone, across the two streams and across CR LF (the whole files: the manifest test)."""
     path, heads, tree = text_form_fixture("v2.12-lm-code-pages.lza", 12, [900, 310, 300, 295])
     # adaptive: the match model, the bias head and the neural cache (the last chunk without the match model)
     assert heads == [bytes([0, 0xA0, 0x01, 40, 7, 2, 40, 8]), bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 13]),
                      bytes([0, 0xA0, 0x01, 40, 7, 0, 40, 11]), bytes([0, 0xA0, 0x01, 40, 6, 0, 40, 10])]
     russian = tree["pages/a-cp1251.txt"]
     assert russian.decode("cp1251").count("и") > 10 and b"\r\n" in tree["pages/b-koi8.txt"]
-    for start, end in ((0, 900), (505, 531), (800, 900)):
-        assert b"".join(api.cat(path, "pages/a-cp1251.txt", start=start, end=end)) == russian[start:end]
-    for name in ("pages/b-koi8.txt", "pages/c-greek.txt", "pages/d-dos.txt"):
-        assert b"".join(api.cat(path, name, start=3, end=99)) == tree[name][3:99]
+    assert b"".join(api.cat(path, "pages/a-cp1251.txt", start=505, end=531)) == russian[505:531]
+    assert b"".join(api.cat(path, "pages/b-koi8.txt", start=3, end=99)) == tree["pages/b-koi8.txt"][3:99]
 
 
 @pytest.mark.parametrize("name", ["v1-store.lza", "v2-store.lza", "v2-gpt2.lza"] + [
