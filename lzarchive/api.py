@@ -440,8 +440,8 @@ def pack(
         # groups, 2.6 their match model, 2.7 their streams, 2.8 the neural cache, 2.9 UTF-16 text as UTF-8, 2.10 CR LF
         # as LF, 2.11 windows-1252 text as UTF-8, 2.12 other code pages: archives without them stay older
         minor = (12 if code_page_text else 11 if windows_text else 10 if crlf_text else 9 if text16 else 8 if cached
-                 else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned else 2 if matched
-                 else 1 if primed else 0)
+                 else 7 if streamed else 6 if group_matched else 5 if grouped else 4 if biased else 3 if spanned
+                 else 2 if matched else 1 if primed else 0)
     with atomic_output(output, replace=force) as out:
         writing, changed, unreadable = out.inode, [], []
         items = [item for item in walk(sources, excludes, progress, changed, unreadable)

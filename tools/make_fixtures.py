@@ -226,7 +226,7 @@ GREEK_POOL = "σπίτι κόσμος μέρα πόλη ποτάμι δάσος 
              "μεγάλος μικρός και το της με στο".split()
 
 
-def latin_words(size: int, seed: int, extra: str = "", pool: list[str] = LATIN_POOL) -> str:
+def legacy_words(size: int, seed: int, extra: str = "", pool: list[str] = LATIN_POOL) -> str:
     """`size` characters of sentences of the pool's words (French-looking ones with accents by default; `extra` after
     each), as a legacy text holds them."""
     draw, out = drawer(seed), ""
@@ -240,20 +240,20 @@ def latin_words(size: int, seed: int, extra: str = "", pool: list[str] = LATIN_P
 # sign in a chunk of its own (form 7); UTF-8 text with the same accents (form 0)
 LATIN1_TREE = [
     ("latin1", "dir", None, 0o755),
-    ("latin1/a-latin1.txt", "file", latin_words(300, 35).encode("latin-1") + prose(800, 36)
-     + latin_words(300, 37).encode("latin-1"), 0o644),
-    ("latin1/b-dos.txt", "file", latin_words(300, 38, " ‘à 5 €’").replace("\n", "\r\n").encode("cp1252"), 0o644),
-    ("latin1/c-utf8.txt", "file", latin_words(300, 39).encode(), 0o644),
+    ("latin1/a-latin1.txt", "file", legacy_words(300, 35).encode("latin-1") + prose(800, 36)
+     + legacy_words(300, 37).encode("latin-1"), 0o644),
+    ("latin1/b-dos.txt", "file", legacy_words(300, 38, " ‘à 5 €’").replace("\n", "\r\n").encode("cp1252"), 0o644),
+    ("latin1/c-utf8.txt", "file", legacy_words(300, 39).encode(), 0o644),
 ]
 # other 8-bit code pages as UTF-8 (format 2.12): Russian in windows-1251 in a run of two chunks of 512 bytes (one chunk
 # of two streams, each in text form 8), Russian in KOI8-R with CR LF (form 13), Greek in ISO-8859-7 (form 11) and
 # Russian in IBM866 with its box-drawing frame (form 10), in a chunk each
 CODE_PAGES_TREE = [
     ("pages", "dir", None, 0o755),
-    ("pages/a-cp1251.txt", "file", latin_words(900, 40, pool=RUSSIAN_POOL).encode("cp1251"), 0o644),
-    ("pages/b-koi8.txt", "file", latin_words(300, 41, pool=RUSSIAN_POOL).replace("\n", "\r\n").encode("koi8_r"), 0o644),
-    ("pages/c-greek.txt", "file", latin_words(300, 42, " «Αθήνα»", GREEK_POOL).encode("iso8859_7"), 0o644),
-    ("pages/d-dos.txt", "file", ("╔══╗ " + latin_words(290, 43, pool=RUSSIAN_POOL)).encode("cp866"), 0o644),
+    ("pages/a-cp1251.txt", "file", legacy_words(900, 40, pool=RUSSIAN_POOL).encode("cp1251"), 0o644),
+    ("pages/b-koi8.txt", "file", legacy_words(300, 41, pool=RUSSIAN_POOL).replace("\n", "\r\n").encode("koi8_r"), 0o644),
+    ("pages/c-greek.txt", "file", legacy_words(300, 42, " «Αθήνα»", GREEK_POOL).encode("iso8859_7"), 0o644),
+    ("pages/d-dos.txt", "file", ("╔══╗ " + legacy_words(290, 43, pool=RUSSIAN_POOL)).encode("cp866"), 0o644),
 ]
 GPT2_MODEL = "gpt2-tiny"  # the tiny random GPT-2 of tests/gpt2_tiny.py (seed 0), compiled from its weights
 
