@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
-# the slowest tests listed last: the whole run should stay near 15 minutes on 2 cores
+# a worker per core, 4 at most (pytest-xdist; the Ray tests on one), the slowest tests listed last: the whole run should
+# stay near 15 minutes on 2 cores
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadgroup --durations=15
 
 SIZE ?= quick
 DEVICE ?= cpu

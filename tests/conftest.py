@@ -7,7 +7,9 @@ import os
 import stat
 from dataclasses import dataclass
 
+import numba
 import pytest
+import torch
 import typer.testing
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -35,6 +37,16 @@ class CliResult:
 # typer's runner builds the click command from the app's signatures on every invoke, most of a quick command's time
 # (the integrity sweeps run thousands); the app never changes during the tests, so it is built once
 typer.testing._get_command = functools.cache(typer.testing._get_command)
+
+
+def pytest_configure(config):
+    """A worker of a parallel run (`make test`: pytest-xdist, a worker per core) computes in one thread, as do the
+    processes it starts: the engine's loops wait for their threads by spinning, and two workers' threads on two cores
+    slowed every test down twice. Results are the same at any thread count (test_engine checks 1 against 2)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        numba.set_num_threads(1)
+        os.environ.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 
 
 def run_cli(*args: str) -> CliResult:

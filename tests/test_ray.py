@@ -30,6 +30,9 @@ from .test_lm_bias_group import two_groups_archive
 from .test_lm_primer import header_of
 from .tiny import greedy_text, tiny_model
 
+# one worker of a parallel run (pytest-xdist) takes them all: one local cluster at a time on this machine
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
