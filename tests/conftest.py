@@ -40,13 +40,15 @@ typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 
 def pytest_configure(config):
-    """A worker of a parallel run (`make test`: pytest-xdist, a worker per core) computes in one thread, as do the
-    processes it starts: the engine's loops wait for their threads by spinning, and two workers' threads on two cores
-    slowed every test down twice. Results are the same at any thread count (test_engine checks 1 against 2)."""
+    """A worker of a parallel run (`make test`: pytest-xdist, a worker per core) computes in one thread, and torch in
+    the processes it starts too: the engine's loops wait for their threads by spinning, and two workers' threads on
+    two cores slowed every test down about twice. Results are the same at any thread count (test_engine checks 1
+    against 2). Not NUMBA_NUM_THREADS: numba reads it again at every compilation and refuses a value other than the
+    one its threads were started with."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
         numba.set_num_threads(1)
-        os.environ.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def run_cli(*args: str) -> CliResult:
