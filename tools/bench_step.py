@@ -2,7 +2,7 @@
 """One decoding step of the default model at the default policy's shapes, in the compiled kernels: LM_LOCKSTEP chunks
 in lockstep, each with the span's keys cached and the SPAN_ROOM_DECODING - 1 more that the span hides just before a
 slide (the cache holds random keys and values: the time does not depend on them). Prints milliseconds per step for
-the decoding attention's three loops (all layers together), the whole forward step and the frequency tables.
+the decoding attention's loops (all layers together), the whole forward step and the frequency tables.
 
 Decoding is where lza spends its time, and a kernel can lose its vectorization to a change that looks harmless
 (72cd374 made the score loop 5x slower, unseen for a day): time a change to the engine with this tool in both trees,
@@ -27,7 +27,7 @@ from lzarchive.engine import architectures, ops
 from lzarchive.engine.kernels import QMAX
 from lzarchive.rangecoder import TOTAL_BITS
 
-TIMED_LOOPS = ("attention_scores", "attention_weights", "attention_values")
+TIMED_LOOPS = ("decoding_attention",)
 
 
 def main() -> None:

@@ -184,7 +184,8 @@ def rope_rows(x, start, cos, sin, out):
 # passes, and no tiny batched GEMMs when decoding. Every operation is a single IEEE operation in the order SPEC.md
 # 9.3 gives. The integer dot products accumulate in whatever order the loops give: their sums are exact below 2^53.
 # So the loops that only sum integer products may let LLVM reassociate them and fuse a product into an add (an FMA
-# of exact operands rounds nothing): INTEGER_SUMS, never for a kernel with a rounding operation.
+# of exact operands rounds nothing): INTEGER_SUMS, never for a kernel with a rounding operation. (decoding_attention,
+# compiled without it, calls such loops: LLVM's fast-math flags belong to each operation, not to the code calling it.)
 INTEGER_SUMS = {"reassoc", "contract"}
 
 
@@ -196,117 +197,139 @@ def _seen_ranges(end0, start1, end1):
     return (np.uint64(0), np.uint64(end0)), (np.uint64(start1), np.uint64(end1))
 
 
-@compiled(parallel=True, fastmath=INTEGER_SUMS)
-def attention_scores(q, k_t, z, hidden_lo, hidden_hi):
-    """z[b, h, r, j] = q[b, h, r] · k[b, h, j] for j < z.shape[-1] outside hidden_lo <= j < hidden_hi (keys a span hides:
-    left unwritten, attention_weights zeroes them), with k_t[b, h] = kᵀ (head_dim, capacity) int16: exact integer
-    sums, vectorized across keys. Rows three at a time (a grouped-query head's rows when decoding), four components
-    per pass: each key component is converted once for three rows, and each row loaded and stored a quarter as often.
-    A pass's four components are a quarter of head_dim apart: rows of kᵀ in different 4 KB pages, which the CPU's
-    prefetcher follows as four streams (adjacent rows, often in one page, read the cache 1.5x as slowly)."""
-    batch, heads, rows, keys = z.shape
-    hd = q.shape[-1]
+@compiled(fastmath=INTEGER_SUMS)
+def _head_scores(q, k, z, ranges):
+    """z[r, j] = q[r] · k[:, j] over one head's rows for the keys in `ranges` (the others left unwritten), with k = kᵀ
+    (head_dim, capacity) int16: exact integer sums, vectorized across keys. Rows three at a time (a grouped-query
+    head's rows when decoding), four components per pass: each key component is converted once for three rows, and
+    each row loaded and stored a quarter as often. A pass's four components are a quarter of head_dim apart: rows of
+    kᵀ in different 4 KB pages, which the CPU's prefetcher follows as four streams (adjacent rows, often in one page,
+    read the cache 1.5x as slowly)."""
+    rows, hd = q.shape
     s = hd // 4
-    for i in numba.prange(batch * heads):
-        b, h = i // heads, i % heads
-        k = k_t[b, h]
-        ranges = _seen_ranges(hidden_lo, hidden_hi, keys)
-        for r in range(0, rows - 2, 3):
-            za, zb, zc = z[b, h, r], z[b, h, r + 1], z[b, h, r + 2]
-            qa, qb, qc = q[b, h, r], q[b, h, r + 1], q[b, h, r + 2]
-            za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
-            for lo, hi in ranges:
-                for d in range(s):
-                    k0, k1, k2, k3 = k[d], k[d + s], k[d + 2 * s], k[d + 3 * s]
-                    a0, a1, a2, a3 = qa[d], qa[d + s], qa[d + 2 * s], qa[d + 3 * s]
-                    b0, b1, b2, b3 = qb[d], qb[d + s], qb[d + 2 * s], qb[d + 3 * s]
-                    c0, c1, c2, c3 = qc[d], qc[d + s], qc[d + 2 * s], qc[d + 3 * s]
-                    for j in range(lo, hi):
-                        x0, x1, x2, x3 = np.float64(k0[j]), np.float64(k1[j]), np.float64(k2[j]), np.float64(k3[j])
-                        za[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
-                        zb[j] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
-                        zc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
-                for d in range(4 * s, hd):
-                    for j in range(lo, hi):
-                        x = np.float64(k[d, j])
-                        za[j] += qa[d] * x
-                        zb[j] += qb[d] * x
-                        zc[j] += qc[d] * x
-        for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
-            row, q_row = z[b, h, r], q[b, h, r]
-            row[:] = 0.0
-            for lo, hi in ranges:
-                for d in range(hd):
-                    for j in range(lo, hi):
-                        row[j] += q_row[d] * k[d, j]
+    for r in range(0, rows - 2, 3):
+        za, zb, zc = z[r], z[r + 1], z[r + 2]
+        qa, qb, qc = q[r], q[r + 1], q[r + 2]
+        za[:], zb[:], zc[:] = 0.0, 0.0, 0.0
+        for lo, hi in ranges:
+            for d in range(s):
+                k0, k1, k2, k3 = k[d], k[d + s], k[d + 2 * s], k[d + 3 * s]
+                a0, a1, a2, a3 = qa[d], qa[d + s], qa[d + 2 * s], qa[d + 3 * s]
+                b0, b1, b2, b3 = qb[d], qb[d + s], qb[d + 2 * s], qb[d + 3 * s]
+                c0, c1, c2, c3 = qc[d], qc[d + s], qc[d + 2 * s], qc[d + 3 * s]
+                for j in range(lo, hi):
+                    x0, x1, x2, x3 = np.float64(k0[j]), np.float64(k1[j]), np.float64(k2[j]), np.float64(k3[j])
+                    za[j] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3)
+                    zb[j] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3)
+                    zc[j] += (c0 * x0 + c1 * x1) + (c2 * x2 + c3 * x3)
+            for d in range(4 * s, hd):
+                for j in range(lo, hi):
+                    x = np.float64(k[d, j])
+                    za[j] += qa[d] * x
+                    zb[j] += qb[d] * x
+                    zc[j] += qc[d] * x
+    for r in range(rows - rows % 3, rows):  # the rows left over, one at a time
+        row, q_row = z[r], q[r]
+        row[:] = 0.0
+        for lo, hi in ranges:
+            for d in range(hd):
+                for j in range(lo, hi):
+                    row[j] += q_row[d] * k[d, j]
+
+
+@compiled()
+def _row_weights(row, row_factor, k_scale, v_scale, prefix_end, span_start, seen, exp15):
+    """One row's scores → its quantized softmax weights in place (SPEC.md 9.3): the row sees the keys j < prefix_end
+    and span_start <= j < seen (its other weights become 0). Returns ws / Σ p."""
+    last = exp15.shape[0] - 1
+    ranges = _seen_ranges(prefix_end, span_start, seen)
+    top = -np.inf
+    for lo, hi in ranges:  # in any order: a maximum and exact sums
+        for j in range(lo, hi):
+            row[j] = (row[j] * row_factor) * k_scale[j]
+            top = max(top, row[j])
+    p_sum = 0.0
+    w_max = 0.0
+    for lo, hi in ranges:
+        for j in range(lo, hi):
+            p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
+            p_sum += p  # exact: integers below 2^53
+            row[j] = p * v_scale[j]
+            w_max = max(w_max, row[j])
+    if not w_max > 0:
+        w_max = 1.0
+    to_q = QMAX / w_max
+    for lo, hi in ranges:
+        for j in range(lo, hi):
+            row[j] = np.rint(row[j] * to_q)
+    row[prefix_end:span_start] = 0.0
+    row[seen:] = 0.0
+    return (w_max / QMAX) / p_sum
 
 
 @compiled(parallel=True)
 def attention_weights(z, row_factor, k_scale, v_scale, kept, first, visible, exp15, factor):
-    """Scores → quantized softmax weights in place (SPEC.md 9.3), one row at a time. z: (B, H, R, keys) exact scores;
+    """Scores → quantized softmax weights in place, one row at a time (_row_weights). z: (B, H, R, keys) exact scores;
     row_factor: (B, H, R) qs / sqrt(head_dim); k_scale, v_scale: (B, H, keys); row r sees the keys j < kept and
-    first[r] <= j < visible[r] (the prefix, and the span up to the causal limit: the rest of its weights become 0);
-    exp15: EXP15 as a table. Writes wq into z and ws / Σ p into factor (B, H, R)."""
+    first[r] <= j < visible[r] (the prefix, and the span up to the causal limit); exp15: EXP15 as a table. Writes wq
+    into z and ws / Σ p into factor (B, H, R)."""
     batch, heads, rows, keys = z.shape
-    last = exp15.shape[0] - 1
     for i in numba.prange(batch * heads * rows):
         b, h, r = i // (heads * rows), i // rows % heads, i % rows
-        row, seen = z[b, h, r], visible[r]
-        prefix_end = min(kept, seen)
-        span_start = max(first[r], prefix_end)
-        ranges = _seen_ranges(prefix_end, span_start, seen)
-        top = -np.inf
-        for lo, hi in ranges:  # in any order: a maximum and exact sums
-            for j in range(lo, hi):
-                row[j] = (row[j] * row_factor[b, h, r]) * k_scale[b, h, j]
-                top = max(top, row[j])
-        p_sum = 0.0
-        w_max = 0.0
-        for lo, hi in ranges:
-            for j in range(lo, hi):
-                p = exp15[int(min((row[j] - top) * EXP_INDEX_SCALE, last))]
-                p_sum += p  # exact: integers below 2^53
-                row[j] = p * v_scale[b, h, j]
-                w_max = max(w_max, row[j])
-        if not w_max > 0:
-            w_max = 1.0
-        to_q = QMAX / w_max
-        for lo, hi in ranges:
-            for j in range(lo, hi):
-                row[j] = np.rint(row[j] * to_q)
-        row[prefix_end:span_start] = 0.0
-        row[seen:] = 0.0
-        factor[b, h, r] = (w_max / QMAX) / p_sum
+        prefix_end = min(kept, visible[r])
+        factor[b, h, r] = _row_weights(z[b, h, r], row_factor[b, h, r], k_scale[b, h], v_scale[b, h], prefix_end,
+                                       max(first[r], prefix_end), visible[r], exp15)
 
 
-@compiled(parallel=True, fastmath=INTEGER_SUMS)
-def attention_values(w, v, out, hidden_lo, hidden_hi):
-    """out[b, h, r] = Σ_j w[b, h, r, j] · v[b, h, j] with v int16 over j outside hidden_lo <= j < hidden_hi (weights
-    0 there: skipping them adds nothing): exact integer sums. Keys four at a time, converted once for all rows, each
+@compiled(fastmath=INTEGER_SUMS)
+def _head_values(w, v, acc, hidden_lo, hidden_hi):
+    """acc[r] = Σ_j w[r, j] · v[j] over one head's rows, v int16, for j outside hidden_lo <= j < hidden_hi (weights 0
+    there: skipping them adds nothing): exact integer sums. Keys four at a time, converted once for all rows, each
     pass over a row's accumulators adding four products."""
-    batch, heads, rows, keys = w.shape
+    rows, keys = w.shape
     hd = v.shape[-1]
+    acc[:] = 0.0
+    v4 = np.empty((4, hd))
+    for part in range(2):  # the keys seen: two ranges
+        lo, hi = (0, hidden_lo) if part == 0 else (hidden_hi, keys)
+        for j in range(lo, hi - 3, 4):
+            for t in range(4):
+                for d in range(hd):
+                    v4[t, d] = v[j + t, d]
+            for r in range(rows):
+                w0, w1, w2, w3 = w[r, j], w[r, j + 1], w[r, j + 2], w[r, j + 3]
+                acc_row = acc[r]
+                for d in range(hd):
+                    acc_row[d] += (w0 * v4[0, d] + w1 * v4[1, d]) + (w2 * v4[2, d] + w3 * v4[3, d])
+        for j in range(hi - (hi - lo) % 4, hi):
+            for r in range(rows):
+                weight = w[r, j]
+                for d in range(hd):
+                    acc[r, d] += weight * v[j, d]
+
+
+@compiled(parallel=True)
+def decoding_attention(q, row_factor, k_t, k_scale, v, v_scale, kept, first, exp15, z, out):
+    """One position's attention, a head of the cache at a time: z (B, H, R, keys) ← the scores of q (B, H, R, hd)
+    (R: the query heads reading cache head h) with kᵀ (B, H, head_dim, capacity) int16, then their quantized
+    weights (row_factor (B, H, R), k_scale and v_scale (B, H, capacity), exp15: EXP15 as a table), then out (B, H, R, hd) ← (wq · v) * (ws /
+    Σ p). Every row sees the keys j < kept (the prefix) and first <= j < keys (the span up to this position); the
+    loops over keys skip those between, which the weights make 0 (the same sums: reading the cache's keys is most of
+    the scores' time)."""
+    batch, heads, rows, keys = z.shape
+    prefix_end = min(kept, keys)
+    span_start = min(max(first, prefix_end), keys)
     for i in numba.prange(batch * heads):
         b, h = i // heads, i % heads
-        acc = out[b, h]
-        acc[:] = 0.0
-        v4 = np.empty((4, hd))
-        for part in range(2):  # the keys seen: two ranges
-            lo, hi = (0, hidden_lo) if part == 0 else (hidden_hi, keys)
-            for j in range(lo, hi - 3, 4):
-                for t in range(4):
-                    for d in range(hd):
-                        v4[t, d] = v[b, h, j + t, d]
-                for r in range(rows):
-                    w0, w1, w2, w3 = w[b, h, r, j], w[b, h, r, j + 1], w[b, h, r, j + 2], w[b, h, r, j + 3]
-                    acc_row = acc[r]
-                    for d in range(hd):
-                        acc_row[d] += (w0 * v4[0, d] + w1 * v4[1, d]) + (w2 * v4[2, d] + w3 * v4[3, d])
-            for j in range(hi - (hi - lo) % 4, hi):
-                for r in range(rows):
-                    weight = w[b, h, r, j]
-                    for d in range(hd):
-                        acc[r, d] += weight * v[b, h, j, d]
+        _head_scores(q[b, h], k_t[b, h], z[b, h], _seen_ranges(prefix_end, span_start, keys))
+        factor = np.empty(rows)
+        for r in range(rows):
+            factor[r] = _row_weights(z[b, h, r], row_factor[b, h, r], k_scale[b, h], v_scale[b, h], prefix_end,
+                                     span_start, keys, exp15)
+        _head_values(z[b, h], v[b, h], out[b, h], prefix_end, span_start)
+        for r in range(rows):
+            for d in range(out.shape[-1]):
+                out[b, h, r, d] *= factor[r]
 
 
 # ---------------------------------------------------------------------------------------------- frequency tables

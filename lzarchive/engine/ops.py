@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from . import tables
-from .kernels import (BIAS_UNIT, EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_scores, attention_values,
-                      attention_weights, cache_rows, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
+from .kernels import (BIAS_UNIT, EXP_INDEX_SCALE, EXP_TABLE_SHIFTS, F64, QMAX, attention_weights, cache_rows,
+                      decoding_attention, find_symbols, frequency_rows, gate_quantize_rows, join_halves,
                       layer_norm_quantize_rows, mix_cache_rows, norm_quantize_rows, quantize_rows, rope_rows,
                       split_halves, symbol_starts, update_bias_rows)
 
@@ -376,78 +376,71 @@ class TorchOps:
 
 class CompiledOps(TorchOps):
     """The exact operations in the compiled CPU loops of kernels.py: one pass per row where the torch operations
-    make a dozen, each a pass over memory or, when decoding, mostly dispatch overhead."""
+    make a dozen, each a pass over memory or, when decoding, mostly dispatch overhead. Around the loops the buffers are
+    numpy arrays, handed to torch without a copy: a torch call costs a microsecond or more, as much as a loop over a
+    decoding step's rows (the default model's step spent a third of its time in such calls)."""
 
     @staticmethod
     def _rows(kernel, x: torch.Tensor, *inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Runs a row kernel that writes q (rows, d) and scale (rows,) for the rows of x's last axis."""
-        q = torch.empty(x.shape, dtype=F64)
-        scale = torch.empty(*x.shape[:-1], 1, dtype=F64)
-        kernel(*inputs, q.view(-1, x.shape[-1]).numpy(), scale.view(-1).numpy())
-        return q, scale
+        """Runs a row kernel, kernel(rows of x, *inputs, q, scale), that writes q (rows, d) and scale (rows,) for the
+        rows of x's last axis."""
+        q, scale = np.empty(x.shape), np.empty((*x.shape[:-1], 1))
+        kernel(x.numpy().reshape(-1, x.shape[-1]), *inputs, q.reshape(-1, x.shape[-1]), scale.reshape(-1))
+        return torch.from_numpy(q), torch.from_numpy(scale)
 
     def _int8_linear(self, a, a_scale, w, w_scale) -> torch.Tensor:
-        flat = a.reshape(-1, a.shape[-1])
-        halves = int8_halves(len(flat), flat.shape[1], a.device)
-        split_halves(flat.numpy(), halves.numpy())
-        acc = torch._int_mm(halves, w.T)
-        out = torch.empty(len(flat), w.shape[0], dtype=F64)
-        join_halves(acc.numpy(), a_scale.reshape(-1).numpy(), w_scale.numpy(), out.numpy())
-        return out.view(*a.shape[:-1], w.shape[0])
+        flat = a.numpy().reshape(-1, a.shape[-1])
+        halves = np.empty((2 * len(flat), flat.shape[1]), dtype=np.int8)
+        split_halves(flat, halves)
+        acc = torch._int_mm(torch.from_numpy(halves), w.T).numpy()
+        out = np.empty((*a.shape[:-1], w.shape[0]))
+        join_halves(acc, a_scale.numpy().reshape(-1), w_scale.numpy(), out.reshape(-1, w.shape[0]))
+        return torch.from_numpy(out)
 
     def quantize(self, x):
-        return self._rows(quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy())
+        return self._rows(quantize_rows, x)
 
     def norm_quantize(self, x, weight, eps, residual_bits):
-        return self._rows(norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), weight.numpy(), eps, residual_bits)
+        return self._rows(norm_quantize_rows, x, weight.numpy(), eps, residual_bits)
 
     def layer_norm_quantize(self, x, gain, bias, eps, residual_bits):
-        return self._rows(layer_norm_quantize_rows, x, x.reshape(-1, x.shape[-1]).numpy(), gain.numpy(), bias.numpy(),
-                          eps, residual_bits)
+        return self._rows(layer_norm_quantize_rows, x, gain.numpy(), bias.numpy(), eps, residual_bits)
 
     def gate_quantize(self, x, up=None):
         # without up, times 1.0: exact, so the same values as no product at all
         up = torch.ones(1, dtype=F64).expand(x.shape) if up is None else up
-        return self._rows(gate_quantize_rows, x, x.numpy(), up.numpy(), self.tables.gate.numpy(),
+        return self._rows(gate_quantize_rows, x, up.numpy().reshape(-1, x.shape[-1]), self.tables.gate.numpy(),
                           self.tables.gate_step.numpy())
 
     def rope(self, x, start):
         batch, steps, heads, hd = x.shape
-        out = torch.empty(batch, heads, steps, hd, dtype=F64)
-        rope_rows(x.numpy(), start, self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out.numpy())
-        return out
+        out = np.empty((batch, heads, steps, hd))
+        rope_rows(x.numpy(), start, self.tables.rope_cos.numpy(), self.tables.rope_sin.numpy(), out)
+        return torch.from_numpy(out)
 
     def attention(self, k, ks, v, vs, block, block_factor, slots, kept=0, span=0):
-        """The softmax weights in the loops, one pass per row. Decoding (one position, its rows the heads of a group)
-        also computes both products there, streaming the cache, where BLAS is slow on products of three rows; blocks
-        of several positions take TorchOps' float64 products, exact in any summation order. (The int8 GEMM is
-        slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)
-        Keys a row does not see get the weight 0, adding exact zeros to the products; the decoding loops skip those a
-        span hides (the same sums; reading the cache's keys is most of the scores' time)."""
+        """Decoding (one position, its rows the heads of a group) in one compiled pass per head of the cache:
+        the scores and the weighted values in loops streaming the cache, where BLAS is slow on products of three rows,
+        and the keys a span hides skipped (the same sums: their weights are 0). Blocks of several positions take
+        TorchOps' float64 products, exact in any summation order, around the compiled softmax weights. (The int8 GEMM
+        is slower here: its inner dimension, head_dim, is too short to pay for four times the products in halves.)"""
         batch, kv_heads, rows, hd = block.shape
         keys = int(slots[-1]) + 1
-        visible = (slots + 1).repeat(rows // len(slots))
-        # the span's first key (kept when none is hidden); no span: no prefix apart, every row sees 0 .. visible
-        kept = kept if span else 0
+        kept = kept if span else 0  # no span: no prefix apart, every row sees 0 .. its slot
+        exp15 = self.tables.shifted(15, F64).numpy()
+        if len(slots) == 1:
+            z = np.empty((batch, kv_heads, rows, keys))
+            out = np.empty((batch, kv_heads, rows, hd))
+            decoding_attention(block.numpy(), block_factor.numpy(), k.numpy(), ks.numpy()[..., 0], v.numpy(),
+                               vs.numpy()[..., 0], kept, max(keys - span, kept) if span else 0, exp15, z, out)
+            return torch.from_numpy(out)
+        z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         first = (slots + 1 - span).clamp(min=kept) if span else torch.zeros_like(slots)
-        decoding = len(slots) == 1
-        if decoding:  # one position: every row hides the same keys, those between the prefix and the span
-            prefix_end = min(kept, keys)
-            hidden = (prefix_end, min(max(int(first[0]), prefix_end), keys))
-            z = torch.empty(batch, kv_heads, rows, keys, dtype=F64)
-            attention_scores(block.numpy(), k.numpy(), z.numpy(), *hidden)
-        else:
-            z = block @ k[..., :keys].to(F64)  # exact: |.| <= hd * QMAX^2
         factor = torch.empty(batch, kv_heads, rows, dtype=F64)
-        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(),
-                          kept, first.repeat(rows // len(slots)).numpy(), visible.numpy(),
-                          self.tables.shifted(15, F64).numpy(), factor.numpy())
-        if decoding:
-            result = torch.empty(batch, kv_heads, rows, hd, dtype=F64)
-            attention_values(z.numpy(), v.numpy(), result.numpy(), *hidden)
-        else:
-            result = z @ v[:, :, :keys].to(F64)  # exact: products below 2^41
-        return result.mul_(factor[..., None])
+        attention_weights(z.numpy(), block_factor.numpy(), ks[..., 0].numpy(), vs[..., 0].numpy(), kept,
+                          first.repeat(rows // len(slots)).numpy(), (slots + 1).repeat(rows // len(slots)).numpy(),
+                          exp15, factor.numpy())
+        return (z @ v[:, :, :keys].to(F64)).mul_(factor[..., None])  # exact: products below 2^41
 
     def frequencies(self, logits, total_bits, bias=None, bias_rows=None):
         if bias is None:  # a zero row: adding 0.0 leaves every logit as it is
