@@ -310,12 +310,12 @@ def _head_values(w, v, acc, hidden_lo, hidden_hi):
 
 @compiled(parallel=True)
 def decoding_attention(q, row_factor, k_t, k_scale, v, v_scale, kept, first, exp15, z, out):
-    """One position's attention, a head of the cache at a time: z (B, H, R, keys) ← the scores of q (B, H, R, hd)
-    (R: the query heads reading cache head h) with kᵀ (B, H, head_dim, capacity) int16, then their quantized
-    weights (row_factor (B, H, R), k_scale and v_scale (B, H, capacity), exp15: EXP15 as a table), then out (B, H, R, hd) ← (wq · v) * (ws /
-    Σ p). Every row sees the keys j < kept (the prefix) and first <= j < keys (the span up to this position); the
-    loops over keys skip those between, which the weights make 0 (the same sums: reading the cache's keys is most of
-    the scores' time)."""
+    """One position's attention, a head of the cache at a time: z (B, H, R, keys) <- the scores of q (B, H, R, hd)
+    (R: the query heads reading cache head h) with kᵀ (B, H, head_dim, capacity) int16, then their quantized weights
+    (row_factor (B, H, R), k_scale and v_scale (B, H, capacity), exp15: EXP15 as a table), then out (B, H, R, hd) <-
+    (wq · v) * (ws / Σ p). Every row sees the keys j < kept (the prefix) and first <= j < keys (the span up to this
+    position); the loops over keys skip those between, which the weights make 0 (the same sums: reading the cache's
+    keys is most of the scores' time)."""
     batch, heads, rows, keys = z.shape
     prefix_end = min(kept, keys)
     span_start = min(max(first, prefix_end), keys)
